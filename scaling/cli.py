@@ -1,0 +1,73 @@
+"""`scaling` command line: a thin dispatcher over scaling/commands/<name>.py.
+
+Each command module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` to a callable taking the parsed args and returning an exit code. Modules are
+imported lazily by name so `scaling fit` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from scaling.errors import UserError
+
+# Order is the order of the data flow, and the order shown in --help.
+COMMANDS = {
+    "prepare": "turn a corpus into token shards",
+    "train": "train one encoder-decoder run",
+    "sweep": "plan, launch, watch and collect grids of runs",
+    "fit": "fit Chinchilla's three approaches to a results table",
+    "plan": "extrapolate a fit to a training plan and its cost",
+    "tune": "per-size learning-rate search with Optuna",
+}
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(f"scaling.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"scaling.commands.{name}":
+            return None
+        raise
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
+    from scaling import __version__
+
+    parser.add_argument("--version", action="version", version=f"scaling {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Import only the command asked for, unless help is wanted.
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        if wanted in COMMANDS and name != wanted:
+            sub.add_parser(name, help=help_text)
+            continue
+        module = _load(name)
+        if module is None:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Typed configuration of one training run.
+
+A run is fully described by a TrainConfig (plus the code version): `scaling train` builds
+one from its flags, a sweep file expands into many. It is stored in run.json, and a run
+directory is only ever resumed with the same config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from scaling.errors import UserError
+
+_SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def parse_count(value: str | int | float, what: str = "count") -> int:
+    """'350M' -> 350_000_000, '1.5B' -> 1_500_000_000, '20b', '1T', 2e7, 12345 -> ints.
+
+    Raises UserError naming the bad value.
+    """
+    if isinstance(value, bool):
+        raise UserError(f"{what}: expected a number like 10M, 1.5B or 20000000, got {value!r}")
+    if isinstance(value, (int, float)):
+        n = float(value)
+    else:
+        s = str(value).strip().upper().replace("_", "").replace(",", "")
+        suffix = s[-1:] if s[-1:] in _SUFFIXES and s[-1:].isalpha() else ""
+        num = s[: -1] if suffix else s
+        try:
+            n = float(num) * _SUFFIXES[suffix]
+        except ValueError:
+            raise UserError(
+                f"{what}: cannot read {value!r}; expected a number like 10M, 1.5B, 20B, 1T or 20000000"
+            ) from None
+    if not math.isfinite(n) or n <= 0:
+        raise UserError(f"{what}: must be a positive number, got {value!r}")
+    return int(round(n))
+
+
+def format_count(n: float) -> str:
+    """20_000_000_000 -> '20B', 1_500_000 -> '1.5M'."""
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run. Defaults suit a CPU laptop; sweeps override them."""
+
+    params: str = "2M"                 # size target, expanded by ModelConfig.from_params
+    tokens: int = 20_000_000           # token budget D: sequences x seq_len (see objectives.py)
+    out: str = "runs/run"              # run directory
+    data: str | None = None            # token shards dir from `scaling prepare`; None = embedded corpus
+    seed: int = 0
+    # optimisation
+    lr: float | None = None            # None = rule of N (see train.lr_rule)
+    min_lr_ratio: float = 0.1          # cosine decays to 10% of peak, ending at the budget
+    warmup_frac: float = 0.02          # of the total steps; at least 1 step
+    weight_decay: float = 0.1          # not on biases and norms
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    batch_size: int = 16               # sequences per step (per device)
+    # objective
+    seq_len: int = 128                 # source window length in tokens
+    clm_ratio: float = 0.2             # fraction of examples that are causal LM
+    noise_density: float = 0.15        # fraction of tokens dropped in denoising
+    mean_span: float = 3.0             # Poisson mean of dropped span lengths
+    # model shape overrides (None = size rule)
+    tied_embeddings: bool = True
+    # execution
+    device: str = "auto"               # auto | cpu | cuda
+    precision: str = "auto"            # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed
+    compile: bool = False              # torch.compile (GPU)
+    devices: int = 1                   # DDP processes (GPUs per node)
+    num_nodes: int = 1
+    val_points: int = 8                # validation evaluations at log-spaced token counts
+    val_batches: int = 8               # batches per validation evaluation
+    log_every: int = 10                # steps between metrics rows
+    progress: bool = True              # progress bar on stderr
+    extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def identity(self) -> dict:
+        """The fields that define WHAT is trained; a run directory may only be resumed with
+        the same identity. Execution details (progress bar, logging cadence, device) may change."""
+        d = self.to_dict()
+        for k in ("out", "progress", "log_every", "device", "compile", "extra"):
+            d.pop(k, None)
+        return d
