@@ -1,0 +1,194 @@
+"""The AlexaTM mixed pre-training objective, built a whole batch at a time.
+
+Every example is a pure function of (seed, example index): example i of a run is the same
+whatever the batch size, the number of ranks, or how often the run was interrupted, which is
+what makes resumption exact. Randomness comes from a counter-based hash (splitmix64) of
+(seed, index, stream, position), so a batch is built with numpy array operations only.
+
+Two tasks, chosen per example (CLM with probability `clm_ratio`, 0.2 by default):
+
+* denoising (AlexaTM): a window of `seq_len` tokens from the packed token stream (documents
+  separated by <eos>); exactly round(noise * seq_len) tokens are dropped in spans whose
+  lengths follow Poisson(mean_span) (at least 1); no mask tokens are inserted. The encoder
+  reads what is left, the decoder rewrites the WHOLE window.
+* causal LM: `[CLM]` then a uniformly random 20-80% prefix of one document (a piece of at
+  most seq_len tokens that does not cross a document boundary) go to the encoder; the
+  decoder continues with the rest of that piece.
+
+Batch shapes are fixed, (B, enc_len) and (B, seq_len) from model.objective_lengths, so a
+step costs the same FLOPs whatever the mix. The token budget D of a run counts seq_len
+tokens per example (the source window), the unit the FLOP accounting uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scaling.model import IGNORE_INDEX, objective_lengths
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_STREAM_WINDOW, _STREAM_TASK, _STREAM_SPANS, _STREAM_GAPS, _STREAM_SPLIT = 1, 2, 3, 4, 5
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uniforms(seed: int, idx: np.ndarray, stream: int, n: int) -> np.ndarray:
+    """(len(idx), n) uniforms in [0, 1), a pure function of (seed, idx, stream, column)."""
+    with np.errstate(over="ignore"):
+        key = _splitmix(np.uint64(seed) * np.uint64(1_000_003) + np.uint64(stream))
+        base = _splitmix(np.asarray(idx, dtype=np.uint64) ^ key)
+        cols = np.arange(n, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        bits = _splitmix(base[:, None] + cols[None, :])
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _poisson_table(mean: float, kmax: int = 64) -> np.ndarray:
+    k = np.arange(kmax)
+    logp = k * math.log(mean) - mean - np.array([math.lgamma(i + 1) for i in k])
+    return np.cumsum(np.exp(logp))
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    seq_len: int = 128
+    clm_ratio: float = 0.2
+    noise_density: float = 0.15
+    mean_span: float = 3.0
+    pad_id: int = 0
+    eos_id: int = 1
+    clm_id: int = 2
+
+    def __post_init__(self):
+        if not 0.0 <= self.clm_ratio <= 1.0:
+            raise ValueError(f"clm_ratio must be in [0, 1], got {self.clm_ratio}")
+        if not 0.0 < self.noise_density < 0.5:
+            raise ValueError(f"noise_density must be in (0, 0.5), got {self.noise_density}")
+        if self.seq_len < 8:
+            raise ValueError(f"seq_len must be at least 8, got {self.seq_len}")
+
+    @property
+    def lengths(self) -> tuple[int, int]:
+        return objective_lengths(self.seq_len, self.noise_density)
+
+
+class MixedObjective:
+    """Builds batches of the mixed objective from a token stream and its document starts."""
+
+    def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray, cfg: ObjectiveConfig, seed: int):
+        self.tokens, self.doc_starts, self.cfg, self.seed = tokens, np.asarray(doc_starts), cfg, int(seed)
+        L = cfg.seq_len
+        self.n_windows = int(len(tokens) // L)
+        if self.n_windows < 1:
+            raise ValueError(f"token stream of {len(tokens)} tokens is shorter than one window of {L}")
+        self.enc_len, self.dec_len = cfg.lengths
+        self.n_drop = int(round(cfg.noise_density * L))
+        self._cdf = _poisson_table(cfg.mean_span)
+        # A fixed odd multiplier coprime with n_windows gives a bijection of window indices:
+        # every epoch visits every window once, in a seed-dependent scrambled order.
+        mult = int(_splitmix(np.array([self.seed], dtype=np.uint64))[0] % np.uint64(max(self.n_windows, 2)))
+        mult |= 1
+        while math.gcd(mult, self.n_windows) != 1:
+            mult += 2
+        self._mult = mult
+        self._offset = int(_splitmix(np.array([self.seed + 17], dtype=np.uint64))[0] % np.uint64(self.n_windows))
+
+    # ------------------------------------------------------------------ windows
+    def window_starts(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        epoch, pos = np.divmod(idx, self.n_windows)
+        w = (pos * self._mult + self._offset + epoch * 7919) % self.n_windows
+        return w * self.cfg.seq_len
+
+    # ------------------------------------------------------------------- batch
+    def batch(self, idx: np.ndarray, force: str | None = None) -> dict[str, np.ndarray]:
+        """Examples `idx` as arrays: enc (B, enc_len), dec (B, seq_len), labels (B, seq_len),
+        is_clm (B,). `force` = "denoise" or "clm" builds one task only (validation)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        B, L = len(idx), self.cfg.seq_len
+        if force == "denoise":
+            is_clm = np.zeros(B, dtype=bool)
+        elif force == "clm":
+            is_clm = np.ones(B, dtype=bool)
+        else:
+            is_clm = uniforms(self.seed, idx, _STREAM_TASK, 1)[:, 0] < self.cfg.clm_ratio
+        enc = np.full((B, self.enc_len), self.cfg.pad_id, dtype=np.int64)
+        labels = np.full((B, L), IGNORE_INDEX, dtype=np.int64)
+        starts = self.window_starts(idx)
+        if (~is_clm).any():
+            e, l = self._denoise(idx[~is_clm], starts[~is_clm])
+            enc[~is_clm, : e.shape[1]] = e
+            labels[~is_clm] = l
+        if is_clm.any():
+            e, l = self._clm(idx[is_clm], starts[is_clm])
+            enc[is_clm] = e
+            labels[is_clm] = l
+        dec = np.empty_like(labels)
+        dec[:, 0] = self.cfg.pad_id  # decoder start token, as in T5
+        dec[:, 1:] = np.where(labels[:, :-1] == IGNORE_INDEX, self.cfg.pad_id, labels[:, :-1])
+        return {"enc": enc, "dec": dec, "labels": labels, "is_clm": is_clm}
+
+    def drop_mask(self, idx: np.ndarray) -> np.ndarray:
+        """(B, seq_len) bool: which window positions denoising drops for examples idx."""
+        B, L, n_drop = len(idx), self.cfg.seq_len, self.n_drop
+        # Span lengths: Poisson(mean) by inverse CDF, at least 1; take spans until they cover
+        # n_drop tokens and trim the last so exactly n_drop are dropped.
+        u = uniforms(self.seed, idx, _STREAM_SPANS, n_drop)
+        lens = np.maximum(np.searchsorted(self._cdf, u), 1)
+        ends = np.cumsum(lens, axis=1)
+        n_spans = (ends < n_drop).sum(axis=1) + 1                       # (B,)
+        cols = np.arange(n_drop)[None, :]
+        valid = cols < n_spans[:, None]
+        ends = np.minimum(ends, n_drop)
+        lens = np.where(valid, ends - np.concatenate([np.zeros((B, 1), np.int64), ends[:, :-1]], axis=1), 0)
+        # Spans go into distinct gaps between the kept tokens: rank random keys to pick
+        # n_spans distinct gap indices in 0..kept, then sort them.
+        kept = L - n_drop
+        keys = uniforms(self.seed, idx, _STREAM_GAPS, kept + 1)
+        gaps = np.argsort(keys, axis=1)[:, :n_drop]  # noise < 0.5 so n_drop <= kept + 1
+        gaps = np.where(valid, gaps, kept + 1)                          # invalid -> sort last
+        gaps = np.sort(gaps, axis=1)
+        before = np.cumsum(lens, axis=1) - lens                         # dropped before span j
+        span_start = gaps + before
+        mark = np.zeros((B, L + 1), dtype=np.int64)
+        rows = np.broadcast_to(np.arange(B)[:, None], span_start.shape)
+        np.add.at(mark, (rows[valid], span_start[valid]), 1)
+        np.add.at(mark, (rows[valid], (span_start + lens)[valid]), -1)
+        return np.cumsum(mark, axis=1)[:, :L] > 0
+
+    def _denoise(self, idx, starts):
+        L = self.cfg.seq_len
+        window = self.tokens[starts[:, None] + np.arange(L)[None, :]].astype(np.int64)
+        drop = self.drop_mask(idx)
+        enc = window[~drop].reshape(len(idx), L - self.n_drop)
+        return enc, window
+
+    def _clm(self, idx, starts):
+        L, B = self.cfg.seq_len, len(idx)
+        ds = self.doc_starts
+        d = np.searchsorted(ds, starts, side="right") - 1
+        doc_start, doc_end = ds[d], ds[d + 1]
+        # One document: the window's document, cut to at most L tokens that stay inside it.
+        piece_start = np.minimum(starts, np.maximum(doc_start, doc_end - L))
+        piece_len = np.minimum(doc_end - piece_start, L)
+        u = uniforms(self.seed, idx, _STREAM_SPLIT, 1)[:, 0]
+        frac = 0.2 + 0.6 * u
+        prefix = np.clip(np.floor(frac * piece_len).astype(np.int64), 1, np.maximum(piece_len - 1, 1))
+        pos = np.arange(L)[None, :]
+        piece = self.tokens[np.minimum(piece_start[:, None] + pos, len(self.tokens) - 1)].astype(np.int64)
+        enc = np.full((B, self.enc_len), self.cfg.pad_id, dtype=np.int64)
+        enc[:, 0] = self.cfg.clm_id
+        in_prefix = pos[:, : self.enc_len - 1] < prefix[:, None]
+        enc[:, 1:] = np.where(in_prefix, piece[:, : self.enc_len - 1], self.cfg.pad_id)
+        # Target: piece[prefix : piece_len], left-aligned.
+        src = prefix[:, None] + pos
+        tgt_valid = src < piece_len[:, None]
+        labels = np.where(tgt_valid, np.take_along_axis(piece, np.minimum(src, L - 1), axis=1), IGNORE_INDEX)
+        return enc, labels
