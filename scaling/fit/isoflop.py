@@ -1,0 +1,168 @@
+"""Approaches 1 and 2 of Chinchilla: compute-optimal N and D read off the runs directly.
+
+Approach 1 (envelope): at each FLOP value of a log grid, the lowest loss any run reached
+there (its curve interpolated in log-log) names the best size N and its tokens D so far; power
+laws N_opt = k_N C^a and D_opt = k_D C^b are fitted to those points by least squares in logs.
+
+Approach 2 (IsoFLOP profiles): per FLOP budget, a parabola of loss in log N (and another in
+log D) through the runs of that budget; its vertex is N_opt(C) (D_opt(C)). A budget whose
+vertex is outside its sampled sizes, or whose parabola opens downwards, says nothing about
+the optimum and is refused (with a warning), never extrapolated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+GRID_POINTS = 1500            # Chinchilla's envelope used 1,500 log-spaced FLOP values
+BUDGET_STEP_DEX = 0.1         # without a budget column, FLOPs are rounded to 10^(k * 0.1)
+
+
+@dataclass
+class PowerLaw:
+    """y = k * C^exponent, fitted in logs."""
+
+    exponent: float
+    coef: float
+
+    def __call__(self, c):
+        return self.coef * np.asarray(c, float) ** self.exponent
+
+
+def fit_power(c: np.ndarray, y: np.ndarray) -> PowerLaw:
+    slope, icpt = np.polyfit(np.log(c), np.log(y), 1)
+    return PowerLaw(float(slope), float(np.exp(icpt)))
+
+
+# ----------------------------------------------------------------------------- Approach 1
+
+@dataclass
+class Envelope:
+    c: np.ndarray         # FLOP values on the envelope
+    n: np.ndarray         # size of the best run at each
+    d: np.ndarray         # its tokens at that point
+    loss: np.ndarray
+    from_curves: bool
+
+
+def curve_matrix(runs, curves: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]], grid: np.ndarray):
+    """[runs, grid] log loss and log tokens interpolated in log FLOPs; NaN outside a curve."""
+    ll = np.full((len(curves), len(grid)), np.nan)
+    lt = np.full_like(ll, np.nan)
+    lg = np.log(grid)
+    for i, (_, f, t, l) in enumerate(curves):
+        lf = np.log(f)
+        inside = (lg >= lf[0]) & (lg <= lf[-1])
+        ll[i, inside] = np.interp(lg[inside], lf, np.log(l))
+        lt[i, inside] = np.interp(lg[inside], lf, np.log(t))
+    return ll, lt
+
+
+def envelope_from_matrix(params: np.ndarray, grid, ll, lt, rows=None) -> Envelope:
+    if rows is not None:
+        ll, lt, params = ll[rows], lt[rows], params[rows]
+    covered = ~np.all(np.isnan(ll), axis=0)
+    llc = np.where(np.isnan(ll[:, covered]), np.inf, ll[:, covered])
+    best = np.argmin(llc, axis=0)
+    cols = np.arange(llc.shape[1])
+    return Envelope(c=grid[covered], n=params[best], d=np.exp(lt[:, covered][best, cols]),
+                    loss=np.exp(llc[best, cols]), from_curves=True)
+
+
+def final_point_frontier(n, d, c, loss) -> Envelope:
+    """Without curves: the runs no cheaper run beats (each run a one-point curve)."""
+    order = np.argsort(c)
+    keep, best = [], np.inf
+    for i in order:
+        if loss[i] < best:
+            keep.append(i)
+            best = loss[i]
+    k = np.array(keep)
+    return Envelope(c=c[k], n=n[k], d=d[k], loss=loss[k], from_curves=False)
+
+
+@dataclass
+class EnvelopeFit:
+    n_law: PowerLaw
+    d_law: PowerLaw
+    env: Envelope
+    n_sizes: int          # distinct sizes on the envelope
+
+
+def fit_envelope(env: Envelope) -> EnvelopeFit:
+    sizes = np.unique(env.n)
+    if len(sizes) < 3:
+        raise ValueError(f"the envelope holds {len(sizes)} distinct size(s); approach 1 needs at least 3")
+    return EnvelopeFit(fit_power(env.c, env.n), fit_power(env.c, env.d), env, len(sizes))
+
+
+# ----------------------------------------------------------------------------- Approach 2
+
+def group_budgets(flops: np.ndarray, budget: np.ndarray | None,
+                  step_dex: float = BUDGET_STEP_DEX) -> tuple[np.ndarray, np.ndarray]:
+    """Budget label per run and the budgets' FLOP values. Use the budget column if present;
+    else round log10 FLOPs to a multiple of step_dex (a run's FLOPs land near, not on, its
+    sweep's budget) and use the geometric mean of each group's FLOPs as its budget."""
+    if budget is not None:
+        values, labels = np.unique(budget, return_inverse=True)
+        return labels, values.astype(float)
+    key = np.round(np.log10(flops) / step_dex).astype(np.int64)
+    uniq, labels = np.unique(key, return_inverse=True)
+    values = np.array([10 ** np.log10(flops[labels == g]).mean() for g in range(len(uniq))])
+    return labels, values
+
+
+@dataclass
+class Profile:
+    budget: float
+    n_runs: int
+    n_opt: float | None
+    d_opt: float | None
+    loss_opt: float | None
+    coef_n: tuple | None        # parabola in log N: loss = c2 x^2 + c1 x + c0
+    coef_d: tuple | None
+    refused: str | None = None  # why this budget gave no optimum
+
+
+def _vertex(x: np.ndarray, y: np.ndarray):
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    if not c2 > 0:
+        return None, (c2, c1, c0), "its loss profile has no minimum (the parabola opens downwards)"
+    xv = -c1 / (2 * c2)
+    if not (x.min() <= xv <= x.max()):
+        return None, (c2, c1, c0), "its minimum lies outside the sampled range"
+    return xv, (c2, c1, c0), None
+
+
+def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray) -> Profile:
+    if len(np.unique(n)) < 3:
+        return Profile(budget, len(n), None, None, None, None, None,
+                       f"it has {len(np.unique(n))} distinct size(s); a parabola needs at least 3")
+    xn, cn, why_n = _vertex(np.log(n), loss)
+    xd, cd, why_d = _vertex(np.log(d), loss)
+    why = why_n or why_d
+    if why:
+        which = "log N" if why_n else "log D"
+        return Profile(budget, len(n), None, None, None, cn, cd, f"{why} (in {which})")
+    return Profile(budget, len(n), float(np.exp(xn)), float(np.exp(xd)),
+                   float(np.polyval(cn, xn)), cn, cd)
+
+
+@dataclass
+class IsoFlopFit:
+    n_law: PowerLaw
+    d_law: PowerLaw
+    profiles: list
+    used: list = field(default_factory=list)   # budgets with an optimum
+
+
+def fit_isoflop(labels, values, n, d, loss) -> IsoFlopFit:
+    profs = [profile(values[g], n[labels == g], d[labels == g], loss[labels == g]) for g in range(len(values))]
+    ok = [p for p in profs if p.n_opt is not None]
+    if len(ok) < 2:
+        raise ValueError(f"{len(ok)} FLOP budget(s) with an interior optimum; approach 2 needs at least 2")
+    c = np.array([p.budget for p in ok])
+    return IsoFlopFit(fit_power(c, np.array([p.n_opt for p in ok])),
+                      fit_power(c, np.array([p.d_opt for p in ok])), profs, ok)

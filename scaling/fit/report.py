@@ -1,0 +1,312 @@
+"""All three approaches on one table of runs, with bootstrap intervals: the `fit.json` record.
+
+`fit_all` returns a plain dict (the JSON `scaling fit --json` prints and `scaling plan --fit`
+reads): one key per approach fitted, each with its parameters, `ci` (95% percentile
+intervals, same keys), `n_points` and `warnings`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from scaling.errors import UserError
+from scaling.fit import isoflop, law
+from scaling.fit.table import RunTable
+
+CI = (2.5, 97.5)
+MIN_RUNS_3 = 8          # 5 parameters; fewer runs leave them unidentified
+MIN_SIZES_3 = 3
+FEW_SIZES_3 = 5         # below this, E, alpha and beta trade off against each other
+
+
+@dataclass
+class FitOptions:
+    approaches: tuple = (1, 2, 3)
+    explicit: bool = False       # the user named the approaches: refusals are errors
+    n_boot: int = 1000
+    seed: int = 0
+    holdout_top: int = 0
+    refine: int | None = 256     # see law.fit_law; None = run all 4,500 starts
+    progress: bool = True
+
+
+def _ci(samples: np.ndarray) -> list:
+    s = samples[np.isfinite(samples)]
+    if s.size < 2:
+        return [None, None]
+    lo, hi = np.percentile(s, CI)
+    return [float(lo), float(hi)]
+
+
+class _Bar:
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and total > 0:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc="bootstrap", unit="fit", leave=False)
+
+    def __call__(self, k: int):
+        if self.bar is not None:
+            self.bar.update(k)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _refuse(opts: FitOptions, approach: int, why: str, warnings: list) -> None:
+    msg = f"approach {approach}: {why}"
+    if opts.explicit:
+        raise UserError(msg)
+    warnings.append(msg + " (skipped)")
+
+
+# ----------------------------------------------------------------------------- Approach 1
+
+def approach1(table: RunTable, curves: pl.DataFrame | None, opts: FitOptions, rng, bar) -> dict:
+    n, d, c, loss = (table.col(k) for k in ("params", "tokens", "flops", "loss"))
+    warnings = []
+    if curves is not None:
+        runs = []
+        params = []
+        for (run,), g in curves.group_by(["run"], maintain_order=True):
+            g = g.sort("flops")
+            runs.append((run, g["flops"].to_numpy(), g["tokens"].to_numpy(), g["loss"].to_numpy()))
+            params.append(g["params"][0])
+        params = np.array(params, float)
+        all_f = curves["flops"].to_numpy()
+        grid = np.geomspace(all_f.min(), all_f.max(), isoflop.GRID_POINTS)
+        ll, lt = isoflop.curve_matrix(params, runs, grid)
+
+        def env_of(rows):
+            return isoflop.envelope_from_matrix(params, grid, ll, lt, rows)
+        n_units = len(runs)
+    else:
+        warnings.append("approach 1: no loss curves (curves.parquet or --curves); using the envelope "
+                        "of final points only, a coarse stand-in for Chinchilla's curve envelope")
+
+        def env_of(rows):
+            r = np.arange(len(n)) if rows is None else rows
+            return isoflop.final_point_frontier(n[r], d[r], c[r], loss[r])
+        n_units = len(n)
+    try:
+        fit = isoflop.fit_envelope(env_of(None))
+    except ValueError as e:
+        raise _Skip(str(e)) from None
+    a_s, b_s = [], []
+    for _ in range(opts.n_boot):
+        rows = np.unique(rng.integers(0, n_units, n_units))
+        try:
+            f = isoflop.fit_envelope(env_of(rows))
+            a_s.append(f.n_law.exponent)
+            b_s.append(f.d_law.exponent)
+        except ValueError:
+            a_s.append(np.nan)
+            b_s.append(np.nan)
+        bar(1)
+    failed = int(np.sum(np.isnan(a_s)))
+    if failed:
+        warnings.append(f"approach 1: {failed} of {opts.n_boot} bootstrap resamples had too few sizes on the envelope")
+    return {
+        "a": fit.n_law.exponent, "b": fit.d_law.exponent,
+        "k_N": fit.n_law.coef, "k_D": fit.d_law.coef,
+        "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
+        "n_points": n_units, "n_envelope_sizes": fit.n_sizes, "from_curves": curves is not None,
+        "envelope": {"flops": fit.env.c[:: max(1, len(fit.env.c) // 200)].tolist(),
+                     "N": fit.env.n[:: max(1, len(fit.env.c) // 200)].tolist(),
+                     "D": fit.env.d[:: max(1, len(fit.env.c) // 200)].tolist()},
+        "warnings": warnings,
+    }
+
+
+class _Skip(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- Approach 2
+
+def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
+    n, d, c, loss = (table.col(k) for k in ("params", "tokens", "flops", "loss"))
+    budget = table.col("budget") if table.has("budget") else None
+    labels, values = isoflop.group_budgets(c, budget)
+    if len(values) < 2:
+        raise _Skip(f"all runs share one FLOP budget ({values[0]:.3g}); it needs at least 2 budgets "
+                    "of at least 3 sizes each")
+    try:
+        fit = isoflop.fit_isoflop(labels, values, n, d, loss)
+    except ValueError as e:
+        raise _Skip(str(e)) from None
+    warnings = [f"approach 2: budget {p.budget:.3g} FLOPs refused: {p.refused}"
+                for p in fit.profiles if p.refused and p.n_runs >= 3]
+    few = sum(1 for p in fit.profiles if p.refused and p.n_runs < 3)
+    if few:
+        warnings.append(f"approach 2: {few} budget(s) with fewer than 3 runs left out")
+    if len(fit.used) == 2:
+        warnings.append("approach 2: only 2 budgets have an optimum; the exponents have no degrees of freedom")
+    # Resample runs within each budget (a global resample would empty whole budgets).
+    groups = [np.flatnonzero(labels == g) for g in range(len(values))]
+    a_s, b_s = [], []
+    for _ in range(opts.n_boot):
+        rows = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        try:
+            f = isoflop.fit_isoflop(labels[rows], values, n[rows], d[rows], loss[rows])
+            a_s.append(f.n_law.exponent)
+            b_s.append(f.d_law.exponent)
+        except (ValueError, np.linalg.LinAlgError):
+            a_s.append(np.nan)
+            b_s.append(np.nan)
+        bar(1)
+    failed = int(np.sum(np.isnan(a_s)))
+    if failed > 0.1 * max(opts.n_boot, 1):
+        warnings.append(f"approach 2: {failed} of {opts.n_boot} bootstrap resamples had fewer than 2 usable budgets")
+    return {
+        "a": fit.n_law.exponent, "b": fit.d_law.exponent,
+        "k_N": fit.n_law.coef, "k_D": fit.d_law.coef,
+        "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
+        "n_points": int(sum(p.n_runs for p in fit.profiles)),
+        "n_budgets": len(fit.used),
+        "budgets": [{"flops": p.budget, "n_runs": p.n_runs, "N_opt": p.n_opt, "D_opt": p.d_opt,
+                     "loss_opt": p.loss_opt, "parabola_logN": list(map(float, p.coef_n)) if p.coef_n else None,
+                     "refused": p.refused} for p in fit.profiles],
+        "warnings": warnings,
+    }
+
+
+# ----------------------------------------------------------------------------- Approach 3
+
+def derived(p: dict, c_ref: float) -> dict:
+    fr = law.frontier(p)
+    n_opt, d_opt = law.optimal_nd(p, c_ref)
+    return {**fr, "tokens_per_param": float(d_opt / n_opt)}
+
+
+def check_law_data(table: RunTable) -> str | None:
+    n = table.col("params")
+    sizes = len(np.unique(np.round(np.log(n), 6)))
+    if len(n) < MIN_RUNS_3 or sizes < MIN_SIZES_3:
+        return (f"{len(n)} runs over {sizes} size(s); the 5-parameter law needs at least "
+                f"{MIN_RUNS_3} runs over at least {MIN_SIZES_3} sizes")
+    return None
+
+
+def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
+    why = check_law_data(table)
+    if why:
+        raise _Skip(why)
+    n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
+    data = law.LawData.from_arrays(n, d, loss)
+    fit = law.fit_law(data, refine=opts.refine)
+    warnings = list(fit.warnings)
+    sizes = len(np.unique(np.round(np.log(n), 6)))
+    if sizes < FEW_SIZES_3:
+        warnings.append(f"approach 3: only {sizes} distinct sizes; E, alpha and beta are traded off against "
+                        "each other (read the intervals, not the point values)")
+    c_ref = float(c.max())
+    out = {**fit.params, **derived(fit.params, c_ref), "c_ref": c_ref, "objective": fit.objective,
+           "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
+    keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
+    if opts.n_boot > 0:
+        xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
+        ps = [law.to_params(x) for x in xs]
+        rows = [{**p, **derived(p, c_ref)} for p in ps]
+        out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) for k in keys}
+        E = np.array([p["E"] for p in ps])
+        al = np.array([p["alpha"] for p in ps])
+        corr = float(np.corrcoef(E, al)[0, 1]) if np.std(E) > 0 and np.std(al) > 0 else 0.0
+        out["corr_E_alpha"] = corr
+        if abs(corr) > 0.95:
+            warnings.append(f"approach 3: E and alpha are strongly traded off in the bootstrap "
+                            f"(correlation {corr:.2f}); more sizes would separate them")
+        out["bootstrap"] = {"n": opts.n_boot, "seed": opts.seed,
+                            "samples": [[p[k] for k in law.PARAMS] for p in ps]}
+    else:
+        out["ci"] = {k: [None, None] for k in keys}
+    if table.has("unique_tokens"):
+        from scaling.fit.repeat import fit_repetition
+        u = table.col("unique_tokens")
+        repeated = d > u * (1 + 1e-9)
+        if repeated.any():
+            out["data_constrained"] = {**fit_repetition(fit.params, n, d, u, loss),
+                                       "n_repeated": int(repeated.sum())}
+            if repeated.all():
+                warnings.append("approach 3: every run repeats data; the base law is fitted on repeated runs")
+    out["n_points"] = len(n)
+    out["n_sizes"] = sizes
+    out["warnings"] = warnings
+    return out
+
+
+def holdout(table: RunTable, k: int, opts: FitOptions) -> dict:
+    """Fit Approach 3 on all but the k largest-compute runs; how well does it predict them?"""
+    df = table.df.sort("flops")
+    if k >= df.height:
+        raise UserError(f"--holdout-top {k}: only {df.height} runs")
+    train = RunTable(df=df.head(df.height - k), source=table.source, params_column=table.params_column)
+    why = check_law_data(train)
+    if why:
+        raise UserError(f"--holdout-top {k}: the remaining {why}")
+    data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
+    fit = law.fit_law(data, refine=opts.refine)
+    test = df.tail(k)
+    pred = law.predict_loss(fit.params, test["params"].to_numpy(), test["tokens"].to_numpy())
+    obs = test["loss"].to_numpy()
+    rel = (pred - obs) / obs
+    return {
+        "k": k, "params": fit.params, "objective": fit.objective,
+        "runs": [{"run": r, "params": float(nn), "tokens": float(dd), "flops": float(cc), "loss": float(o),
+                  "predicted": float(pp), "rel_error": float(e)}
+                 for r, nn, dd, cc, o, pp, e in zip(test["run"], test["params"], test["tokens"],
+                                                    test["flops"], obs, pred, rel)],
+        "mean_abs_rel_error": float(np.mean(np.abs(rel))),
+        "max_abs_rel_error": float(np.max(np.abs(rel))),
+    }
+
+
+def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOptions | None = None) -> dict:
+    opts = opts or FitOptions()
+    out: dict = {
+        "source": table.source, "params_column": table.params_column, "n_runs": table.df.height,
+        "dropped": table.dropped, "flops_from_6ND": table.flops_from_6nd,
+        "bootstrap": opts.n_boot, "seed": opts.seed, "warnings": list(table.warnings),
+    }
+    if table.flops_from_6nd:
+        out["warnings"].append("no flops column: FLOPs taken as 6 N D")
+    # One generator per approach, so adding an approach does not change another's intervals.
+    seeds = np.random.SeedSequence(opts.seed).spawn(3)
+    bar = _Bar(opts.n_boot * len(opts.approaches), opts.progress)
+    try:
+        for k in sorted(opts.approaches):
+            rng = np.random.default_rng(seeds[k - 1])
+            try:
+                if k == 1:
+                    out["approach1"] = approach1(table, curves, opts, rng, bar)
+                elif k == 2:
+                    out["approach2"] = approach2(table, opts, rng, bar)
+                elif k == 3:
+                    out["approach3"] = approach3(table, opts, rng, bar)
+            except _Skip as e:
+                _refuse(opts, k, str(e), out["warnings"])
+                bar(opts.n_boot)
+        if opts.holdout_top:
+            out["holdout"] = holdout(table, opts.holdout_top, opts)
+    finally:
+        bar.close()
+    if not any(f"approach{k}" in out for k in (1, 2, 3)):
+        raise UserError(f"{table.source}: no approach could be fitted: " + "; ".join(out["warnings"]))
+    return out
+
+
+def law_from_fit(fit: dict) -> tuple[dict, np.ndarray | None]:
+    """Approach 3's parameters and bootstrap samples [n, 5] (E, A, B, alpha, beta) from a fit.json."""
+    a3 = fit.get("approach3")
+    if not isinstance(a3, dict) or not all(isinstance(a3.get(k), (int, float)) for k in law.PARAMS):
+        raise UserError("fit has no approach3 parameters (E, A, B, alpha, beta); rerun `scaling fit --approach 3`")
+    p = {k: float(a3[k]) for k in law.PARAMS}
+    if not all(math.isfinite(v) for v in p.values()) or p["E"] <= 0:
+        raise UserError("fit's approach3 parameters are not finite positive numbers")
+    samples = a3.get("bootstrap", {}).get("samples") if isinstance(a3.get("bootstrap"), dict) else None
+    return p, (np.array(samples, float) if samples else None)
