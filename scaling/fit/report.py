@@ -171,7 +171,9 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         "n_budgets": len(fit.used),
         "budgets": [{"flops": p.budget, "n_runs": p.n_runs, "N_opt": p.n_opt, "D_opt": p.d_opt,
                      "loss_opt": p.loss_opt, "parabola_logN": list(map(float, p.coef_n)) if p.coef_n else None,
-                     "refused": p.refused} for p in fit.profiles],
+                     "refused": p.refused,
+                     "points": {"N": n[labels == g].tolist(), "loss": loss[labels == g].tolist()}}
+                    for g, p in enumerate(fit.profiles)],
         "warnings": warnings,
     }
 

@@ -1,0 +1,139 @@
+"""`scaling fit RESULTS`: Chinchilla's three approaches with bootstrap intervals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scaling.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit", help="fit Chinchilla's three approaches to a results table",
+        description="Fit Chinchilla's Approaches 1-3 to a table of runs (results.parquet from "
+                    "`scaling sweep collect`, or any CSV/parquet), with bootstrap intervals.")
+    p.add_argument("results", help="results.parquet or any .csv/.parquet with params, tokens, loss columns")
+    p.add_argument("--approach", default="auto",
+                   help="comma list of 1,2,3 (default: every approach the data allow; naming one makes "
+                        "its refusal an error)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples of the runs for 95%% intervals (0: none; default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--columns", default=None, metavar="NAME=COL,...",
+                   help="map column names, e.g. params=\"Model Size\",flops=\"Training FLOP\" "
+                        "(names: params, tokens, loss, flops, budget, unique_tokens, run)")
+    p.add_argument("--curves", default=None, metavar="FILE",
+                   help="loss curves (run, tokens, flops, loss) for approach 1; default: curves.parquet "
+                        "beside RESULTS if present")
+    p.add_argument("--drop-top-loss", type=int, default=0, metavar="K",
+                   help="drop the K highest-loss runs first (the Chinchilla replication drops 5)")
+    p.add_argument("--holdout-top", type=int, default=0, metavar="K",
+                   help="also fit approach 3 without the K largest-compute runs and report its error on them")
+    p.add_argument("--full-grid", action="store_true",
+                   help="run all 4,500 starts to convergence instead of the best-scoring 256 (slower, same optimum)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (for `scaling plan --fit`)")
+    p.add_argument("--plots", default=None, metavar="DIR", help="write DIR/fit.html with the figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_approaches(spec: str) -> tuple[tuple, bool]:
+    if spec in ("auto", "all", ""):
+        return (1, 2, 3), spec == "all"
+    try:
+        ks = tuple(sorted({int(s) for s in spec.split(",") if s.strip()}))
+    except ValueError:
+        raise UserError(f"--approach: expected a comma list of 1, 2, 3, got {spec!r}") from None
+    if not ks or any(k not in (1, 2, 3) for k in ks):
+        raise UserError(f"--approach: expected a comma list of 1, 2, 3, got {spec!r}")
+    return ks, True
+
+
+def _f(v, digits=6) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def _ci(ci, k) -> str:
+    lo, hi = (ci or {}).get(k, [None, None])
+    return "" if lo is None else f"[{_f(lo)}, {_f(hi)}]"
+
+
+def format_fit(fit: dict) -> str:
+    out = [f"{fit['n_runs']} runs from {fit['source']} (N from column {fit['params_column']!r})"]
+    boot = f"95% interval, {fit['bootstrap']} bootstrap resamples (seed {fit['seed']})" if fit["bootstrap"] else ""
+    a3 = fit.get("approach3")
+    if a3:
+        out += ["", f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta   ({a3['n_points']} runs, "
+                    f"{a3['n_sizes']} sizes; Huber sum {a3['objective']:.6e}, best of {a3['n_starts']} starts)",
+                f"  {'':18}{'value':>14}   {boot}"]
+        for k, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "alpha"), ("beta", "beta"),
+                         ("a", "a  (N_opt ∝ C^a)"), ("b", "b  (D_opt ∝ C^b)"), ("G", "G"),
+                         ("tokens_per_param", f"D/N at {a3['c_ref']:.3g}")):
+            out.append(f"  {label:18}{_f(a3[k], 8):>14}   {_ci(a3['ci'], k)}")
+        if "data_constrained" in a3:
+            dc = a3["data_constrained"]
+            out.append(f"  repeated data ({dc['n_repeated']} runs): R*_D = {_f(dc['R_star_D'], 4)}, "
+                       f"R*_N = {_f(dc['R_star_N'], 4)}")
+    rows = [(k, fit[f"approach{k}"]) for k in (1, 2) if f"approach{k}" in fit]
+    if rows or a3:
+        out += ["", "Compute-optimal allocation: N_opt ∝ C^a, D_opt ∝ C^b",
+                f"  {'approach':10}{'a':>10}  {'95% interval':24}{'b':>10}  {'95% interval':24}points"]
+        for k, r in rows + ([(3, a3)] if a3 else []):
+            extra = {1: f"{r['n_points']} runs" + ("" if r.get("from_curves") else " (final points)"),
+                     2: f"{r.get('n_budgets', '?')} budgets", 3: f"{r['n_points']} runs"}[k]
+            out.append(f"  {k:<10}{_f(r['a'], 4):>10}  {_ci(r['ci'], 'a'):24}{_f(r['b'], 4):>10}  "
+                       f"{_ci(r['ci'], 'b'):24}{extra}")
+    ho = fit.get("holdout")
+    if ho:
+        out += ["", f"Held out the {ho['k']} largest-compute runs; approach 3 fitted on the rest predicts them:",
+                f"  {'run':>14}{'N':>10}{'D':>10}{'loss':>9}{'predicted':>11}{'error':>9}"]
+        for r in ho["runs"]:
+            out.append(f"  {str(r['run'])[:14]:>14}{r['params']:>10.3g}{r['tokens']:>10.3g}{r['loss']:>9.4f}"
+                       f"{r['predicted']:>11.4f}{100 * r['rel_error']:>8.2f}%")
+        out.append(f"  mean |error| {100 * ho['mean_abs_rel_error']:.2f}%, max {100 * ho['max_abs_rel_error']:.2f}%")
+    warns = list(fit["warnings"])
+    for k in (1, 2, 3):
+        warns += fit.get(f"approach{k}", {}).get("warnings", [])
+    if warns:
+        out += [""] + [f"warning: {w}" for w in warns]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaling.fit import FitOptions, fit_all, find_curves, load_curves, load_runs, parse_columns
+    from scaling.rundir import atomic_write_json
+
+    approaches, explicit = parse_approaches(args.approach)
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    if args.holdout_top < 0:
+        raise UserError(f"--holdout-top: must be >= 0, got {args.holdout_top}")
+    table = load_runs(args.results, parse_columns(args.columns), drop_top_loss=args.drop_top_loss)
+    curves = None
+    if 1 in approaches:
+        cpath = find_curves(args.results, args.curves)
+        if cpath is not None:
+            curves = load_curves(cpath, table)
+    opts = FitOptions(approaches=approaches, explicit=explicit, n_boot=args.bootstrap, seed=args.seed,
+                      holdout_top=args.holdout_top, refine=None if args.full_grid else 256,
+                      progress=not args.no_progress and sys.stderr.isatty())
+    fit = fit_all(table, curves, opts)
+    if args.out:
+        atomic_write_json(Path(args.out), fit)
+    if args.plots:
+        from scaling.plots import fit_figures, write_page
+        runs = {k: table.col(k).tolist() for k in ("params", "tokens", "flops", "loss")}
+        page = write_page(fit_figures(fit, runs), Path(args.plots) / "fit.html", f"scaling fit: {table.source}")
+        if not args.json:
+            print(f"figures: {page}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(fit))
+    else:
+        print(format_fit(fit))
+    return 0

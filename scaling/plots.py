@@ -1,0 +1,160 @@
+"""Plotly figures of fits and plans, written as one self-contained HTML page per report.
+
+The page embeds plotly.js once (no network needed to view it, no kaleido needed to write it).
+Figures: the compute-optimal frontier of each approach, the IsoFLOP parabolas, the N-D
+plane with iso-loss contours (and famous plans on it), and total cost against N.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from scaling.rundir import atomic_write_bytes
+
+
+def _go():
+    import plotly.graph_objects as go
+    return go
+
+
+def write_page(figs: list, path: Path, title: str) -> Path:
+    """All figures in one HTML file, plotly.js inlined once."""
+    parts = [f"<html><head><meta charset='utf-8'><title>{title}</title></head><body>",
+             f"<h2 style='font-family:sans-serif'>{title}</h2>"]
+    for i, fig in enumerate(figs):
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    parts.append("</body></html>")
+    atomic_write_bytes(Path(path), "\n".join(parts).encode())
+    return Path(path)
+
+
+def _log_axes(fig, x: str, y: str):
+    fig.update_xaxes(type="log", title=x)
+    fig.update_yaxes(type="log", title=y)
+    fig.update_layout(template="plotly_white", height=520)
+    return fig
+
+
+def frontier_figure(fit: dict, runs: dict | None = None):
+    """N_opt(C) of each approach fitted, with the runs' (C, N) behind them."""
+    go = _go()
+    fig = go.Figure()
+    cs = []
+    if runs is not None:
+        fig.add_trace(go.Scatter(x=runs["flops"], y=runs["params"], mode="markers", name="runs",
+                                 marker=dict(color="lightgray", size=6)))
+        cs = list(runs["flops"])
+    a3 = fit.get("approach3")
+    lo = min(cs) if cs else 1e18
+    hi = max(max(cs) if cs else 1e22, 1e24) * 10
+    c = np.geomspace(lo, hi, 100)
+    for k in (1, 2):
+        ak = fit.get(f"approach{k}")
+        if ak:
+            fig.add_trace(go.Scatter(x=c, y=ak["k_N"] * c ** ak["a"], mode="lines",
+                                     name=f"approach {k}: N_opt ∝ C^{ak['a']:.3f}"))
+    if a3:
+        from scaling.fit.law import optimal_nd
+        n, _ = optimal_nd(a3, c)
+        fig.add_trace(go.Scatter(x=c, y=n, mode="lines", name=f"approach 3: N_opt ∝ C^{a3['a']:.3f}"))
+        samples = (a3.get("bootstrap") or {}).get("samples")
+        if samples:
+            ps = [dict(zip(("E", "A", "B", "alpha", "beta"), s)) for s in samples]
+            ns = np.array([optimal_nd(p, c)[0] for p in ps])
+            lo_b, hi_b = np.nanpercentile(ns, [2.5, 97.5], axis=0)
+            fig.add_trace(go.Scatter(x=np.r_[c, c[::-1]], y=np.r_[hi_b, lo_b[::-1]], fill="toself",
+                                     line=dict(width=0), opacity=0.2, name="approach 3: 95% interval"))
+    fig.update_layout(title="Compute-optimal model size (C = 6ND for approach 3)")
+    return _log_axes(fig, "training FLOPs C", "parameters N")
+
+
+def isoflop_figure(fit: dict):
+    """Loss against N per FLOP budget, with each budget's parabola and its vertex."""
+    go = _go()
+    a2 = fit.get("approach2")
+    if not a2:
+        return None
+    fig = go.Figure()
+    for b in a2["budgets"]:
+        if b["parabola_logN"] is None:
+            continue
+        n = np.asarray(b["points"]["N"])
+        name = f"{b['flops']:.2g} FLOPs"
+        fig.add_trace(go.Scatter(x=n, y=b["points"]["loss"], mode="markers", name=name, legendgroup=name))
+        xs = np.geomspace(n.min(), n.max(), 60)
+        fig.add_trace(go.Scatter(x=xs, y=np.polyval(b["parabola_logN"], np.log(xs)), mode="lines",
+                                 legendgroup=name, showlegend=False,
+                                 line=dict(dash="solid" if b["refused"] is None else "dot")))
+        if b["N_opt"]:
+            fig.add_trace(go.Scatter(x=[b["N_opt"]], y=[b["loss_opt"]], mode="markers", legendgroup=name,
+                                     showlegend=False, marker=dict(symbol="x", size=11, color="black")))
+    fig.update_layout(title="IsoFLOP profiles (dotted: refused, no minimum inside the sampled sizes)",
+                      template="plotly_white", height=520)
+    fig.update_xaxes(type="log", title="parameters N")
+    fig.update_yaxes(title="loss")
+    return fig
+
+
+def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = None,
+                    n_range=None, d_range=None):
+    """The N-D plane: iso-loss contours of the law, its efficient frontier, runs and plans."""
+    go = _go()
+    from scaling.fit.law import optimal_nd, predict_loss
+    pts_n = list(runs["params"]) if runs else []
+    pts_d = list(runs["tokens"]) if runs else []
+    for p in plans or []:
+        pts_n.append(p["params"])
+        pts_d.append(p["tokens"])
+    n_lo, n_hi = n_range or (min(pts_n + [1e7]) / 3, max(pts_n + [1e12]) * 3)
+    d_lo, d_hi = d_range or (min(pts_d + [1e8]) / 3, max(pts_d + [1e13]) * 3)
+    ln = np.linspace(np.log10(n_lo), np.log10(n_hi), 120)
+    ld = np.linspace(np.log10(d_lo), np.log10(d_hi), 120)
+    z = np.log10(predict_loss(law, 10 ** ln[None, :], 10 ** ld[:, None]) - law["E"])
+    fig = go.Figure()
+    fig.add_trace(go.Contour(x=ln, y=ld, z=z, colorscale="Viridis", contours=dict(showlabels=False),
+                             colorbar=dict(title="log10(L - E)"), name="iso-loss", opacity=0.75))
+    c = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 200)
+    fn, fd = optimal_nd(law, c)
+    keep = (fn >= n_lo) & (fn <= n_hi) & (fd >= d_lo) & (fd <= d_hi)
+    fig.add_trace(go.Scatter(x=np.log10(fn[keep]), y=np.log10(fd[keep]), mode="lines",
+                             line=dict(color="red", width=3), name="efficient frontier"))
+    if runs:
+        fig.add_trace(go.Scatter(x=np.log10(runs["params"]), y=np.log10(runs["tokens"]), mode="markers",
+                                 marker=dict(color="white", line=dict(color="black", width=1), size=6),
+                                 name="runs"))
+    for p in plans or []:
+        fig.add_trace(go.Scatter(x=[np.log10(p["params"])], y=[np.log10(p["tokens"])], mode="markers+text",
+                                 text=[p["name"]], textposition="top center",
+                                 marker=dict(symbol="star", size=14, color="orange",
+                                             line=dict(color="black", width=1)), name=p["name"]))
+    fig.update_layout(title="N–D plane: iso-loss contours and the compute-optimal frontier",
+                      template="plotly_white", height=600)
+    fig.update_xaxes(title="log10 parameters N")
+    fig.update_yaxes(title="log10 tokens D")
+    return fig
+
+
+def cost_figure(curve: dict):
+    """Training + inference compute against N at a fixed loss, the minimum marked."""
+    go = _go()
+    fig = go.Figure()
+    n = np.asarray(curve["params"])
+    for key, name in (("train", "training"), ("inference", "inference"), ("total", "total")):
+        fig.add_trace(go.Scatter(x=n, y=curve[key], mode="lines", name=name))
+    i = int(np.nanargmin(curve["total"]))
+    fig.add_trace(go.Scatter(x=[n[i]], y=[curve["total"][i]], mode="markers", name="minimum",
+                             marker=dict(symbol="x", size=12, color="black")))
+    fig.update_layout(title=f"Compute to reach loss {curve['loss']:.4g} and serve "
+                            f"{curve['inference_tokens']:.3g} tokens")
+    return _log_axes(fig, "parameters N", "FLOPs")
+
+
+def fit_figures(fit: dict, runs: dict | None) -> list:
+    figs = [frontier_figure(fit, runs)]
+    if fit.get("approach2"):
+        figs.append(isoflop_figure(fit))
+    if fit.get("approach3"):
+        figs.append(nd_plane_figure(fit["approach3"], runs))
+    return figs
