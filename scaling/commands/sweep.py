@@ -1,0 +1,151 @@
+"""`scaling sweep plan|launch|status|collect`: grids of runs from a sweep file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="plan, launch, watch and collect grids of runs",
+                              description="Sweeps of runs described by a TOML sweep file (see sweeps/).")
+    sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND")
+
+    plan = sub.add_parser("plan", help="the table of runs a sweep file expands to (nothing is launched)")
+    plan.add_argument("file", type=Path, help="sweep file (TOML)")
+    plan.add_argument("--executor", choices=("local", "slurm", "debug"),
+                      help="executor for the time estimate (default: the file's [executor] default)")
+    plan.add_argument("--json", action="store_true", help="print the runs as JSON lines")
+    plan.set_defaults(func=run_plan)
+
+    la = sub.add_parser("launch", help="submit every run that is not complete (idempotent)")
+    la.add_argument("file", type=Path, help="sweep file (TOML)")
+    la.add_argument("--executor", choices=("local", "slurm", "debug"),
+                    help="local processes, a Slurm job array, or in-process (default: the file's [executor] default)")
+    la.add_argument("--out", type=Path, help="sweep directory (default: the file's sweep.out, else runs/<name>)")
+    la.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
+    la.add_argument("--retry-failed", action="store_true", help="also resubmit failed and diverged runs")
+    la.add_argument("--wait", action="store_true", help="Slurm: block until every run has finished")
+    la.set_defaults(func=run_launch)
+
+    st = sub.add_parser("status", help="state of every run of a sweep directory")
+    st.add_argument("dir", type=Path, help="sweep directory")
+    st.add_argument("--watch", nargs="?", const=5.0, type=float, metavar="SECONDS",
+                    help="redraw every SECONDS (default 5) until nothing is pending or running")
+    st.add_argument("--json", action="store_true", help="one JSON object per run")
+    st.set_defaults(func=run_status)
+
+    co = sub.add_parser("collect", help="write results.parquet and curves.parquet for the fits")
+    co.add_argument("dir", type=Path, help="sweep directory")
+    co.set_defaults(func=run_collect)
+
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400 * 2:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s / 86400:.1f}d"
+
+
+def plan_table(sweep, executor: str | None = None) -> str:
+    from scaling.config import format_count
+    from scaling.sweep.spec import format_budget
+
+    res = sweep.resources
+    fps = res.flops_per_s()
+    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "est. time")]
+    total_s = total_c = 0.0
+    for r in sweep.runs:
+        t = r.flops / fps + res.overhead_s
+        total_s += t
+        total_c += r.flops
+        rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
+                     format_budget(r.flops), f"{r.tokens_per_param:.1f}", _hms(t)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    kind = executor or res.default
+    conc = res.concurrent()
+    source = "set in [executor] achieved_flops" if res.achieved_flops else "assumed; set [executor] achieved_flops"
+    lines.append(
+        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job ({source}) "
+        f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(total_s / min(conc, max(1, len(sweep.runs))))} "
+        f"wall with {conc} at a time ({kind})")
+    for note in sweep.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def run_plan(args) -> int:
+    from scaling.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.file)
+    if args.json:
+        for r in sweep.runs:
+            print(json.dumps({"run": r.name, "params": r.config.params, "n_params": r.n_params,
+                              "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
+                              "budget": r.budget, "tokens_per_param": r.tokens_per_param}))
+        return 0
+    print(plan_table(sweep, args.executor))
+    return 0
+
+
+def run_launch(args) -> int:
+    from scaling.sweep.launch import launch
+    from scaling.sweep.spec import load_sweep
+    from scaling.sweep.status import summary
+
+    sweep = load_sweep(args.file)
+    res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
+                 retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
+    if args.dry_run:
+        for name in res.submitted:
+            print(f"would submit {name}")
+        print(f"dry run ({res.executor}) into {res.dir}: {res.describe().replace('submitted', 'to submit')}")
+        return 0
+    where = f" (job array {next(iter(res.job_ids.values())).split('_')[0]})" if res.executor == "slurm" and res.job_ids else ""
+    print(f"{res.dir}: {res.describe()}{where}")
+    for name, err in res.errors.items():
+        print(f"failed {name}: {err}", file=sys.stderr)
+    if res.executor == "slurm" and res.submitted and not args.wait:
+        print(f"watch with: scaling sweep status {res.dir} --watch")
+    if res.executor != "slurm" or args.wait:
+        from scaling.sweep.status import sweep_states
+
+        print(summary(sweep_states(res.dir)))
+    return 1 if res.errors else 0
+
+
+def run_status(args) -> int:
+    from scaling.sweep.status import summary, sweep_states, table, watch
+
+    if args.watch is not None:
+        states = watch(args.dir, args.watch)
+        return 0
+    states = sweep_states(args.dir)
+    if args.json:
+        for s in states:
+            print(json.dumps(s.to_dict()))
+        return 0
+    print(table(states))
+    print(summary(states))
+    return 0
+
+
+def run_collect(args) -> int:
+    from scaling.sweep.collect import CURVES, RESULTS, collect
+    from scaling.sweep.status import summary
+
+    results, curves, states = collect(args.dir)
+    incomplete = [s for s in states if s.state != "completed"]
+    print(f"{args.dir / RESULTS}: {results.height} runs ({results.height - len(incomplete)} completed)")
+    print(f"{args.dir / CURVES}: {curves.height} validation points")
+    if incomplete:
+        print("not in the fits (not completed): " + ", ".join(f"{s.name} ({s.state})" for s in incomplete))
+    print(summary(states))
+    return 0

@@ -1,0 +1,114 @@
+"""Gather a sweep's runs into the two tables the fits read.
+
+- results.parquet: one row per run, completed or not (the `status` column says which; losses
+  are null unless completed, so an unfinished run is listed but never mixed into a fit).
+- curves.parquet: every validation point of every completed run (run, params, tokens,
+  flops, loss), the loss curves Chinchilla's Approach 1 takes its lower envelope from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scaling.errors import UserError
+from scaling.rundir import METRICS, write_parquet_atomic
+from scaling.sweep.status import RunState, sweep_states
+
+RESULTS = "results.parquet"
+CURVES = "curves.parquet"
+OBJECTIVES = ("mixed", "denoise", "clm")
+
+
+def _schema():
+    import polars as pl
+
+    return {
+        "run": pl.Utf8, "params": pl.Int64, "params_nonembed": pl.Int64, "tokens": pl.Int64,
+        "flops": pl.Float64, "budget": pl.Float64,
+        "loss": pl.Float64, "loss_denoise": pl.Float64, "loss_clm": pl.Float64,
+        "bpb": pl.Float64, "bpb_denoise": pl.Float64, "bpb_clm": pl.Float64,
+        "status": pl.Utf8, "wall_time_s": pl.Float64, "device": pl.Utf8, "error": pl.Utf8,
+    }
+
+
+def _row(s: RunState) -> dict:
+    rec = s.record or {}
+    e = s.entry
+    cfg = rec.get("config") or (e.config if e else {}) or {}
+    budget = e.budget if e else (cfg.get("extra") or {}).get("budget")
+    done = s.state == "completed"
+    val = rec.get("val") or {}
+
+    def v(obj: str, key: str):
+        x = (val.get(obj) or {}).get(key) if done else None
+        return float(x) if x is not None else None
+
+    tokens = rec.get("tokens_seen") if rec.get("tokens_seen") is not None else cfg.get("tokens")
+    flops = rec.get("flops")
+    if flops is None and tokens is not None and e is not None:
+        flops = tokens * e.flops_per_token
+    return {
+        "run": s.name,
+        "params": rec.get("n_params", e.n_params if e else None),
+        "params_nonembed": rec.get("n_params_nonembed", e.n_params_nonembed if e else None),
+        "tokens": tokens,
+        "flops": float(flops) if flops is not None else None,
+        "budget": float(budget) if budget is not None else None,
+        "loss": v("mixed", "loss"), "loss_denoise": v("denoise", "loss"), "loss_clm": v("clm", "loss"),
+        "bpb": v("mixed", "bpb"), "bpb_denoise": v("denoise", "bpb"), "bpb_clm": v("clm", "bpb"),
+        "status": s.state,
+        "wall_time_s": rec.get("wall_time_s"),
+        "device": rec.get("device"),
+        "error": s.error,
+    }
+
+
+def results_table(states: list[RunState]):
+    import polars as pl
+
+    return pl.DataFrame([_row(s) for s in states], schema=_schema(), orient="row")
+
+
+def curves_table(dir: Path, results) -> "object":
+    """Validation rows of every completed run's metrics.parquet, read in one parallel scan."""
+    import polars as pl
+
+    done = results.filter(pl.col("status") == "completed")
+    schema = {"run": pl.Utf8, "params": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "loss": pl.Float64}
+    paths, missing = [], []
+    for name in done["run"]:
+        p = _run_dir(dir, name) / METRICS
+        (paths if p.exists() else missing).append(str(p))
+    if missing:
+        raise UserError(f"{missing[0]}: completed run has no metrics table ({len(missing)} such runs)")
+    if not paths:
+        return pl.DataFrame(schema=schema)
+    try:
+        lf = pl.scan_parquet(paths, include_file_paths="_path", allow_missing_columns=True)
+        val = (lf.filter(pl.col("split") == "val")
+                 .select("_path", pl.col("tokens").cast(pl.Int64), pl.col("flops").cast(pl.Float64),
+                         pl.col("val_loss").cast(pl.Float64).alias("loss"))
+                 .collect())
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise UserError(f"{dir}: cannot read the runs' {METRICS} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    names = pl.DataFrame({"_path": paths, "run": done["run"].to_list()[: len(paths)], "params": done["params"]})
+    out = (val.join(names, on="_path", how="left")
+              .select("run", "params", "tokens", "flops", "loss")
+              .sort("run", "tokens"))
+    return out.cast(schema)
+
+
+def _run_dir(dir: Path, name: str) -> Path:
+    p = Path(dir) / "runs" / name
+    return p if p.exists() else Path(dir) / name
+
+
+def collect(dir: str | Path) -> tuple[object, object, list[RunState]]:
+    """Write DIR/results.parquet and DIR/curves.parquet; returns (results, curves, states)."""
+    dir = Path(dir)
+    states = sweep_states(dir)
+    results = results_table(states)
+    curves = curves_table(dir, results)
+    write_parquet_atomic(results, dir / RESULTS)
+    write_parquet_atomic(curves, dir / CURVES)
+    return results, curves, states

@@ -1,0 +1,111 @@
+"""What one job of a sweep runs: a submitit Checkpointable around TrainingRun.
+
+On preemption or at the time limit submitit sends USR2 and calls `checkpoint()`: we save the
+run's last checkpoint (with its exact data position) and hand submitit a FRESH job with the
+same config to requeue; the requeued job's `fit()` resumes from checkpoints/last.ckpt.
+Submitit is the only owner of requeueing (the trainer gives Lightning
+`SLURMEnvironment(auto_requeue=False)` under Slurm).
+
+The job also leaves `job.json` in the run directory (job id, host, how many times it was
+started), so `scaling sweep status` can say how often a run was requeued on any executor.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import submitit
+
+from scaling.rundir import atomic_write_json
+
+JOB_JSON = "job.json"
+
+
+def limit_threads() -> int:
+    """One torch thread per CPU the job was given: Slurm here does no CPU binding, and two
+    1-CPU jobs that each take every core run ~9x slower than with a thread each."""
+    n = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("OMP_NUM_THREADS") or 0)
+    if n > 0:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        import torch
+
+        torch.set_num_threads(n)
+    return n
+
+
+def job_identity() -> dict:
+    """Who is running: scheduler job id (array task included), restart count, host."""
+    try:
+        job_id = submitit.JobEnvironment().job_id
+    except RuntimeError:  # in-process (debug executor, or called directly)
+        job_id = None
+    restarts = os.environ.get("SLURM_RESTART_COUNT")
+    return {
+        "job_id": job_id,
+        "executor": os.environ.get("SUBMITIT_EXECUTOR", "debug"),
+        "slurm_restart_count": int(restarts) if restarts else 0,
+        "host": socket.gethostname(),
+    }
+
+
+def record_start(run_dir: Path) -> dict:
+    """Append this start to job.json: starts after the first one of a job are requeues."""
+    import json
+
+    path = Path(run_dir) / JOB_JSON
+    ident = job_identity()
+    try:
+        prev = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        prev = {}
+    same_job = prev.get("job_id") == ident["job_id"] and ident["job_id"] is not None
+    starts = prev.get("starts", 0) + 1 if same_job else 1
+    rec = {**ident, "starts": starts, "requeues": max(starts - 1, ident["slurm_restart_count"]),
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpointed": prev.get("checkpointed", 0) if same_job else 0}
+    atomic_write_json(path, rec)
+    return rec
+
+
+def _record_checkpoint(run_dir: Path) -> None:
+    import json
+
+    path = Path(run_dir) / JOB_JSON
+    try:
+        rec = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    rec["checkpointed"] = rec.get("checkpointed", 0) + 1
+    atomic_write_json(path, rec)
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One sweep run. Pickled into the job: holds only the config dict, never a model."""
+
+    def __init__(self, config: dict):
+        self.config = dict(config)
+        self._run = None
+
+    def __call__(self) -> dict:
+        limit_threads()
+        from scaling.config import TrainConfig
+        from scaling.train import TrainingRun
+
+        cfg = TrainConfig.from_dict(self.config)
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        record_start(Path(cfg.out))
+        self._run = TrainingRun(cfg)
+        return self._run.fit()
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        # Called by submitit from its USR2 handler, in the main thread, while fit() runs.
+        if self._run is not None:
+            self._run.save_checkpoint()
+            _record_checkpoint(Path(self.config["out"]))
+        # A fresh instance: `self` holds the live TrainingRun, which must not be pickled.
+        return submitit.helpers.DelayedSubmission(type(self)(self.config))
+
+    def __getstate__(self) -> dict:
+        return {"config": self.config, "_run": None}

@@ -1,0 +1,244 @@
+"""Submit a sweep's runs with submitit: one job array on Slurm, local processes, or in-process.
+
+Relaunching is idempotent. Each run's state comes from its run directory and the scheduler
+(see status.py): completed runs are skipped, runs with a job pending or running are not
+submitted twice, failed and diverged runs only with retry_failed. Cancelled, timed-out and
+interrupted runs are resubmitted and resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scaling.config import TrainConfig
+from scaling.errors import UserError
+from scaling.rundir import atomic_write_bytes, read_run_json
+from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
+from scaling.sweep.spec import EXECUTORS, RunSpec, Sweep
+from scaling.sweep.status import DONE, RunState, _state, slurm_states
+
+RESUBMIT = {"not launched", "cancelled", "timeout", "interrupted"}
+RETRY = {"failed", "diverged"}
+
+
+@dataclass
+class LaunchResult:
+    dir: Path
+    executor: str
+    submitted: list[str] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # state -> run names
+    job_ids: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+    errors: dict[str, str] = field(default_factory=dict)      # local/debug runs that raised
+
+    def describe(self) -> str:
+        skip = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.skipped.items()))
+        return f"{len(self.submitted)} submitted" + (f"; skipped: {skip}" if skip else "")
+
+
+def _merge(ledger: Ledger, sweep: Sweep) -> None:
+    """Put the sweep's runs into the ledger, refusing to reuse a run directory for a
+    different config (a changed sweep file would otherwise resume the wrong run)."""
+    for r in sweep.runs:
+        cfg = r.config.to_dict()
+        cfg["out"] = f"runs/{r.name}"
+        entry = ledger.runs.get(r.name)
+        rec = read_run_json(ledger.run_dir(r.name))
+        old = (rec or {}).get("config") or (entry.config if entry else None)
+        if old is not None and _identity(old) != r.config.identity():
+            if rec is not None or (entry and entry.jobs):
+                changed = sorted(k for k, v in r.config.identity().items() if _identity(old).get(k) != v)
+                raise UserError(
+                    f"{ledger.run_dir(r.name)}: holds run {r.name} with a different config than {sweep.path} "
+                    f"asks for now (changed: {', '.join(changed)}); launch to a new --out, or remove that run directory")
+        jobs = entry.jobs if entry else []
+        ledger.runs[r.name] = RunEntry(r.name, cfg, r.n_params, r.n_params_nonembed, r.flops_per_token, r.budget, jobs)
+
+
+def _identity(cfg: dict) -> dict:
+    try:
+        return TrainConfig.from_dict({k: v for k, v in cfg.items()}).identity()
+    except (UserError, TypeError):
+        return {}
+
+
+def current_states(ledger: Ledger, names: list[str]) -> dict[str, RunState]:
+    jobs = [ledger.runs[n].job for n in names if ledger.runs[n].job is not None]
+    sched = slurm_states([j for j in jobs if j.executor == "slurm"])
+    return {n: _state(ledger.dir, n, ledger.run_dir(n), ledger.runs[n], sched) for n in names}
+
+
+def select(sweep: Sweep, states: dict[str, RunState], retry_failed: bool) -> tuple[list[RunSpec], dict[str, list[str]]]:
+    todo, skipped = [], {}
+    for r in sweep.runs:
+        s = states[r.name].state
+        if s in RESUBMIT or (retry_failed and s in RETRY):
+            todo.append(r)
+        else:
+            skipped.setdefault(s, []).append(r.name)
+    return todo, skipped
+
+
+def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
+    import submitit
+
+    res, sl = sweep.resources, sweep.slurm
+    if kind == "slurm":
+        if shutil.which("sbatch") is None:
+            raise UserError("--executor slurm: sbatch not found; is this a Slurm login node? (slurm/start.sh starts a local cluster)")
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=sl.max_num_timeout)
+        params = dict(
+            name=job_name, timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, nodes=res.nodes,
+            tasks_per_node=max(1, res.gpus_per_node),  # one DDP process per GPU
+            slurm_array_parallelism=res.parallelism or 256,
+            slurm_signal_delay_s=sl.signal_delay_s,
+            # The cluster may not bind CPUs: cap torch's threads at what the job was given.
+            slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}", *sl.setup],
+        )
+        if res.gpus_per_node:
+            params["gpus_per_node"] = res.gpus_per_node
+        if res.mem_gb is not None:
+            params["mem_gb"] = res.mem_gb
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(sl, key):
+                params[f"slurm_{key}"] = getattr(sl, key)
+        if sl.extra:
+            params["slurm_additional_parameters"] = dict(sl.extra)
+        ex.update_parameters(**params)
+        return ex
+    if kind == "local":
+        ex = submitit.AutoExecutor(folder=folder, cluster="local")
+        params = dict(name=job_name, timeout_min=res.time_min, tasks_per_node=max(1, res.gpus_per_node),
+                      local_setup=[f"export OMP_NUM_THREADS={res.cpus_per_task}"])
+        if res.gpus_per_node:
+            params["gpus_per_node"] = res.gpus_per_node
+        ex.update_parameters(**params)
+        return ex
+    if kind == "debug":
+        return submitit.AutoExecutor(folder=folder, cluster="debug")
+    raise UserError(f"--executor {kind!r}: must be one of {', '.join(EXECUTORS)}")
+
+
+def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, dry_run: bool = False,
+           retry_failed: bool = False, wait: bool = False, progress: bool = True, poll_s: float = 2.0) -> LaunchResult:
+    from scaling.sweep.jobs import TrainJob
+
+    kind = executor or sweep.resources.default
+    if kind not in EXECUTORS:
+        raise UserError(f"--executor {kind!r}: must be one of {', '.join(EXECUTORS)}")
+    dir = Path(out) if out is not None else sweep.out
+    if dir.exists() and not dir.is_dir():
+        raise UserError(f"{dir}: exists and is not a directory")
+    ledger = load_ledger(dir) or Ledger(dir, sweep.name, sweep.kind)
+    if ledger.sweep != sweep.name:
+        raise UserError(f"{dir}: holds sweep {ledger.sweep!r}, not {sweep.name!r}; use another --out")
+    _merge(ledger, sweep)
+    names = [r.name for r in sweep.runs]
+    states = current_states(ledger, names)
+    todo, skipped = select(sweep, states, retry_failed)
+    result = LaunchResult(dir, kind, [r.name for r in todo], skipped)
+    if dry_run or not todo:
+        return result
+
+    dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dir / "sweep.toml", sweep.path.read_bytes())
+    folder = ledger.new_launch_folder(kind)
+    result.folder = folder
+    job_name = f"{sweep.name}-{folder.name}"
+    ex = make_executor(kind, folder, sweep, job_name)
+    ledger.launches.append({"id": folder.name, "executor": kind, "runs": len(todo), "at": time.time()})
+
+    def config(r: RunSpec) -> dict:
+        c = r.config.to_dict()
+        c["out"] = str(ledger.run_dir(r.name).resolve())  # jobs may start in another cwd
+        c["progress"] = False  # no progress bars in job logs
+        return c
+
+    def record(r: RunSpec, job_id: str) -> None:
+        ledger.runs[r.name].jobs.append(Job(kind, job_id, folder.name, job_name, time.time()))
+        result.job_ids[r.name] = job_id
+
+    if kind == "slurm":
+        with ex.batch():
+            jobs = [ex.submit(TrainJob(config(r))) for r in todo]
+        for r, j in zip(todo, jobs):
+            record(r, str(j.job_id))
+        ledger.save()
+        if wait:
+            wait_for(dir, names, progress, poll_s)
+        return result
+
+    ledger.save()
+    # local and debug run in the foreground, `parallelism` at a time (the local executor
+    # itself would start every job at once).
+    n = 1 if kind == "debug" else sweep.resources.concurrent()
+    bar = _bar(len(todo), progress, f"{sweep.name} ({kind}, {n} at a time)")
+    running: list[tuple[RunSpec, object]] = []
+    queue = list(todo)
+    try:
+        while queue or running:
+            while queue and len(running) < n:
+                r = queue.pop(0)
+                job = ex.submit(TrainJob(config(r)))
+                record(r, str(job.job_id) if kind == "local" else "-")
+                ledger.save()
+                running.append((r, job))
+            if kind == "debug":
+                r, job = running.pop(0)
+                _finish(r, job, result)
+                bar.update(1)
+                continue
+            time.sleep(poll_s)
+            for r, job in list(running):
+                if job.done():
+                    running.remove((r, job))
+                    _finish(r, job, result)
+                    bar.update(1)
+    finally:
+        bar.close()
+        for _, job in running:  # Ctrl-C: stop what we started; a relaunch resumes it
+            job.cancel(check=False)
+    return result
+
+
+def _finish(r: RunSpec, job, result: LaunchResult) -> None:
+    try:
+        job.result()
+    except Exception as e:  # the run's own record says failed; report and go on
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        result.errors[r.name] = lines[-1].strip() if lines else type(e).__name__
+
+
+def _bar(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", disable=not enabled, file=sys.stderr)
+
+
+def wait_for(dir: Path, names: list[str] | None = None, progress: bool = True, poll_s: float = 5.0,
+             timeout_s: float | None = None) -> list[RunState]:
+    """Block until no run of the sweep is pending or running; returns the final states."""
+    from scaling.sweep.status import sweep_states
+
+    start = time.time()
+    bar = None
+    try:
+        while True:
+            states = [s for s in sweep_states(dir) if names is None or s.name in names]
+            done = sum(s.state in DONE for s in states)
+            if bar is None:
+                bar = _bar(len(states), progress, f"{Path(dir).name}")
+            bar.n = done
+            bar.refresh()
+            if done == len(states):
+                return states
+            if timeout_s is not None and time.time() - start > timeout_s:
+                raise TimeoutError(f"{dir}: runs still pending or running after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+    finally:
+        if bar is not None:
+            bar.close()

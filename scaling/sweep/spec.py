@@ -1,0 +1,521 @@
+"""Sweep files: a few numbers in TOML that expand to a list of runs.
+
+Two kinds of sweep, as in Chinchilla and the OLMo ladder:
+
+- ``grid``: sizes x token budgets, the budgets given as token counts ("20M") or as
+  tokens-per-parameter multiples ("20x", or "1xC" = 20 tokens/param, OLMo's notation).
+- ``isoflop``: FLOP budgets, and for each budget k sizes spread log-uniformly around a guessed
+  optimum; each run's tokens are the budget divided by the model's own training FLOPs per
+  token (`ModelConfig.flops_per_token`, which counts attention and the LM head), not 6ND.
+
+Everything is validated before anything runs: an unknown key, a wrong type or an impossible
+budget raises UserError naming the file, the key and the reason. See README (cli-sweep) for
+the full format.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from scaling.config import TrainConfig, format_count, parse_count
+from scaling.errors import UserError
+
+KINDS = ("grid", "isoflop")
+EXECUTORS = ("local", "slurm", "debug")
+CHINCHILLA_TOKENS_PER_PARAM = 20.0
+
+# Settings a sweep may not set in [train]: the expansion owns them.
+_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes"}
+
+
+# ------------------------------------------------------------------ schema helpers
+class _Section:
+    """Typed access to one TOML table: every read is checked and recorded, so keys that
+    were never read are reported as unknown at the end."""
+
+    def __init__(self, path: Path, name: str, table: Any):
+        if not isinstance(table, dict):
+            raise UserError(f"{path}: [{name}] must be a table, got {type(table).__name__}")
+        self.path, self.name, self.table, self.read = path, name, table, set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}: {self.name}.{key}"
+
+    def get(self, key: str, kinds: tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.read.add(key)
+        if key not in self.table:
+            if required:
+                raise UserError(f"{self.path}: [{self.name}] needs '{key}'")
+            return default
+        value = self.table[key]
+        # TOML integers are fine where floats are wanted; bools are not numbers here.
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            want = " or ".join(_type_name(k) for k in kinds)
+            raise UserError(f"{self.where(key)} must be {want}, got {value!r}")
+        return value
+
+    def get_list(self, key: str, kinds: tuple[type, ...], required: bool = False) -> list | None:
+        value = self.get(key, (list,), required=required)
+        if value is None:
+            return None
+        if not value:
+            raise UserError(f"{self.where(key)} must not be empty")
+        for i, v in enumerate(value):
+            if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+                want = " or ".join(_type_name(k) for k in kinds)
+                raise UserError(f"{self.where(key)}[{i}] must be {want}, got {v!r}")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.read)
+        if unknown:
+            known = ", ".join(sorted(self.read))
+            raise UserError(f"{self.path}: [{self.name}] unknown key '{unknown[0]}' (known: {known})")
+
+
+def _type_name(t: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false",
+            list: "a list", dict: "a table"}.get(t, t.__name__)
+
+
+def _count(where: str, value: Any) -> int:
+    try:
+        return parse_count(value, where)
+    except UserError as e:
+        raise UserError(str(e)) from None
+
+
+def _flops(where: str, value: Any) -> float:
+    """A FLOP budget: 1e18, "1e18", "3e17"."""
+    try:
+        c = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        c = math.nan
+    if not math.isfinite(c) or c <= 0:
+        raise UserError(f"{where}: FLOP budget must be a positive number like 1e18, got {value!r}")
+    return c
+
+
+def _multiple(where: str, value: Any) -> float:
+    """Tokens per parameter: 20, "20x", or "1xC" (multiples of Chinchilla's 20)."""
+    s = str(value).strip()
+    scale = 1.0
+    if isinstance(value, str):
+        low = s.lower()
+        if low.endswith("xc"):
+            s, scale = s[:-2], CHINCHILLA_TOKENS_PER_PARAM
+        elif low.endswith("x"):
+            s = s[:-1]
+    try:
+        m = float(s) * scale
+    except ValueError:
+        m = math.nan
+    if isinstance(value, bool) or not math.isfinite(m) or m <= 0:
+        raise UserError(f"{where}: tokens per parameter must look like 20, \"20x\" or \"1xC\", got {value!r}")
+    return m
+
+
+def _show(raw: Any) -> str:
+    return f"{raw:g}" if isinstance(raw, float) else repr(raw)
+
+
+def format_budget(c: float) -> str:
+    """3e+17 -> '3e17', 1.5e18 -> '1.5e18': short and safe in a directory name."""
+    mant, exp = f"{c:.3g}".split("e") if "e" in f"{c:.3g}" else (f"{c:.3g}", "0")
+    return f"{mant}e{int(exp)}"
+
+
+def _round_sig(x: float, sig: int = 3) -> int:
+    if x <= 0:
+        return 0
+    k = sig - 1 - int(math.floor(math.log10(x)))
+    return int(round(x, k))
+
+
+# --------------------------------------------------------------------- the result
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep, with the accounting `plan` shows."""
+
+    name: str
+    config: TrainConfig
+    n_params: int
+    n_params_nonembed: int
+    flops_per_token: float
+    budget: float | None = None  # the sweep's FLOP budget (IsoFLOP), None for a grid
+
+    @property
+    def tokens(self) -> int:
+        return self.config.tokens
+
+    @property
+    def flops(self) -> float:
+        return self.tokens * self.flops_per_token
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.n_params
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks for. Used by every executor: local runs honour cpus (threads),
+    gpus and the time limit; Slurm gets all of it."""
+
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    nodes: int = 1
+    mem_gb: float | None = None
+    time_min: int = 24 * 60
+    parallelism: int | None = None   # concurrent runs (local) / array parallelism (Slurm)
+    default: str = "local"           # executor used when `launch` gets no --executor
+    # Throughput model for `plan`'s time estimate: FLOP/s one job sustains, plus a fixed
+    # start-up cost per run (imports, data, first validation). Measure yours with bench/.
+    achieved_flops: float | None = None
+    overhead_s: float = 30.0
+
+    def flops_per_s(self) -> float:
+        if self.achieved_flops:
+            return self.achieved_flops
+        if self.gpus_per_node:
+            # Assumed: an H100's bf16 dense peak (989 TFLOP/s) at 40% MFU, per GPU.
+            return 0.4 * 989e12 * self.gpus_per_node * self.nodes
+        # Assumed: ~1e11 FLOP/s per CPU core (measured ~1.5-2.7e11 on 2 laptop-class cores
+        # for 1M-10M models: 20-40k tokens/s at 1M, 5k tokens/s at 10M).
+        return 1e11 * self.cpus_per_task
+
+    def concurrent(self) -> int:
+        if self.parallelism:
+            return self.parallelism
+        return max(1, (os.cpu_count() or 1) // max(1, self.cpus_per_task))
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    signal_delay_s: int = 90         # USR2 this long before the time limit: checkpoint, requeue
+    max_num_timeout: int = 3         # requeues after a time limit / preemption
+    setup: tuple[str, ...] = ()      # shell lines run before each job (module load ...)
+    extra: dict = field(default_factory=dict)  # any other sbatch option: {exclusive = "", ...}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    kind: str
+    path: Path
+    out: Path
+    runs: list[RunSpec]
+    resources: Resources
+    slurm: SlurmSettings
+    notes: list[str] = field(default_factory=list)  # things plan should mention
+
+    def run(self, name: str) -> RunSpec:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+# ------------------------------------------------------------------- model sizes
+@lru_cache(maxsize=4096)
+def _model(params: str, tied: bool, seq_len: int, data: str | None):
+    """The model the trainer will build for this size (cached: the size rule searches shapes)."""
+    from scaling.sweep.sizes import model_for
+
+    return model_for(params, tied_embeddings=tied, seq_len=seq_len, data=data)
+
+
+def model_stats(cfg: TrainConfig) -> tuple[int, int, float]:
+    """(n_params, n_params non-embedding, training FLOPs per source token) of a run."""
+    m = _model(cfg.params, cfg.tied_embeddings, cfg.seq_len, cfg.data)
+    return m.n_params(), m.n_params(embeddings=False), m.flops_per_token(cfg.seq_len, cfg.noise_density)
+
+
+# ------------------------------------------------------------------------ loading
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: sweep file not found")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+
+    known = {"sweep", "grid", "isoflop", "train", "executor", "slurm"}
+    for key in doc:
+        if key not in known:
+            raise UserError(f"{path}: unknown section [{key}] (known: {', '.join(sorted(known))})")
+
+    s = _Section(path, "sweep", doc.get("sweep", {}))
+    name = s.get("name", (str,), default=path.stem)
+    if not name or "/" in name or name.startswith("."):
+        raise UserError(f"{s.where('name')}: {name!r} is not usable as a directory name")
+    kind = s.get("kind", (str,), required=True)
+    if kind not in KINDS:
+        raise UserError(f"{s.where('kind')} must be one of {', '.join(KINDS)}, got {kind!r}")
+    out_dir = Path(out) if out is not None else Path(s.get("out", (str,), default=f"runs/{name}"))
+    s.get("description", (str,))
+    s.finish()
+
+    resources = _resources(path, doc.get("executor", {}))
+    slurm = _slurm(path, doc.get("slurm", {}))
+    base = _train(path, doc.get("train", {}))
+    devices = max(1, resources.gpus_per_node)
+    base = replace(base, devices=devices, num_nodes=resources.nodes)
+
+    for other in KINDS:
+        if other != kind and other in doc:
+            raise UserError(f"{path}: [{other}] given but sweep.kind is {kind!r}")
+    if kind not in doc:
+        raise UserError(f"{path}: sweep.kind is {kind!r} but there is no [{kind}] section")
+    notes: list[str] = []
+    expand = _expand_grid if kind == "grid" else _expand_isoflop
+    runs = expand(path, _Section(path, kind, doc[kind]), base, name, notes)
+    runs = _dedupe(runs, notes)
+    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes)
+
+
+def _train(path: Path, table: Any) -> TrainConfig:
+    """[train]: any TrainConfig field the expansion does not own, type-checked."""
+    sec = _Section(path, "train", table)
+    hints = typing.get_type_hints(TrainConfig)
+    values: dict[str, Any] = {}
+    for f in fields(TrainConfig):
+        if f.name in _OWNED or f.name not in sec.table:
+            continue
+        allowed = _allowed_types(hints[f.name])
+        if f.name == "lr" and sec.table[f.name] == "rule":
+            sec.read.add("lr")
+            values["lr"] = None  # TOML has no null: "rule" means the trainer's lr rule of N
+            continue
+        v = sec.get(f.name, allowed)
+        if float in allowed and isinstance(v, int):
+            v = float(v)
+        values[f.name] = v
+    for k in sec.table:
+        if k in _OWNED:
+            raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
+                            f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
+    sec.finish()
+    cfg = TrainConfig(**values)
+    if cfg.batch_size < 1 or cfg.seq_len < 2:
+        raise UserError(f"{path}: train.batch_size and train.seq_len must be positive")
+    if not 0 <= cfg.clm_ratio <= 1:
+        raise UserError(f"{sec.where('clm_ratio')} must be in [0, 1], got {cfg.clm_ratio}")
+    if not 0 < cfg.noise_density < 1:
+        raise UserError(f"{sec.where('noise_density')} must be in (0, 1), got {cfg.noise_density}")
+    if cfg.lr is not None and not cfg.lr > 0:
+        raise UserError(f"{sec.where('lr')} must be positive or \"rule\", got {cfg.lr}")
+    return cfg
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    kinds = tuple(a for a in args if a is not type(None))
+    if float in kinds:
+        kinds += (int,)
+    return kinds
+
+
+def _resources(path: Path, table: Any) -> Resources:
+    sec = _Section(path, "executor", table)
+    r = Resources(
+        cpus_per_task=sec.get("cpus_per_task", (int,), 1),
+        gpus_per_node=sec.get("gpus_per_node", (int,), 0),
+        nodes=sec.get("nodes", (int,), 1),
+        mem_gb=sec.get("mem_gb", (int, float)),
+        time_min=sec.get("time_min", (int,), 24 * 60),
+        parallelism=sec.get("parallelism", (int,)),
+        default=sec.get("default", (str,), "local"),
+        achieved_flops=_opt_float(sec, "achieved_flops"),
+        overhead_s=float(sec.get("overhead_s", (int, float), 30.0)),
+    )
+    sec.finish()
+    for key in ("cpus_per_task", "nodes", "time_min"):
+        if getattr(r, key) < 1:
+            raise UserError(f"{sec.where(key)} must be at least 1, got {getattr(r, key)}")
+    if r.gpus_per_node < 0:
+        raise UserError(f"{sec.where('gpus_per_node')} must be 0 or more, got {r.gpus_per_node}")
+    if r.parallelism is not None and r.parallelism < 1:
+        raise UserError(f"{sec.where('parallelism')} must be at least 1, got {r.parallelism}")
+    if r.default not in EXECUTORS:
+        raise UserError(f"{sec.where('default')} must be one of {', '.join(EXECUTORS)}, got {r.default!r}")
+    if r.time_min < 3:
+        # Below 3 minutes USR2 can arrive before submitit installs its handler (exit 140).
+        raise UserError(f"{sec.where('time_min')} must be at least 3 minutes, got {r.time_min}")
+    if r.mem_gb is not None and r.mem_gb <= 0:
+        raise UserError(f"{sec.where('mem_gb')} must be positive, got {r.mem_gb}")
+    return r
+
+
+def _opt_float(sec: _Section, key: str) -> float | None:
+    v = sec.get(key, (int, float, str))
+    if v is None:
+        return None
+    try:
+        x = float(v)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x) or x <= 0:
+        raise UserError(f"{sec.where(key)} must be a positive number like 2e11, got {v!r}")
+    return x
+
+
+def _slurm(path: Path, table: Any) -> SlurmSettings:
+    sec = _Section(path, "slurm", table)
+    setup = sec.get_list("setup", (str,)) or []
+    extra = sec.get("extra", (dict,), {})
+    for k, v in extra.items():
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise UserError(f"{sec.where('extra')}.{k} must be a string or number, got {v!r}")
+    s = SlurmSettings(
+        partition=sec.get("partition", (str,)),
+        account=sec.get("account", (str,)),
+        qos=sec.get("qos", (str,)),
+        constraint=sec.get("constraint", (str,)),
+        signal_delay_s=sec.get("signal_delay_s", (int,), 90),
+        max_num_timeout=sec.get("max_num_timeout", (int,), 3),
+        setup=tuple(setup),
+        extra=dict(extra),
+    )
+    sec.finish()
+    if s.signal_delay_s < 1:
+        raise UserError(f"{sec.where('signal_delay_s')} must be at least 1, got {s.signal_delay_s}")
+    return s
+
+
+# ---------------------------------------------------------------------- expansion
+def _batch_tokens(cfg: TrainConfig) -> int:
+    """Source tokens per optimizer step, over all devices."""
+    return cfg.batch_size * cfg.seq_len * cfg.devices * cfg.num_nodes
+
+
+def _make(name: str, base: TrainConfig, target: int, tokens: int, sweep: str,
+          budget: float | None, where: str) -> RunSpec:
+    params = format_count(target)
+    cfg = replace(base, params=params, tokens=0, extra={"sweep": sweep, "run": name, "budget": budget})
+    try:
+        n, n_ne, fpt = model_stats(cfg)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    return RunSpec(name, replace(cfg, tokens=tokens), n, n_ne, fpt, budget)
+
+
+def _whole_batches(tokens: float, cfg: TrainConfig) -> int:
+    bt = _batch_tokens(cfg)
+    return int(tokens // bt) * bt
+
+
+def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str]) -> list[RunSpec]:
+    sizes = sec.get_list("sizes", (str, int, float), required=True)
+    tokens = sec.get_list("tokens", (str, int, float))
+    multiples = sec.get_list("tokens_per_param", (str, int, float))
+    sec.finish()
+    if (tokens is None) == (multiples is None):
+        raise UserError(f"{path}: [grid] needs exactly one of 'tokens' or 'tokens_per_param'")
+    bt = _batch_tokens(base)
+    runs = []
+    for i, size in enumerate(sizes):
+        target = _count(f"{sec.where('sizes')}[{i}]", size)
+        spec = _make("", base, target, 0, sweep, None, f"{sec.where('sizes')}[{i}] = {size!r}")
+        budgets = (
+            [(f"tokens[{j}]", _count(f"{sec.where('tokens')}[{j}]", t), t) for j, t in enumerate(tokens)]
+            if tokens is not None
+            else [(f"tokens_per_param[{j}]", _multiple(f"{sec.where('tokens_per_param')}[{j}]", m) * spec.n_params, m)
+                  for j, m in enumerate(multiples)]
+        )
+        for key, d, raw in budgets:
+            d_run = _whole_batches(d, base)
+            if d_run < bt:
+                raise UserError(
+                    f"{path}: grid.{key} = {_show(raw)} for size {format_count(target)}: {format_count(d)} tokens "
+                    f"is less than one batch ({base.batch_size} x {base.seq_len} = {bt} tokens)")
+            name = f"N{format_count(target)}-D{format_count(d_run)}"
+            runs.append(replace(spec, name=name, config=replace(
+                spec.config, tokens=d_run, extra={"sweep": sweep, "run": name, "budget": None})))
+    return runs
+
+
+def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str]) -> list[RunSpec]:
+    budgets = sec.get_list("budgets", (str, int, float), required=True)
+    explicit = sec.get_list("sizes", (str, int, float))
+    k = sec.get("sizes_per_budget", (int,), 5)
+    spread = float(sec.get("spread", (int, float), 4.0))
+    center_tpp = float(sec.get("center_tokens_per_param", (int, float), CHINCHILLA_TOKENS_PER_PARAM))
+    sec.finish()
+    if explicit is None:
+        if k < 1:
+            raise UserError(f"{sec.where('sizes_per_budget')} must be at least 1, got {k}")
+        if spread < 1:
+            raise UserError(f"{sec.where('spread')} must be at least 1 (a factor either side), got {spread}")
+        if center_tpp <= 0:
+            raise UserError(f"{sec.where('center_tokens_per_param')} must be positive, got {center_tpp}")
+    bt = _batch_tokens(base)
+    runs = []
+    for i, raw in enumerate(budgets):
+        c = _flops(f"{sec.where('budgets')}[{i}]", raw)
+        where = f"{path}: isoflop.budgets[{i}] = {_show(raw)}"
+        if explicit is not None:
+            targets = [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
+        else:
+            center = _center(c, center_tpp, base, where)
+            exps = [0.0] if k == 1 else [-1 + 2 * j / (k - 1) for j in range(k)]
+            targets = [_round_sig(center * spread**e) for e in exps]
+        for target in targets:
+            spec = _make("", base, target, 0, sweep, c, f"{where}, size {format_count(target)}")
+            d = _whole_batches(c / spec.flops_per_token, base)
+            if d < bt:
+                raise UserError(
+                    f"{where}: size {format_count(target)} costs {spec.flops_per_token:.3g} FLOPs per token, "
+                    f"so the budget buys {format_count(c / spec.flops_per_token)} tokens, less than one batch "
+                    f"({base.batch_size} x {base.seq_len} = {bt} tokens)")
+            name = f"C{format_budget(c)}-N{format_count(target)}"
+            runs.append(replace(spec, name=name, config=replace(
+                spec.config, tokens=d, extra={"sweep": sweep, "run": name, "budget": c})))
+    return runs
+
+
+def _center(c: float, tpp: float, base: TrainConfig, where: str) -> float:
+    """The size N with D/N = tpp at budget C, using the real FLOPs per token: fixed point of
+    N = sqrt(C / (tpp * f(N)/N)), where f(N)/N is nearly constant (about 6)."""
+    n = math.sqrt(c / (6.0 * tpp))
+    for _ in range(4):
+        try:
+            m = _model(format_count(_round_sig(n)), base.tied_embeddings, base.seq_len, base.data)
+        except UserError as e:
+            raise UserError(f"{where}: the guessed optimum size {format_count(n)} is not buildable ({e})") from None
+        per_param = m.flops_per_token(base.seq_len, base.noise_density) / m.n_params()
+        n = math.sqrt(c / (tpp * per_param))
+    return n
+
+
+def _dedupe(runs: list[RunSpec], notes: list[str]) -> list[RunSpec]:
+    """Two size targets can map to one shape (small sizes have few shapes): train it once."""
+    seen: dict[tuple, str] = {}
+    kept = []
+    for r in runs:
+        key = (r.n_params, r.n_params_nonembed, r.tokens, r.budget)
+        if key in seen:
+            notes.append(f"{r.name} is the same model and tokens as {seen[key]}: trained once")
+            continue
+        seen[key] = r.name
+        kept.append(r)
+    names = [r.name for r in kept]
+    if len(set(names)) != len(names):  # cannot happen with distinct keys, but a name collision would merge runs
+        raise UserError("sweep expands to two runs with the same name")
+    return kept

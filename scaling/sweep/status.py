@@ -1,0 +1,258 @@
+"""Where every run of a sweep stands, from its run directory and the scheduler.
+
+The run directory says how training ended (run.json: completed, diverged, failed); the
+scheduler says whether a job is waiting, running, or was cancelled or killed before the
+run could write anything. One `squeue` and one `sacct` call cover the whole sweep, so
+status on a thousand runs costs about as much as reading their run.json files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling.errors import UserError
+from scaling.rundir import RUN_JSON, read_run_json
+from scaling.sweep.jobs import JOB_JSON
+from scaling.sweep.ledger import LAUNCHES, RUNS, Job, Ledger, RunEntry, load_ledger
+
+# Scheduler states in which a job may still run: never submit a run twice while one is.
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
+          "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
+FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+# Final states of a run, in the order the summary shows them.
+ORDER = ("completed", "running", "pending", "failed", "diverged", "cancelled", "timeout",
+         "interrupted", "not launched")
+DONE = {"completed", "failed", "diverged", "cancelled", "timeout", "interrupted", "not launched"}
+
+
+@dataclass
+class RunState:
+    name: str
+    state: str                 # one of ORDER
+    error: str | None = None   # first line of the error, for failed / diverged
+    requeues: int = 0
+    job_id: str | None = None
+    scheduler: str | None = None  # raw scheduler state, when known
+    record: dict | None = None    # run.json
+    entry: RunEntry | None = None
+
+    def to_dict(self) -> dict:
+        return {"run": self.name, "state": self.state, "error": self.error, "requeues": self.requeues,
+                "job_id": self.job_id, "scheduler": self.scheduler}
+
+
+# ------------------------------------------------------------------- schedulers
+_ARRAY_RANGE = re.compile(r"^(\d+)_\[(.+)\]$")
+
+
+def _expand(job_id: str) -> list[str]:
+    """'12_[3-5,7%2]' -> ['12_3', '12_4', '12_5', '12_7'] (pending array tasks are collapsed)."""
+    m = _ARRAY_RANGE.match(job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def slurm_states(jobs: list[Job]) -> dict[str, tuple[str, str]]:
+    """job id -> (STATE, job name) for our Slurm jobs; live ones from squeue, finished ones
+    from sacct (needs accounting). Returns {} when Slurm's commands are not installed."""
+    if not jobs or shutil.which("squeue") is None:
+        return {}
+    wanted = {j.job_id for j in jobs}
+    out: dict[str, tuple[str, str]] = {}
+
+    def take(text: str) -> None:
+        for line in text.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 3:
+                continue
+            jid, name, state = parts[0], parts[1], parts[2].split()[0] if parts[2] else "UNKNOWN"
+            for j in _expand(jid):
+                if j in wanted and j not in out:
+                    out[j] = (state, name)
+
+    q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T"], capture_output=True, text=True)
+    if q.returncode == 0:
+        take(q.stdout)
+    rest = sorted({j.split("_")[0] for j in wanted - set(out)})
+    if rest and shutil.which("sacct"):
+        # -X: allocations only; without --duplicates sacct shows a requeued job's latest record.
+        for i in range(0, len(rest), 500):
+            a = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State", "-j", ",".join(rest[i:i + 500])],
+                               capture_output=True, text=True)
+            if a.returncode == 0:
+                take(a.stdout)
+    return out
+
+
+def local_alive(job: Job) -> bool:
+    """A local job's controller process still exists (checked against pid reuse)."""
+    try:
+        pid = int(job.job_id)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"submitit" in f.read()
+    except (ValueError, OSError):
+        return False
+
+
+def job_error(dir: Path, job: Job) -> str | None:
+    """The exception line a job's submitit result holds, for jobs that failed before (or
+    without) writing a run record."""
+    folder = Path(dir) / LAUNCHES / job.launch
+    pkl = folder / f"{job.job_id}_0_result.pkl"
+    try:
+        with open(pkl, "rb") as f:
+            kind, value = pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
+        return _last_error_line(folder / f"{job.job_id}_0_log.err")
+    if kind != "error":
+        return None
+    lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def _last_error_line(path: Path) -> str | None:
+    try:
+        text = path.read_text(errors="replace")[-20000:]
+    except OSError:
+        return None
+    for ln in reversed(text.strip().splitlines()):
+        if re.match(r"^\w+(\.\w+)*(Error|Exception|Interrupt)\b", ln.strip()):
+            return ln.strip()
+    return None
+
+
+# ------------------------------------------------------------------- discovery
+def run_dirs(dir: Path, ledger: Ledger | None) -> dict[str, Path]:
+    """Run name -> run directory: the ledger's runs, plus any run directory found under
+    DIR/runs/ (or DIR/ itself, for a folder of `scaling train` runs)."""
+    dir = Path(dir)
+    found: dict[str, Path] = {}
+    if ledger is not None:
+        found = {n: ledger.run_dir(n) for n in ledger.runs}
+    for base in (dir / RUNS, dir):
+        if base.is_dir():
+            with os.scandir(base) as it:
+                for e in it:
+                    if e.is_dir() and e.name not in found and os.path.exists(os.path.join(e.path, RUN_JSON)):
+                        found[e.name] = Path(e.path)
+    return dict(sorted(found.items()))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sweep_states(dir: str | Path) -> list[RunState]:
+    dir = Path(dir)
+    if not dir.is_dir():
+        raise UserError(f"{dir}: sweep directory not found")
+    ledger = load_ledger(dir)
+    dirs = run_dirs(dir, ledger)
+    if ledger is None and not dirs:
+        raise UserError(f"{dir}: no sweep here (no sweep.json, and no run directories with run.json)")
+    jobs = [r.job for r in (ledger.runs.values() if ledger else []) if r.job is not None]
+    sched = slurm_states([j for j in jobs if j.executor == "slurm"])
+    return [_state(dir, name, rd, ledger.runs.get(name) if ledger else None, sched) for name, rd in dirs.items()]
+
+
+def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) -> RunState:
+    rec = read_run_json(rd)
+    job = entry.job if entry else None
+    st = RunState(name, "not launched", record=rec, entry=entry, job_id=job.job_id if job else None)
+    jrec = _read_json(rd / JOB_JSON)
+    st.requeues = int((rec or {}).get("restarts") or 0)
+    if jrec and (job is None or jrec.get("job_id") in (job.job_id, None)):
+        st.requeues = max(st.requeues, int(jrec.get("requeues", 0)))
+
+    active, sstate = False, None
+    if job is not None and job.executor == "slurm":
+        got = sched.get(job.job_id)
+        if got and got[1] == job.name:  # a recycled job id (cluster wiped) is not our job
+            sstate = got[0]
+            active = sstate in ACTIVE
+    elif job is not None and job.executor == "local":
+        active = local_alive(job)
+        sstate = "RUNNING" if active else None
+    st.scheduler = sstate
+    status = rec.get("status") if rec else None
+
+    if status == "completed":
+        st.state = "completed"
+    elif active:
+        st.state = "running" if sstate in ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT") else "pending"
+    elif sstate == "CANCELLED":
+        # Before the run record: a cancelled job's trainer may have recorded the kill as a failure.
+        st.state = "cancelled"
+    elif status in ("diverged", "failed"):
+        st.state, st.error = status, rec.get("error")
+    elif sstate in ("TIMEOUT", "PREEMPTED"):
+        st.state = "timeout"
+    elif sstate in FAILED:
+        st.state = "failed"
+        st.error = job_error(dir, job) or f"job {job.job_id} ended {sstate}"
+    elif job is not None and job.executor == "local" and (err := job_error(dir, job)):
+        st.state, st.error = "failed", err  # raised before the run could write its record
+    elif status == "running" or job is not None:
+        # The job is gone but the run never finished: killed outside the scheduler's view,
+        # or the scheduler forgot it. A relaunch resumes it from its last checkpoint.
+        st.state = "interrupted"
+    return st
+
+
+# ------------------------------------------------------------------------ display
+def summary(states: list[RunState]) -> str:
+    c = Counter(s.state for s in states)
+    parts = [f"{c[k]} {k}" for k in ORDER if c[k]]
+    req = sum(s.requeues for s in states)
+    tail = f"; {req} requeue{'s' if req != 1 else ''}" if req else ""
+    return f"{len(states)} runs: " + ", ".join(parts) + tail
+
+
+def table(states: list[RunState], width: int = 100) -> str:
+    from scaling.config import format_count
+
+    rows = [("run", "state", "N", "tokens", "requeued", "job", "error")]
+    for s in states:
+        rec = s.record or {}
+        n = rec.get("n_params") or (s.entry.n_params if s.entry else None)
+        planned = (rec.get("config") or {}).get("tokens") or ((s.entry.config or {}).get("tokens") if s.entry else None)
+        seen = rec.get("tokens_seen")
+        tokens = f"{format_count(seen) if seen is not None else '-'}/{format_count(planned) if planned else '?'}"
+        err = (s.error or "")[: max(20, width - 70)]
+        rows.append((s.name, s.state, format_count(n) if n else "-", tokens,
+                     str(s.requeues) if s.requeues else "", s.job_id or "", err))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def watch(dir: Path, every: float = 5.0, out=None) -> list[RunState]:
+    """Redraw the table until no run is pending or running (Ctrl-C stops watching only)."""
+    import sys
+
+    out = out or sys.stdout
+    while True:
+        states = sweep_states(dir)
+        out.write("\x1b[2J\x1b[H" if out.isatty() else "\n")
+        out.write(f"{dir}  {time.strftime('%H:%M:%S')}\n{table(states)}\n{summary(states)}\n")
+        out.flush()
+        if all(s.state in DONE for s in states):
+            return states
+        time.sleep(every)
