@@ -1,0 +1,269 @@
+"""From a fitted law to a training plan: predicted loss, compute, the optimum, the bill.
+
+The law is Approach 3's L(N, D) = E + A/N^alpha + B/D^beta, from `scaling fit --out` (with
+its bootstrap samples, which carry the intervals through every number here) or, without a
+fit, the default below. Compute is counted by the encoder-decoder FLOP formula of
+scaling.model (training FLOPs per source token under the AlexaTM objective, a function of
+the model's shape), so "the compute-optimal N for this compute" is found numerically: along
+the curve D = C / flops_per_token(N), the N of least loss. 6ND is reported beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import UserError
+
+PARAMS = ("E", "A", "B", "alpha", "beta")
+
+# Default law: our Approach 3 refit of the 240 Chinchilla points (Epoch AI's digitised
+# Figure 4), the plain grid fit of the paper's recipe (Huber sum 1.01827e-3). Its bootstrap
+# (1,000 resamples) is kept as the mean and covariance of (log A, log B, log E, alpha, beta),
+# enough to draw intervals from without shipping the data.
+DEFAULT_LAW = {"E": 1.817218107975706, "A": 477.82591452721573, "B": 2143.4174620911435,
+               "alpha": 0.3473105045460707, "beta": 0.3671724348336812}
+DEFAULT_LAW_NOTE = ("no --fit given: using the Approach 3 refit of Chinchilla's 240 points (E 1.8172, "
+                    "A 477.8, B 2143, alpha 0.3473, beta 0.3672); its losses belong to Chinchilla's data "
+                    "and tokenizer, not this lab's; fit your own runs with `scaling fit --out fit.json`")
+_DEFAULT_COV = np.array([
+    [6.431827e-02, -2.609129e-02, 2.073054e-03, 3.827864e-03, -1.304242e-03],
+    [-2.609129e-02, 1.561188e-01, 3.151935e-03, -1.621902e-03, 7.648779e-03],
+    [2.073054e-03, 3.151935e-03, 1.848718e-04, 1.222701e-04, 1.539451e-04],
+    [3.827864e-03, -1.621902e-03, 1.222701e-04, 2.281583e-04, -8.114595e-05],
+    [-1.304242e-03, 7.648779e-03, 1.539451e-04, -8.114595e-05, 3.749934e-04]])
+
+
+@dataclass
+class Law:
+    """Point parameters plus samples [S, 5] (E, A, B, alpha, beta) for intervals."""
+
+    params: dict
+    samples: np.ndarray
+    source: str
+    note: str | None = None
+
+    @classmethod
+    def default(cls, n_samples: int = 1000, seed: int = 0) -> "Law":
+        rng = np.random.default_rng(seed)
+        p = DEFAULT_LAW
+        mean = np.array([math.log(p["A"]), math.log(p["B"]), math.log(p["E"]), p["alpha"], p["beta"]])
+        x = rng.multivariate_normal(mean, _DEFAULT_COV, size=n_samples)
+        samples = np.column_stack([np.exp(x[:, 2]), np.exp(x[:, 0]), np.exp(x[:, 1]), x[:, 3], x[:, 4]])
+        return cls(dict(p), samples, "default: Chinchilla 240-point refit", DEFAULT_LAW_NOTE)
+
+    @classmethod
+    def from_fit_file(cls, path: str | Path) -> "Law":
+        from scaling.fit.report import law_from_fit
+
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"{p}: no such fit file (write one with `scaling fit RESULTS --out {p}`)")
+        try:
+            fit = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{p}: not a JSON fit file ({e})") from None
+        if not isinstance(fit, dict):
+            raise UserError(f"{p}: not a fit file (expected a JSON object)")
+        try:
+            params, samples = law_from_fit(fit)
+        except UserError as e:
+            raise UserError(f"{p}: {e}") from None
+        note = None
+        if samples is None or len(samples) < 20:
+            note = f"{p} holds no bootstrap samples: intervals are not available (fit with --bootstrap N)"
+            samples = np.array([[params[k] for k in PARAMS]])
+        return cls(params, samples, str(p), note)
+
+    def arrays(self, point: bool):
+        """Parameters as column arrays [S, 1] (or [1, 1] for the point estimate)."""
+        s = np.array([[self.params[k] for k in PARAMS]]) if point else self.samples
+        return [s[:, i:i + 1] for i in range(5)]
+
+    def loss(self, n, d, point: bool = True) -> np.ndarray:
+        E, A, B, al, be = self.arrays(point)
+        return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
+
+
+@dataclass
+class FlopModel:
+    """Training FLOPs per token as a function of N: the encoder-decoder formula of the shape
+    scaling.model's size rule picks for N ('encdec'), or 6 N ('6nd')."""
+
+    kind: str = "encdec"
+    seq_len: int = 1024
+    noise_density: float = 0.15
+    vocab_size: int = 150_000          # AlexaTM's SentencePiece vocabulary
+    warnings: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.kind not in ("encdec", "6nd"):
+            raise UserError(f"--flops: expected encdec or 6nd, got {self.kind!r}")
+        if self.kind == "encdec":
+            try:
+                import scaling.model  # noqa: F401
+            except ImportError as e:
+                self.warnings.append(f"scaling.model unavailable ({e}); counting compute as 6ND")
+                self.kind = "6nd"
+
+    def per_token(self, n) -> np.ndarray:
+        n = np.asarray(n, float)
+        if self.kind == "6nd":
+            return 6.0 * n
+        ln, lk = _kappa_table(self.seq_len, self.noise_density, self.vocab_size)
+        # FLOPs per token per parameter varies slowly with N (attention and LM head shares):
+        # interpolate it in log N between the shapes of the size rule; constant beyond them.
+        return n * np.exp(np.interp(np.log(n), ln, lk))
+
+    def shape(self, n: float):
+        if self.kind == "6nd":
+            return None
+        from scaling.model import ModelConfig
+        try:
+            return ModelConfig.from_params(int(n), vocab_size=self.vocab_size, max_len=max(self.seq_len + 1, 1024))
+        except UserError:
+            return None
+
+    def describe(self) -> str:
+        if self.kind == "6nd":
+            return "6 N D"
+        return (f"encoder-decoder formula (scaling.model), seq_len {self.seq_len}, noise {self.noise_density:g}, "
+                f"vocab {self.vocab_size}")
+
+
+@functools.lru_cache(maxsize=8)
+def _kappa_table(seq_len: int, noise: float, vocab: int):
+    from scaling.model import ModelConfig
+    ln, lk = [], []
+    for n in np.geomspace(1e7, 3e12, 23):
+        try:
+            cfg = ModelConfig.from_params(int(n), vocab_size=vocab, max_len=max(seq_len + 1, 1024))
+        except UserError:
+            continue
+        ln.append(math.log(cfg.n_params()))
+        lk.append(math.log(cfg.flops_per_token(seq_len, noise) / cfg.n_params()))
+    if len(ln) < 2:
+        raise UserError(f"no model shape fits vocabulary {vocab}: cannot count encoder-decoder FLOPs")
+    order = np.argsort(ln)
+    return np.array(ln)[order], np.array(lk)[order]
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+def optimum(law: Law, compute, flop: FlopModel, point: bool = True, n_grid: int = 1401):
+    """For each parameter set: the N (and D = C / per_token(N)) of least loss at this compute
+    (a scalar, or one per parameter set). A log grid of N over 7 decades around sqrt(C/6),
+    refined by the parabola through the best grid point. Returns N, D, loss, at_edge [S]."""
+    E, A, B, al, be = law.arrays(point)
+    S = E.shape[0]
+    c = np.broadcast_to(np.asarray(compute, float).reshape(-1, 1), (S, 1))
+    lg = 0.5 * np.log10(c / 6.0) + np.linspace(-4.0, 3.0, n_grid)[None, :]   # [S, G]
+    n = 10.0 ** lg
+    d = c / flop.per_token(n)
+    L = E + A / n ** al + B / d ** be
+    j = np.argmin(L, axis=1)
+    i = np.clip(j, 1, n_grid - 2)
+    rows = np.arange(S)
+    y0, y1, y2 = L[rows, i - 1], L[rows, i], L[rows, i + 1]
+    den = y0 - 2 * y1 + y2
+    shift = np.where(den > 0, 0.5 * (y0 - y2) / np.where(den > 0, den, 1.0), 0.0)
+    step = 7.0 / (n_grid - 1)
+    n_opt = 10.0 ** (lg[rows, i] + np.clip(shift, -1, 1) * step)
+    d_opt = c[:, 0] / flop.per_token(n_opt)
+    l_opt = E[:, 0] + A[:, 0] / n_opt ** al[:, 0] + B[:, 0] / d_opt ** be[:, 0]
+    return n_opt, d_opt, l_opt, (j == 0) | (j == n_grid - 1)
+
+
+def tokens_for_params(law: Law, n: float, flop: FlopModel, point: bool = True, iters: int = 40):
+    """The D that makes N compute-optimal, per parameter set: bisection on the compute
+    C = per_token(N) D, since the optimal N grows with C."""
+    S = 1 if point else len(law.samples)
+    lo = np.full(S, math.log(1e-2))    # log tokens per parameter
+    hi = np.full(S, math.log(1e5))
+    pt = float(flop.per_token(n))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        n_opt = optimum(law, pt * n * np.exp(mid), flop, point, n_grid=701)[0]
+        bigger = n_opt > n
+        hi = np.where(bigger, mid, hi)
+        lo = np.where(bigger, lo, mid)
+    return n * np.exp(0.5 * (lo + hi))
+
+
+def _ci(v) -> list:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    if v.size < 20:
+        return [None, None]
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, compute=None) -> dict:
+    """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
+    from scaling.cost import alexatm_reported
+
+    warnings = list(flop.warnings) + ([law.note] if law.note else [])
+    if params is not None and tokens is not None:
+        if compute is not None:
+            raise UserError("give --params and --tokens, or --compute, not all three")
+        mode = "given"
+    elif compute is not None:
+        if params is not None or tokens is not None:
+            raise UserError("--compute goes alone (the plan is then the compute-optimal one)")
+        mode = "compute"
+    elif params is not None:
+        mode = "params"
+    else:
+        raise UserError("give --params and --tokens, --compute, or --params alone")
+    samples = len(law.samples) > 1
+
+    if mode == "compute":
+        c = float(compute)
+        n_plan, d_plan = None, None
+    else:
+        n_plan = float(params)
+        if mode == "params":
+            d_plan = float(tokens_for_params(law, n_plan, flop, point=True)[0])
+        else:
+            d_plan = float(tokens)
+        c = float(flop.per_token(n_plan) * d_plan)
+    n_o, d_o, l_o, edge = optimum(law, c, flop, point=True)
+    if edge[0]:
+        warnings.append("the compute-optimal N lies at the edge of the searched range; the law is degenerate")
+    opt = {"params": float(n_o[0]), "tokens": float(d_o[0]), "tokens_per_param": float(d_o[0] / n_o[0]),
+           "loss": float(l_o[0])}
+    if samples:
+        ns, ds, ls, _ = optimum(law, c, flop, point=False)
+        opt.update(params_ci=_ci(ns), tokens_ci=_ci(ds), tokens_per_param_ci=_ci(ds / ns), loss_ci=_ci(ls))
+    out = {"law": {**law.params, "source": law.source}, "flop_model": flop.describe(),
+           "assumptions": cost.to_dict(), "compute": c, "optimal": opt}
+    if n_plan is not None:
+        plan = {"params": n_plan, "tokens": d_plan, "tokens_per_param": d_plan / n_plan,
+                "loss": float(law.loss(n_plan, d_plan)[0, 0]),
+                "flops": c, "flops_encdec": c if flop.kind == "encdec" else None,
+                "flops_6nd": 6.0 * n_plan * d_plan}
+        shape = flop.shape(n_plan)
+        if shape is not None:
+            plan["shape"] = shape.describe()
+        if samples:
+            plan["loss_ci"] = _ci(law.loss(n_plan, d_plan, point=False)[:, 0])
+        gap = plan["loss"] - opt["loss"]
+        plan["loss_given_up"] = gap
+        if samples:
+            plan["loss_given_up_ci"] = _ci(law.loss(n_plan, d_plan, point=False)[:, 0] - ls)
+        if mode == "params" and samples:
+            # Per-sample optimal tokens are a nested search; 200 samples bound its cost.
+            sub = Law(law.params, law.samples[:200], law.source)
+            plan["tokens_ci"] = _ci(tokens_for_params(sub, n_plan, flop, point=False))
+        out["plan"] = plan
+    out["cost"] = cost.bill(c)
+    out["alexatm_reported"] = alexatm_reported(cost)
+    out["mode"] = mode
+    out["warnings"] = warnings
+    return out
