@@ -60,10 +60,11 @@ def plan_table(sweep, executor: str | None = None) -> str:
     res = sweep.resources
     fps = res.flops_per_s()
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "est. time")]
-    total_s = total_c = 0.0
+    total_s = total_c = longest = 0.0
     for r in sweep.runs:
         t = r.flops / fps + res.overhead_s
         total_s += t
+        longest = max(longest, t)
         total_c += r.flops
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", _hms(t)))
@@ -74,7 +75,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
     source = "set in [executor] achieved_flops" if res.achieved_flops else "assumed; set [executor] achieved_flops"
     lines.append(
         f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job ({source}) "
-        f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(total_s / min(conc, max(1, len(sweep.runs))))} "
+        f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(max(longest, total_s / conc))} "
         f"wall with {conc} at a time ({kind})")
     for note in sweep.notes:
         lines.append(f"note: {note}")

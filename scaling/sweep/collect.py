@@ -84,7 +84,7 @@ def curves_table(dir: Path, results) -> "object":
     if not paths:
         return pl.DataFrame(schema=schema)
     try:
-        lf = pl.scan_parquet(paths, include_file_paths="_path", allow_missing_columns=True)
+        lf = pl.scan_parquet(paths, include_file_paths="_path", missing_columns="insert")
         val = (lf.filter(pl.col("split") == "val")
                  .select("_path", pl.col("tokens").cast(pl.Int64), pl.col("flops").cast(pl.Float64),
                          pl.col("val_loss").cast(pl.Float64).alias("loss"))

@@ -2,7 +2,9 @@
 count and FLOPs per token, and must get exactly the shape the trainer builds.
 
 The trainer (scaling.train.make_plan) sizes the model with the data's vocabulary and
-max_len = seq_len, so the vocabulary is read from the token shards' meta.json.
+max_len = seq_len, so the vocabulary is read from the token shards' meta.json. A sweep
+file may state it (`[sweep] vocab_size`) so that a cluster sweep can be planned on a
+laptop that does not hold the cluster's data; where the data is here, the two must agree.
 """
 
 from __future__ import annotations
@@ -14,24 +16,35 @@ from pathlib import Path
 from scaling.errors import UserError
 
 
-@lru_cache(maxsize=64)
-def vocab_size(data: str | None) -> int:
-    """Vocabulary of a run's data: a shards directory's meta.json, or the shards the trainer
-    resolves `data` to (the embedded corpus is built into the cache on first use)."""
-    path = Path(data) if data not in (None, "", "default") else None
-    if path is None or not (path / "meta.json").exists():
-        from scaling.train import resolve_data
-
-        path = Path(resolve_data(data))
-    meta = path / "meta.json"
+def _meta_vocab(shards: Path) -> int:
+    meta = shards / "meta.json"
     try:
         return int(json.loads(meta.read_text())["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{meta}: cannot read the vocabulary size ({type(e).__name__}: {e})") from None
 
 
-def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None):
+@lru_cache(maxsize=64)
+def vocab_size(data: str | None, stated: int | None = None) -> int:
+    """Vocabulary of a run's data: a shards directory's meta.json, else the stated one, else
+    the shards the trainer resolves `data` to (the embedded corpus is built on first use)."""
+    path = Path(data) if data not in (None, "", "default") else None
+    if path is not None and (path / "meta.json").exists():
+        real = _meta_vocab(path)
+    elif stated is not None:
+        return stated
+    else:
+        from scaling.train import resolve_data
+
+        real = _meta_vocab(Path(resolve_data(data)))
+    if stated is not None and stated != real:
+        raise UserError(f"sweep.vocab_size = {stated}, but the data {data or '(embedded corpus)'} has a vocabulary of {real}")
+    return real
+
+
+def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None,
+              stated_vocab: int | None = None):
     from scaling.model import ModelConfig
 
-    return ModelConfig.from_params(params, vocab_size=vocab_size(data), max_len=seq_len,
+    return ModelConfig.from_params(params, vocab_size=vocab_size(data, stated_vocab), max_len=seq_len,
                                    tied_embeddings=tied_embeddings)

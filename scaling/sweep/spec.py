@@ -125,7 +125,7 @@ def _multiple(where: str, value: Any) -> float:
 
 
 def _show(raw: Any) -> str:
-    return f"{raw:g}" if isinstance(raw, float) else repr(raw)
+    return format_budget(raw) if isinstance(raw, float) else repr(raw)
 
 
 def format_budget(c: float) -> str:
@@ -231,16 +231,16 @@ class Sweep:
 
 # ------------------------------------------------------------------- model sizes
 @lru_cache(maxsize=4096)
-def _model(params: str, tied: bool, seq_len: int, data: str | None):
+def _model(params: str, tied: bool, seq_len: int, data: str | None, vocab: int | None):
     """The model the trainer will build for this size (cached: the size rule searches shapes)."""
     from scaling.sweep.sizes import model_for
 
-    return model_for(params, tied_embeddings=tied, seq_len=seq_len, data=data)
+    return model_for(params, tied_embeddings=tied, seq_len=seq_len, data=data, stated_vocab=vocab)
 
 
-def model_stats(cfg: TrainConfig) -> tuple[int, int, float]:
+def model_stats(cfg: TrainConfig, vocab: int | None = None) -> tuple[int, int, float]:
     """(n_params, n_params non-embedding, training FLOPs per source token) of a run."""
-    m = _model(cfg.params, cfg.tied_embeddings, cfg.seq_len, cfg.data)
+    m = _model(cfg.params, cfg.tied_embeddings, cfg.seq_len, cfg.data, vocab)
     return m.n_params(), m.n_params(embeddings=False), m.flops_per_token(cfg.seq_len, cfg.noise_density)
 
 
@@ -269,6 +269,10 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if kind not in KINDS:
         raise UserError(f"{s.where('kind')} must be one of {', '.join(KINDS)}, got {kind!r}")
     out_dir = Path(out) if out is not None else Path(s.get("out", (str,), default=f"runs/{name}"))
+    # The data's vocabulary sizes the models; stating it lets a laptop plan a cluster's sweep.
+    vocab = s.get("vocab_size", (int,))
+    if vocab is not None and vocab < 2:
+        raise UserError(f"{s.where('vocab_size')} must be a vocabulary size, got {vocab}")
     s.get("description", (str,))
     s.finish()
 
@@ -285,7 +289,11 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         raise UserError(f"{path}: sweep.kind is {kind!r} but there is no [{kind}] section")
     notes: list[str] = []
     expand = _expand_grid if kind == "grid" else _expand_isoflop
-    runs = expand(path, _Section(path, kind, doc[kind]), base, name, notes)
+    try:
+        runs = expand(path, _Section(path, kind, doc[kind]), base, name, notes, vocab)
+    except UserError as e:
+        msg = str(e)
+        raise UserError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     runs = _dedupe(runs, notes)
     return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes)
 
@@ -406,11 +414,11 @@ def _batch_tokens(cfg: TrainConfig) -> int:
 
 
 def _make(name: str, base: TrainConfig, target: int, tokens: int, sweep: str,
-          budget: float | None, where: str) -> RunSpec:
+          budget: float | None, where: str, vocab: int | None) -> RunSpec:
     params = format_count(target)
     cfg = replace(base, params=params, tokens=0, extra={"sweep": sweep, "run": name, "budget": budget})
     try:
-        n, n_ne, fpt = model_stats(cfg)
+        n, n_ne, fpt = model_stats(cfg, vocab)
     except UserError as e:
         raise UserError(f"{where}: {e}") from None
     return RunSpec(name, replace(cfg, tokens=tokens), n, n_ne, fpt, budget)
@@ -421,7 +429,8 @@ def _whole_batches(tokens: float, cfg: TrainConfig) -> int:
     return int(tokens // bt) * bt
 
 
-def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str]) -> list[RunSpec]:
+def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str],
+                 vocab: int | None) -> list[RunSpec]:
     sizes = sec.get_list("sizes", (str, int, float), required=True)
     tokens = sec.get_list("tokens", (str, int, float))
     multiples = sec.get_list("tokens_per_param", (str, int, float))
@@ -432,7 +441,7 @@ def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes
     runs = []
     for i, size in enumerate(sizes):
         target = _count(f"{sec.where('sizes')}[{i}]", size)
-        spec = _make("", base, target, 0, sweep, None, f"{sec.where('sizes')}[{i}] = {size!r}")
+        spec = _make("", base, target, 0, sweep, None, f"{sec.where('sizes')}[{i}] = {size!r}", vocab)
         budgets = (
             [(f"tokens[{j}]", _count(f"{sec.where('tokens')}[{j}]", t), t) for j, t in enumerate(tokens)]
             if tokens is not None
@@ -451,7 +460,8 @@ def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes
     return runs
 
 
-def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str]) -> list[RunSpec]:
+def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str],
+                    vocab: int | None) -> list[RunSpec]:
     budgets = sec.get_list("budgets", (str, int, float), required=True)
     explicit = sec.get_list("sizes", (str, int, float))
     k = sec.get("sizes_per_budget", (int,), 5)
@@ -473,11 +483,11 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
         if explicit is not None:
             targets = [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
         else:
-            center = _center(c, center_tpp, base, where)
+            center = _center(c, center_tpp, base, where, vocab)
             exps = [0.0] if k == 1 else [-1 + 2 * j / (k - 1) for j in range(k)]
             targets = [_round_sig(center * spread**e) for e in exps]
         for target in targets:
-            spec = _make("", base, target, 0, sweep, c, f"{where}, size {format_count(target)}")
+            spec = _make("", base, target, 0, sweep, c, f"{where}, size {format_count(target)}", vocab)
             d = _whole_batches(c / spec.flops_per_token, base)
             if d < bt:
                 raise UserError(
@@ -490,15 +500,16 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
     return runs
 
 
-def _center(c: float, tpp: float, base: TrainConfig, where: str) -> float:
+def _center(c: float, tpp: float, base: TrainConfig, where: str, vocab: int | None) -> float:
     """The size N with D/N = tpp at budget C, using the real FLOPs per token: fixed point of
     N = sqrt(C / (tpp * f(N)/N)), where f(N)/N is nearly constant (about 6)."""
     n = math.sqrt(c / (6.0 * tpp))
     for _ in range(4):
         try:
-            m = _model(format_count(_round_sig(n)), base.tied_embeddings, base.seq_len, base.data)
+            m = _model(format_count(_round_sig(n)), base.tied_embeddings, base.seq_len, base.data, vocab)
         except UserError as e:
-            raise UserError(f"{where}: the guessed optimum size {format_count(n)} is not buildable ({e})") from None
+            raise UserError(f"{where}: budget too small: its compute-optimal size would be about "
+                            f"{format_count(n)} parameters, and no model that small can be built ({e})") from None
         per_param = m.flops_per_token(base.seq_len, base.noise_density) / m.n_params()
         n = math.sqrt(c / (tpp * per_param))
     return n
