@@ -1,0 +1,231 @@
+"""Tokenizers: train one on a corpus (BPE or unigram, Hugging Face `tokenizers`), or use bytes.
+
+Special token ids are FIXED across every tokenizer, so the objective code can hard-code them:
+
+    0 <pad>   1 <eos> (document separator)   2 [CLM]   3 <unk>
+
+The bytes tokenizer maps byte b to id 4 + b (vocabulary 260).
+
+Trained tokenizers use the byte-level pre-tokenizer (GPT-2's split regex over the text, then
+bytes mapped to printable characters), with either a BPE or a unigram model on top. Byte-level
+means every string is encodable (no <unk> in practice) and decode(encode(s)) == s exactly; the
+unigram model is the one AlexaTM's SentencePiece used, the pre-tokenizer is the one GPT-2 used.
+
+Why a custom encode path: `tokenizers`' own `encode_batch` manages ~3 MB/s on two cores, which
+would make tokenising the bottleneck of a laptop demo. Natural text is Zipfian, so we split the
+text into whitespace-delimited chunks ourselves (a chunk boundary is always a pre-token boundary,
+see `_CHUNK_RE`), encode each DISTINCT chunk once with the reference tokenizer, and assemble
+documents from the cached chunk encodings with numpy gathers. The result is identical to the
+reference `Tokenizer.encode` (tests/test_tokenizer.py checks this on real and adversarial text).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from scaling.errors import UserError
+
+PAD_ID, EOS_ID, CLM_ID, UNK_ID = 0, 1, 2, 3
+SPECIAL_TOKENS = ("<pad>", "<eos>", "[CLM]", "<unk>")
+N_SPECIAL = len(SPECIAL_TOKENS)
+BYTES_VOCAB = N_SPECIAL + 256
+KINDS = ("bpe", "unigram", "bytes")
+MIN_VOCAB = 300  # specials + 256 byte symbols + a few merges; below this a trained vocab is pointless
+MAX_VOCAB = 2**32 - 1
+
+# Unicode White_Space, the set the byte-level regex's `\s` matches (Oniguruma, Unicode mode).
+# Python's own `\s` differs (it counts U+001C..U+001F as space), so we spell the class out.
+_WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# A chunk is: optional whitespace, then a run of non-whitespace (or trailing whitespace alone).
+# Every chunk boundary sits between a non-whitespace character and a whitespace character; no
+# alternative of GPT-2's regex (contractions, ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`,
+# `\s+(?!\S)`, `\s+`) can match across such a point, so it is a pre-token boundary of the whole
+# text, and encoding chunk by chunk gives exactly the reference encoding.
+_CHUNK_RE = re.compile(f"[{_WS}]*[^{_WS}]+|[{_WS}]+")
+
+
+def check_vocab_size(kind: str, vocab_size: int) -> None:
+    if kind not in KINDS:
+        raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "bytes":
+        return
+    if not isinstance(vocab_size, int) or not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise UserError(f"--vocab-size {vocab_size!r}: a trained {kind} vocabulary needs {MIN_VOCAB} to {MAX_VOCAB} ids")
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
+
+
+class BytesTokenizer:
+    """UTF-8 bytes, id = 4 + byte. Encoding runs at memory speed (numpy.frombuffer)."""
+
+    kind = "bytes"
+    vocab_size = BYTES_VOCAB
+
+    def encode_to_array(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All texts' ids concatenated (uint16), and each text's token count."""
+        blobs = [t.encode("utf-8") for t in texts]
+        lengths = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
+        ids = np.frombuffer(b"".join(blobs), dtype=np.uint8).astype(np.uint16)
+        ids += N_SPECIAL
+        return ids, lengths
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        ids, lengths = self.encode_to_array(texts)
+        return [a.tolist() for a in np.split(ids, np.cumsum(lengths)[:-1])] if len(texts) else []
+
+    def decode(self, ids: Iterable[int]) -> str:
+        out, buf = [], bytearray()
+        for i in ids:
+            i = int(i)
+            if i >= N_SPECIAL:
+                buf.append(i - N_SPECIAL)
+            else:  # specials render as their names, like the trained tokenizers' decode
+                out.append(buf.decode("utf-8", errors="replace"))
+                buf = bytearray()
+                out.append(SPECIAL_TOKENS[i])
+        out.append(buf.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+
+class TrainedTokenizer:
+    """A Hugging Face `tokenizers.Tokenizer` (byte-level BPE or unigram) with a fast, exact encoder."""
+
+    def __init__(self, hf, kind: str):
+        self.hf = hf
+        self.kind = kind
+        self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+        # Literal "<eos>" in a document is text, not a separator: specials enter only by id.
+        hf.encode_special_tokens = True
+        for i, tok in enumerate(SPECIAL_TOKENS):
+            if hf.token_to_id(tok) != i:
+                raise UserError(f"tokenizer: special token {tok!r} must have id {i}, has {hf.token_to_id(tok)}")
+        self._chunk_index: dict[str, int] = {}
+        self._flat = np.zeros(0, dtype=np.int64)  # ids of all cached chunks, concatenated
+        self._starts = np.zeros(1, dtype=np.int64)  # chunk k's ids are _flat[_starts[k]:_starts[k+1]]
+        self.dtype = dtype_for(self.vocab_size)
+
+    # The reference encoder: what `encode_to_array` must reproduce exactly.
+    def encode_reference(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def _add_chunks(self, missing: list[str]) -> None:
+        encs = self.hf.encode_batch_fast(missing, add_special_tokens=False)
+        ids = [e.ids for e in encs]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter((i for x in ids for i in x), dtype=np.int64, count=int(lengths.sum()))
+        self._flat = np.concatenate([self._flat, flat])
+        self._starts = np.concatenate([self._starts, self._starts[-1] + np.cumsum(lengths)])
+
+    def encode_to_array(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """All texts' ids concatenated (uint16/uint32), and each text's token count."""
+        index = self._chunk_index
+        findall = _CHUNK_RE.findall
+        chunk_ids: list[int] = []
+        n_chunks = np.empty(len(texts), dtype=np.int64)
+        missing: list[str] = []
+        for d, text in enumerate(texts):
+            chunks = findall(text)
+            n_chunks[d] = len(chunks)
+            for c in chunks:
+                k = index.get(c)
+                if k is None:
+                    k = index[c] = len(index)
+                    missing.append(c)
+                chunk_ids.append(k)
+        if missing:
+            self._add_chunks(missing)
+        cid = np.asarray(chunk_ids, dtype=np.int64)
+        starts, lens = self._starts[cid], np.diff(self._starts)[cid]
+        # Gather flat[starts[k] : starts[k] + lens[k]] for every chunk k, in order, without a loop:
+        # position j of the output reads flat[starts[k] + (j - first output slot of k)].
+        out_pos = np.cumsum(lens) - lens
+        gather = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(starts - out_pos, lens)
+        ids = self._flat[gather].astype(self.dtype)
+        chunk_end = np.cumsum(n_chunks)
+        tok_end = np.concatenate([[0], np.cumsum(lens)])[chunk_end]
+        lengths = np.diff(np.concatenate([[0], tok_end]))
+        return ids, lengths
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        ids, lengths = self.encode_to_array(texts)
+        return [a.tolist() for a in np.split(ids, np.cumsum(lengths)[:-1])] if len(texts) else []
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def save(self, path: Path) -> str:
+        return self.hf.to_str(pretty=False)
+
+
+def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, show_progress: bool = False):
+    """Train a byte-level BPE or unigram vocabulary of `vocab_size` ids (specials included)."""
+    check_vocab_size(kind, vocab_size)
+    if kind == "bytes":
+        return BytesTokenizer()
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if kind == "bpe":
+        hf = Tokenizer(models.BPE(unk_token="<unk>"))
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=alphabet,
+            show_progress=show_progress,
+        )
+    else:
+        hf = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            unk_token="<unk>",
+            initial_alphabet=alphabet,
+            show_progress=show_progress,
+        )
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    hf.decoder = decoders.ByteLevel()
+    hf.train_from_iterator(texts, trainer=trainer)
+    return TrainedTokenizer(hf, kind)
+
+
+def tokenizer_from_json(text: str, kind: str, where: str = "tokenizer.json") -> TrainedTokenizer:
+    from tokenizers import Tokenizer
+
+    try:
+        hf = Tokenizer.from_str(text)
+    except Exception as e:  # the library raises plain Exception on bad JSON
+        raise UserError(f"{where}: not a valid tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return TrainedTokenizer(hf, kind)
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    kind: str = "bpe"
+    vocab_size: int = 8192
+
+    def __post_init__(self):
+        check_vocab_size(self.kind, self.vocab_size)
+
+
+def load_tokenizer_file(path: Path, kind: str):
+    """Load a tokenizer saved beside shards (kind from meta.json); bytes needs no file."""
+    if kind == "bytes":
+        return BytesTokenizer()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read tokenizer ({e.strerror})") from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: tokenizer file is not valid JSON ({e.msg})") from None
+    return tokenizer_from_json(text, kind, where=str(path))
