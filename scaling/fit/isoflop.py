@@ -91,10 +91,16 @@ class EnvelopeFit:
     n_sizes: int          # distinct sizes on the envelope
 
 
-def fit_envelope(env: Envelope) -> EnvelopeFit:
+def fit_envelope(env: Envelope, all_sizes: np.ndarray) -> EnvelopeFit:
+    """Power laws through the envelope, leaving out the stretches won by the smallest or the
+    largest size sampled: there the optimum may lie beyond the sizes tried (censored), and
+    keeping them flattens the exponent."""
+    inner = (env.n > np.min(all_sizes)) & (env.n < np.max(all_sizes))
+    env = Envelope(env.c[inner], env.n[inner], env.d[inner], env.loss[inner], env.from_curves)
     sizes = np.unique(env.n)
     if len(sizes) < 3:
-        raise ValueError(f"the envelope holds {len(sizes)} distinct size(s); approach 1 needs at least 3")
+        raise ValueError(f"the envelope holds {len(sizes)} distinct size(s) between the smallest and largest; "
+                         "approach 1 needs at least 3")
     return EnvelopeFit(fit_power(env.c, env.n), fit_power(env.c, env.d), env, len(sizes))
 
 

@@ -85,6 +85,7 @@ def approach1(table: RunTable, curves: pl.DataFrame | None, opts: FitOptions, rn
         def env_of(rows):
             return isoflop.envelope_from_matrix(params, grid, ll, lt, rows)
         n_units = len(runs)
+        all_sizes = params
     else:
         warnings.append("approach 1: no loss curves (curves.parquet or --curves); using the envelope "
                         "of final points only, a coarse stand-in for Chinchilla's curve envelope")
@@ -93,15 +94,16 @@ def approach1(table: RunTable, curves: pl.DataFrame | None, opts: FitOptions, rn
             r = np.arange(len(n)) if rows is None else rows
             return isoflop.final_point_frontier(n[r], d[r], c[r], loss[r])
         n_units = len(n)
+        all_sizes = n
     try:
-        fit = isoflop.fit_envelope(env_of(None))
+        fit = isoflop.fit_envelope(env_of(None), all_sizes)
     except ValueError as e:
         raise _Skip(str(e)) from None
     a_s, b_s = [], []
     for _ in range(opts.n_boot):
         rows = np.unique(rng.integers(0, n_units, n_units))
         try:
-            f = isoflop.fit_envelope(env_of(rows))
+            f = isoflop.fit_envelope(env_of(rows), all_sizes[rows])
             a_s.append(f.n_law.exponent)
             b_s.append(f.d_law.exponent)
         except ValueError:

@@ -1,0 +1,183 @@
+"""Approaches 1 and 2 on synthetic data, input handling, and `scaling fit` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from scaling.cli import main
+from scaling.errors import UserError
+from scaling.fit import FitOptions, fit_all, load_curves, load_runs
+from scaling.fit.law import frontier, optimal_nd, predict_loss
+
+TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
+A_TRUE = frontier(TRUE)["a"]   # 0.30 / 0.64 = 0.469
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla-epoch" / "svg_extracted_data.csv"
+
+
+def isoflop_table(rng, budgets=(1e17, 1e18, 1e19, 1e20), noise=0.002) -> pl.DataFrame:
+    rows = []
+    for c in budgets:
+        n0, _ = optimal_nd(TRUE, c)
+        for k, f in enumerate(np.geomspace(1 / 6, 6, 9)):
+            n = n0 * f
+            d = c / (6 * n)
+            loss = float(predict_loss(TRUE, n, d)) * np.exp(noise * rng.standard_normal())
+            rows.append({"run": f"c{c:.0e}-{k}", "params": n, "tokens": d, "flops": c * (1 + 0.02 * rng.standard_normal()),
+                         "loss": loss, "budget": c, "status": "completed"})
+    return pl.DataFrame(rows)
+
+
+def curves_tables(sizes=(1e7, 3e7, 1e8, 3e8, 1e9), horizon_tpp=100):
+    runs, curves = [], []
+    for i, n in enumerate(sizes):
+        d_end = n * horizon_tpp
+        runs.append({"run": f"r{i}", "params": n, "tokens": d_end, "flops": 6 * n * d_end,
+                     "loss": float(predict_loss(TRUE, n, d_end))})
+        for d in np.geomspace(n * 0.5, d_end, 40):
+            curves.append({"run": f"r{i}", "tokens": d, "flops": 6 * n * d, "loss": float(predict_loss(TRUE, n, d))})
+    return pl.DataFrame(runs), pl.DataFrame(curves)
+
+
+def test_approach2_recovers_exponent_and_bootstrap_brackets_it(tmp_path):
+    df = isoflop_table(np.random.default_rng(0))
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    fit = fit_all(load_runs(p), opts=FitOptions(approaches=(2,), n_boot=100, progress=False))
+    a2 = fit["approach2"]
+    assert abs(a2["a"] - A_TRUE) < 0.03 and abs(a2["b"] - (1 - A_TRUE)) < 0.03
+    assert a2["ci"]["a"][0] < a2["a"] < a2["ci"]["a"][1]
+    assert a2["n_budgets"] == 4
+
+
+def test_approach2_refuses_budget_whose_minimum_is_outside_sampled_sizes(tmp_path):
+    df = isoflop_table(np.random.default_rng(1))
+    # A fifth budget sampled only at sizes far below its optimum: loss falls monotonically.
+    c = 1e21
+    n0, _ = optimal_nd(TRUE, c)
+    extra = [{"run": f"x{k}", "params": n0 * f, "tokens": c / (6 * n0 * f), "flops": c, "budget": c,
+              "loss": float(predict_loss(TRUE, n0 * f, c / (6 * n0 * f))), "status": "completed"}
+             for k, f in enumerate(np.geomspace(0.002, 0.02, 5))]
+    df = pl.concat([df, pl.DataFrame(extra)], how="diagonal_relaxed")
+    fit = fit_all(_load(df), opts=FitOptions(approaches=(2,), n_boot=0, progress=False))
+    refused = [b for b in fit["approach2"]["budgets"] if b["refused"]]
+    assert len(refused) == 1 and refused[0]["flops"] == c
+    assert any("refused" in w and "outside the sampled range" in w for w in fit["approach2"]["warnings"])
+    assert abs(fit["approach2"]["a"] - A_TRUE) < 0.03
+
+
+def _load(df: pl.DataFrame, **kw):
+    import tempfile
+    d = Path(tempfile.mkdtemp())
+    df.write_parquet(d / "results.parquet")
+    return load_runs(d / "results.parquet", **kw)
+
+
+def test_single_budget_is_an_error_when_approach2_is_asked_for():
+    df = isoflop_table(np.random.default_rng(0), budgets=(1e18,))
+    with pytest.raises(UserError, match="one FLOP budget"):
+        fit_all(_load(df), opts=FitOptions(approaches=(2,), explicit=True, n_boot=0, progress=False))
+    # ... and a skipped approach with a warning when it was not.
+    fit = fit_all(_load(df), opts=FitOptions(approaches=(2, 3), n_boot=0, progress=False))
+    assert "approach2" not in fit and any("skipped" in w for w in fit["warnings"])
+
+
+def test_approach1_envelope_of_curves_recovers_exponent(tmp_path):
+    runs, curves = curves_tables(sizes=np.geomspace(1e7, 3e9, 9))
+    runs.write_parquet(tmp_path / "results.parquet")
+    curves.write_parquet(tmp_path / "curves.parquet")
+    table = load_runs(tmp_path / "results.parquet")
+    fit = fit_all(table, load_curves(tmp_path / "curves.parquet", table),
+                  opts=FitOptions(approaches=(1,), n_boot=50, progress=False))
+    a1 = fit["approach1"]
+    assert a1["from_curves"] and a1["n_envelope_sizes"] >= 5
+    assert abs(a1["a"] - A_TRUE) < 0.06, a1["a"]
+    assert abs(a1["a"] + a1["b"] - 1) < 0.02      # C = 6ND on the envelope
+
+
+def test_load_runs_cleans_and_maps(tmp_path):
+    df = pl.DataFrame({"N": [1e7, 2e7, -1.0, 4e7, 5e7], "C": [1e17, 2e17, 3e17, float("nan"), 5e17],
+                       "L": [3.0, 2.9, 2.8, 2.7, None], "status": ["completed"] * 4 + ["diverged"]})
+    p = tmp_path / "t.csv"
+    df.write_csv(p)
+    with pytest.raises(UserError, match="missing column"):
+        load_runs(p)
+    with pytest.raises(UserError, match="no column 'nope'"):
+        load_runs(p, {"params": "nope"})
+    t = load_runs(p, {"params": "N", "flops": "C", "loss": "L"})
+    assert t.df.height == 2 and t.dropped == 2
+    np.testing.assert_allclose(t.col("tokens"), [1e17 / 6e7, 2e17 / 12e7])
+    assert any("D = C / (6 N)" in w for w in t.warnings)
+    assert any("status" in w for w in t.warnings)
+
+
+def test_too_few_runs_says_how_many_are_needed(tmp_path):
+    df = pl.DataFrame({"params": [1e7, 2e7, 4e7], "tokens": [1e9, 1e9, 1e9], "loss": [3.0, 2.9, 2.8]})
+    df.write_csv(tmp_path / "r.csv")
+    with pytest.raises(UserError, match="at least 8 runs over at least 3 sizes"):
+        fit_all(load_runs(tmp_path / "r.csv"), opts=FitOptions(approaches=(3,), explicit=True, n_boot=0))
+
+
+def test_cli_fit_json_out_plots_and_holdout(tmp_path, capsys):
+    df = isoflop_table(np.random.default_rng(2))
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    out = tmp_path / "fit.json"
+    rc = main(["fit", str(p), "--bootstrap", "50", "--json", "--out", str(out), "--holdout-top", "4",
+               "--plots", str(tmp_path / "figs")])
+    assert rc == 0
+    j = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == j
+    for k in ("approach1", "approach2", "approach3"):
+        assert {"a", "b", "ci", "n_points", "warnings"} <= set(j[k])
+    assert {"E", "A", "B", "alpha", "beta"} <= set(j["approach3"]) and set(j["approach3"]["ci"]) >= {"E", "alpha", "a"}
+    assert abs(j["approach3"]["alpha"] - TRUE["alpha"]) < 0.05
+    assert j["holdout"]["k"] == 4 and j["holdout"]["mean_abs_rel_error"] < 0.02
+    html = (tmp_path / "figs" / "fit.html").read_text()
+    assert html.count("plotly-graph-div") >= 3
+    rc = main(["fit", str(p), "--bootstrap", "20", "--approach", "3"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "Approach 3" in text and "alpha" in text
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "missing.parquet")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    pl.DataFrame({"x": [1.0]}).write_csv(tmp_path / "bad.csv")
+    assert main(["fit", str(tmp_path / "bad.csv")]) == 2
+    assert "missing column" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "bad.csv"), "--approach", "4"]) == 2
+
+
+def test_cli_on_chinchilla_points(capsys):
+    if not DATA.exists():
+        pytest.skip("Chinchilla data not present")
+    rc = main(["fit", str(DATA), "--columns", "params=Model Size,flops=Training FLOP", "--drop-top-loss", "5",
+               "--approach", "3", "--bootstrap", "0", "--json"])
+    assert rc == 0
+    a3 = json.loads(capsys.readouterr().out)["approach3"]
+    assert a3["n_points"] == 240 and abs(a3["alpha"] / 0.3473 - 1) < 0.01
+
+
+def test_data_constrained_fit_recovers_r_star(tmp_path):
+    rng = np.random.default_rng(0)
+    from scaling.fit.repeat import effective
+    rows = []
+    for n in np.geomspace(2e7, 1e9, 6):
+        for tpp in (5, 10, 20, 40, 80):
+            d = n * tpp
+            rows.append((n, d, d))                     # single epoch
+            for rep in (4, 16, 40):
+                rows.append((n, d, d / rep))           # repeated data
+    n, d, u = (np.array(c) for c in zip(*rows))
+    ne, de = effective(TRUE, n, d, u, 15.4, 5.3)
+    loss = predict_loss(TRUE, ne, de) * np.exp(0.001 * rng.standard_normal(n.size))
+    df = pl.DataFrame({"params": n, "tokens": d, "unique_tokens": u, "loss": loss})
+    fit = fit_all(_load(df), opts=FitOptions(approaches=(3,), n_boot=0, progress=False))
+    dc = fit["approach3"]["data_constrained"]
+    assert dc["n_repeated"] == 90
+    assert abs(np.log(dc["R_star_D"] / 15.4)) < np.log(1.5), dc
