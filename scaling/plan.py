@@ -267,3 +267,59 @@ def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, comp
     out["mode"] = mode
     out["warnings"] = warnings
     return out
+
+
+# ----------------------------------------------------------------------------- famous plans
+
+FAMOUS = [  # (name, parameters, training tokens) as published
+    ("GPT-3", 175e9, 300e9),
+    ("MT-NLG", 530e9, 270e9),
+    ("PaLM", 540e9, 780e9),
+    ("Chinchilla", 70e9, 1.4e12),
+    ("AlexaTM", 20e9, 1e12),
+]
+
+
+def read_plans_toml(path: str | Path) -> list:
+    """[[plan]] tables with name, params, tokens (numbers or strings like "20B")."""
+    import tomllib
+
+    from scaling.config import parse_count
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such plans file")
+    try:
+        doc = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{p}: not valid TOML ({e})") from None
+    out = []
+    for i, t in enumerate(doc.get("plan", [])):
+        if not isinstance(t, dict) or not {"name", "params", "tokens"} <= set(t):
+            raise UserError(f"{p}: [[plan]] #{i + 1} needs name, params and tokens")
+        out.append((str(t["name"]), float(parse_count(t["params"], f"{p}: plan {t['name']} params")),
+                    float(parse_count(t["tokens"], f"{p}: plan {t['name']} tokens"))))
+    if not out:
+        raise UserError(f"{p}: no [[plan]] tables")
+    return out
+
+
+def compare_plans(law: Law, flop: FlopModel, plans: list) -> list:
+    """Each plan against the compute-optimal allocation of its own compute under the law."""
+    rows = []
+    samples = len(law.samples) > 1
+    for name, n, d in plans:
+        c = float(flop.per_token(n) * d)
+        n_o, d_o, l_o, _ = optimum(law, c, flop)
+        loss = float(law.loss(n, d)[0, 0])
+        row = {"name": name, "params": n, "tokens": d, "tokens_per_param": d / n, "flops": c,
+               "flops_6nd": 6 * n * d, "loss": loss, "optimal_params": float(n_o[0]),
+               "optimal_tokens": float(d_o[0]), "optimal_tokens_per_param": float(d_o[0] / n_o[0]),
+               # > 1: more tokens per parameter than optimal (over-trained, smaller model).
+               "overtrained": float((d / n) / (d_o[0] / n_o[0])),
+               "loss_given_up": loss - float(l_o[0])}
+        if samples:
+            ns, ds, ls, _ = optimum(law, c, flop, point=False)
+            row.update(optimal_params_ci=_ci(ns), optimal_tokens_ci=_ci(ds),
+                       loss_given_up_ci=_ci(law.loss(n, d, point=False)[:, 0] - ls))
+        rows.append(row)
+    return rows

@@ -100,3 +100,20 @@ def test_cli_plan_with_fit_file(tmp_path, capsys):
 def test_cli_plan_bad_input(argv, msg, capsys):
     assert main(argv) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_compare_famous_plans_and_toml(tmp_path, capsys):
+    f = tmp_path / "plans.toml"
+    f.write_text('[[plan]]\nname = "mine"\nparams = "1B"\ntokens = "20B"\n')
+    assert main(["plan", "--compare", str(f), "--json", "--flops", "6nd", "--plots", str(tmp_path / "figs")]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["compare"]}
+    assert {"GPT-3", "MT-NLG", "PaLM", "Chinchilla", "AlexaTM", "mine"} <= set(rows)
+    assert rows["GPT-3"]["overtrained"] < 0.5 < 2 < rows["AlexaTM"]["overtrained"]   # under- vs over-trained
+    assert rows["Chinchilla"]["loss_given_up"] < rows["GPT-3"]["loss_given_up"]
+    assert all(r["loss_given_up"] >= -1e-9 for r in rows.values())
+    n0, _ = optimal_nd(DEFAULT_LAW, rows["PaLM"]["flops"])
+    assert abs(rows["PaLM"]["optimal_params"] / n0 - 1) < 2e-3
+    assert (tmp_path / "figs" / "plan.html").exists()
+    f.write_text('[[plan]]\nname = "x"\n')
+    assert main(["plan", "--compare", str(f)]) == 2
+    assert "needs name, params and tokens" in capsys.readouterr().err

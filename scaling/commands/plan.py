@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     g.add_argument("--h100-power", type=float, default=0.70, help="H100 board power, kW (default 0.70)")
     g.add_argument("--a100-price", type=float, default=2.0, help="USD per A100-hour (default 2.0)")
     g.add_argument("--h100-price", type=float, default=4.0, help="USD per H100-hour (default 4.0)")
+    p.add_argument("--compare", nargs="?", const="", default=None, metavar="PLANS.toml",
+                   help="place GPT-3, MT-NLG, PaLM, Chinchilla, AlexaTM (and the [[plan]] tables of "
+                        "PLANS.toml: name, params, tokens) on the fitted frontier")
+    p.add_argument("--plots", default=None, metavar="DIR", help="write DIR/plan.html (N-D plane with the plans)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE")
     p.set_defaults(func=run)
@@ -101,6 +105,25 @@ def format_plan(r: dict, assume) -> str:
     return "\n".join(out)
 
 
+def format_compare(r: dict) -> str:
+    L = r["law"]
+    out = [f"law ({L['source']}): L = {L['E']:.5g} + {L['A']:.5g}/N^{L['alpha']:.5g} + {L['B']:.5g}/D^{L['beta']:.5g}",
+           f"compute counted by: {r['flop_model']}", "",
+           f"{'plan':12}{'N':>8}{'D':>8}{'D/N':>7}{'FLOPs':>10}  {'optimal N [95%]':24}{'optimal D':>10}"
+           f"{'D/N':>7}{'x over':>8}  loss given up [95%]"]
+    for c in r["compare"]:
+        ci = c.get("optimal_params_ci") or [None, None]
+        nci = f"{_n(c['optimal_params'])} [{_n(ci[0])}, {_n(ci[1])}]" if ci[0] else _n(c["optimal_params"])
+        g = c.get("loss_given_up_ci") or [None, None]
+        gci = f" [{g[0]:.4f}, {g[1]:.4f}]" if g[0] is not None else ""
+        out.append(f"{c['name'][:12]:12}{_n(c['params']):>8}{_n(c['tokens']):>8}{c['tokens_per_param']:>7.1f}"
+                   f"{c['flops']:>10.3g}  {nci:24}{_n(c['optimal_tokens']):>10}{c['optimal_tokens_per_param']:>7.1f}"
+                   f"{c['overtrained']:>8.2f}  {c['loss_given_up']:.4f}{gci}")
+    out.append("x over: tokens per parameter over the optimum's (>1 over-trained, <1 under-trained)")
+    out += [f"note: {w}" for w in r["warnings"]]
+    return "\n".join(out)
+
+
 def run(args: argparse.Namespace) -> int:
     from scaling.config import parse_count
     from scaling.plan import FlopModel, Law, make_plan
@@ -109,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     params = parse_count(args.params, "--params") if args.params is not None else None
     tokens = parse_count(args.tokens, "--tokens") if args.tokens is not None else None
     compute = float(parse_count(args.compute, "--compute")) if args.compute is not None else None
+    if args.compare is None and params is None and compute is None:
+        raise UserError("give --params and --tokens, --compute, --params alone, or --compare")
     if tokens is not None and params is None:
         raise UserError("--tokens needs --params (or give --compute alone)")
     if args.seq_len < 8:
@@ -118,8 +143,29 @@ def run(args: argparse.Namespace) -> int:
     assume = assumptions_from_args(args)
     law = Law.from_fit_file(args.fit) if args.fit else Law.default()
     flop = FlopModel(args.flops, args.seq_len, args.noise_density, parse_count(args.vocab, "--vocab"))
-    r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
+    if args.compare is not None:
+        from scaling.plan import FAMOUS, compare_plans, read_plans_toml
+        plans = list(FAMOUS) + (read_plans_toml(args.compare) if args.compare else [])
+        if params is not None and tokens is not None:
+            plans.append(("this plan", float(params), float(tokens)))
+        r = {"law": {**law.params, "source": law.source}, "flop_model": flop.describe(),
+             "compare": compare_plans(law, flop, plans),
+             "warnings": flop.warnings + ([law.note] if law.note else []) + [
+                 "absolute losses belong to the data and tokenizer the law was fitted on; "
+                 "ratios and allocations are what transfer"]}
+    else:
+        r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
+    if args.plots:
+        from scaling.plots import nd_plane_figure, write_page
+        pl_ = [{"name": c["name"], "params": c["params"], "tokens": c["tokens"]} for c in r.get("compare", [])]
+        if "plan" in r:
+            pl_.append({"name": "plan", "params": r["plan"]["params"], "tokens": r["plan"]["tokens"]})
+        page = write_page([nd_plane_figure(law.params, None, pl_)], Path(args.plots) / "plan.html", "scaling plan")
+        print(f"figures: {page}", file=sys.stderr)
     if args.out:
         atomic_write_json(Path(args.out), r)
-    print(json.dumps(r) if args.json else format_plan(r, assume))
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(format_compare(r) if "compare" in r else format_plan(r, assume))
     return 0
