@@ -132,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
     params = parse_count(args.params, "--params") if args.params is not None else None
     tokens = parse_count(args.tokens, "--tokens") if args.tokens is not None else None
     compute = float(parse_count(args.compute, "--compute")) if args.compute is not None else None
-    if args.compare is None and params is None and compute is None:
-        raise UserError("give --params and --tokens, --compute, --params alone, or --compare")
     if tokens is not None and params is None:
         raise UserError("--tokens needs --params (or give --compute alone)")
+    if args.compare is None and params is None and compute is None:
+        raise UserError("give --params and --tokens, --compute, --params alone, or --compare")
     if args.seq_len < 8:
         raise UserError(f"--seq-len: must be at least 8, got {args.seq_len}")
     if not 0 <= args.noise_density < 1:
