@@ -6,8 +6,10 @@ same config to requeue; the requeued job's `fit()` resumes from checkpoints/last
 Submitit is the only owner of requeueing (the trainer gives Lightning
 `SLURMEnvironment(auto_requeue=False)` under Slurm).
 
-The job also leaves `job.json` in the run directory (job id, host, how many times it was
-started), so `scaling sweep status` can say how often a run was requeued on any executor.
+The job also keeps a small record of its own next to the run (`<sweep>/jobs/<run>.json`:
+job id, host, how many times it was started and checkpointed), so `scaling sweep status`
+can say how often a run was requeued on any executor. The run directory stays the
+trainer's alone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import submitit
 
 from scaling.rundir import atomic_write_json
 
-JOB_JSON = "job.json"
 
 
 def limit_threads() -> int:
@@ -51,11 +52,11 @@ def job_identity() -> dict:
     }
 
 
-def record_start(run_dir: Path) -> dict:
-    """Append this start to job.json: starts after the first one of a job are requeues."""
+def record_start(path: Path) -> dict:
+    """Count this start in the job record: starts after the first one of a job are requeues."""
     import json
 
-    path = Path(run_dir) / JOB_JSON
+    path = Path(path)
     ident = job_identity()
     try:
         prev = json.loads(path.read_text())
@@ -69,10 +70,9 @@ def record_start(run_dir: Path) -> dict:
     return rec
 
 
-def _record_checkpoint(run_dir: Path) -> None:
+def _record_checkpoint(path: Path) -> None:
     import json
 
-    path = Path(run_dir) / JOB_JSON
     try:
         rec = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
@@ -84,8 +84,9 @@ def _record_checkpoint(run_dir: Path) -> None:
 class TrainJob(submitit.helpers.Checkpointable):
     """One sweep run. Pickled into the job: holds only the config dict, never a model."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, record: str | None = None):
         self.config = dict(config)
+        self.record = record  # path of this run's job record, or None
         self._run = None
 
     def __call__(self) -> dict:
@@ -94,8 +95,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         from scaling.train import TrainingRun
 
         cfg = TrainConfig.from_dict(self.config)
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        record_start(Path(cfg.out))
+        if self.record:
+            record_start(Path(self.record))
         self._run = TrainingRun(cfg)
         return self._run.fit()
 
@@ -103,9 +104,10 @@ class TrainJob(submitit.helpers.Checkpointable):
         # Called by submitit from its USR2 handler, in the main thread, while fit() runs.
         if self._run is not None:
             self._run.save_checkpoint()
-            _record_checkpoint(Path(self.config["out"]))
+            if self.record:
+                _record_checkpoint(Path(self.record))
         # A fresh instance: `self` holds the live TrainingRun, which must not be pickled.
-        return submitit.helpers.DelayedSubmission(type(self)(self.config))
+        return submitit.helpers.DelayedSubmission(type(self)(self.config, self.record))
 
     def __getstate__(self) -> dict:
-        return {"config": self.config, "_run": None}
+        return {"config": self.config, "record": self.record, "_run": None}

@@ -19,7 +19,7 @@ from scaling.errors import UserError
 from scaling.rundir import atomic_write_bytes, read_run_json
 from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.sweep.spec import EXECUTORS, RunSpec, Sweep
-from scaling.sweep.status import DONE, RunState, _state, slurm_states
+from scaling.sweep.status import DONE, RunState, _state, exception_line, slurm_states
 
 RESUBMIT = {"not launched", "cancelled", "timeout", "interrupted"}
 RETRY = {"failed", "diverged"}
@@ -144,7 +144,15 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
     if dry_run or not todo:
         return result
 
-    dir.mkdir(parents=True, exist_ok=True)
+    if sweep.vocab_size is not None:
+        from scaling.sweep.sizes import check_stated_vocab
+
+        for data in sorted({r.config.data or "" for r in todo}):
+            try:
+                check_stated_vocab(data or None, sweep.vocab_size)
+            except UserError as e:
+                raise UserError(f"{sweep.path}: {e}") from None
+    (dir / "jobs").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dir / "sweep.toml", sweep.path.read_bytes())
     folder = ledger.new_launch_folder(kind)
     result.folder = folder
@@ -164,7 +172,7 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
 
     if kind == "slurm":
         with ex.batch():
-            jobs = [ex.submit(TrainJob(config(r))) for r in todo]
+            jobs = [ex.submit(TrainJob(config(r), str(ledger.job_record(r.name).resolve()))) for r in todo]
         for r, j in zip(todo, jobs):
             record(r, str(j.job_id))
         ledger.save()
@@ -183,7 +191,7 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
         while queue or running:
             while queue and len(running) < n:
                 r = queue.pop(0)
-                job = ex.submit(TrainJob(config(r)))
+                job = ex.submit(TrainJob(config(r), str(ledger.job_record(r.name).resolve())))
                 record(r, str(job.job_id) if kind == "local" else "-")
                 ledger.save()
                 running.append((r, job))
@@ -206,11 +214,20 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
 
 
 def _finish(r: RunSpec, job, result: LaunchResult) -> None:
+    if result.executor == "debug":
+        # exception(), not result(): the debug job's result() opens pdb post-mortem, which
+        # would hang a non-interactive launch. breakpoint() in the code still works.
+        e = job.exception()
+        if e is not None:
+            import traceback
+
+            traceback.print_exception(e, file=sys.stderr)
+            result.errors[r.name] = f"{type(e).__name__}: {e}".splitlines()[0]
+        return
     try:
         job.result()
     except Exception as e:  # the run's own record says failed; report and go on
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        result.errors[r.name] = lines[-1].strip() if lines else type(e).__name__
+        result.errors[r.name] = exception_line(str(e)) or f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _bar(total: int, enabled: bool, desc: str):

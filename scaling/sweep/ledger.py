@@ -5,7 +5,8 @@ for each, so that relaunching is idempotent and `status` needs no sweep file.
       sweep.json          this ledger (written atomically after every submission)
       sweep.toml          the sweep file as last launched
       launches/<stamp>/   one fresh submitit folder per launch (pickles, logs, results)
-      runs/<name>/        run directories (run.json, metrics.parquet, checkpoints/, job.json)
+      runs/<name>/        run directories (run.json, metrics.parquet, checkpoints/)
+      jobs/<name>.json    what the run's latest job recorded: id, host, starts, checkpoints
       results.parquet, curves.parquet   from `scaling sweep collect`
 
 A fresh submitit folder per launch matters: Slurm job ids restart at 1 when a cluster's
@@ -24,6 +25,7 @@ from scaling.rundir import atomic_write_json
 
 LEDGER = "sweep.json"
 RUNS = "runs"
+JOBS = "jobs"
 LAUNCHES = "launches"
 VERSION = 1
 
@@ -74,6 +76,9 @@ class Ledger:
 
     def run_dir(self, name: str) -> Path:
         return self.dir / RUNS / name
+
+    def job_record(self, name: str) -> Path:
+        return self.dir / JOBS / f"{name}.json"
 
     def save(self) -> None:
         atomic_write_json(self.path, {

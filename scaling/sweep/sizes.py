@@ -48,3 +48,17 @@ def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, dat
 
     return ModelConfig.from_params(params, vocab_size=vocab_size(data, stated_vocab), max_len=seq_len,
                                    tied_embeddings=tied_embeddings)
+
+
+def check_stated_vocab(data: str | None, stated: int) -> None:
+    """Before jobs are submitted: the stated vocabulary must be the data's real one, or every
+    IsoFLOP run would spend a different budget than planned. Resolves (and if need be
+    prepares) the data, as the jobs would."""
+    path = Path(data) if data not in (None, "", "default") else None
+    if path is None or not (path / "meta.json").exists():
+        from scaling.train import resolve_data
+
+        path = Path(resolve_data(data))
+    real = _meta_vocab(path)
+    if real != stated:
+        raise UserError(f"sweep.vocab_size = {stated}, but the data {data or '(embedded corpus)'} has a vocabulary of {real}")

@@ -221,6 +221,7 @@ class Sweep:
     resources: Resources
     slurm: SlurmSettings
     notes: list[str] = field(default_factory=list)  # things plan should mention
+    vocab_size: int | None = None                   # as stated in the file ([sweep] vocab_size)
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:
@@ -295,7 +296,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         msg = str(e)
         raise UserError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     runs = _dedupe(runs, notes)
-    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes)
+    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab)
 
 
 def _train(path: Path, table: Any) -> TrainConfig:

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from scaling.errors import UserError
 from scaling.rundir import RUN_JSON, read_run_json
-from scaling.sweep.jobs import JOB_JSON
-from scaling.sweep.ledger import LAUNCHES, RUNS, Job, Ledger, RunEntry, load_ledger
+from scaling.sweep.ledger import JOBS, LAUNCHES, RUNS, Job, Ledger, RunEntry, load_ledger
 
 # Scheduler states in which a job may still run: never submit a run twice while one is.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -120,18 +119,25 @@ def job_error(dir: Path, job: Job) -> str | None:
         return _last_error_line(folder / f"{job.job_id}_0_log.err")
     if kind != "error":
         return None
-    lines = [ln for ln in str(value).strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else None
+    return exception_line(str(value))
 
 
 def _last_error_line(path: Path) -> str | None:
     try:
-        text = path.read_text(errors="replace")[-20000:]
+        return exception_line(path.read_text(errors="replace")[-20000:])
     except OSError:
         return None
+
+
+_EXC = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit)\b.*")
+
+
+def exception_line(text: str) -> str | None:
+    """The last 'SomeError: message' line of a traceback (module prefixes dropped)."""
     for ln in reversed(text.strip().splitlines()):
-        if re.match(r"^\w+(\.\w+)*(Error|Exception|Interrupt)\b", ln.strip()):
-            return ln.strip()
+        m = _EXC.match(ln.strip())
+        if m:
+            return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*:)", "", m.group(0))
     return None
 
 
@@ -176,7 +182,7 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
     rec = read_run_json(rd)
     job = entry.job if entry else None
     st = RunState(name, "not launched", record=rec, entry=entry, job_id=job.job_id if job else None)
-    jrec = _read_json(rd / JOB_JSON)
+    jrec = _read_json(Path(dir) / JOBS / f"{name}.json") if job is not None else None
     st.requeues = int((rec or {}).get("restarts") or 0)
     if jrec and (job is None or jrec.get("job_id") in (job.job_id, None)):
         st.requeues = max(st.requeues, int(jrec.get("requeues", 0)))

@@ -1,0 +1,142 @@
+"""Launching real (tiny) training runs with the local and debug executors: no Slurm needed."""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from scaling.cli import main
+from scaling.sweep.launch import launch
+from scaling.sweep.spec import load_sweep
+from scaling.sweep.status import sweep_states
+
+
+def tiny_shards(out: Path) -> Path:
+    """Byte-level shards of real English: the docstrings of a few standard-library modules."""
+    import argparse, collections, functools, itertools, json, os, pathlib, re, textwrap as tw  # noqa: E401
+
+    from scaling.data import PrepareConfig, prepare
+
+    docs = []
+    for mod in (json, collections, argparse, pathlib, tw, functools, itertools, re, os, inspect):
+        for obj in vars(mod).values():
+            doc = inspect.getdoc(obj) if callable(obj) else None
+            if doc and len(doc) > 200:
+                docs.append(doc)
+    return prepare(docs, out, PrepareConfig(tokenizer="bytes", val_fraction=0.1),
+                   source={"paths": "stdlib docstrings"}, progress=False)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return tiny_shards(tmp_path_factory.mktemp("data") / "shards")
+
+
+def sweep_file(tmp_path: Path, shards: Path, body: str, train: str = "") -> Path:
+    p = tmp_path / "tiny.toml"
+    p.write_text(textwrap.dedent(f"""
+        [sweep]
+        name = "tiny"
+        kind = "isoflop"
+        vocab_size = 260
+        [train]
+        data = "{shards}"
+        seq_len = 32
+        batch_size = 8
+        val_points = 3
+        val_batches = 2
+        log_every = 50
+        {train}
+        [executor]
+        parallelism = 2
+        time_min = 10
+    """) + textwrap.dedent(body))
+    return p
+
+
+def test_local_sweep_runs_collects_and_relaunches_idempotently(tmp_path, shards, capsys):
+    f = sweep_file(tmp_path, shards, """
+        [isoflop]
+        budgets = [3e10]
+        sizes = ["100K", "150K"]
+    """)
+    out = tmp_path / "out"
+    assert main(["sweep", "launch", str(f), "--executor", "local", "--out", str(out)]) == 0
+    assert "2 submitted" in capsys.readouterr().out
+    states = {s.name: s for s in sweep_states(out)}
+    assert {n: s.state for n, s in states.items()} == {"C3e10-N100K": "completed", "C3e10-N150K": "completed"}
+
+    sweep = load_sweep(f)
+    for r in sweep.runs:
+        rec = states[r.name].record
+        # the run trained the planned model on exactly the planned tokens: the budget, to a batch
+        assert rec["n_params"] == r.n_params and rec["tokens_seen"] == r.tokens
+        assert rec["flops"] == pytest.approx(r.flops) and 3e10 - 256 * r.flops_per_token < rec["flops"] <= 3e10
+        assert rec["config"]["progress"] is False
+
+    assert main(["sweep", "collect", str(out)]) == 0
+    res = pl.read_parquet(out / "results.parquet")
+    assert res["status"].to_list() == ["completed", "completed"]
+    assert res["budget"].to_list() == [3e10, 3e10] and res["loss"].is_not_null().all()
+    assert (res["loss"] < 5.6).all()  # below the uniform-guess loss ln(260) = 5.56
+    cur = pl.read_parquet(out / "curves.parquet")
+    assert set(cur["run"]) == set(states) and cur.height >= 2 * 2
+
+    # relaunch: nothing to do, nothing submitted, no new launch folder
+    launches = sorted((out / "launches").iterdir())
+    assert main(["sweep", "launch", str(f), "--executor", "local", "--out", str(out)]) == 0
+    assert "0 submitted; skipped: 2 completed" in capsys.readouterr().out
+    assert sorted((out / "launches").iterdir()) == launches
+
+
+def test_failed_runs_are_reported_and_retried_only_when_asked(tmp_path, shards, capsys):
+    # A GPU asked for on a CPU machine: the run fails inside training and records why.
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU to make a run fail")
+    f = sweep_file(tmp_path, shards, """
+        [isoflop]
+        budgets = [1e10]
+        sizes = ["100K"]
+    """, train='device = "cuda"')
+    out = tmp_path / "out"
+    assert main(["sweep", "launch", str(f), "--executor", "debug", "--out", str(out)]) == 1
+    assert "failed C1e10-N100K: " in capsys.readouterr().err
+    (st,) = sweep_states(out)
+    assert st.state == "failed" and "no GPU is visible" in st.error
+    assert main(["sweep", "launch", str(f), "--executor", "debug", "--out", str(out), "--dry-run"]) == 0
+    assert "0 to submit; skipped: 1 failed" in capsys.readouterr().out
+    res = launch(load_sweep(f), "debug", out, retry_failed=True, progress=False)
+    assert res.submitted == ["C1e10-N100K"] and "no GPU is visible" in res.errors["C1e10-N100K"]
+
+
+def test_changed_sweep_file_does_not_reuse_a_run_directory(tmp_path, shards, capsys):
+    f = sweep_file(tmp_path, shards, """
+        [isoflop]
+        budgets = [3e9]
+        sizes = ["100K"]
+    """)
+    out = tmp_path / "out"
+    assert main(["sweep", "launch", str(f), "--executor", "debug", "--out", str(out)]) == 0
+    changed = tmp_path / "changed.toml"
+    changed.write_text(f.read_text().replace("batch_size = 8", "batch_size = 4"))
+    assert main(["sweep", "launch", str(changed), "--executor", "debug", "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "different config" in err and "batch_size" in err
+
+
+def test_stated_vocabulary_must_match_the_data(tmp_path, shards, capsys):
+    f = sweep_file(tmp_path, shards, """
+        [isoflop]
+        budgets = [1e10]
+        sizes = ["100K"]
+    """)
+    f.write_text(f.read_text().replace("vocab_size = 260", "vocab_size = 300"))
+    # plan trusts the file where the data is absent, but here it is present and disagrees
+    assert main(["sweep", "plan", str(f)]) == 2
+    assert "vocabulary of 260" in capsys.readouterr().err
