@@ -133,7 +133,9 @@ def run_status(args) -> int:
         for s in states:
             print(json.dumps(s.to_dict()))
         return 0
-    print(table(states))
+    import shutil
+
+    print(table(states, shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
     print(summary(states))
     return 0
 

@@ -65,12 +65,14 @@ def record_start(path: Path) -> dict:
     same_job = prev.get("job_id") == ident["job_id"] and ident["job_id"] is not None
     starts = prev.get("starts", 0) + 1 if same_job else 1
     rec = {**ident, "starts": starts, "requeues": max(starts - 1, ident["slurm_restart_count"]),
-           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpointed": prev.get("checkpointed", 0) if same_job else 0}
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "checkpointed": prev.get("checkpointed", 0) if same_job else 0,
+           "checkpoint_steps": prev.get("checkpoint_steps", []) if same_job else []}
     atomic_write_json(path, rec)
     return rec
 
 
-def _record_checkpoint(path: Path) -> None:
+def _record_checkpoint(path: Path, step: int | None) -> None:
     import json
 
     try:
@@ -78,6 +80,7 @@ def _record_checkpoint(path: Path) -> None:
     except (FileNotFoundError, ValueError):
         return
     rec["checkpointed"] = rec.get("checkpointed", 0) + 1
+    rec["checkpoint_steps"] = rec.get("checkpoint_steps", []) + [step]  # where each requeue resumes
     atomic_write_json(path, rec)
 
 
@@ -105,7 +108,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self._run is not None:
             self._run.save_checkpoint()
             if self.record:
-                _record_checkpoint(Path(self.record))
+                trainer = getattr(self._run, "trainer", None)
+                _record_checkpoint(Path(self.record), getattr(trainer, "global_step", None))
         # A fresh instance: `self` holds the live TrainingRun, which must not be pickled.
         return submitit.helpers.DelayedSubmission(type(self)(self.config, self.record))
 

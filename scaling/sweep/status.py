@@ -94,6 +94,14 @@ def slurm_states(jobs: list[Job]) -> dict[str, tuple[str, str]]:
                                capture_output=True, text=True)
             if a.returncode == 0:
                 take(a.stdout)
+    # Just ended and not yet in the accounting database (it is written asynchronously): the
+    # controller still remembers the job for MinJobAge seconds.
+    for j in sorted(wanted - set(out))[:50]:
+        c = subprocess.run(["scontrol", "-o", "show", "job", j], capture_output=True, text=True)
+        first = c.stdout.splitlines()[0] if c.returncode == 0 and c.stdout.strip() else ""
+        fields = dict(kv.split("=", 1) for kv in first.split() if "=" in kv)
+        if "JobState" in fields:
+            out[j] = (fields["JobState"], fields.get("JobName", ""))
     return out
 
 
@@ -231,7 +239,8 @@ def summary(states: list[RunState]) -> str:
     return f"{len(states)} runs: " + ", ".join(parts) + tail
 
 
-def table(states: list[RunState], width: int = 100) -> str:
+def table(states: list[RunState], width: int | None = None) -> str:
+    """One line per run; errors are cut to the terminal's width only when printing to one."""
     from scaling.config import format_count
 
     rows = [("run", "state", "N", "tokens", "requeued", "job", "error")]
@@ -241,11 +250,13 @@ def table(states: list[RunState], width: int = 100) -> str:
         planned = (rec.get("config") or {}).get("tokens") or ((s.entry.config or {}).get("tokens") if s.entry else None)
         seen = rec.get("tokens_seen")
         tokens = f"{format_count(seen) if seen is not None else '-'}/{format_count(planned) if planned else '?'}"
-        err = (s.error or "")[: max(20, width - 70)]
+        err = s.error or ""
         rows.append((s.name, s.state, format_count(n) if n else "-", tokens,
                      str(s.requeues) if s.requeues else "", s.job_id or "", err))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
+    if width:
+        lines = [ln if len(ln) <= width else ln[: width - 3] + "..." for ln in lines]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -257,7 +268,8 @@ def watch(dir: Path, every: float = 5.0, out=None) -> list[RunState]:
     while True:
         states = sweep_states(dir)
         out.write("\x1b[2J\x1b[H" if out.isatty() else "\n")
-        out.write(f"{dir}  {time.strftime('%H:%M:%S')}\n{table(states)}\n{summary(states)}\n")
+        width = shutil.get_terminal_size().columns if out.isatty() else None
+        out.write(f"{dir}  {time.strftime('%H:%M:%S')}\n{table(states, width)}\n{summary(states)}\n")
         out.flush()
         if all(s.state in DONE for s in states):
             return states

@@ -1,0 +1,197 @@
+"""Integration tests on a real Slurm cluster (slurm/start.sh starts one on this machine).
+
+Skipped, with the reason, where no cluster is up; with CI set they FAIL instead, so CI
+cannot pass by skipping them. Tiny real runs (100K parameters, bytes, seq_len 32): a job
+array collected into results; a run preempted with USR2 that checkpoints, is requeued and
+resumes to the same result as an uninterrupted twin; a cancelled run; a run that raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from scaling.cli import main
+from scaling.sweep.launch import launch, wait_for
+from scaling.sweep.spec import load_sweep
+from scaling.sweep.status import sweep_states
+
+pytestmark = pytest.mark.slurm
+
+
+def cluster_down_reason() -> str | None:
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "Slurm is not installed (sinfo/sbatch not found); start a local cluster with slurm/start.sh"
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True)
+    if "UP" not in ping.stdout:
+        return f"no Slurm controller answers (scontrol ping: {ping.stdout.strip() or ping.stderr.strip()}); run slurm/start.sh"
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+    if not any(s.rstrip("*") in ("idle", "mixed", "allocated", "completing") for s in node):
+        return f"no usable Slurm node (states: {', '.join(node) or 'none'}); run slurm/start.sh"
+    if shutil.which("sacct") is None or subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True).returncode:
+        return "Slurm accounting (sacct/slurmdbd) is not answering; submitit needs it (slurm/start.sh sets it up)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = cluster_down_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, but the Slurm cluster is not usable: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def shards(cluster, tmp_path_factory):
+    from test_sweep_launch import tiny_shards
+
+    return tiny_shards(tmp_path_factory.mktemp("slurm-data") / "shards")
+
+
+def sweep_file(tmp_path: Path, shards: Path, name: str, body: str, train: str = "") -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(textwrap.dedent(f"""
+        [sweep]
+        name = "{name}"
+        kind = "grid"
+        vocab_size = 260
+        [train]
+        data = "{shards}"
+        seq_len = 32
+        batch_size = 8
+        val_points = 3
+        val_batches = 2
+        log_every = 50
+        {train}
+        [executor]
+        default = "slurm"
+        cpus_per_task = 1
+        time_min = 10
+    """) + textwrap.dedent(body))
+    return p
+
+
+def wait_until(pred, timeout_s: float, what: str, every: float = 0.5):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def job_log(out: Path, job_id: str) -> str:
+    logs = list((out / "launches").glob(f"*/{job_id}_0_log.*"))
+    return "".join(p.read_text(errors="replace") for p in logs)
+
+
+def test_job_array_runs_and_collects(cluster, shards, tmp_path, capsys):
+    f = sweep_file(tmp_path, shards, "arr", """
+        [grid]
+        sizes = ["100K", "150K"]
+        tokens = ["30K"]
+    """)
+    out = tmp_path / "arr"
+    res = launch(load_sweep(f), "slurm", out, progress=False)
+    ids = sorted(res.job_ids.values())
+    assert len(ids) == 2 and len({i.split("_")[0] for i in ids}) == 1, ids  # one job array
+    # relaunch while they wait or run: nothing is submitted twice
+    again = launch(load_sweep(f), "slurm", out, progress=False)
+    assert again.submitted == [] and sum(map(len, again.skipped.values())) == 2
+    assert set(again.skipped) <= {"pending", "running", "completed"}
+
+    states = wait_for(out, progress=False, poll_s=1, timeout_s=240)
+    assert [s.state for s in states] == ["completed", "completed"], [(s.name, s.state, s.error) for s in states]
+    assert main(["sweep", "collect", str(out)]) == 0
+    res = pl.read_parquet(out / "results.parquet")
+    assert res["status"].to_list() == ["completed"] * 2 and res["loss"].is_not_null().all()
+    assert res["tokens"].to_list() == [30_000 // 256 * 256] * 2 and res["device"].to_list()[0].startswith("cpu")
+    for s in states:
+        assert s.record["slurm_job_id"] and s.requeues == 0
+    capsys.readouterr()
+    assert main(["sweep", "status", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("2 runs: 2 completed")
+
+
+def test_preempted_run_resumes_from_its_checkpoint(cluster, shards, tmp_path):
+    body = """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["300K"]
+    """
+    launch(load_sweep(sweep_file(tmp_path, shards, "twin", body)), "slurm", tmp_path / "twin", progress=False)
+    out = tmp_path / "pre"
+    res = launch(load_sweep(sweep_file(tmp_path, shards, "pre", body)), "slurm", out, progress=False)
+    (job_id,) = res.job_ids.values()
+    (name,) = res.submitted
+    # Interrupt mid-training: once the trainer exists and a few seconds of steps have run.
+    wait_until(lambda: "GPU available" in job_log(out, job_id), 120, "the trainer to start")
+    time.sleep(4)
+    assert sweep_states(out)[0].state == "running"
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+
+    states = wait_for(out, progress=False, poll_s=1, timeout_s=240)
+    st = states[0]
+    assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
+    rec = json.loads((out / "jobs" / f"{name}.json").read_text())
+    steps = load_sweep(tmp_path / "pre.toml").runs[0].tokens // 256  # 8 sequences x 32 tokens a step
+    # checkpointed once, mid-run, requeued once, and the second start resumed from that file
+    assert rec["checkpointed"] == 1 and rec["requeues"] == 1 and st.requeues == 1
+    assert 0 < rec["checkpoint_steps"][0] < steps, rec
+    assert "Restoring states from the checkpoint path" in job_log(out, job_id)
+    assert st.record["restarts"] == 1
+
+    (tw,) = wait_for(tmp_path / "twin", progress=False, poll_s=1, timeout_s=240)
+    assert tw.state == "completed" and tw.requeues == 0
+    # the same tokens, and the same model: resumption is exact
+    assert st.record["tokens_seen"] == tw.record["tokens_seen"] == steps * 256
+    assert st.record["val"]["mixed"]["loss"] == pytest.approx(tw.record["val"]["mixed"]["loss"], rel=1e-4)
+
+
+def test_cancelled_run_is_reported_and_relaunched(cluster, shards, tmp_path, capsys):
+    f = sweep_file(tmp_path, shards, "can", """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["3M"]
+    """)
+    out = tmp_path / "can"
+    res = launch(load_sweep(f), "slurm", out, progress=False)
+    (job_id,) = res.job_ids.values()
+    wait_until(lambda: sweep_states(out)[0].state == "running", 120, "the job to run")
+    subprocess.run(["scancel", job_id], check=True)
+    st = wait_until(lambda: (s := sweep_states(out)[0]).state != "running" and s, 60, "the job to end")
+    assert st.state == "cancelled", (st.state, st.scheduler, st.error)
+    assert main(["sweep", "status", str(out)]) == 0
+    assert "1 runs: 1 cancelled" in capsys.readouterr().out
+    # a relaunch would submit it again (it resumes from its last checkpoint)
+    assert launch(load_sweep(f), "slurm", out, dry_run=True).submitted == res.submitted
+
+
+def test_a_job_that_raises_is_reported_failed_with_its_error(cluster, shards, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU to make a run fail")
+    f = sweep_file(tmp_path, shards, "bad", """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["30K"]
+    """, train='device = "cuda"')
+    out = tmp_path / "bad"
+    launch(load_sweep(f), "slurm", out, progress=False)
+    (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=180)
+    assert st.state == "failed" and st.scheduler == "FAILED"
+    assert "no GPU is visible" in st.error
+    assert main(["sweep", "status", str(out)]) == 0
+    out_text = capsys.readouterr().out
+    assert "failed" in out_text and "no GPU is visible" in out_text
