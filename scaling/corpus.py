@@ -255,8 +255,9 @@ def build_default_corpus(out_dir: Path, progress: bool = True) -> dict:
     stats = {s["name"]: {"n_docs": 0, "n_bytes": 0} for s in srcs}
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "docs.jsonl", "w", encoding="utf-8") as fh:
-        # spawn, not fork: the caller may already hold torch's thread pools.
-        ctx = mp.get_context("spawn")
+        # fork where there is one: spawn would re-run a caller's unguarded __main__ script. The
+        # workers only parse files with `ast`, so inheriting torch's thread pools is harmless.
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) if workers > 1 else _Inline() as pool:
             results = pool.map(extract_file, [f for _, f in jobs], chunksize=32)
             bar = tqdm(total=len(jobs), desc="default corpus: reading documentation", unit="file", disable=not progress, file=sys.stderr)

@@ -42,12 +42,39 @@ MAX_VOCAB = 2**32 - 1
 # Unicode White_Space, the set the byte-level regex's `\s` matches (Oniguruma, Unicode mode).
 # Python's own `\s` differs (it counts U+001C..U+001F as space), so we spell the class out.
 _WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-# A chunk is: optional whitespace, then a run of non-whitespace (or trailing whitespace alone).
-# Every chunk boundary sits between a non-whitespace character and a whitespace character; no
-# alternative of GPT-2's regex (contractions, ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`,
-# `\s+(?!\S)`, `\s+`) can match across such a point, so it is a pre-token boundary of the whole
-# text, and encoding chunk by chunk gives exactly the reference encoding.
-_CHUNK_RE = re.compile(f"[{_WS}]*[^{_WS}]+|[{_WS}]+")
+# We split text into "chunks" whose boundaries are always pre-token boundaries of GPT-2's
+# regex (contractions, ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`, `\s+(?!\S)`, `\s+`), so
+# encoding chunk by chunk gives exactly the reference encoding. Boundaries we cut at:
+#   - before the last character of a whitespace run that is followed by non-whitespace (the
+#     regex's own `\s+(?!\S)` rule; that last character joins the next chunk, " word");
+#   - between a non-whitespace and a whitespace character;
+#   - between ASCII letters, ASCII digits and ASCII punctuation: a letter run ends at a
+#     non-letter, a digit run at a non-digit, a punctuation run at a letter or digit; except
+#     after an apostrophe followed by a letter or digit ("'s", "'t": contractions), which
+#     `P*'[A-Za-z0-9]+` keeps in one chunk.
+# A word containing any non-ASCII character is never cut inside (Unicode letter classes are
+# where Python's `re` and the Rust regex could disagree); trailing whitespace stays whole.
+# Cutting finely matters for the cache: "config.py.sum(x_1)" costs look-ups of "config", ".",
+# "py", ... rather than one reference call for a chunk seen once.
+_NA = f"[^\x00-\x7f{_WS}]"  # a non-ASCII, non-whitespace character
+_P = f"[\x00-\x08\x0e-\x1f!-/:-@\\[-`{{-\x7f]"  # ASCII neither letter, digit nor whitespace
+_CHUNK_RE = re.compile(
+    f"[{_WS}]+(?![^{_WS}])"
+    # The lookbehind tries the whole-word alternative only at a word's start: linear time.
+    f"|[{_WS}]?(?:(?<![^{_WS}])[^{_WS}]*?{_NA}[^{_WS}]*|{_P}*'[A-Za-z0-9]+|[A-Za-z]+|[0-9]+|{_P}+)"
+)
+# The same without the non-ASCII alternative, for ASCII-only texts.
+_ASCII_CHUNK_RE = re.compile(f"[{_WS}]+(?![^{_WS}])|[{_WS}]?(?:{_P}*'[A-Za-z0-9]+|[A-Za-z]+|[0-9]+|{_P}+)")
+_WS_CHARS = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
+# Chunks missing from the cache are encoded by the reference encoder in a few long strings,
+# joined by "\n", not one call per chunk (per-item overhead dominates for short chunks). The
+# separator stays its own pre-token when the next chunk starts with at most one whitespace
+# character ("\n" + " word" splits as "\n", " word"; "\n" + "word" as "\n", "word"), and every
+# chunk ends in non-whitespace, so the boundaries survive; token offsets map ids back to chunks.
+# Chunks with 2+ leading whitespace characters (or only whitespace) go one by one.
+_SEP = "\n"
+_JOIN_PARTS = 8  # strings per reference call: the library encodes a batch on all cores
+CACHE_LIMIT = 4_000_000  # distinct chunks kept; beyond it the cache restarts (bounded memory)
 
 
 def check_vocab_size(kind: str, vocab_size: int) -> None:
@@ -107,52 +134,81 @@ class TrainedTokenizer:
         for i, tok in enumerate(SPECIAL_TOKENS):
             if hf.token_to_id(tok) != i:
                 raise UserError(f"tokenizer: special token {tok!r} must have id {i}, has {hf.token_to_id(tok)}")
-        self._chunk_index: dict[str, int] = {}
-        self._flat = np.zeros(0, dtype=np.int64)  # ids of all cached chunks, concatenated
-        self._starts = np.zeros(1, dtype=np.int64)  # chunk k's ids are _flat[_starts[k]:_starts[k+1]]
+        # chunk -> k; chunk k's ids are _flat[_starts[k]:_starts[k+1]]
+        self.clear_cache()
         self.dtype = dtype_for(self.vocab_size)
 
     # The reference encoder: what `encode_to_array` must reproduce exactly.
     def encode_reference(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
 
+    def _reference_chunks(self, chunks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Reference encodings of distinct chunks: (all ids concatenated, ids per chunk)."""
+        ws = _WS_CHARS
+        lengths = np.zeros(len(chunks), dtype=np.int64)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []  # (chunk index per token, ids), in any order
+        alone = [i for i, c in enumerate(chunks) if c[-1] in ws or (len(c) > 1 and c[0] in ws and c[1] in ws)]
+        if alone:
+            encs = self.hf.encode_batch_fast([chunks[i] for i in alone], add_special_tokens=False)
+            for i, e in zip(alone, encs):
+                parts.append((np.full(len(e.ids), i, dtype=np.int64), np.asarray(e.ids, dtype=np.int64)))
+        alone_set = set(alone)
+        joinable = [i for i in range(len(chunks)) if i not in alone_set] if alone else list(range(len(chunks)))
+        groups = [joinable[k::_JOIN_PARTS] for k in range(_JOIN_PARTS)]
+        groups = [g for g in groups if g]
+        texts = [_SEP.join(chunks[i] for i in g) for g in groups]
+        for g, e in zip(groups, self.hf.encode_batch(texts, add_special_tokens=False)):
+            ids = np.asarray(e.ids, dtype=np.int64)
+            tok_start = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
+            clen = np.fromiter((len(chunks[i]) for i in g), dtype=np.int64, count=len(g))
+            cstart = np.cumsum(clen + 1) - (clen + 1)
+            which = np.searchsorted(cstart, tok_start, side="right") - 1
+            inside = tok_start < cstart[which] + clen[which]  # tokens of the separators are not
+            parts.append((np.asarray(g, dtype=np.int64)[which[inside]], ids[inside]))
+        owner = np.concatenate([p[0] for p in parts])
+        ids = np.concatenate([p[1] for p in parts])
+        order = np.argsort(owner, kind="stable")  # stable: keeps each chunk's tokens in order
+        lengths += np.bincount(owner, minlength=len(chunks))
+        return ids[order], lengths
+
     def _add_chunks(self, missing: list[str]) -> None:
-        encs = self.hf.encode_batch_fast(missing, add_special_tokens=False)
-        ids = [e.ids for e in encs]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter((i for x in ids for i in x), dtype=np.int64, count=int(lengths.sum()))
+        flat, lengths = self._reference_chunks(missing)
         self._flat = np.concatenate([self._flat, flat])
         self._starts = np.concatenate([self._starts, self._starts[-1] + np.cumsum(lengths)])
 
     def encode_to_array(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """All texts' ids concatenated (uint16/uint32), and each text's token count."""
-        index = self._chunk_index
-        findall = _CHUNK_RE.findall
-        chunk_ids: list[int] = []
+        findall, ascii_findall = _CHUNK_RE.findall, _ASCII_CHUNK_RE.findall
+        chunks: list[str] = []
         n_chunks = np.empty(len(texts), dtype=np.int64)
-        missing: list[str] = []
         for d, text in enumerate(texts):
-            chunks = findall(text)
-            n_chunks[d] = len(chunks)
-            for c in chunks:
-                k = index.get(c)
-                if k is None:
-                    k = index[c] = len(index)
-                    missing.append(c)
-                chunk_ids.append(k)
-        if missing:
-            self._add_chunks(missing)
-        cid = np.asarray(chunk_ids, dtype=np.int64)
-        starts, lens = self._starts[cid], np.diff(self._starts)[cid]
+            cs = ascii_findall(text) if text.isascii() else findall(text)
+            n_chunks[d] = len(cs)
+            chunks += cs
+        index = self._chunk_index
+        if len(index) > CACHE_LIMIT:
+            self.clear_cache()
+            index = self._chunk_index
+        new = [c for c in dict.fromkeys(chunks) if c not in index]
+        if new:
+            index.update(zip(new, range(len(index), len(index) + len(new))))
+            self._add_chunks(new)
+        cid = np.fromiter(map(index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
+        starts = self._starts[cid]
+        lens = self._starts[cid + 1] - starts
         # Gather flat[starts[k] : starts[k] + lens[k]] for every chunk k, in order, without a loop:
         # position j of the output reads flat[starts[k] + (j - first output slot of k)].
-        out_pos = np.cumsum(lens) - lens
-        gather = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(starts - out_pos, lens)
+        ends = np.cumsum(lens)
+        gather = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + np.repeat(starts - (ends - lens), lens)
         ids = self._flat[gather].astype(self.dtype)
-        chunk_end = np.cumsum(n_chunks)
-        tok_end = np.concatenate([[0], np.cumsum(lens)])[chunk_end]
+        tok_end = np.concatenate([[0], ends])[np.cumsum(n_chunks)]
         lengths = np.diff(np.concatenate([[0], tok_end]))
         return ids, lengths
+
+    def clear_cache(self) -> None:
+        self._chunk_index = {}
+        self._flat = np.zeros(0, dtype=np.int64)
+        self._starts = np.zeros(1, dtype=np.int64)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         ids, lengths = self.encode_to_array(texts)
@@ -160,9 +216,6 @@ class TrainedTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=False)
-
-    def save(self, path: Path) -> str:
-        return self.hf.to_str(pretty=False)
 
 
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, show_progress: bool = False):
