@@ -33,6 +33,7 @@ vocab_size = 260
 sizes = [{sizes}]
 tokens_per_param = [{mults}]
 [train]
+data = "{data}"
 seq_len = 32
 batch_size = 4
 [executor]
@@ -73,6 +74,19 @@ def write_run_dirs(root: Path, n: int) -> None:
             "val_loss": [3.0 + 1.0 / s for s in steps]}), d / "metrics.parquet")
 
 
+def byte_shards(out: Path) -> Path:
+    """A small byte-level shard directory (real text: standard-library docstrings), so
+    submitted jobs find the vocabulary the sweep states."""
+    import inspect
+    import json as j, os, re, textwrap  # noqa: E401
+
+    from scaling.data import PrepareConfig, prepare
+
+    docs = [d for m in (j, os, re, textwrap, inspect) for o in vars(m).values()
+            if callable(o) and (d := inspect.getdoc(o)) and len(d) > 200]
+    return prepare(docs, out, PrepareConfig(tokenizer="bytes", val_fraction=0.1), source={"paths": "stdlib"}, progress=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1000, help="synthetic run directories for status/collect")
@@ -90,7 +104,7 @@ def main() -> None:
         sizes = ", ".join(f'"{float(f"{100e3 * 1.25**i:.2g}"):.0f}"' for i in range(25))
         mults = ", ".join(str(5 + 5 * i) for i in range(20))
         f = tmp / "bench500.toml"
-        f.write_text(SWEEP.format(sizes=sizes, mults=mults))
+        f.write_text(SWEEP.format(sizes=sizes, mults=mults, data=byte_shards(tmp / "shards")))
         sweep, t_load = timed(lambda: load_sweep(f))
         res, t_dry = timed(lambda: launch(sweep, "slurm", tmp / "out500", dry_run=True))
         print(f"500-run sweep: expand {t_load:.2f} s ({len(sweep.runs)} runs), dry-run launch {t_dry:.2f} s "

@@ -192,8 +192,7 @@ def test_shipped_sweep_files_expand(path):
         assert s.kind == "isoflop" and len(budgets) >= 3
         assert all(sum(r.budget == b for r in s.runs) >= 4 for b in budgets)
         # must finish on a 2-core laptop in under 10 minutes (the file's own throughput model)
-        fps = s.resources.flops_per_s()
-        job_s = sum(r.flops / fps + s.resources.overhead_s for r in s.runs)
+        job_s = sum(s.resources.run_seconds(r.tokens, r.flops) for r in s.runs)
         assert job_s / s.resources.concurrent() < 8 * 60
     if path.stem == "isoflop-gpu":
         budgets = sorted({r.budget for r in s.runs})

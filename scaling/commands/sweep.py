@@ -62,7 +62,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "est. time")]
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
-        t = r.flops / fps + res.overhead_s
+        t = res.run_seconds(r.tokens, r.flops)
         total_s += t
         longest = max(longest, t)
         total_c += r.flops
@@ -73,8 +73,9 @@ def plan_table(sweep, executor: str | None = None) -> str:
     kind = executor or res.default
     conc = res.concurrent()
     source = "set in [executor] achieved_flops" if res.achieved_flops else "assumed; set [executor] achieved_flops"
+    cap = f", at most {res.max_tokens_per_s:.3g} tokens/s" if res.max_tokens_per_s else ""
     lines.append(
-        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job ({source}) "
+        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job ({source}{cap}) "
         f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(max(longest, total_s / conc))} "
         f"wall with {conc} at a time ({kind})")
     for note in sweep.notes:

@@ -178,10 +178,18 @@ class Resources:
     time_min: int = 24 * 60
     parallelism: int | None = None   # concurrent runs (local) / array parallelism (Slurm)
     default: str = "local"           # executor used when `launch` gets no --executor
-    # Throughput model for `plan`'s time estimate: FLOP/s one job sustains, plus a fixed
-    # start-up cost per run (imports, data, first validation). Measure yours with bench/.
+    # Throughput model for `plan`'s time estimate, per job:
+    #   time = overhead_s + tokens / max_tokens_per_s + FLOPs / achieved_flops
+    # achieved_flops: FLOP/s the model's matmuls sustain; max_tokens_per_s: the rate with
+    # free FLOPs (data, optimizer, framework per step: what limits tiny models); overhead_s:
+    # start-up (imports, data, first validation). Measure yours with bench/.
     achieved_flops: float | None = None
+    max_tokens_per_s: float | None = None
     overhead_s: float = 30.0
+
+    def run_seconds(self, tokens: float, flops: float) -> float:
+        t = self.overhead_s + flops / self.flops_per_s()
+        return t + (tokens / self.max_tokens_per_s if self.max_tokens_per_s else 0.0)
 
     def flops_per_s(self) -> float:
         if self.achieved_flops:
@@ -352,6 +360,7 @@ def _resources(path: Path, table: Any) -> Resources:
         parallelism=sec.get("parallelism", (int,)),
         default=sec.get("default", (str,), "local"),
         achieved_flops=_opt_float(sec, "achieved_flops"),
+        max_tokens_per_s=_opt_float(sec, "max_tokens_per_s"),
         overhead_s=float(sec.get("overhead_s", (int, float), 30.0)),
     )
     sec.finish()
@@ -374,6 +383,8 @@ def _resources(path: Path, table: Any) -> Resources:
 
 def _opt_float(sec: _Section, key: str) -> float | None:
     v = sec.get(key, (int, float, str))
+    if isinstance(v, bool):
+        raise UserError(f"{sec.where(key)} must be a positive number, got {v!r}")
     if v is None:
         return None
     try:

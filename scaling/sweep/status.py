@@ -163,7 +163,9 @@ def run_dirs(dir: Path, ledger: Ledger | None) -> dict[str, Path]:
                 for e in it:
                     if e.is_dir() and e.name not in found and os.path.exists(os.path.join(e.path, RUN_JSON)):
                         found[e.name] = Path(e.path)
-    return dict(sorted(found.items()))
+    # The ledger's order is the sweep's (budget, then size); strays follow by name.
+    known = {n: found[n] for n in (ledger.runs if ledger else [])}
+    return {**known, **dict(sorted((n, p) for n, p in found.items() if n not in known))}
 
 
 def _read_json(path: Path) -> dict | None:
