@@ -37,7 +37,7 @@ from pathlib import Path
 from scaling.errors import UserError
 
 # Bump when the extraction rules change: it is part of the cache key.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 MIN_CHARS = 200  # a document (all pieces of one file, joined)
 MIN_PIECE_CHARS = 30  # one docstring or comment block
 MIN_LETTER_FRACTION = 0.5
@@ -106,7 +106,7 @@ def _dist_files(dist) -> list[str]:
     out = []
     for f in dist.files or []:
         parts = f.parts
-        if not str(f).endswith((".py",) + _TEXT_SUFFIXES + _C_SUFFIXES) or parts[0].endswith((".dist-info", ".data")):
+        if not str(f).endswith((".py", ".pyi") + _TEXT_SUFFIXES + _C_SUFFIXES) or parts[0].endswith((".dist-info", ".data")):
             continue
         if _SKIP_DIRS & set(parts[:-1]) or parts[0] in ("..",):
             continue
@@ -192,23 +192,40 @@ def _comments(source: str, patterns) -> list[str]:
     return out
 
 
-def _docstrings(tree: ast.AST) -> list[str]:
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            doc = ast.get_docstring(node, clean=True)
-            if doc:
-                out.append(doc)
-        elif isinstance(node, ast.Call) and len(node.args) >= 2:
-            # torch documents its C functions with add_docstr(torch.abs, r"""...""".format(**common)).
-            f = node.func
-            name = getattr(f, "attr", None) or getattr(f, "id", None) or ""
-            if name.endswith("add_docstr"):
-                arg = node.args[1]
-                if isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute) and arg.func.attr == "format":
-                    arg = arg.func.value  # the template; its {placeholders} are left as written
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                    out.append(inspect.cleandoc(arg.value))
+_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _add_docstr_text(call: ast.Call) -> str | None:
+    """torch documents its C functions with add_docstr(torch.abs, r\"\"\"...\"\"\".format(**common))."""
+    f = call.func
+    name = getattr(f, "attr", None) or getattr(f, "id", None) or ""
+    if not name.endswith("add_docstr") or len(call.args) < 2:
+        return None
+    arg = call.args[1]
+    if isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute) and arg.func.attr == "format":
+        arg = arg.func.value  # the template; its {placeholders} are left as written
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return inspect.cleandoc(arg.value)
+    return None
+
+
+def _docstrings(node: ast.AST, out: list[str] | None = None) -> list[str]:
+    """Docstrings of a module and every class and function in it, in source order.
+
+    Walks statements only (ast.walk would visit every expression node, 3x slower overall)."""
+    out = [] if out is None else out
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            out.append(doc)
+    for name in _BODIES:
+        for child in getattr(node, name, None) or ():
+            if isinstance(child, ast.Expr) and isinstance(child.value, ast.Call):
+                text = _add_docstr_text(child.value)
+                if text:
+                    out.append(text)
+            elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
+                _docstrings(child, out)
     return out
 
 
@@ -221,7 +238,7 @@ def extract_file(path: str) -> list[tuple[str, list[str]]]:
     except OSError:
         return []
     text = data.decode("utf-8", errors="replace")
-    if path.endswith(".py"):
+    if path.endswith((".py", ".pyi")):
         try:
             tree = ast.parse(data)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
