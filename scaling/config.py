@@ -82,6 +82,7 @@ class TrainConfig:
     val_points: int = 8                # validation evaluations at log-spaced token counts
     val_batches: int = 8               # batches per validation evaluation
     log_every: int = 10                # steps between metrics rows
+    checkpoint_every_s: float = 60.0   # wall seconds between checkpoints/last.ckpt saves
     progress: bool = True              # progress bar on stderr
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
 
@@ -100,6 +101,6 @@ class TrainConfig:
         """The fields that define WHAT is trained; a run directory may only be resumed with
         the same identity. Execution details (progress bar, logging cadence, device) may change."""
         d = self.to_dict()
-        for k in ("out", "progress", "log_every", "device", "compile", "extra"):
+        for k in ("out", "progress", "log_every", "checkpoint_every_s", "device", "compile", "extra"):
             d.pop(k, None)
         return d

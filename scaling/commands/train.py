@@ -1,0 +1,81 @@
+"""`scaling train`: one run, trained to its token budget (resumes when the run dir has a checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one encoder-decoder run",
+        description="Train one encoder-decoder run with the AlexaTM mixed objective to a token budget. "
+        "Rerunning the same command resumes from the run's last checkpoint; a completed run is not retrained.",
+    )
+    p.add_argument("--params", required=True, help="model size target: 2M, 350M, 1.5B, 20B or an integer")
+    p.add_argument("--tokens", required=True, help="token budget D: 20M, 1B, ... (sequences x seq_len)")
+    p.add_argument("--out", required=True, help="run directory, e.g. runs/2M-20M")
+    p.add_argument("--corpus", "--data", dest="data", default=None,
+                   help="token shards dir from `scaling prepare`, or a raw corpus (prepared into the cache); "
+                   "default: the embedded corpus")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: rule of N, see README)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per step per device (default 16)")
+    p.add_argument("--seq-len", type=int, default=None, help="source window in tokens (default 128)")
+    p.add_argument("--clm-ratio", type=float, default=None, help="fraction of causal-LM examples (default 0.2)")
+    p.add_argument("--warmup-frac", type=float, default=None)
+    p.add_argument("--untied", action="store_true", help="untie the LM head from the token embedding")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["auto", "32", "bf16-mixed"], default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    p.add_argument("--devices", type=int, default=1, help="processes/GPUs per node (DDP when > 1)")
+    p.add_argument("--val-points", type=int, default=None, help="log-spaced validation points (default 8)")
+    p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
+                   help="wall seconds between checkpoints (default 60)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="resume from the last checkpoint (the default whenever the run directory has one)")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from scaling.config import TrainConfig, parse_count
+    from scaling.errors import UserError
+
+    cfg = TrainConfig(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data, seed=args.seed)
+    for name in ("lr", "batch_size", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(cfg, name, v)
+    cfg.tied_embeddings = not args.untied
+    cfg.device, cfg.precision, cfg.compile, cfg.devices = args.device, args.precision, args.compile, args.devices
+    cfg.progress = not args.no_progress
+    if args.checkpoint_every is not None:
+        cfg.checkpoint_every_s = args.checkpoint_every
+    if cfg.lr is not None and not (0 < cfg.lr < 1):
+        raise UserError(f"--lr must be in (0, 1), got {cfg.lr}")
+    if cfg.batch_size < 1 or cfg.seq_len < 16:
+        raise UserError("--batch-size must be >= 1 and --seq-len >= 16")
+    if not 0 <= cfg.clm_ratio <= 1:
+        raise UserError(f"--clm-ratio must be in [0, 1], got {cfg.clm_ratio}")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from scaling.config import parse_count
+    from scaling.train import TrainingRun
+
+    cfg = config_from_args(args)
+    parse_count(cfg.params, "--params")  # fail fast on a bad size string, before any data work
+    run = TrainingRun(cfg)
+    rec = run.fit()
+    val = (rec.get("val") or {}).get("mixed") or {}
+    loss = f"val loss {val['loss']:.4f} nats/token ({val['bpb']:.4f} bits/byte)" if val else "no final validation"
+    print(
+        f"{rec['status']}: {rec['name']}  N={rec['n_params']:,}  D={rec['tokens_seen']:,}  "
+        f"C={rec['flops']:.3g} FLOPs  {loss}  wall {rec.get('wall_time_s') or 0:.0f}s",
+        file=sys.stdout,
+    )
+    return 0 if rec["status"] == "completed" else 1

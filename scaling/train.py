@@ -1,0 +1,651 @@
+"""One training run, end to end, with Lightning.
+
+    TrainingRun(cfg).fit()  ->  the run.json record
+
+What a run guarantees (see rundir.py for the files):
+* the learning-rate schedule (warmup, then cosine to 10% of peak) ends exactly at the run's
+  own token budget, as Chinchilla requires;
+* example i of the run is a pure function of (seed, i) and the data position is part of the
+  checkpoint, so a killed run resumes where it stopped and sees exactly the tokens it had
+  not seen yet; a completed run is never retrained;
+* a NaN/inf loss stops the run with status "diverged"; an exception marks it "failed" with
+  the error's first line; run.json and metrics.parquet are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scaling import __version__
+from scaling.config import TrainConfig, parse_count
+from scaling.errors import UserError
+from scaling.model import IGNORE_INDEX, EncoderDecoder, ModelConfig
+from scaling.objectives import MixedObjective, ObjectiveConfig
+from scaling.rundir import (
+    CKPT_DIR,
+    LAST_CKPT,
+    METRICS,
+    RUN_JSON,
+    atomic_write_json,
+    last_checkpoint,
+    read_run_json,
+    write_parquet_atomic,
+)
+
+VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
+
+
+def lr_rule(n_params_nonembed: int) -> float:
+    """Peak learning rate by rule of N rather than by search (OLMo's ladder: lr ∝ N^-1/3),
+    anchored at 2e-3 for 10M non-embedding parameters (1.6e-4 at AlexaTM's 20B, whose
+    paper used 1e-4). Per-size tuning with `scaling tune` refines it."""
+    return min(6e-3, 2e-3 * (max(n_params_nonembed, 1) / 1e7) ** (-1 / 3))
+
+
+def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine from peak down to min_ratio * peak at step == total."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def val_schedule(total_steps: int, points: int) -> list[int]:
+    """Steps at which validation runs: log-spaced over the run, always including the last
+    step, plus step 0 (the untrained model), so Approach 1 gets a loss curve per run."""
+    if total_steps <= 1 or points <= 1:
+        return [0, total_steps]
+    first = max(1, total_steps // 2 ** (points - 1))
+    steps = np.unique(np.round(np.geomspace(first, total_steps, points)).astype(int))
+    return [0] + [int(s) for s in steps]
+
+
+# ---------------------------------------------------------------- device peak
+_PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "V100": 125e12}
+_cpu_peak_cache: float | None = None
+
+
+def measure_cpu_peak(seconds: float = 0.3) -> float:
+    """fp32 matmul FLOP/s of this machine with torch's current thread count."""
+    global _cpu_peak_cache
+    if _cpu_peak_cache is None:
+        n = 1024
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            reps += 1
+        _cpu_peak_cache = 2 * n**3 * reps / (time.perf_counter() - t0)
+    return _cpu_peak_cache
+
+
+def device_peak(device: str, precision: str) -> tuple[float, str]:
+    """(peak FLOP/s, device name) used for MFU."""
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        for key, peak in _PEAKS_BF16.items():
+            if key in name:
+                return (peak if "bf16" in precision else peak / 2), name
+        return 989e12, name
+    return measure_cpu_peak(), f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# ------------------------------------------------------------------ the data
+def resolve_data(data: str | None) -> Path:
+    """A token shards directory: the one given, the embedded corpus's (built into the cache
+    on first use), or a raw corpus (files or a directory) prepared into the cache."""
+    from scaling import data as shards
+
+    if data in (None, "", "default"):
+        return shards.ensure_default_shards()
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"corpus {data}: no such file or directory")
+    if (path / "meta.json").exists():
+        return path
+    import hashlib
+
+    from scaling.corpus import cache_root
+
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    # Same path, changed content: the cache entry is ours to replace (force=True).
+    return shards.prepare_corpus([path], cache_root() / "shards" / f"corpus-{path.name}-{key}", force=True)
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Yields ready-made batches (dicts of tensors) from step `start_step` on, forever.
+
+    Holds only paths and numbers so it pickles cheaply into a loader worker; the memory map
+    is opened inside the iterating process. Rank r of W takes examples
+    (step * W + r) * B ... + B - 1: the global example order is the same on any world size.
+    """
+
+    def __init__(self, shards_dir: str, obj_cfg: ObjectiveConfig, seed: int, batch_size: int, rank: int, world: int):
+        super().__init__()
+        self.shards_dir, self.obj_cfg, self.seed = shards_dir, obj_cfg, seed
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.start_step = 0
+
+    def __iter__(self):
+        from scaling.data import TokenShards
+
+        shards = TokenShards.open(self.shards_dir, "train")
+        obj = MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, self.seed)
+        step, B = self.start_step, self.batch_size
+        while True:
+            first = (step * self.world + self.rank) * B
+            b = obj.batch(np.arange(first, first + B))
+            yield {k: torch.from_numpy(v) for k, v in b.items()}
+            step += 1
+
+
+# ------------------------------------------------------------ lightning module
+@dataclass
+class RunPlan:
+    model: ModelConfig
+    steps: int
+    tokens_per_step: int
+    warmup_steps: int
+    lr: float
+    val_steps: list[int]
+    flops_per_step: float
+    enc_len: int
+    dec_len: int
+    world: int
+    tokens_budget: int
+    extra: dict = field(default_factory=dict)
+
+
+def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
+    tied = cfg.tied_embeddings
+    model = ModelConfig.from_params(cfg.params, vocab_size=vocab_size, max_len=cfg.seq_len, tied_embeddings=tied)
+    obj = ObjectiveConfig(seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span)
+    enc_len, dec_len = obj.lengths
+    world = cfg.devices * cfg.num_nodes
+    tokens_per_step = cfg.batch_size * cfg.seq_len * world
+    budget = parse_count(cfg.tokens, "token budget")
+    steps = budget // tokens_per_step
+    if steps < 1:
+        raise UserError(
+            f"token budget {budget:,} is smaller than one batch ({cfg.batch_size} x {cfg.seq_len} tokens"
+            f"{f' x {world} devices' if world > 1 else ''} = {tokens_per_step:,})"
+        )
+    lr = cfg.lr if cfg.lr is not None else lr_rule(model.n_params(embeddings=False))
+    return RunPlan(
+        model=model, steps=steps, tokens_per_step=tokens_per_step,
+        warmup_steps=max(1, round(cfg.warmup_frac * steps)), lr=lr,
+        val_steps=val_schedule(steps, cfg.val_points),
+        flops_per_step=float(model.train_flops(enc_len, dec_len)) * cfg.batch_size * world,
+        enc_len=enc_len, dec_len=dec_len, world=world, tokens_budget=budget,
+    )
+
+
+def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: ObjectiveConfig, ckpt_path: Path):
+    import lightning as L
+
+    class LitEncoderDecoder(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = EncoderDecoder(plan.model)
+            self.rows: list[dict] = []
+            self.start_step = 0
+            self.diverged = False
+            self.final_val: dict | None = None
+            self.elapsed_before = 0.0  # wall seconds of earlier attempts (resume)
+            self._sums = None
+            self._t_last = None
+            self._step_last = 0
+            self._t_ckpt = time.monotonic()
+            self._peak, self.device_name = None, None
+            self._loss_fn = self.model.token_losses
+            self._val = None
+            self._blocked = False
+
+        # -- optimisation
+        def configure_optimizers(self):
+            decay, no_decay = [], []
+            for name, p in self.model.named_parameters():
+                (no_decay if p.ndim < 2 else decay).append(p)  # biases and norm gains: no decay
+            groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            fused = self.device.type == "cuda"
+            opt = torch.optim.AdamW(groups, lr=plan.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: lr_at(s, 1.0, plan.steps, plan.warmup_steps, cfg.min_lr_ratio)
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+        def on_fit_start(self):
+            if cfg.compile and self.device.type == "cuda":
+                self._loss_fn = torch.compile(self.model.token_losses)
+            precision = str(self.trainer.precision)
+            self._peak, self.device_name = device_peak(self.device.type, precision)
+
+        def on_train_start(self):
+            if os.environ.get("SLURM_JOB_ID"):
+                # Lightning turns SIGTERM into a clean exit 0, which Slurm would record as a
+                # completed job that is never requeued; let submitit's USR2 path own it.
+                signal.signal(signal.SIGTERM, lambda s, f: print("SIGTERM received; waiting for USR2/kill", file=sys.stderr))
+            self._t_last = time.monotonic()
+            self._t_start = time.monotonic()
+            self._step_last = self.global_step
+            if self.global_step == 0 and not self.rows:
+                self._validate(0)
+
+        # -- the step
+        def training_step(self, batch, batch_idx):
+            labels = batch["labels"]
+            losses = self._loss_fn(batch["enc"], batch["dec"], labels)
+            mask = labels != IGNORE_INDEX
+            n_tok = mask.sum()
+            loss = losses.sum() / n_tok.clamp(min=1)
+            with torch.no_grad():
+                clm = batch["is_clm"][:, None]
+                s = torch.stack([
+                    (losses * ~clm).sum(), (mask & ~clm).sum(), (losses * clm).sum(), (mask & clm).sum(),
+                    losses.sum(), n_tok,
+                ]).double()
+                self._sums = s if self._sums is None else self._sums + s
+            return loss
+
+        def on_train_batch_start(self, batch, batch_idx):
+            # Signals that ask for a checkpoint (submitit's USR2) are held back during the
+            # step and delivered at its end, so a checkpoint never holds half an update.
+            if hasattr(signal, "pthread_sigmask"):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+                self._blocked = True
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            step = self.global_step
+            last = step >= plan.steps
+            if step % cfg.log_every == 0 or last or step in plan.val_steps:
+                self._log_train(step)
+            if not self.diverged and step in plan.val_steps:
+                self._validate(step)
+                self._t_last = time.monotonic()  # keep validation out of tokens/s
+            if self.diverged:
+                self.trainer.should_stop = True
+            elif not last and (time.monotonic() - self._t_ckpt > cfg.checkpoint_every_s):
+                self.save_last()
+            if self._blocked:
+                self._blocked = False
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+
+        def _log_train(self, step):
+            if self._sums is None:
+                return
+            ld, nd, lc, nc, lt, nt = self._sums.tolist()  # one host sync per logged step
+            self._sums = None
+            now = time.monotonic()
+            dt = max(now - self._t_last, 1e-9)
+            toks = (step - self._step_last) * plan.tokens_per_step
+            tps = toks / dt
+            mfu = (step - self._step_last) * plan.flops_per_step / dt / self._peak if self._peak else float("nan")
+            self._t_last, self._step_last = now, step
+            loss = lt / max(nt, 1)
+            if not math.isfinite(loss):
+                self.diverged = True
+            self.rows.append({
+                "split": "train", "step": step, "tokens": step * plan.tokens_per_step,
+                "flops": step * plan.flops_per_step, "lr": self.lr_schedulers().get_last_lr()[0],
+                "train_loss": loss, "train_loss_denoise": ld / nd if nd else None,
+                "train_loss_clm": lc / nc if nc else None, "tokens_per_s": tps, "mfu": mfu,
+                "wall_s": self.elapsed_before + now - self._t_start,
+            })
+            self.last_loss = loss
+
+        @torch.no_grad()
+        def _validate(self, step):
+            if self._val is None:
+                from scaling.data import TokenShards
+
+                shards = TokenShards.open(val_dir, "val")
+                self._val = (MixedObjective(shards.tokens, shards.doc_starts, obj_cfg, VAL_SEED), shards.bytes_per_token)
+            obj, bytes_per_token = self._val
+            was_training = self.model.training
+            self.model.eval()
+            n = cfg.val_batches * cfg.batch_size
+            out = {}
+            for task in ("denoise", "clm"):
+                total, count = 0.0, 0
+                for start in range(0, n, cfg.batch_size):
+                    b = obj.batch(np.arange(start, min(n, start + cfg.batch_size)), force=task)
+                    b = {k: torch.from_numpy(v).to(self.device) for k, v in b.items()}
+                    with self.trainer.precision_plugin.forward_context():
+                        losses = self.model.token_losses(b["enc"], b["dec"], b["labels"])
+                    total += float(losses.sum())
+                    count += int((b["labels"] != IGNORE_INDEX).sum())
+                out[task] = (total / max(count, 1), count / n)  # (nats/token, target tokens/example)
+            if world_size() > 1:
+                t = torch.tensor([out["denoise"][0], out["clm"][0]], device=self.device, dtype=torch.float64)
+                t = self.trainer.strategy.reduce(t, reduce_op="mean")
+                out["denoise"] = (float(t[0]), out["denoise"][1])
+                out["clm"] = (float(t[1]), out["clm"][1])
+            # The mixed loss is what training minimises: the token-weighted mixture.
+            r = cfg.clm_ratio
+            wd, wc = (1 - r) * out["denoise"][1], r * out["clm"][1]
+            mixed = (wd * out["denoise"][0] + wc * out["clm"][0]) / max(wd + wc, 1e-12)
+            to_bpb = 1 / (math.log(2) * bytes_per_token)
+            row = {
+                "split": "val", "step": step, "tokens": step * plan.tokens_per_step,
+                "flops": step * plan.flops_per_step,
+                "val_loss": mixed, "val_loss_denoise": out["denoise"][0], "val_loss_clm": out["clm"][0],
+                "val_bpb": mixed * to_bpb, "val_bpb_denoise": out["denoise"][0] * to_bpb,
+                "val_bpb_clm": out["clm"][0] * to_bpb,
+            }
+            self.rows.append(row)
+            if not all(math.isfinite(row[k]) for k in ("val_loss", "val_loss_denoise", "val_loss_clm")):
+                self.diverged = True
+            if step == plan.steps:
+                self.final_val = row
+            if was_training:
+                self.model.train()
+
+        # -- checkpoints carry the data position, the metrics so far and elapsed time
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["scaling"] = {
+                "rows": self.rows, "step": self.global_step,
+                "elapsed": self.elapsed_before + time.monotonic() - getattr(self, "_t_start", time.monotonic()),
+            }
+
+        def on_load_checkpoint(self, checkpoint):
+            state = checkpoint.get("scaling", {})
+            self.rows = [r for r in state.get("rows", []) if r["step"] <= checkpoint["global_step"]]
+            self.start_step = checkpoint["global_step"]
+            self.elapsed_before = state.get("elapsed", 0.0)
+            stream.start_step = self.start_step
+
+        def save_last(self):
+            """Write checkpoints/last.ckpt atomically. Safe between steps and from a signal
+            handler (USR2 is held back during a step)."""
+            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt_path.with_name(f".{ckpt_path.name}.{os.getpid()}.tmp")
+            trainer = self.trainer
+            if trainer.world_size > 1:
+                # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
+                # deadlocks. Rank 0 writes the state directly.
+                if trainer.global_rank == 0:
+                    state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
+                    os.replace(tmp, ckpt_path)
+            else:
+                trainer.save_checkpoint(tmp, weights_only=False)
+                os.replace(tmp, ckpt_path)
+            self._t_ckpt = time.monotonic()
+
+    def world_size():
+        return plan.world
+
+    stream = BatchStream(val_dir, obj_cfg, cfg.seed, cfg.batch_size, 0, plan.world)
+    module = LitEncoderDecoder()
+    return module, stream
+
+
+# ------------------------------------------------------------- progress bar
+def _progress_callback(plan: RunPlan, enabled: bool):
+    import lightning as L
+    from tqdm.auto import tqdm
+
+    class Progress(L.Callback):
+        bar = None
+
+        def on_train_start(self, trainer, module):
+            if not enabled or trainer.global_rank != 0:
+                return
+            self.bar = tqdm(
+                total=plan.steps * plan.tokens_per_step, initial=trainer.global_step * plan.tokens_per_step,
+                unit="tok", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
+                mininterval=0.5 if sys.stderr.isatty() else 10.0, desc="train",
+            )
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.bar is not None:
+                self.bar.update(plan.tokens_per_step)
+                if module.rows and module.rows[-1]["split"] == "train" and module.rows[-1]["step"] == trainer.global_step:
+                    r = module.rows[-1]
+                    self.bar.set_postfix(loss=f"{r['train_loss']:.3f}", mfu=f"{r['mfu']:.0%}", refresh=False)
+
+        def on_train_end(self, trainer, module):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Progress()
+
+
+# ------------------------------------------------------------------ the run
+class TrainingRun:
+    """One run directory, trained to its budget. `fit()` is safe to call again: it resumes
+    from checkpoints/last.ckpt, and returns a completed run's record without retraining."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.module = None
+        self.trainer = None
+
+    def _check_existing(self) -> dict | None:
+        rec = read_run_json(self.run_dir)
+        if rec is None:
+            if self.run_dir.exists() and any(p.name != CKPT_DIR for p in self.run_dir.iterdir() if not p.name.startswith(".")):
+                raise UserError(f"{self.run_dir}: directory exists and is not a run directory (no {RUN_JSON}); choose another --out")
+            return None
+        try:
+            old = TrainConfig.from_dict({**rec.get("config", {}), "out": self.cfg.out})
+        except (UserError, TypeError) as e:
+            raise UserError(f"{self.run_dir / RUN_JSON}: unreadable config ({e})") from None
+        a, b = old.identity(), self.cfg.identity()
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:4])
+            raise UserError(f"{self.run_dir}: existing run has a different config ({detail}); use a new --out")
+        return rec
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        rec = self._check_existing()
+        if rec is not None and rec["status"] == "completed":
+            return rec
+        if rec is not None and rec["status"] in ("diverged",):
+            return rec
+        shards_dir = resolve_data(cfg.data)
+        from scaling.data import TokenShards
+
+        train_shards = TokenShards.open(shards_dir, "train")
+        plan = make_plan(cfg, train_shards.vocab_size)
+        obj_cfg = ObjectiveConfig(
+            seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span,
+            pad_id=train_shards.meta.get("pad_id", 0), eos_id=train_shards.meta.get("eos_id", 1),
+            clm_id=train_shards.meta.get("clm_id", 2),
+        )
+        if train_shards.n_tokens < cfg.seq_len:
+            raise UserError(f"{shards_dir}: training split has {train_shards.n_tokens} tokens, fewer than one window of {cfg.seq_len}")
+        ckpt_path = self.run_dir / CKPT_DIR / LAST_CKPT
+        resume_from = last_checkpoint(self.run_dir)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record = {
+            "name": self.run_dir.name,
+            "status": "running",
+            "config": cfg.to_dict(),
+            "model": plan.model.to_dict(),
+            "model_shape": plan.model.describe(),
+            "n_params": plan.model.n_params(),
+            "n_params_nonembed": plan.model.n_params(embeddings=False),
+            "tokens_budget": plan.tokens_budget,
+            "tokens_seen": 0,
+            "steps": plan.steps,
+            "tokens_per_step": plan.tokens_per_step,
+            "lr": plan.lr,
+            "flops": 0.0,
+            "flops_per_token": plan.flops_per_step / plan.tokens_per_step,
+            "flops_6nd_per_token": 6.0 * plan.model.n_params(),
+            "data": str(shards_dir),
+            "val": None,
+            "wall_time_s": None,
+            "error": None,
+            "device": None,
+            "restarts": (rec or {}).get("restarts", -1) + 1 if rec else 0,
+            "started_at": (rec or {}).get("started_at", now),
+            "finished_at": None,
+            "versions": _versions(),
+            "host": platform.node(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_record(record)
+        try:
+            self._train(plan, shards_dir, obj_cfg, ckpt_path, resume_from, record)
+        except KeyboardInterrupt:
+            record["error"] = "interrupted"
+            self._write_record(record)
+            raise
+        except BaseException as e:
+            if isinstance(e, SystemExit) and e.code in (0, None):
+                raise
+            record["status"] = "failed"
+            record["error"] = _first_line(e)
+            record["traceback"] = traceback.format_exc(limit=20)
+            record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self._write_record(record)
+            raise
+        return record
+
+    def _train(self, plan, shards_dir, obj_cfg, ckpt_path, resume_from, record):
+        import lightning as L
+
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)  # no GPU/TPU banners, no tips
+        # Our stream is resumable through the checkpoint (start_step); Lightning cannot know.
+        # `srun` hint: submitit launches through srun; a plain `scaling train` on a machine
+        # with Slurm installed is fine too.
+        warnings.filterwarnings("ignore", message=".*(resum|IterableDataset|does not have many workers|srun|LeafSpec).*")
+        cfg = self.cfg
+        accel = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if accel == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but no GPU is visible")
+        precision = cfg.precision
+        if precision == "auto":
+            precision = "bf16-mixed" if accel == "cuda" else "32-true"
+        elif precision == "32":
+            precision = "32-true"
+        if accel == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 for anything left in fp32
+        torch.manual_seed(cfg.seed)
+        module, stream = build_lit_module(cfg, plan, str(shards_dir), obj_cfg, ckpt_path)
+        self.module = module
+        plugins = []
+        if os.environ.get("SLURM_JOB_ID"):
+            from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+            plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns requeueing
+        trainer = L.Trainer(
+            accelerator="gpu" if accel == "cuda" else "cpu",
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy="ddp" if plan.world > 1 else "auto",
+            precision=precision,
+            max_steps=plan.steps,
+            max_epochs=-1,
+            gradient_clip_val=cfg.grad_clip,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            use_distributed_sampler=False,
+            default_root_dir=str(self.run_dir),
+            callbacks=[_progress_callback(plan, cfg.progress)],
+            plugins=plugins or None,
+        )
+        self.trainer = trainer
+        stream.rank = trainer.global_rank
+        loader = torch.utils.data.DataLoader(
+            stream, batch_size=None, num_workers=1 if accel == "cuda" else 0,
+            pin_memory=accel == "cuda", persistent_workers=False,
+        )
+        t0 = time.monotonic()
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
+        step = trainer.global_step
+        record["tokens_seen"] = step * plan.tokens_per_step
+        record["flops"] = step * plan.flops_per_step
+        record["wall_time_s"] = module.elapsed_before + time.monotonic() - t0
+        record["device"] = module.device_name
+        record["precision"] = precision
+        record["last_train_loss"] = getattr(module, "last_loss", None)
+        if module.final_val is not None:
+            v = module.final_val
+            record["val"] = {
+                "mixed": {"loss": v["val_loss"], "bpb": v["val_bpb"]},
+                "denoise": {"loss": v["val_loss_denoise"], "bpb": v["val_bpb_denoise"]},
+                "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
+            }
+        if trainer.global_rank == 0:
+            self._write_metrics(module.rows)
+        if module.diverged:
+            record["status"] = "diverged"
+            record["error"] = f"loss became non-finite at step {step}"
+            record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        elif step >= plan.steps and module.final_val is not None:
+            record["status"] = "completed"
+            record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            if ckpt_path.exists() and trainer.global_rank == 0:
+                ckpt_path.unlink()  # the weights of a finished run are not needed for the fit
+        else:
+            # Stopped early (a signal or a clean interrupt): keep a checkpoint to resume from.
+            module.save_last()
+            record["error"] = f"stopped at step {step} of {plan.steps}; rerun to resume"
+        if trainer.global_rank == 0:
+            self._write_record(record)
+
+    def _write_metrics(self, rows):
+        import polars as pl
+
+        schema = {
+            "split": pl.Utf8, "step": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "lr": pl.Float64,
+            "train_loss": pl.Float64, "train_loss_denoise": pl.Float64, "train_loss_clm": pl.Float64,
+            "tokens_per_s": pl.Float64, "mfu": pl.Float64, "wall_s": pl.Float64,
+            "val_loss": pl.Float64, "val_loss_denoise": pl.Float64, "val_loss_clm": pl.Float64,
+            "val_bpb": pl.Float64, "val_bpb_denoise": pl.Float64, "val_bpb_clm": pl.Float64,
+        }
+        df = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+        write_parquet_atomic(df, self.run_dir / METRICS)
+
+    def _write_record(self, record):
+        atomic_write_json(self.run_dir / RUN_JSON, record)
+
+    def save_checkpoint(self) -> None:
+        """For submitit's checkpoint(): save the exact position now (main thread)."""
+        if self.module is not None and self.trainer is not None and self.trainer.state.fn is not None:
+            self.module.save_last()
+
+
+def train_run(cfg: TrainConfig) -> dict:
+    return TrainingRun(cfg).fit()
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+
+
+def _versions() -> dict:
+    import lightning
+
+    return {
+        "scaling": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+        "numpy": np.__version__, "python": platform.python_version(),
+    }
