@@ -120,6 +120,16 @@ class FlopModel:
         # interpolate it in log N between the shapes of the size rule; constant beyond them.
         return n * np.exp(np.interp(np.log(n), ln, lk))
 
+    def inference_per_token(self, n, input_len: int, output_len: int) -> np.ndarray:
+        """Forward FLOPs per inference token (input + output) for requests of input_len
+        tokens in and output_len out: the encoder-decoder's own inference formula, or 2 N
+        (a forward pass, Sardana et al.'s count) under 6ND."""
+        n = np.asarray(n, float)
+        if self.kind == "6nd":
+            return 2.0 * n
+        ln, lk = _serve_table(int(input_len), int(output_len), self.seq_len, self.vocab_size)
+        return n * np.exp(np.interp(np.log(n), ln, lk))
+
     def shape(self, n: float):
         if self.kind == "6nd":
             return None
@@ -137,20 +147,40 @@ class FlopModel:
 
 
 @functools.lru_cache(maxsize=8)
-def _kappa_table(seq_len: int, noise: float, vocab: int):
+def _size_rule_shapes(vocab: int, max_len: int) -> tuple:
+    """The shapes the size rule picks on a log grid of N (ModelConfig.from_params costs tens
+    of ms, so every per-token FLOP table below is built from this one cached list)."""
     from scaling.model import ModelConfig
-    ln, lk = [], []
+    shapes = []
     for n in np.geomspace(1e7, 3e12, 23):
         try:
-            cfg = ModelConfig.from_params(int(n), vocab_size=vocab, max_len=max(seq_len + 1, 1024))
+            shapes.append(ModelConfig.from_params(int(n), vocab_size=vocab, max_len=max_len))
         except UserError:
             continue
-        ln.append(math.log(cfg.n_params()))
-        lk.append(math.log(cfg.flops_per_token(seq_len, noise) / cfg.n_params()))
-    if len(ln) < 2:
+    if len(shapes) < 2:
         raise UserError(f"no model shape fits vocabulary {vocab}: cannot count encoder-decoder FLOPs")
-    order = np.argsort(ln)
-    return np.array(ln)[order], np.array(lk)[order]
+    return tuple(sorted(shapes, key=lambda c: c.n_params()))
+
+
+def _per_param_table(shapes: tuple, flops_of) -> tuple:
+    """(log N, log(FLOPs per token / N)) over the shapes: interpolated in log N by callers."""
+    ln = np.array([math.log(c.n_params()) for c in shapes])
+    lk = np.array([math.log(flops_of(c) / c.n_params()) for c in shapes])
+    return ln, lk
+
+
+@functools.lru_cache(maxsize=8)
+def _kappa_table(seq_len: int, noise: float, vocab: int):
+    shapes = _size_rule_shapes(vocab, max(seq_len + 1, 1024))
+    return _per_param_table(shapes, lambda c: c.flops_per_token(seq_len, noise))
+
+
+@functools.lru_cache(maxsize=16)
+def _serve_table(input_len: int, output_len: int, seq_len: int, vocab: int):
+    # Serving FLOPs per inference token (input and output tokens both counted): one request
+    # encodes input_len tokens once and generates output_len tokens with a KV cache.
+    shapes = _size_rule_shapes(vocab, max(seq_len + 1, 1024))
+    return _per_param_table(shapes, lambda c: c.inference_flops(input_len, output_len) / (input_len + output_len))
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -177,6 +207,18 @@ def optimum(law: Law, compute, flop: FlopModel, point: bool = True, n_grid: int 
     d_opt = c[:, 0] / flop.per_token(n_opt)
     l_opt = E[:, 0] + A[:, 0] / n_opt ** al[:, 0] + B[:, 0] / d_opt ** be[:, 0]
     return n_opt, d_opt, l_opt, (j == 0) | (j == n_grid - 1)
+
+
+def efficient_frontier(law: Law, flop: FlopModel, n_range, d_range, n_points: int = 120):
+    """(N, D) of the compute-optimal models under this FLOP count, over the computes that
+    keep them inside the N-D window (for the N-D plane figure)."""
+    lo = float(flop.per_token(n_range[0]) * d_range[0])
+    hi = float(flop.per_token(n_range[1]) * d_range[1])
+    pts = [optimum(law, c, flop, n_grid=701)[:2] for c in np.geomspace(lo, hi, n_points)]
+    n = np.array([p[0][0] for p in pts])
+    d = np.array([p[1][0] for p in pts])
+    keep = (n >= n_range[0]) & (n <= n_range[1]) & (d >= d_range[0]) & (d <= d_range[1])
+    return n[keep], d[keep]
 
 
 def tokens_for_params(law: Law, n: float, flop: FlopModel, point: bool = True, iters: int = 40):

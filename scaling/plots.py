@@ -98,8 +98,11 @@ def isoflop_figure(fit: dict):
 
 
 def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = None,
-                    n_range=None, d_range=None):
-    """The N-D plane: iso-loss contours of the law, its efficient frontier, runs and plans."""
+                    n_range=None, d_range=None, frontier=None, iso_loss: float | None = None,
+                    frontier_label: str = "efficient frontier (C = 6ND)"):
+    """The N-D plane: iso-loss contours of the law, its efficient frontier (6ND's closed form,
+    or `frontier` = (N, D) arrays under another FLOP count), the iso-loss curve of a target
+    loss, runs and plans."""
     go = _go()
     from scaling.fit.law import optimal_nd, predict_loss
     pts_n = list(runs["params"]) if runs else []
@@ -111,15 +114,34 @@ def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = No
     d_lo, d_hi = d_range or (min(pts_d + [1e8]) / 3, max(pts_d + [1e13]) * 3)
     ln = np.linspace(np.log10(n_lo), np.log10(n_hi), 120)
     ld = np.linspace(np.log10(d_lo), np.log10(d_hi), 120)
-    z = np.log10(predict_loss(law, 10 ** ln[None, :], 10 ** ld[:, None]) - law["E"])
+    loss = predict_loss(law, 10 ** ln[None, :], 10 ** ld[:, None])
     fig = go.Figure()
-    fig.add_trace(go.Contour(x=ln, y=ld, z=z, colorscale="Viridis", contours=dict(showlabels=False),
-                             colorbar=dict(title="log10(L - E)"), name="iso-loss", opacity=0.75))
-    c = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 200)
-    fn, fd = optimal_nd(law, c)
+    # Colour by log10(L - E) (losses crowd near E), labelled lines at round losses.
+    fig.add_trace(go.Contour(x=ln, y=ld, z=np.log10(loss - law["E"]), colorscale="Viridis",
+                             contours=dict(showlines=False), colorbar=dict(title="log10(L - E)"),
+                             name="loss", opacity=0.75, customdata=loss,
+                             hovertemplate="N 10^%{x:.2f}, D 10^%{y:.2f}: loss %{customdata:.4f}<extra></extra>"))
+    levels = np.unique(np.round(np.quantile(loss, np.linspace(0.05, 0.95, 9)), 2))
+    if len(levels) > 1:
+        fig.add_trace(go.Contour(x=ln, y=ld, z=loss, showscale=False, name="iso-loss", hoverinfo="skip",
+                                 contours=dict(coloring="none", showlabels=True, start=levels[0], end=levels[-1],
+                                               size=float(np.min(np.diff(levels))) or 0.01),
+                                 line=dict(color="white", width=1)))
+    if frontier is None:
+        c = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 200)
+        fn, fd = optimal_nd(law, c)
+    else:
+        fn, fd = (np.asarray(v, float) for v in frontier)
     keep = (fn >= n_lo) & (fn <= n_hi) & (fd >= d_lo) & (fd <= d_hi)
     fig.add_trace(go.Scatter(x=np.log10(fn[keep]), y=np.log10(fd[keep]), mode="lines",
-                             line=dict(color="red", width=3), name="efficient frontier"))
+                             line=dict(color="red", width=3), name=frontier_label))
+    if iso_loss is not None and iso_loss > law["E"]:
+        gap = iso_loss - law["E"] - law["A"] / (10 ** ln) ** law["alpha"]
+        ok = gap > 0
+        d_iso = (law["B"] / gap[ok]) ** (1 / law["beta"])
+        inside = d_iso <= d_hi
+        fig.add_trace(go.Scatter(x=ln[ok][inside], y=np.log10(d_iso[inside]), mode="lines",
+                                 line=dict(color="black", width=2, dash="dash"), name=f"loss {iso_loss:.4f}"))
     if runs:
         fig.add_trace(go.Scatter(x=np.log10(runs["params"]), y=np.log10(runs["tokens"]), mode="markers",
                                  marker=dict(color="white", line=dict(color="black", width=1), size=6),
@@ -131,21 +153,33 @@ def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = No
                                              line=dict(color="black", width=1)), name=p["name"]))
     fig.update_layout(title="N–D plane: iso-loss contours and the compute-optimal frontier",
                       template="plotly_white", height=600)
-    fig.update_xaxes(title="log10 parameters N")
-    fig.update_yaxes(title="log10 tokens D")
+    fig.update_xaxes(title="log10 parameters N", range=[ln[0], ln[-1]])
+    fig.update_yaxes(title="log10 tokens D", range=[ld[0], ld[-1]])
     return fig
 
 
 def cost_figure(curve: dict):
-    """Training + inference compute against N at a fixed loss, the minimum marked."""
+    """Training, inference and total compute against N at a fixed loss: the minimum, the
+    Chinchilla-optimal N (least training compute) and the plan's N marked."""
     go = _go()
     fig = go.Figure()
     n = np.asarray(curve["params"])
-    for key, name in (("train", "training"), ("inference", "inference"), ("total", "total")):
-        fig.add_trace(go.Scatter(x=n, y=curve[key], mode="lines", name=name))
-    i = int(np.nanargmin(curve["total"]))
-    fig.add_trace(go.Scatter(x=[n[i]], y=[curve["total"][i]], mode="markers", name="minimum",
-                             marker=dict(symbol="x", size=12, color="black")))
+    for key, name, dash in (("train", "training", "dot"), ("inference", "inference", "dash"),
+                            ("total", "training + inference", "solid")):
+        fig.add_trace(go.Scatter(x=n, y=curve[key], mode="lines", name=name, line=dict(dash=dash),
+                                 customdata=curve["tokens"],
+                                 hovertemplate="N %{x:.3s}, D %{customdata:.3s}: %{y:.3g} FLOPs<extra></extra>"))
+    total = np.asarray(curve["total"])
+    marks = [("least compute", curve.get("optimal_params"), "x", "black"),
+             ("Chinchilla-optimal", curve.get("chinchilla_params"), "diamond", "red"),
+             ("the plan", curve.get("plan_params"), "star", "orange")]
+    for name, x, symbol, color in marks:
+        if x is None:
+            continue
+        y = float(np.exp(np.interp(np.log(x), np.log(n), np.log(total))))
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"{name}: N {x:.3g}",
+                                 marker=dict(symbol=symbol, size=13, color=color, line=dict(color="black", width=1))))
+        fig.add_vline(x=x, line=dict(color=color, width=1, dash="dot"))
     fig.update_layout(title=f"Compute to reach loss {curve['loss']:.4g} and serve "
                             f"{curve['inference_tokens']:.3g} tokens")
     return _log_axes(fig, "parameters N", "FLOPs")

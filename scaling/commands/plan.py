@@ -25,8 +25,20 @@ def register(subparsers) -> None:
     p.add_argument("--seq-len", type=int, default=1024, help="source window length (default 1024)")
     p.add_argument("--noise-density", type=float, default=0.15, help="denoising noise (default 0.15)")
     p.add_argument("--vocab", default="150000", help="vocabulary for the FLOP formula (default AlexaTM's 150000)")
+    i = p.add_argument_group("inference in the bill (Sardana et al. 2023)")
+    i.add_argument("--inference-tokens", default=None, metavar="T",
+                   help="tokens the model will serve over its life, input + output (e.g. 2T): find the N, D "
+                        "of least training + inference compute at the plan's loss")
+    i.add_argument("--input-len", type=int, default=512, help="per request: tokens the encoder reads (default 512)")
+    i.add_argument("--output-len", type=int, default=128, help="per request: tokens generated (default 128)")
+    i.add_argument("--target-loss", type=float, default=None,
+                   help="the loss to reach (instead of --params/--tokens or --compute)")
+    i.add_argument("--objective", default="flops", choices=("flops", "gpu-hours"),
+                   help="minimise FLOPs (default) or GPU-hours (serving FLOPs weighed by --inference-mfu)")
     g = p.add_argument_group("cost assumptions")
-    g.add_argument("--mfu", type=float, default=0.40, help="model FLOP utilisation (default 0.40)")
+    g.add_argument("--mfu", type=float, default=0.40, help="model FLOP utilisation in training (default 0.40)")
+    g.add_argument("--inference-mfu", type=float, default=None,
+                   help="model FLOP utilisation in serving (default: --mfu)")
     g.add_argument("--pue", type=float, default=1.1, help="data-centre PUE (default 1.1)")
     g.add_argument("--grid-intensity", type=float, default=0.385, help="kg CO2 per kWh (default 0.385)")
     g.add_argument("--a100-power", type=float, default=0.40, help="A100 board power, kW (default 0.40)")
@@ -45,11 +57,15 @@ def register(subparsers) -> None:
 def assumptions_from_args(args):
     from scaling.cost import CostAssumptions
 
-    for name in ("mfu", "pue", "grid_intensity", "a100_power", "h100_power", "a100_price", "h100_price"):
+    if args.inference_mfu is None:
+        args.inference_mfu = args.mfu
+    for name in ("mfu", "inference_mfu", "pue", "grid_intensity", "a100_power", "h100_power", "a100_price",
+                 "h100_price"):
         v = getattr(args, name)
-        if not (v >= 0) or (name in ("mfu",) and not 0 < v <= 1) or (name == "pue" and v < 1):
+        if not (v >= 0) or (name in ("mfu", "inference_mfu") and not 0 < v <= 1) or (name == "pue" and v < 1):
             raise UserError(f"--{name.replace('_', '-')}: out of range: {v}")
-    c = CostAssumptions(mfu=args.mfu, inference_mfu=args.mfu, pue=args.pue, grid_kg_per_kwh=args.grid_intensity)
+    c = CostAssumptions(mfu=args.mfu, inference_mfu=args.inference_mfu, pue=args.pue,
+                        grid_kg_per_kwh=args.grid_intensity)
     c.gpus["A100"].power_kw, c.gpus["A100"].price_per_hour = args.a100_power, args.a100_price
     c.gpus["H100"].power_kw, c.gpus["H100"].price_per_hour = args.h100_power, args.h100_price
     return c
@@ -124,6 +140,65 @@ def format_compare(r: dict) -> str:
     return "\n".join(out)
 
 
+def format_inference(x: dict, assume) -> str:
+    from scaling.config import format_count
+    src = {"plan": "the plan's", "compute-optimal": "the compute-optimal model's", "given": "given"}[x["target_from"]]
+    out = [f"inference in the bill: {format_count(x['inference_tokens'])} inference tokens "
+           f"({x['input_len']} in + {x['output_len']} out per request: {format_count(x['requests'])} requests), "
+           f"target loss {x['target_loss']:.4f} ({src}), minimising {x['objective']}",
+           f"  serving FLOPs per token: {x['inference_flops_per_token']['optimal']:.3g} at the least-compute N, "
+           f"{x['inference_flops_per_token']['chinchilla']:.3g} at the Chinchilla-optimal N",
+           f"  {'model':20}{'N [95%]':26}{'D [95%]':24}{'D/N':>7}{'train FLOPs':>13}{'serve FLOPs':>13}"
+           f"{'total FLOPs':>13}"]
+    rows = [("least compute", x["optimal"]), ("Chinchilla-optimal", x["chinchilla"])]
+    if "plan" in x:
+        rows.append(("the plan", x["plan"]))
+    for name, e in rows:
+        out.append(f"  {name:20}{_n(e['params']) + _ci(e.get('params_ci'), _n):26}"
+                   f"{_n(e['tokens']) + _ci(e.get('tokens_ci'), _n):24}{e['tokens_per_param']:>7.1f}"
+                   f"{e['train_flops']:>13.4g}{e['inference_flops']:>13.4g}{e['total_flops']:>13.4g}")
+    out.append(f"  {'cost':20}{'GPU':6}{'train days':>12}{'serve days':>12}{'total days':>12}{'energy kWh':>14}"
+               f"{'CO2 kg':>12}{'USD':>14}")
+    for name, e in rows:
+        for gpu, t in e["cost"]["total"].items():
+            out.append(f"  {name[:20]:20}{gpu:6}{e['cost']['train'][gpu]['gpu_days']:>12,.0f}"
+                       f"{e['cost']['inference'][gpu]['gpu_days']:>12,.0f}{t['gpu_days']:>12,.0f}"
+                       f"{t['energy_kwh']:>14,.0f}{t['co2_kg']:>12,.0f}{t['usd']:>14,.0f}")
+    pct = lambda v: f"{v:.1f}%"  # noqa: E731
+    for label, key in (("least compute", "saving"), ("the plan", "plan_saving")):
+        if key not in x:
+            continue
+        sv = x[key]
+        gpus = "; ".join(f"{g}: {b['gpu_days']:,.0f} GPU-days, {b['energy_kwh']:,.0f} kWh, {b['co2_kg']:,.0f} kg CO2, "
+                         f"${b['usd']:,.0f}" for g, b in sv["by_gpu"].items())
+        out.append(f"  {label} saves {sv['flops']:.3g} FLOPs ({pct(sv['flops_pct'])}"
+                   f"{_ci(sv.get('flops_pct_ci'), pct)}) against the Chinchilla-optimal model of the same loss; "
+                   f"{gpus}")
+    out.append(f"  assumptions: {assume.describe()}")
+    out += [f"note: {w}" for w in x["warnings"]]
+    return "\n".join(out)
+
+
+def add_inference(r: dict, law, flop, assume, args, inference_tokens: float) -> None:
+    """Attach the `inference` record to a plan record, the target loss taken from the plan."""
+    import numpy as np
+
+    from scaling.inference import Serving, inference_plan
+    from scaling.plan import optimum
+
+    serving = Serving(inference_tokens, args.input_len, args.output_len)
+    if args.target_loss is not None:
+        target, samples, src, plan = args.target_loss, np.full(len(law.samples), args.target_loss), "given", None
+    elif "plan" in r:
+        n, d = r["plan"]["params"], r["plan"]["tokens"]
+        target, samples, src, plan = r["plan"]["loss"], law.loss(n, d, point=False)[:, 0], "plan", (n, d)
+    else:
+        target, src, plan = r["optimal"]["loss"], "compute-optimal", None
+        samples = optimum(law, r["compute"], flop, point=False)[2]
+    r["inference"] = inference_plan(law, flop, assume, serving, target, target_samples=samples, target_from=src,
+                                    objective=args.objective, plan=plan)
+
+
 def run(args: argparse.Namespace) -> int:
     from scaling.config import parse_count
     from scaling.plan import FlopModel, Law, make_plan
@@ -132,10 +207,21 @@ def run(args: argparse.Namespace) -> int:
     params = parse_count(args.params, "--params") if args.params is not None else None
     tokens = parse_count(args.tokens, "--tokens") if args.tokens is not None else None
     compute = float(parse_count(args.compute, "--compute")) if args.compute is not None else None
+    inference_tokens = None
+    if args.inference_tokens is not None:
+        zero = str(args.inference_tokens).strip() in ("0", "0.0")
+        inference_tokens = 0.0 if zero else float(parse_count(args.inference_tokens, "--inference-tokens"))
+    elif args.target_loss is not None:
+        inference_tokens = 0.0
     if tokens is not None and params is None:
         raise UserError("--tokens needs --params (or give --compute alone)")
-    if args.compare is None and params is None and compute is None:
-        raise UserError("give --params and --tokens, --compute, --params alone, or --compare")
+    if args.target_loss is not None and (params is not None or compute is not None):
+        raise UserError("--target-loss goes alone (or give --params/--tokens or --compute and match their loss)")
+    if args.compare is None and params is None and compute is None and args.target_loss is None:
+        raise UserError("give --params and --tokens, --compute, --params alone, --target-loss, or --compare")
+    if args.compare is not None and inference_tokens is not None:
+        raise UserError("--inference-tokens/--target-loss do not combine with --compare: "
+                        "ask for one plan, e.g. --params 20B --tokens 1T --inference-tokens 1T")
     if args.seq_len < 8:
         raise UserError(f"--seq-len: must be at least 8, got {args.seq_len}")
     if not 0 <= args.noise_density < 1:
@@ -154,18 +240,54 @@ def run(args: argparse.Namespace) -> int:
                  "absolute losses belong to the data and tokenizer the law was fitted on; "
                  "ratios and allocations are what transfer"]}
     else:
+        if args.target_loss is not None:
+            # The plan shown is the Chinchilla-optimal model of that loss: its training compute.
+            from scaling.inference import Serving, least_compute
+            if not args.target_loss > law.params["E"]:
+                raise UserError(f"--target-loss {args.target_loss:g} is not above the law's irreducible loss "
+                                f"E = {law.params['E']:.4g}: no model reaches it")
+            chin = least_compute(law, flop, args.target_loss, Serving(0.0, args.input_len, args.output_len))
+            compute = float(chin["train"][0])
         r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
+        if inference_tokens is not None:
+            add_inference(r, law, flop, assume, args, inference_tokens)
     if args.plots:
-        from scaling.plots import nd_plane_figure, write_page
-        pl_ = [{"name": c["name"], "params": c["params"], "tokens": c["tokens"]} for c in r.get("compare", [])]
-        if "plan" in r:
-            pl_.append({"name": "plan", "params": r["plan"]["params"], "tokens": r["plan"]["tokens"]})
-        page = write_page([nd_plane_figure(law.params, None, pl_)], Path(args.plots) / "plan.html", "scaling plan")
-        print(f"figures: {page}", file=sys.stderr)
+        write_plan_figures(r, law, flop, args, Path(args.plots))
     if args.out:
         atomic_write_json(Path(args.out), r)
     if args.json:
         print(json.dumps(r))
     else:
         print(format_compare(r) if "compare" in r else format_plan(r, assume))
+        if "inference" in r:
+            print()
+            print(format_inference(r["inference"], assume))
     return 0
+
+
+def write_plan_figures(r: dict, law, flop, args, out_dir: Path) -> None:
+    from scaling.plan import efficient_frontier
+    from scaling.plots import cost_figure, nd_plane_figure, write_page
+
+    pl_ = [{"name": c["name"], "params": c["params"], "tokens": c["tokens"]} for c in r.get("compare", [])]
+    if "plan" in r:
+        pl_.append({"name": "plan", "params": r["plan"]["params"], "tokens": r["plan"]["tokens"]})
+    x = r.get("inference")
+    iso = None
+    if x is not None:
+        iso = x["target_loss"]
+        pl_.append({"name": "least compute", "params": x["optimal"]["params"], "tokens": x["optimal"]["tokens"]})
+        pl_.append({"name": "Chinchilla-optimal", "params": x["chinchilla"]["params"],
+                    "tokens": x["chinchilla"]["tokens"]})
+    ns = [p["params"] for p in pl_] + [1e7, 1e12]
+    ds = [p["tokens"] for p in pl_] + [1e8, 1e13]
+    n_range, d_range = (min(ns) / 3, max(ns) * 3), (min(ds) / 3, max(ds) * 3)
+    figs = [nd_plane_figure(law.params, None, pl_, n_range, d_range,
+                            frontier=efficient_frontier(law, flop, n_range, d_range), iso_loss=iso,
+                            frontier_label=f"efficient frontier ({flop.describe().split(' (')[0].split(',')[0]})")]
+    if x is not None:
+        from scaling.inference import Serving, cost_curve
+        serving = Serving(x["inference_tokens"], x["input_len"], x["output_len"])
+        figs.insert(0, cost_figure(cost_curve(law, flop, serving, x["target_loss"], x)))
+    page = write_page(figs, out_dir / "plan.html", "scaling plan")
+    print(f"figures: {page}", file=sys.stderr)
