@@ -59,7 +59,7 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst")
 CORPUS_SUFFIXES = TEXT_SUFFIXES + (".jsonl", ".parquet")
 # The tokenizer is trained on at most this much text (a deterministic sample of the training
 # documents): a 8K-32K vocabulary has converged long before, and training time stays flat.
-TOKENIZER_TRAIN_BYTES = 64 * 2**20
+TOKENIZER_TRAIN_BYTES = 16 * 2**20
 ENCODE_BATCH_BYTES = 4 * 2**20
 
 
