@@ -97,6 +97,20 @@ def isoflop_figure(fit: dict):
     return fig
 
 
+def _iso_line(fig, go, law: dict, ln, d_hi: float, level: float, line: dict, label: str, legend: bool):
+    """The curve L(N, D) = level: D = (B / (level - E - A/N^alpha))^(1/beta) where it exists."""
+    gap = level - law["E"] - law["A"] / (10 ** ln) ** law["alpha"]
+    ok = gap > 0
+    ld = np.log10(law["B"] / gap[ok]) / law["beta"]
+    x, y = ln[ok][ld <= np.log10(d_hi)], ld[ld <= np.log10(d_hi)]
+    if len(x) < 2:
+        return
+    text = [""] * (len(x) - 1) + [label]
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines" if legend else "lines+text", line=line, name=label,
+                             text=None if legend else text, textposition="top left", showlegend=legend,
+                             textfont=dict(color="white"), hoverinfo="name"))
+
+
 def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = None,
                     n_range=None, d_range=None, frontier=None, iso_loss: float | None = None,
                     frontier_label: str = "efficient frontier (C = 6ND)"):
@@ -121,12 +135,12 @@ def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = No
                              contours=dict(showlines=False), colorbar=dict(title="log10(L - E)"),
                              name="loss", opacity=0.75, customdata=loss,
                              hovertemplate="N 10^%{x:.2f}, D 10^%{y:.2f}: loss %{customdata:.4f}<extra></extra>"))
-    levels = np.unique(np.round(np.quantile(loss, np.linspace(0.05, 0.95, 9)), 2))
-    if len(levels) > 1:
-        fig.add_trace(go.Contour(x=ln, y=ld, z=loss, showscale=False, name="iso-loss", hoverinfo="skip",
-                                 contours=dict(coloring="none", showlabels=True, start=levels[0], end=levels[-1],
-                                               size=float(np.min(np.diff(levels))) or 0.01),
-                                 line=dict(color="white", width=1)))
+    # Labelled iso-loss lines, drawn from D(N) at the law (exact), at losses evenly spaced
+    # in log(L - E) across the window, rounded to 3 decimals.
+    gaps = np.log10(loss - law["E"])
+    levels = law["E"] + 10 ** np.linspace(np.quantile(gaps, 0.05), np.quantile(gaps, 0.9), 7)
+    for lv in np.unique(np.round(levels, 3)):
+        _iso_line(fig, go, law, ln, d_hi, lv, dict(color="white", width=1), f"{lv:.3f}", legend=False)
     if frontier is None:
         c = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 200)
         fn, fd = optimal_nd(law, c)
@@ -136,12 +150,8 @@ def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = No
     fig.add_trace(go.Scatter(x=np.log10(fn[keep]), y=np.log10(fd[keep]), mode="lines",
                              line=dict(color="red", width=3), name=frontier_label))
     if iso_loss is not None and iso_loss > law["E"]:
-        gap = iso_loss - law["E"] - law["A"] / (10 ** ln) ** law["alpha"]
-        ok = gap > 0
-        d_iso = (law["B"] / gap[ok]) ** (1 / law["beta"])
-        inside = d_iso <= d_hi
-        fig.add_trace(go.Scatter(x=ln[ok][inside], y=np.log10(d_iso[inside]), mode="lines",
-                                 line=dict(color="black", width=2, dash="dash"), name=f"loss {iso_loss:.4f}"))
+        _iso_line(fig, go, law, ln, d_hi, iso_loss, dict(color="black", width=2, dash="dash"),
+                  f"loss {iso_loss:.4f}", legend=True)
     if runs:
         fig.add_trace(go.Scatter(x=np.log10(runs["params"]), y=np.log10(runs["tokens"]), mode="markers",
                                  marker=dict(color="white", line=dict(color="black", width=1), size=6),
