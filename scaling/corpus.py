@@ -323,6 +323,18 @@ class _Inline:
         return map(fn, items)
 
 
+def _remove_stale(parent: Path, max_age_s: float = 6 * 3600) -> None:
+    """Temp dirs of builders that were killed mid-build (a live build takes about a minute)."""
+    import time
+
+    for p in parent.glob(".*.tmp-*"):
+        try:
+            if time.time() - p.stat().st_mtime > max_age_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def default_corpus_dir(progress: bool = True) -> Path:
     """The built default corpus (building it into the cache on first use).
 
@@ -333,6 +345,7 @@ def default_corpus_dir(progress: bool = True) -> Path:
     if (final / "provenance.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(final.parent)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
         prov = build_default_corpus(tmp, progress=progress)

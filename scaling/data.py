@@ -479,8 +479,10 @@ def prepare(
         raise UserError(f"corpus has {len(docs)} document(s): too few to split into train and validation "
                         "(a .txt file is one document; put many documents in a .jsonl file)")
 
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    ok = False
     try:
         if cfg.tokenizer == "bytes":
             tok = BytesTokenizer()
@@ -521,8 +523,15 @@ def prepare(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _install(tmp, out, force, identity, source_hash)
+        ok = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:  # leave no trace: remove the parent directories we created, if still empty
+            for p in made:
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
     return out
 
 

@@ -256,8 +256,10 @@ def test_bad_inputs_exit_2_one_line_nothing_left(tmp_path, capsys):
 
 def test_vocab_larger_than_corpus_supports(tmp_path, capsys):
     (tmp_path / "tiny.jsonl").write_text("".join(json.dumps({"text": "ab ba " * 5}) + "\n" for _ in range(5)))
-    code, _, err = _cli(capsys, "--corpus", tmp_path / "tiny.jsonl", "--out", tmp_path / "o", "--vocab-size", 5000)
-    assert code == 2 and "supports only" in err and not (tmp_path / "o").exists()
+    out = tmp_path / "new" / "dirs" / "o"
+    code, _, err = _cli(capsys, "--corpus", tmp_path / "tiny.jsonl", "--out", out, "--vocab-size", 5000)
+    assert code == 2 and "supports only" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.jsonl"]  # not even the parents we made
 
 
 def test_open_errors_name_the_path(tmp_path, docs):
