@@ -134,7 +134,8 @@ def _saving(ref: dict, new: dict) -> dict:
            "flops_pct": 100.0 * (1.0 - new["total_flops"] / ref["total_flops"]), "by_gpu": {}}
     for gpu, rb in ref["cost"]["total"].items():
         nb = new["cost"]["total"][gpu]
-        out["by_gpu"][gpu] = {**{k: rb[k] - nb[k] for k in rb}, "pct": 100.0 * (1.0 - nb["gpu_hours"] / rb["gpu_hours"])}
+        out["by_gpu"][gpu] = {**{k: rb[k] - nb[k] for k in rb},
+                              "pct": 100.0 * (1.0 - nb["gpu_hours"] / rb["gpu_hours"])}
     return out
 
 

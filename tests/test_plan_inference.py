@@ -143,11 +143,26 @@ def test_cli_prints_every_assumption_and_writes_figures(tmp_path, capsys):
     assert "training + inference" in html and "least compute" in html and "efficient frontier" in html
 
 
+def test_compare_famous_plans_served(capsys):
+    assert main(["plan", "--compare", "--inference-tokens", "10T", "--json"]) == 0
+    rows = {c["name"]: c for c in json.loads(capsys.readouterr().out)["compare"]}
+    for c in rows.values():
+        x = c["inference"]
+        assert x["target_loss"] == pytest.approx(c["loss"])
+        assert x["optimal"]["total_flops"] <= min(x["plan"]["total_flops"], x["chinchilla"]["total_flops"]) * (1 + 1e-9)
+    # Over-trained AlexaTM serves cheaper than the Chinchilla-optimal model of its loss;
+    # under-trained GPT-3 costs more.
+    saved = {k: rows[k]["inference"]["plan_saving"]["flops_pct"] for k in ("AlexaTM", "GPT-3")}
+    assert saved["AlexaTM"] > 0 > saved["GPT-3"]
+    assert main(["plan", "--compare", "--inference-tokens", "1T"]) == 0
+    assert "plan saves" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["plan", "--params", "20B", "--inference-tokens", "lots"], "--inference-tokens"),
     (["plan", "--params", "20B", "--inference-tokens", "1T", "--output-len", "0"], "--output-len"),
     (["plan", "--params", "20B", "--target-loss", "2.0"], "--target-loss goes alone"),
-    (["plan", "--compare", "--inference-tokens", "1T"], "do not combine with --compare"),
+    (["plan", "--compare", "--target-loss", "2.0"], "does not combine with --compare"),
     (["plan", "--params", "20B", "--inference-tokens", "1T", "--inference-mfu", "0"], "--inference-mfu"),
 ])
 def test_cli_inference_bad_input(argv, msg, capsys):

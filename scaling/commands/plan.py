@@ -199,6 +199,36 @@ def add_inference(r: dict, law, flop, assume, args, inference_tokens: float) -> 
                                     objective=args.objective, plan=plan)
 
 
+def compare_inference(r: dict, law, flop, assume, args, inference_tokens: float) -> None:
+    """Each famous plan served for the same T tokens, against the least-compute and the
+    Chinchilla-optimal models of its own loss."""
+    from scaling.inference import Serving, inference_plan
+
+    serving = Serving(inference_tokens, args.input_len, args.output_len)
+    for row in r["compare"]:
+        n, d = row["params"], row["tokens"]
+        row["inference"] = inference_plan(law, flop, assume, serving, row["loss"],
+                                          target_samples=law.loss(n, d, point=False)[:, 0], target_from="plan",
+                                          objective=args.objective, plan=(n, d))
+
+
+def format_compare_inference(r: dict) -> str:
+    from scaling.config import format_count
+    x0 = r["compare"][0]["inference"]
+    out = [f"served for {format_count(x0['inference_tokens'])} inference tokens ({x0['input_len']} in + "
+           f"{x0['output_len']} out per request), each against the models of its own loss:",
+           f"{'plan':12}{'total FLOPs':>13}{'least-compute N':>17}{'D':>8}{'total':>11}{'Chinchilla N':>14}"
+           f"{'D':>8}{'total':>11}  {'plan saves':>11}{'least saves':>12}"]
+    for c in r["compare"]:
+        x = c["inference"]
+        o, ch = x["optimal"], x["chinchilla"]
+        out.append(f"{c['name'][:12]:12}{x['plan']['total_flops']:>13.3g}{_n(o['params']):>17}{_n(o['tokens']):>8}"
+                   f"{o['total_flops']:>11.3g}{_n(ch['params']):>14}{_n(ch['tokens']):>8}{ch['total_flops']:>11.3g}"
+                   f"  {x['plan_saving']['flops_pct']:>10.1f}%{x['saving']['flops_pct']:>11.1f}%")
+    out.append("saves: total (training + inference) compute below the Chinchilla-optimal model of the same loss")
+    return "\n".join(out)
+
+
 def run(args: argparse.Namespace) -> int:
     from scaling.config import parse_count
     from scaling.plan import FlopModel, Law, make_plan
@@ -219,9 +249,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--target-loss goes alone (or give --params/--tokens or --compute and match their loss)")
     if args.compare is None and params is None and compute is None and args.target_loss is None:
         raise UserError("give --params and --tokens, --compute, --params alone, --target-loss, or --compare")
-    if args.compare is not None and inference_tokens is not None:
-        raise UserError("--inference-tokens/--target-loss do not combine with --compare: "
-                        "ask for one plan, e.g. --params 20B --tokens 1T --inference-tokens 1T")
+    if args.compare is not None and args.target_loss is not None:
+        raise UserError("--target-loss does not combine with --compare (each plan's own loss is the target)")
     if args.seq_len < 8:
         raise UserError(f"--seq-len: must be at least 8, got {args.seq_len}")
     if not 0 <= args.noise_density < 1:
@@ -239,6 +268,8 @@ def run(args: argparse.Namespace) -> int:
              "warnings": flop.warnings + ([law.note] if law.note else []) + [
                  "absolute losses belong to the data and tokenizer the law was fitted on; "
                  "ratios and allocations are what transfer"]}
+        if inference_tokens is not None:
+            compare_inference(r, law, flop, assume, args, inference_tokens)
     else:
         if args.target_loss is not None:
             # The plan shown is the Chinchilla-optimal model of that loss: its training compute.
@@ -262,6 +293,9 @@ def run(args: argparse.Namespace) -> int:
         if "inference" in r:
             print()
             print(format_inference(r["inference"], assume))
+        if "compare" in r and "inference" in r["compare"][0]:
+            print()
+            print(format_compare_inference(r))
     return 0
 
 
