@@ -13,9 +13,9 @@ unigram model is the one AlexaTM's SentencePiece used, the pre-tokenizer is the 
 
 Why a custom encode path: `tokenizers`' own `encode_batch` manages ~3 MB/s on two cores, which
 would make tokenising the bottleneck of a laptop demo. Natural text is Zipfian, so we split the
-text into whitespace-delimited chunks ourselves (a chunk boundary is always a pre-token boundary,
-see `_CHUNK_RE`), encode each DISTINCT chunk once with the reference tokenizer, and assemble
-documents from the cached chunk encodings with numpy gathers. The result is identical to the
+text into short chunks ourselves (words, punctuation runs, with a chunk boundary always at a
+pre-token boundary: see `_CHUNK_RE`), encode each DISTINCT chunk once with the reference
+tokenizer, and assemble documents from the cached chunk encodings with numpy gathers. The result is identical to the
 reference `Tokenizer.encode` (tests/test_tokenizer.py checks this on real and adversarial text).
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -65,13 +64,13 @@ _CHUNK_RE = re.compile(
 )
 # The same without the non-ASCII alternative, for ASCII-only texts.
 _ASCII_CHUNK_RE = re.compile(f"[{_WS}]+(?![^{_WS}])|[{_WS}]?(?:{_P}*'[A-Za-z0-9]+|[A-Za-z]+|[0-9]+|{_P}+)")
-_WS_CHARS = frozenset("\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B))))
+_WS_CHARS = frozenset(c for c in map(chr, range(0x3001)) if re.fullmatch(f"[{_WS}]", c))
 # Chunks missing from the cache are encoded by the reference encoder in a few long strings,
 # joined by "\n", not one call per chunk (per-item overhead dominates for short chunks). The
 # separator stays its own pre-token when the next chunk starts with at most one whitespace
 # character ("\n" + " word" splits as "\n", " word"; "\n" + "word" as "\n", "word"), and every
 # chunk ends in non-whitespace, so the boundaries survive; token offsets map ids back to chunks.
-# Chunks with 2+ leading whitespace characters (or only whitespace) go one by one.
+# Chunks that are only whitespace (or start with 2+ whitespace characters) go one by one.
 _SEP = "\n"
 _JOIN_PARTS = 8  # strings per reference call: the library encodes a batch on all cores
 CACHE_LIMIT = 4_000_000  # distinct chunks kept; beyond it the cache restarts (bounded memory)
@@ -257,15 +256,6 @@ def tokenizer_from_json(text: str, kind: str, where: str = "tokenizer.json") -> 
     except Exception as e:  # the library raises plain Exception on bad JSON
         raise UserError(f"{where}: not a valid tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return TrainedTokenizer(hf, kind)
-
-
-@dataclass(frozen=True)
-class TokenizerSpec:
-    kind: str = "bpe"
-    vocab_size: int = 8192
-
-    def __post_init__(self):
-        check_vocab_size(self.kind, self.vocab_size)
 
 
 def load_tokenizer_file(path: Path, kind: str):
