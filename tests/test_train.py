@@ -1,0 +1,138 @@
+"""One training run end to end on the embedded corpus: loss falls, records are complete,
+a killed run resumes to the same result, bad inputs fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from scaling.cli import main
+from scaling.model import ModelConfig
+
+# Small enough for a 2-core CI machine, long enough for the loss to fall well.
+ARGS = ["--params", "2M", "--tokens", "120K", "--seq-len", "64", "--batch-size", "16",
+        "--val-points", "5", "--no-progress"]
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", *ARGS, "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "2M-120K"
+    assert _train(out) == 0
+    return out
+
+
+def test_run_completes_and_loss_falls(finished):
+    rec = json.loads((finished / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["error"] is None
+    cfg = ModelConfig(**rec["model"])
+    assert rec["n_params"] == cfg.n_params() and rec["n_params_nonembed"] == cfg.n_params(embeddings=False)
+    assert rec["tokens_seen"] == rec["steps"] * 16 * 64 <= 120_000
+    assert rec["flops"] == pytest.approx(rec["tokens_seen"] * rec["flops_per_token"])
+    m = pl.read_parquet(finished / "metrics.parquet")
+    val = m.filter(pl.col("split") == "val").sort("step")
+    assert val["step"][0] == 0 and val["step"][-1] == rec["steps"]
+    assert len(val) >= 4  # log-spaced points for Approach 1
+    first, last = val["val_loss"][0], val["val_loss"][-1]
+    assert last < 0.8 * first, (first, last)
+    for task in ("mixed", "denoise", "clm"):
+        v = rec["val"][task]
+        assert 0 < v["loss"] < first and 0 < v["bpb"] < v["loss"] * 2
+    assert rec["val"]["mixed"]["loss"] == pytest.approx(last)
+    train = m.filter(pl.col("split") == "train")
+    assert train["tokens"].is_sorted() and (train["tokens_per_s"] > 0).all()
+    assert train["lr"].max() <= rec["lr"] * 1.0001
+    # schedule ends at the budget: 10% of peak at the last step
+    assert train.sort("step")["lr"][-1] == pytest.approx(0.1 * rec["lr"], rel=0.05)
+    assert not (finished / "checkpoints" / "last.ckpt").exists()
+
+
+def test_completed_run_is_not_retrained(finished, capsys):
+    before = (finished / "run.json").read_text()
+    t = time.time()
+    assert _train(finished) == 0
+    assert time.time() - t < 20
+    assert (finished / "run.json").read_text() == before
+    assert "completed" in capsys.readouterr().out
+
+
+def test_resume_after_kill_gives_the_same_run(finished, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "scaling.cli", "train", *ARGS, "--out", str(out), "--checkpoint-every", "0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "running"  # killed: not completed, not failed
+    assert _train(out) == 0
+    resumed = json.loads((out / "run.json").read_text())
+    ref = json.loads((finished / "run.json").read_text())
+    assert resumed["status"] == "completed" and resumed["restarts"] == 1
+    assert resumed["tokens_seen"] == ref["tokens_seen"]
+    # Same examples in the same order, same optimizer state: the same final loss.
+    assert resumed["val"]["mixed"]["loss"] == pytest.approx(ref["val"]["mixed"]["loss"], rel=1e-4)
+    steps = pl.read_parquet(out / "metrics.parquet").filter(pl.col("split") == "val")["step"].to_list()
+    assert steps == sorted(set(steps))  # no duplicated rows after the resume
+
+
+def test_existing_run_with_other_config_is_refused(finished, capsys):
+    rc = main(["train", *ARGS[:-1], "--lr", "0.01", "--out", str(finished), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "different config" in err and "\n" not in err
+    assert json.loads((finished / "run.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--params", "12Q", "--tokens", "1M"], "--params"),
+        (["--params", "2M", "--tokens", "lots"], "--tokens"),
+        (["--params", "2M", "--tokens", "100"], "smaller than one batch"),
+        (["--params", "2M", "--tokens", "1M", "--corpus", "does/not/exist"], "no such file"),
+        (["--params", "2M", "--tokens", "1M", "--clm-ratio", "1.5"], "--clm-ratio"),
+    ],
+)
+def test_bad_inputs_exit_2_without_a_run(tmp_path, capsys, argv, needle):
+    out = tmp_path / "bad"
+    assert main(["train", *argv, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and "\n" not in err
+    assert not (out / "run.json").exists()
+
+
+def test_empty_corpus_is_refused(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--params", "2M", "--tokens", "1M", "--corpus", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_divergence_is_recorded(tmp_path):
+    """An absurd learning rate without clipping blows the loss up: status diverged."""
+    from scaling.config import TrainConfig
+    from scaling.train import TrainingRun
+
+    cfg = TrainConfig(params="300K", tokens=30_000, out=str(tmp_path / "div"), seq_len=32, lr=1e4,
+                      grad_clip=0.0, warmup_frac=0.0, val_points=3, val_batches=1, progress=False, log_every=1)
+    rec = TrainingRun(cfg).fit()
+    assert rec["status"] == "diverged" and "non-finite" in rec["error"]
+    assert rec["tokens_seen"] < 30_000
