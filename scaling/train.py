@@ -262,6 +262,12 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
                 self._sums = s if self._sums is None else self._sums + s
             return loss
 
+        def on_before_optimizer_step(self, optimizer):
+            # Clipping here rather than through Trainer(gradient_clip_val): Lightning refuses
+            # to clip for fused AdamW, which needs no unscaling under bf16.
+            if cfg.grad_clip and cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+
         def on_train_batch_start(self, batch, batch_idx):
             # Signals that ask for a checkpoint (submitit's USR2) are held back during the
             # step and delivered at its end, so a checkpoint never holds half an update.
@@ -559,7 +565,6 @@ class TrainingRun:
             precision=precision,
             max_steps=plan.steps,
             max_epochs=-1,
-            gradient_clip_val=cfg.grad_clip,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
