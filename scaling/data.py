@@ -49,6 +49,7 @@ from scaling.tokenizer import (
     BytesTokenizer,
     check_vocab_size,
     dtype_for,
+    encode_batches,
     load_tokenizer_file,
     train_tokenizer,
 )
@@ -391,19 +392,25 @@ def _sample_for_training(docs: Sequence[str], limit_bytes: int, seed: int) -> li
     return out
 
 
+def _batches(docs: Sequence[str], max_bytes: int) -> list[Sequence[str]]:
+    out, i = [], 0
+    while i < len(docs):
+        j, size = i, 0
+        while j < len(docs) and (size < max_bytes or j == i):
+            size += len(docs[j])
+            j += 1
+        out.append(docs[i:j])
+        i = j
+    return out
+
+
 def _write_split(tmp: Path, split: str, docs: Sequence[str], tok, dtype: np.dtype, bar) -> dict:
-    """Encode docs in batches straight to <split>.bin; return the split's counts."""
+    """Encode docs in batches (in parallel, in order) straight to <split>.bin; return the counts."""
     starts = [np.zeros(1, dtype=np.int64)]
     n_tokens = n_bytes = 0
+    batches = _batches(docs, ENCODE_BATCH_BYTES)
     with open(tmp / f"{split}.bin", "wb") as fh:
-        i = 0
-        while i < len(docs):
-            j, size = i, 0
-            while j < len(docs) and (size < ENCODE_BATCH_BYTES or j == i):
-                size += len(docs[j])
-                j += 1
-            batch = docs[i:j]
-            ids, lengths = tok.encode_to_array(batch)
+        for batch, (ids, lengths) in zip(batches, encode_batches(tok, batches)):
             lengths = lengths + 1  # each document's <eos>
             ends = np.cumsum(lengths)
             out = np.empty(int(ends[-1]), dtype=dtype)
@@ -417,7 +424,6 @@ def _write_split(tmp: Path, split: str, docs: Sequence[str], tok, dtype: np.dtyp
             n_tokens += len(out)
             n_bytes += sum(len(d.encode("utf-8")) for d in batch)
             bar.update(sum(len(d) for d in batch))
-            i = j
     doc_starts = np.concatenate(starts).astype(np.int64)
     np.save(tmp / f"{split}_docs.npy", doc_starts)
     return {"n_tokens": int(n_tokens), "n_docs": len(docs), "n_bytes": int(n_bytes)}

@@ -17,6 +17,7 @@ from scaling.tokenizer import (
     SPECIAL_TOKENS,
     UNK_ID,
     BytesTokenizer,
+    encode_batches,
     train_tokenizer,
 )
 from scaling.errors import UserError
@@ -73,6 +74,15 @@ def test_fast_encoder_equals_reference(trained, real_docs):
     assert trained.encode_batch(texts[::-1]) == fast[::-1]
     trained.clear_cache()
     assert trained.encode_batch(texts[:50]) == fast[:50]
+
+
+def test_parallel_batches_equal_serial(trained, real_docs):
+    batches = [real_docs[i : i + 40] for i in range(0, 200, 40)] + [ADVERSARIAL]
+    serial = [trained.encode_to_array(b) for b in batches]
+    parallel = list(encode_batches(trained, batches, workers=2))
+    assert len(parallel) == len(batches)
+    for (a_ids, a_len), (b_ids, b_len) in zip(serial, parallel):
+        assert np.array_equal(a_ids, b_ids) and np.array_equal(a_len, b_len)
 
 
 def test_literal_special_text_is_not_a_special_id(trained):
