@@ -96,7 +96,7 @@ def main() -> None:
     from scaling.sweep.collect import collect
     from scaling.sweep.launch import launch
     from scaling.sweep.spec import load_sweep
-    from scaling.sweep.status import sweep_states
+    from scaling.sweep.status import summary, sweep_states
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
@@ -116,7 +116,7 @@ def main() -> None:
             try:
                 states, t_st = timed(lambda: sweep_states(tmp / "out500"))
                 print(f"500-run sweep: real submission to Slurm {t_sub:.2f} s (job array {array}, "
-                      f"{len(res.job_ids)} tasks); status with squeue+sacct {t_st:.2f} s")
+                      f"{len(res.job_ids)} tasks); status with squeue+sacct {t_st:.2f} s ({summary(states)})")
             finally:
                 subprocess.run(["scancel", array], check=False)
         else:

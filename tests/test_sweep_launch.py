@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -31,9 +33,21 @@ def tiny_shards(out: Path) -> Path:
                    source={"paths": "stdlib docstrings"}, progress=False)
 
 
+@pytest.fixture
+def tmp_path():
+    """A private temporary directory. Not pytest's: pytest keeps only its 3 latest base
+    directories, so concurrent pytest sessions on one machine delete each other's, under
+    jobs that are still writing there."""
+    d = Path(tempfile.mkdtemp(prefix="scaling-sweep-test-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return tiny_shards(tmp_path_factory.mktemp("data") / "shards")
+def shards():
+    d = Path(tempfile.mkdtemp(prefix="scaling-sweep-data-"))
+    yield tiny_shards(d / "shards")
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def sweep_file(tmp_path: Path, shards: Path, body: str, train: str = "") -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -72,16 +73,20 @@ def record_start(path: Path) -> dict:
     return rec
 
 
-def _record_checkpoint(path: Path, step: int | None) -> None:
+def update_record(path: Path, **fields) -> None:
     import json
 
     try:
-        rec = json.loads(path.read_text())
+        rec = json.loads(Path(path).read_text())
     except (FileNotFoundError, ValueError):
         return
-    rec["checkpointed"] = rec.get("checkpointed", 0) + 1
-    rec["checkpoint_steps"] = rec.get("checkpoint_steps", []) + [step]  # where each requeue resumes
-    atomic_write_json(path, rec)
+    for k, v in fields.items():
+        rec[k] = v(rec.get(k)) if callable(v) else v
+    atomic_write_json(Path(path), rec)
+
+
+def report_every_s() -> float:
+    return float(os.environ.get("SCALING_JOB_REPORT_S", "10"))
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -91,6 +96,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.config = dict(config)
         self.record = record  # path of this run's job record, or None
         self._run = None
+        self._lock = threading.Lock()
 
     def __call__(self) -> dict:
         limit_threads()
@@ -101,7 +107,26 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self.record:
             record_start(Path(self.record))
         self._run = TrainingRun(cfg)
-        return self._run.fit()
+        stop = threading.Event()
+        if self.record:
+            threading.Thread(target=self._report, args=(stop,), daemon=True, name="job-report").start()
+        try:
+            return self._run.fit()
+        finally:
+            stop.set()
+
+    def _report(self, stop: threading.Event) -> None:
+        """Every few seconds, put the trainer's step in the job record: `status` shows the
+        progress of running runs, and `start_step` (where this start resumed) proves a
+        requeued job picked up its checkpoint."""
+        while not stop.wait(report_every_s()):
+            trainer = getattr(self._run, "trainer", None)
+            module = getattr(self._run, "module", None)
+            if trainer is None:
+                continue
+            with self._lock:
+                update_record(Path(self.record), step=int(trainer.global_step),
+                              start_step=int(getattr(module, "start_step", 0) or 0), updated_at=time.time())
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # Called by submitit from its USR2 handler, in the main thread, while fit() runs.
@@ -109,9 +134,16 @@ class TrainJob(submitit.helpers.Checkpointable):
             self._run.save_checkpoint()
             if self.record:
                 trainer = getattr(self._run, "trainer", None)
-                _record_checkpoint(Path(self.record), getattr(trainer, "global_step", None))
+                step = getattr(trainer, "global_step", None)
+                with self._lock:  # the report thread may be mid-write; it never waits on us
+                    update_record(Path(self.record), checkpointed=lambda n: (n or 0) + 1,
+                                  checkpoint_steps=lambda steps: (steps or []) + [step])
         # A fresh instance: `self` holds the live TrainingRun, which must not be pickled.
         return submitit.helpers.DelayedSubmission(type(self)(self.config, self.record))
 
     def __getstate__(self) -> dict:
         return {"config": self.config, "record": self.record, "_run": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()

@@ -43,6 +43,18 @@ class RunState:
     scheduler: str | None = None  # raw scheduler state, when known
     record: dict | None = None    # run.json
     entry: RunEntry | None = None
+    step: int | None = None       # latest step the job reported (running runs)
+
+    @property
+    def tokens_seen(self) -> int | None:
+        """Tokens trained so far: the run's record, or for a running run its job's report."""
+        rec = self.record or {}
+        if self.state == "running" and self.step is not None:
+            cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
+            per_step = rec.get("tokens_per_step") or (cfg.get("batch_size", 0) * cfg.get("seq_len", 0)
+                                                       * cfg.get("devices", 1) * cfg.get("num_nodes", 1))
+            return self.step * per_step
+        return rec.get("tokens_seen")
 
     def to_dict(self) -> dict:
         return {"run": self.name, "state": self.state, "error": self.error, "requeues": self.requeues,
@@ -65,32 +77,43 @@ def _expand(job_id: str) -> list[str]:
     return out
 
 
-def slurm_states(jobs: list[Job]) -> dict[str, tuple[str, str]]:
-    """job id -> (STATE, job name) for our Slurm jobs; live ones from squeue, finished ones
-    from sacct (needs accounting). Returns {} when Slurm's commands are not installed."""
+def _ts(text: str) -> float | None:
+    """Slurm's local ISO time ('2026-01-31T12:00:00') -> epoch seconds."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        return None
+
+
+def slurm_states(jobs: list[Job]) -> dict[str, tuple[str, str, float | None]]:
+    """job id -> (STATE, job name, submit time) for our Slurm jobs: live ones from squeue,
+    finished ones from sacct (needs accounting), just-ended ones from scontrol. Returns {}
+    when Slurm's commands are not installed."""
     if not jobs or shutil.which("squeue") is None:
         return {}
     wanted = {j.job_id for j in jobs}
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str, str, float | None]] = {}
 
     def take(text: str) -> None:
         for line in text.splitlines():
             parts = line.strip().split("|")
-            if len(parts) < 3:
+            if len(parts) < 4:
                 continue
             jid, name, state = parts[0], parts[1], parts[2].split()[0] if parts[2] else "UNKNOWN"
             for j in _expand(jid):
                 if j in wanted and j not in out:
-                    out[j] = (state, name)
+                    out[j] = (state, name, _ts(parts[3]))
 
-    q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T"], capture_output=True, text=True)
+    q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%j|%T|%V"], capture_output=True, text=True)
     if q.returncode == 0:
         take(q.stdout)
     rest = sorted({j.split("_")[0] for j in wanted - set(out)})
     if rest and shutil.which("sacct"):
         # -X: allocations only; without --duplicates sacct shows a requeued job's latest record.
         for i in range(0, len(rest), 500):
-            a = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State", "-j", ",".join(rest[i:i + 500])],
+            a = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,JobName,State,Submit", "-j", ",".join(rest[i:i + 500])],
                                capture_output=True, text=True)
             if a.returncode == 0:
                 take(a.stdout)
@@ -101,8 +124,15 @@ def slurm_states(jobs: list[Job]) -> dict[str, tuple[str, str]]:
         first = c.stdout.splitlines()[0] if c.returncode == 0 and c.stdout.strip() else ""
         fields = dict(kv.split("=", 1) for kv in first.split() if "=" in kv)
         if "JobState" in fields:
-            out[j] = (fields["JobState"], fields.get("JobName", ""))
+            out[j] = (fields["JobState"], fields.get("JobName", ""), _ts(fields.get("SubmitTime", "")))
     return out
+
+
+def ours(job: Job, name: str, submitted: float | None) -> bool:
+    """Is the scheduler's job with this id the one we submitted? Ids restart at 1 when a
+    cluster's state is wiped. The name is unique per launch, but sacct sometimes reports a
+    job cancelled at start as 'allocation'; then the submit time decides."""
+    return name == job.name or (submitted is not None and abs(submitted - job.submitted_at) < 300)
 
 
 def local_alive(job: Job) -> bool:
@@ -196,11 +226,12 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
     st.requeues = int((rec or {}).get("restarts") or 0)
     if jrec and (job is None or jrec.get("job_id") in (job.job_id, None)):
         st.requeues = max(st.requeues, int(jrec.get("requeues", 0)))
+        st.step = jrec.get("step")
 
     active, sstate = False, None
     if job is not None and job.executor == "slurm":
         got = sched.get(job.job_id)
-        if got and got[1] == job.name:  # a recycled job id (cluster wiped) is not our job
+        if got and ours(job, got[1], got[2]):  # a recycled job id (cluster wiped) is not our job
             sstate = got[0]
             active = sstate in ACTIVE
     elif job is not None and job.executor == "local":
@@ -250,7 +281,7 @@ def table(states: list[RunState], width: int | None = None) -> str:
         rec = s.record or {}
         n = rec.get("n_params") or (s.entry.n_params if s.entry else None)
         planned = (rec.get("config") or {}).get("tokens") or ((s.entry.config or {}).get("tokens") if s.entry else None)
-        seen = rec.get("tokens_seen")
+        seen = s.tokens_seen
         tokens = f"{format_count(seen) if seen is not None else '-'}/{format_count(planned) if planned else '?'}"
         err = s.error or ""
         rows.append((s.name, s.state, format_count(n) if n else "-", tokens,
