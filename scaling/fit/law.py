@@ -93,9 +93,15 @@ def predict_loss(params: dict, n, d) -> np.ndarray:
     return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
 
 
+def _exp(v: float) -> float:
+    # A resample can drive a term's log-coefficient far out (that term vanishes from the
+    # law); report it as inf for the caller to drop rather than crash.
+    return math.exp(v) if v < 709 else math.inf
+
+
 def to_params(x: np.ndarray) -> dict:
     a, b, e, alpha, beta = (float(v) for v in x)
-    return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": alpha, "beta": beta}
+    return {"E": _exp(e), "A": _exp(a), "B": _exp(b), "alpha": alpha, "beta": beta}
 
 
 def from_params(p: dict) -> np.ndarray:

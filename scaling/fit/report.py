@@ -216,6 +216,13 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     if opts.n_boot > 0:
         xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
         ps = [law.to_params(x) for x in xs]
+        ok = [all(math.isfinite(v) and v > 0 for v in (p["E"], p["A"], p["B"], p["alpha"], p["beta"])) for p in ps]
+        if not all(ok):
+            warnings.append(f"approach 3: {len(ok) - sum(ok)} of {len(ok)} bootstrap fits were degenerate (a term "
+                            "of the law vanished) and are left out of the intervals")
+            ps = [p for p, good in zip(ps, ok) if good]
+        if len(ps) < 2:
+            raise _Skip("approach 3: the bootstrap fits are all degenerate; the data do not pin the law down")
         rows = [{**p, **derived(p, c_ref)} for p in ps]
         out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) for k in keys}
         E = np.array([p["E"] for p in ps])
