@@ -20,6 +20,9 @@ from typing import Any
 
 from scaling.errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
 CKPT_DIR = "checkpoints"
@@ -36,6 +39,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for the whole team
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -57,6 +61,7 @@ def write_parquet_atomic(df, path: Path) -> None:
     os.close(fd)
     try:
         df.write_parquet(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         try:
