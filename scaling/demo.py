@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from scaling.cli import main as cli
 
@@ -35,6 +36,9 @@ def main() -> int:
     t0 = time.time()
     for i, (title, argv) in enumerate(STEPS, 1):
         print(f"\n== {i}/{len(STEPS)} {title}\n$ scaling {' '.join(argv)}", flush=True)
+        if argv[0] == "prepare" and Path(argv[-1], "meta.json").exists():
+            print(f"{argv[-1]} already holds shards; kept (delete it to rebuild)")
+            continue
         rc = cli(argv)
         if rc not in (0, None):
             print(f"demo: step {i} exited {rc}", file=sys.stderr)
