@@ -488,6 +488,7 @@ def prepare(
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    _usual_mode(tmp)
     ok = False
     try:
         if cfg.tokenizer == "bytes":
@@ -539,6 +540,13 @@ def prepare(
                 except OSError:
                     break
     return out
+
+
+def _usual_mode(path: Path) -> None:
+    """mkdtemp makes 0700 directories; the renamed result should read like any other (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
 
 
 def _install(tmp: Path, out: Path, force: bool, identity: dict, source_hash: str) -> None:

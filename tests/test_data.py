@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sysconfig
 import threading
 import time
@@ -112,6 +113,9 @@ def test_prepare_txt_dir_round_trip(tmp_path, docs, capsys):
     assert (meta["pad_id"], meta["eos_id"], meta["clm_id"], meta["unk_id"]) == (0, 1, 2, 3)
     assert meta["source"]["paths"] == [str(corpus.resolve())] and len(meta["source"]["hash"]) == 64
     _check_consistent(out, docs)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     # Nothing but the shard directory was written beside it.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards", "txt"]
 
