@@ -20,7 +20,6 @@ COMMANDS = {
     "sweep": "plan, launch, watch and collect grids of runs",
     "fit": "fit Chinchilla's three approaches to a results table",
     "plan": "extrapolate a fit to a training plan and its cost",
-    "tune": "per-size learning-rate search with Optuna",
 }
 
 
@@ -34,7 +33,12 @@ def _load(name: str):
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scaling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scaling",
+        description="Compute-optimal scaling laboratory for encoder-decoder Transformers: "
+        "corpus -> token shards (prepare) -> runs (train, sweep) -> results table (sweep collect) "
+        "-> fits (fit) -> plan and pictures (plan).",
+    )
     from scaling import __version__
 
     parser.add_argument("--version", action="version", version=f"scaling {__version__}")

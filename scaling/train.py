@@ -230,6 +230,8 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
         def on_fit_start(self):
+            # Ranks are known once the strategy is set up; the loader iterates after this.
+            stream.rank = self.global_rank
             if cfg.compile and self.device.type == "cuda":
                 self._loss_fn = torch.compile(self.model.token_losses)
             precision = str(self.trainer.precision)
@@ -336,7 +338,7 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
                     total += float(losses.sum())
                     count += int((b["labels"] != IGNORE_INDEX).sum())
                 out[task] = (total / max(count, 1), count / n)  # (nats/token, target tokens/example)
-            if world_size() > 1:
+            if plan.world > 1:
                 t = torch.tensor([out["denoise"][0], out["clm"][0]], device=self.device, dtype=torch.float64)
                 t = self.trainer.strategy.reduce(t, reduce_op="mean")
                 out["denoise"] = (float(t[0]), out["denoise"][1])
@@ -392,9 +394,6 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
                 trainer.save_checkpoint(tmp, weights_only=False)
                 os.replace(tmp, ckpt_path)
             self._t_ckpt = time.monotonic()
-
-    def world_size():
-        return plan.world
 
     stream = BatchStream(val_dir, obj_cfg, cfg.seed, cfg.batch_size, 0, plan.world)
     module = LitEncoderDecoder()
@@ -577,7 +576,6 @@ class TrainingRun:
             plugins=plugins or None,
         )
         self.trainer = trainer
-        stream.rank = trainer.global_rank
         loader = torch.utils.data.DataLoader(
             stream, batch_size=None, num_workers=1 if accel == "cuda" else 0,
             pin_memory=accel == "cuda", persistent_workers=False,
