@@ -171,9 +171,14 @@ class RunPlan:
     extra: dict = field(default_factory=dict)
 
 
+def model_config(params, vocab_size: int, seq_len: int, tied_embeddings: bool = True) -> ModelConfig:
+    """The shape a run trains: the size rule with the data's vocabulary and position tables
+    as long as the source window. Sweeps plan with this too, so plans match runs exactly."""
+    return ModelConfig.from_params(params, vocab_size=vocab_size, max_len=seq_len, tied_embeddings=tied_embeddings)
+
+
 def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
-    tied = cfg.tied_embeddings
-    model = ModelConfig.from_params(cfg.params, vocab_size=vocab_size, max_len=cfg.seq_len, tied_embeddings=tied)
+    model = model_config(cfg.params, vocab_size, cfg.seq_len, cfg.tied_embeddings)
     obj = ObjectiveConfig(seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span)
     enc_len, dec_len = obj.lengths
     world = cfg.devices * cfg.num_nodes
@@ -215,6 +220,8 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
             self._loss_fn = self.model.token_losses
             self._val = None
             self._blocked = False
+            self.data_digest = 0      # rolling hash of every target token trained on
+            self._digest = None
 
         # -- optimisation
         def configure_optimizers(self):
@@ -256,6 +263,12 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
             n_tok = mask.sum()
             loss = losses.sum() / n_tok.clamp(min=1)
             with torch.no_grad():
+                # Proof of the data position: resumed and uninterrupted runs must end with the
+                # same digest (float results may differ in the last bits between runs on CPU).
+                w = torch.arange(1, labels.shape[1] + 1, device=labels.device)
+                if self._digest is None:
+                    self._digest = torch.tensor(self.data_digest, dtype=torch.int64, device=labels.device)
+                self._digest = self._digest * 1_000_003 + (labels.long() * w).sum()
                 clm = batch["is_clm"][:, None]
                 s = torch.stack([
                     (losses * ~clm).sum(), (mask & ~clm).sum(), (losses * clm).sum(), (mask & clm).sum(),
@@ -366,7 +379,7 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
         # -- checkpoints carry the data position, the metrics so far and elapsed time
         def on_save_checkpoint(self, checkpoint):
             checkpoint["scaling"] = {
-                "rows": self.rows, "step": self.global_step,
+                "rows": self.rows, "step": self.global_step, "data_digest": self.digest(),
                 "elapsed": self.elapsed_before + time.monotonic() - getattr(self, "_t_start", time.monotonic()),
             }
 
@@ -375,7 +388,11 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
             self.rows = [r for r in state.get("rows", []) if r["step"] <= checkpoint["global_step"]]
             self.start_step = checkpoint["global_step"]
             self.elapsed_before = state.get("elapsed", 0.0)
+            self.data_digest, self._digest = state.get("data_digest", 0), None
             stream.start_step = self.start_step
+
+        def digest(self) -> int:
+            return int(self._digest) if self._digest is not None else self.data_digest
 
         def save_last(self):
             """Write checkpoints/last.ckpt atomically. Safe between steps and from a signal
@@ -589,6 +606,7 @@ class TrainingRun:
         record["device"] = module.device_name
         record["precision"] = precision
         record["last_train_loss"] = getattr(module, "last_loss", None)
+        record["data_digest"] = f"{module.digest() & (2**64 - 1):016x}"
         if module.final_val is not None:
             v = module.final_val
             record["val"] = {

@@ -1,8 +1,8 @@
 """The model a run will train, known before it runs: plan and launch need its parameter
 count and FLOPs per token, and must get exactly the shape the trainer builds.
 
-The trainer (scaling.train.make_plan) sizes the model with the data's vocabulary and
-max_len = seq_len, so the vocabulary is read from the token shards' meta.json. A sweep
+The trainer's own rule (scaling.train.model_config) sizes the model from the data's
+vocabulary, so the vocabulary is read from the token shards' meta.json. A sweep
 file may state it (`[sweep] vocab_size`) so that a cluster sweep can be planned on a
 laptop that does not hold the cluster's data; where the data is here, the two must agree.
 """
@@ -44,10 +44,9 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
 
 def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None,
               stated_vocab: int | None = None):
-    from scaling.model import ModelConfig
+    from scaling.train import model_config
 
-    return ModelConfig.from_params(params, vocab_size=vocab_size(data, stated_vocab), max_len=seq_len,
-                                   tied_embeddings=tied_embeddings)
+    return model_config(params, vocab_size(data, stated_vocab), seq_len, tied_embeddings)
 
 
 def check_stated_vocab(data: str | None, stated: int) -> None:
