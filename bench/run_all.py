@@ -1,0 +1,37 @@
+"""Run every benchmark in turn on this machine (`make bench`); each prints its own figures.
+
+Benchmarks measure wall time: run them on a quiet machine, one at a time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = [
+    ("training throughput (CPU, fp32)", ["bench_train.py"]),
+    ("tokenizing", ["bench_tokenize.py"]),
+    ("fitting (Approach 3 grid and bootstrap)", ["bench_fit.py"]),
+    ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),
+]
+
+
+def main() -> int:
+    failed = []
+    for title, argv in BENCHES:
+        print(f"\n=== {title}: python bench/{' '.join(argv)}", flush=True)
+        t = time.time()
+        rc = subprocess.call([sys.executable, str(HERE / argv[0]), *argv[1:]])
+        print(f"=== {title}: exit {rc}, {time.time() - t:.0f} s", flush=True)
+        if rc:
+            failed.append(title)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
