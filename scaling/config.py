@@ -40,6 +40,23 @@ def parse_count(value: str | int | float, what: str = "count") -> int:
     return int(round(n))
 
 
+def read_toml(path, what: str = "file") -> dict:
+    """A TOML file as a dict; a missing file, bad TOML or binary content is a UserError
+    naming the path (and, for bad TOML, the line)."""
+    import tomllib
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: {what} not found")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{p}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a text file") from None
+
+
 def format_count(n: float) -> str:
     """20_000_000_000 -> '20B', 1_500_000 -> '1.5M'."""
     for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):

@@ -324,16 +324,10 @@ FAMOUS = [  # (name, parameters, training tokens) as published
 
 def read_plans_toml(path: str | Path) -> list:
     """[[plan]] tables with name, params, tokens (numbers or strings like "20B")."""
-    import tomllib
+    from scaling.config import parse_count, read_toml
 
-    from scaling.config import parse_count
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such plans file")
-    try:
-        doc = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{p}: not valid TOML ({e})") from None
+    doc = read_toml(p, "plans file")
     out = []
     for i, t in enumerate(doc.get("plan", [])):
         if not isinstance(t, dict) or not {"name", "params", "tokens"} <= set(t):

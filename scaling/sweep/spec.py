@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.config import TrainConfig, format_count, parse_count
+from scaling.config import read_toml
 from scaling.errors import UserError
 
 KINDS = ("grid", "isoflop")
@@ -256,14 +256,7 @@ def model_stats(cfg: TrainConfig, vocab: int | None = None) -> tuple[int, int, f
 # ------------------------------------------------------------------------ loading
 def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: sweep file not found")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: not valid TOML ({e})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
+    doc = read_toml(path, "sweep file")
 
     known = {"sweep", "grid", "isoflop", "train", "executor", "slurm"}
     for key in doc:
