@@ -99,7 +99,8 @@ def isoflop_figure(fit: dict):
 
 def _iso_line(fig, go, law: dict, ln, d_hi: float, level: float, line: dict, label: str, legend: bool):
     """The curve L(N, D) = level: D = (B / (level - E - A/N^alpha))^(1/beta) where it exists."""
-    gap = level - law["E"] - law["A"] / (10 ** ln) ** law["alpha"]
+    with np.errstate(over="ignore", divide="ignore"):
+        gap = level - law["E"] - law["A"] / (10 ** ln) ** law["alpha"]
     ok = gap > 0
     ld = np.log10(law["B"] / gap[ok]) / law["beta"]
     x, y = ln[ok][ld <= np.log10(d_hi)], ld[ld <= np.log10(d_hi)]

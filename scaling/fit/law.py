@@ -90,7 +90,8 @@ def predict_loss(params: dict, n, d) -> np.ndarray:
     """L(N, D) for the law's parameters (dict with E, A, B, alpha, beta)."""
     n = np.asarray(n, float)
     d = np.asarray(d, float)
-    return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
+    with np.errstate(over="ignore"):  # a degenerate law (huge exponent) gives inf terms -> 0
+        return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
 
 
 def _exp(v: float) -> float:
