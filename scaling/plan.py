@@ -87,7 +87,8 @@ class Law:
 
     def loss(self, n, d, point: bool = True) -> np.ndarray:
         E, A, B, al, be = self.arrays(point)
-        return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
+        with np.errstate(over="ignore"):  # a degenerate law's huge exponent: that term is 0
+            return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
 
 
 @dataclass
@@ -104,12 +105,6 @@ class FlopModel:
     def __post_init__(self):
         if self.kind not in ("encdec", "6nd"):
             raise UserError(f"--flops: expected encdec or 6nd, got {self.kind!r}")
-        if self.kind == "encdec":
-            try:
-                import scaling.model  # noqa: F401
-            except ImportError as e:
-                self.warnings.append(f"scaling.model unavailable ({e}); counting compute as 6ND")
-                self.kind = "6nd"
 
     def per_token(self, n) -> np.ndarray:
         n = np.asarray(n, float)
@@ -195,7 +190,8 @@ def optimum(law: Law, compute, flop: FlopModel, point: bool = True, n_grid: int 
     lg = 0.5 * np.log10(c / 6.0) + np.linspace(-4.0, 3.0, n_grid)[None, :]   # [S, G]
     n = 10.0 ** lg
     d = c / flop.per_token(n)
-    L = E + A / n ** al + B / d ** be
+    with np.errstate(over="ignore"):  # a degenerate law's huge exponent: that term is 0
+        L = E + A / n ** al + B / d ** be
     j = np.argmin(L, axis=1)
     i = np.clip(j, 1, n_grid - 2)
     rows = np.arange(S)
@@ -205,7 +201,8 @@ def optimum(law: Law, compute, flop: FlopModel, point: bool = True, n_grid: int 
     step = 7.0 / (n_grid - 1)
     n_opt = 10.0 ** (lg[rows, i] + np.clip(shift, -1, 1) * step)
     d_opt = c[:, 0] / flop.per_token(n_opt)
-    l_opt = E[:, 0] + A[:, 0] / n_opt ** al[:, 0] + B[:, 0] / d_opt ** be[:, 0]
+    with np.errstate(over="ignore"):
+        l_opt = E[:, 0] + A[:, 0] / n_opt ** al[:, 0] + B[:, 0] / d_opt ** be[:, 0]
     return n_opt, d_opt, l_opt, (j == 0) | (j == n_grid - 1)
 
 

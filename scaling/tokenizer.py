@@ -57,7 +57,7 @@ _WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 # Cutting finely matters for the cache: "config.py.sum(x_1)" costs look-ups of "config", ".",
 # "py", ... rather than one reference call for a chunk seen once.
 _NA = f"[^\x00-\x7f{_WS}]"  # a non-ASCII, non-whitespace character
-_P = f"[\x00-\x08\x0e-\x1f!-/:-@\\[-`{{-\x7f]"  # ASCII neither letter, digit nor whitespace
+_P = "[\x00-\x08\x0e-\x1f!-/:-@\\[-`{-\x7f]"  # ASCII neither letter, digit nor whitespace
 _CHUNK_RE = re.compile(
     f"[{_WS}]+(?![^{_WS}])"
     # The lookbehind tries the whole-word alternative only at a word's start: linear time.

@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import torch
 from scaling import __version__
 from scaling.config import TrainConfig, parse_count
 from scaling.errors import UserError
-from scaling.model import IGNORE_INDEX, EncoderDecoder, ModelConfig
+from scaling.model import IGNORE_INDEX, EncoderDecoder, ModelConfig, objective_lengths
 from scaling.objectives import MixedObjective, ObjectiveConfig
 from scaling.rundir import (
     CKPT_DIR,
@@ -168,7 +168,6 @@ class RunPlan:
     dec_len: int
     world: int
     tokens_budget: int
-    extra: dict = field(default_factory=dict)
 
 
 def model_config(params, vocab_size: int, seq_len: int, tied_embeddings: bool = True) -> ModelConfig:
@@ -179,8 +178,7 @@ def model_config(params, vocab_size: int, seq_len: int, tied_embeddings: bool = 
 
 def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     model = model_config(cfg.params, vocab_size, cfg.seq_len, cfg.tied_embeddings)
-    obj = ObjectiveConfig(seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span)
-    enc_len, dec_len = obj.lengths
+    enc_len, dec_len = objective_lengths(cfg.seq_len, cfg.noise_density)
     world = cfg.devices * cfg.num_nodes
     tokens_per_step = cfg.batch_size * cfg.seq_len * world
     budget = parse_count(cfg.tokens, "token budget")
@@ -200,7 +198,7 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     )
 
 
-def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: ObjectiveConfig, ckpt_path: Path):
+def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: ObjectiveConfig, ckpt_path: Path):
     import lightning as L
 
     class LitEncoderDecoder(L.LightningModule):
@@ -334,7 +332,7 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
             if self._val is None:
                 from scaling.data import TokenShards
 
-                shards = TokenShards.open(val_dir, "val")
+                shards = TokenShards.open(shards_dir, "val")
                 self._val = (MixedObjective(shards.tokens, shards.doc_starts, obj_cfg, VAL_SEED), shards.bytes_per_token)
             obj, bytes_per_token = self._val
             was_training = self.model.training
@@ -412,7 +410,7 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, val_dir: str, obj_cfg: Obj
                 os.replace(tmp, ckpt_path)
             self._t_ckpt = time.monotonic()
 
-    stream = BatchStream(val_dir, obj_cfg, cfg.seed, cfg.batch_size, 0, plan.world)
+    stream = BatchStream(shards_dir, obj_cfg, cfg.seed, cfg.batch_size, 0, plan.world)
     module = LitEncoderDecoder()
     return module, stream
 

@@ -1,7 +1,6 @@
 """The analysis notebooks run top to bottom (their code cells, in order, in analysis/)."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -11,7 +11,6 @@ import pytest
 from scaling.cli import main
 from scaling.errors import UserError
 from scaling.rundir import atomic_write_json, write_parquet_atomic
-from scaling.sweep.collect import collect
 from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.sweep.status import sweep_states
 

@@ -80,7 +80,7 @@ def _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks) -
             alph[j] = rj * np.einsum("kp,kp->k", sj, q)
             q -= alph[j][:, None] * yj
         newest = order[0]
-        sn, yn, rn = s_hist[newest, idx], y_hist[newest, idx], rho[newest, idx]
+        yn, rn = y_hist[newest, idx], rho[newest, idx]
         yy = np.einsum("kp,kp->k", yn, yn)
         gamma = np.where(rn > 0, 1.0 / np.maximum(rn * yy, 1e-300), 0.0)
         # No curvature yet: a first step of unit length along -g (scipy does the same).
