@@ -163,7 +163,9 @@ def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = No
                                  marker=dict(symbol="star", size=14, color="orange",
                                              line=dict(color="black", width=1)), name=p["name"]))
     fig.update_layout(title="N–D plane: iso-loss contours and the compute-optimal frontier",
-                      template="plotly_white", height=600)
+                      template="plotly_white", height=650,
+                      # below the plot: on the right the legend would sit on the colour bar
+                      legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0))
     fig.update_xaxes(title="log10 parameters N", range=[ln[0], ln[-1]])
     fig.update_yaxes(title="log10 tokens D", range=[ld[0], ld[-1]])
     return fig
