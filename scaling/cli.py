@@ -20,6 +20,7 @@ COMMANDS = {
     "sweep": "plan, launch, watch and collect grids of runs",
     "fit": "fit Chinchilla's three approaches to a results table",
     "plan": "extrapolate a fit to a training plan and its cost",
+    "tune": "per-size learning-rate search with Optuna",
 }
 
 
