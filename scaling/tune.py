@@ -114,6 +114,7 @@ class Tuner:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.stopped = False  # a trial stopped early: finish the running ones, ask no more
 
     # ------------------------------------------------------------ set-up
     def _rule(self) -> tuple[float, int]:
@@ -206,7 +207,11 @@ class Tuner:
         if self.cfg.jobs == 1:
             for number, lr in todo:
                 self._tell(study, number, lr, _train_trial(self.cfg.train_config(lr, number).to_dict(), None))
+                if self.stopped:
+                    return
             for _ in range(remaining):
+                if self.stopped:
+                    return
                 number, lr = self._ask(study, dist)
                 self._tell(study, number, lr, _train_trial(self.cfg.train_config(lr, number).to_dict(), None))
             return
@@ -223,8 +228,8 @@ class Tuner:
                 running[fut] = (number, lr)
 
             queue = list(todo)
-            while queue or remaining or running:
-                while len(running) < self.cfg.jobs and (queue or remaining):
+            while running or ((queue or remaining) and not self.stopped):
+                while len(running) < self.cfg.jobs and (queue or remaining) and not self.stopped:
                     if queue:
                         submit(*queue.pop(0))
                     else:
@@ -243,6 +248,11 @@ class Tuner:
         if status == "usererror":
             study.tell(number, state=TrialState.FAIL)
             raise UserError(rec["error"])
+        if status == "running":
+            # Stopped before its budget (a signal): leave the trial RUNNING; a rerun resumes it.
+            self.stopped = True
+            self.log(f"trial {number}  lr {lr:.3g}  stopped: {rec.get('error')}; rerun to resume")
+            return
         if status == "completed" and loss is not None and math.isfinite(loss):
             study.tell(number, loss)
         elif status == "diverged":

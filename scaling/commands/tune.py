@@ -47,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     tuner = Tuner(cfg)
     best = tuner.run()
     print(format_table(tuner.table, best["trial"] if best else None))
+    if tuner.stopped:
+        print(f"a trial stopped before its budget: rerun the same command to resume {args.out}")
+        if best is None:
+            return 1
     if best is None:
         print(f"no completed trial in {args.out}: no best learning rate")
         return 1
@@ -56,4 +60,4 @@ def run(args: argparse.Namespace) -> int:
     edge = "  (at the edge of the range: widen --lr-min/--lr-max)" if best["at_range_edge"] else ""
     print(f"best lr {best['lr']:.4g} (trial {best['trial']}, val loss {best['loss']:.4f}); {rule}{edge}")
     print(f"wrote {args.out}/best.json: {json.dumps({k: best[k] for k in ('params', 'lr', 'loss', 'n_trials')})}")
-    return 0
+    return 1 if tuner.stopped else 0
