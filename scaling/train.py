@@ -20,6 +20,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -247,6 +248,17 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
                 # Lightning turns SIGTERM into a clean exit 0, which Slurm would record as a
                 # completed job that is never requeued; let submitit's USR2 path own it.
                 signal.signal(signal.SIGTERM, lambda s, f: print("SIGTERM received; waiting for USR2/kill", file=sys.stderr))
+            elif threading.current_thread() is threading.main_thread():
+                # A laptop run stopped with Ctrl-C or `kill`: finish the step, save a
+                # checkpoint, say so in run.json (fit() does both); a second signal is abrupt.
+                def stop(signum, frame):
+                    if self.trainer.should_stop:
+                        raise KeyboardInterrupt
+                    print(f"\n{signal.Signals(signum).name}: stopping after this step; rerun to resume", file=sys.stderr)
+                    self.trainer.should_stop = True
+
+                signal.signal(signal.SIGTERM, stop)
+                signal.signal(signal.SIGINT, stop)
             self._t_last = time.monotonic()
             self._t_start = time.monotonic()
             self._step_last = self.global_step

@@ -139,3 +139,25 @@ def test_divergence_is_recorded(tmp_path):
     rec = TrainingRun(cfg).fit()
     assert rec["status"] == "diverged" and "non-finite" in rec["error"]
     assert rec["tokens_seen"] < 30_000
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
+    """`kill` (or Ctrl-C) on a laptop run: finish the step, save, say so, exit 1; rerun resumes."""
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "scaling.cli", "train", "--params", "300K", "--tokens", "400K", "--seq-len", "32",
+           "--batch-size", "8", "--val-points", "3", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        rec = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else None
+        if rec is not None:
+            break
+        time.sleep(0.2)
+    time.sleep(4.0)  # well into training
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 1
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "running" and rec["error"].startswith("stopped at step")
+    assert 0 < rec["tokens_seen"] < 400_000
+    assert (out / "checkpoints" / "last.ckpt").exists()
