@@ -481,12 +481,13 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
         if center_tpp <= 0:
             raise UserError(f"{sec.where('center_tokens_per_param')} must be positive, got {center_tpp}")
     bt = _batch_tokens(base)
+    fixed = None if explicit is None else [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
     runs = []
     for i, raw in enumerate(budgets):
         c = _flops(f"{sec.where('budgets')}[{i}]", raw)
         where = f"{path}: isoflop.budgets[{i}] = {_show(raw)}"
-        if explicit is not None:
-            targets = [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
+        if fixed is not None:
+            targets = fixed
         else:
             center = _center(c, center_tpp, base, where, vocab)
             exps = [0.0] if k == 1 else [-1 + 2 * j / (k - 1) for j in range(k)]
