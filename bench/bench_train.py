@@ -68,7 +68,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(
                 params=size, tokens=steps * batch * seq_len, out=os.path.join(tmp, "run"), data=args.data,
-                seq_len=seq_len, batch_size=batch, val_points=2, val_batches=1, log_every=5,
+                seq_len=seq_len, batch_size=batch, val_points=2, val_examples=16, log_every=5,
                 checkpoint_every_s=1e9, progress=False, compile=gpu and not args.no_compile,
                 device="cuda" if gpu else "cpu", warmup_frac=0.1,
             )

@@ -13,6 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHES = [
     ("training throughput (CPU, fp32)", ["bench_train.py"]),
+    ("the demo's runs: FLOP/s before and after the re-sizing", ["bench_demo.py"]),
+    ("threads against step size", ["bench_threads.py"]),
     ("tokenizing", ["bench_tokenize.py"]),
     ("fitting (Approach 3 grid and bootstrap)", ["bench_fit.py"]),
     ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),

@@ -97,7 +97,7 @@ class TrainConfig:
     devices: int = 1                   # DDP processes (GPUs per node)
     num_nodes: int = 1
     val_points: int = 8                # validation evaluations at log-spaced token counts
-    val_batches: int = 8               # batches per validation evaluation
+    val_examples: int = 512            # validation examples per task (the same ones for every run)
     log_every: int = 10                # steps between metrics rows
     checkpoint_every_s: float = 60.0   # wall seconds between checkpoints/last.ckpt saves
     progress: bool = True              # progress bar on stderr

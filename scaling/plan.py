@@ -47,6 +47,7 @@ class Law:
     samples: np.ndarray
     source: str
     note: str | None = None
+    fitted_range: dict | None = None   # the fit's data: {"params": [lo, hi], "flops": [lo, hi], ...}
 
     @classmethod
     def default(cls, n_samples: int = 1000, seed: int = 0) -> "Law":
@@ -75,10 +76,25 @@ class Law:
         except UserError as e:
             raise UserError(f"{p}: {e}") from None
         note = None
+        if fit.get("approach3", {}).get("degenerate"):
+            note = f"{p}: this law is degenerate on its own data ({fit['approach3']['degenerate']}); read it as a curve fit, not a law"
         if samples is None or len(samples) < 20:
-            note = f"{p} holds no bootstrap samples: intervals are not available (fit with --bootstrap N)"
+            have = 0 if samples is None else len(samples)
+            note = (note + "; " if note else "") + (
+                f"{p} holds {have} usable bootstrap samples (fewer than 20): intervals are not available"
+                + ("" if have else " (fit with --bootstrap N)"))
             samples = np.array([[params[k] for k in PARAMS]])
-        return cls(params, samples, str(p), note)
+        rng = fit.get("range") if isinstance(fit.get("range"), dict) else None
+        return cls(params, samples, str(p), note, rng)
+
+    def reach(self, params: float | None, compute: float) -> dict | None:
+        """How far a plan lies beyond the runs the law was fitted on (None for the default law)."""
+        if not self.fitted_range:
+            return None
+        n_hi, c_hi = self.fitted_range["params"][1], self.fitted_range["flops"][1]
+        return {"fitted_max_params": n_hi, "fitted_max_flops": c_hi,
+                "params_factor": None if params is None else float(params / n_hi),
+                "flops_factor": float(compute / c_hi)}
 
     def arrays(self, point: bool):
         """Parameters as column arrays [S, 1] (or [1, 1] for the point estimate)."""

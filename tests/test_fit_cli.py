@@ -181,3 +181,52 @@ def test_data_constrained_fit_recovers_r_star(tmp_path):
     dc = fit["approach3"]["data_constrained"]
     assert dc["n_repeated"] == 90
     assert abs(np.log(dc["R_star_D"] / 15.4)) < np.log(1.5), dc
+
+
+def test_held_out_budget_is_predicted_by_default_with_its_extrapolation(tmp_path):
+    # Five budgets of a known law: the fit without the largest predicts its runs' losses and
+    # its N_opt; the extrapolation factor is the held-out budget over the largest fitted one.
+    df = isoflop_table(np.random.default_rng(3), budgets=(1e17, 1e18, 1e19, 1e20, 1e21), noise=0.001)
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    fit = fit_all(load_runs(p), opts=FitOptions(approaches=(2, 3), n_boot=0, progress=False))
+    hb = fit["holdout_budget"]
+    assert hb["budget"] == 1e21 and hb["n_runs"] == 9 and hb["n_train"] == 36
+    assert hb["extrapolation"] == pytest.approx(10.0)
+    assert hb["approach3"]["mean_abs_rel_error"] < 0.005
+    assert abs(hb["approach2"]["rel_error"]) < 0.1
+    assert fit["range"]["params"][1] == pytest.approx(df["params"].max())
+    # A law that is wrong past the data shows up as held-out error: bend the top budget.
+    bent = df.with_columns(pl.when(pl.col("budget") == 1e21).then(pl.col("loss") * 1.1).otherwise(pl.col("loss")))
+    bent.write_parquet(p)
+    hb2 = fit_all(load_runs(p), opts=FitOptions(approaches=(3,), n_boot=0, progress=False))["holdout_budget"]
+    assert 0.08 < hb2["approach3"]["mean_abs_rel_error"] < 0.12
+    off = fit_all(load_runs(p), opts=FitOptions(approaches=(3,), n_boot=0, progress=False, holdout_budget=False))
+    assert "holdout_budget" not in off
+
+
+def test_fit_cli_prints_held_out_check_and_plan_prints_reach(tmp_path, capsys):
+    df = isoflop_table(np.random.default_rng(4), budgets=(1e17, 1e18, 1e19, 1e20))
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    fit_json = tmp_path / "fit.json"
+    assert main(["fit", str(p), "--bootstrap", "30", "--out", str(fit_json), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Held-out check: fitted without the largest budget (1e+20 FLOPs, 9 runs), 10.00x" in out
+    assert main(["plan", "--fit", str(fit_json), "--params", "20B", "--tokens", "1T", "--flops", "6nd"]) == 0
+    out = capsys.readouterr().out
+    n_hi = df["params"].max()
+    assert f"reach: this law extrapolates N {20e9 / n_hi:.3g}x its largest model" in out
+    assert f"C {6 * 20e9 * 1e12 / df['flops'].max():.3g}x its largest run" in out
+
+
+def test_runs_that_straddle_the_copy_transition_are_reported(tmp_path):
+    df = isoflop_table(np.random.default_rng(5))
+    gap = np.where(np.arange(df.height) % 4 == 0, 0.8, 0.05)  # a quarter of the runs copy
+    df = df.with_columns(loss_clm=pl.col("loss") + pl.Series(gap * 0.2), loss_denoise=pl.col("loss") - pl.Series(gap * 0.8))
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    warns = load_runs(p).warnings
+    assert any(f"{int((gap > 0.3).sum())} of {df.height} runs have learned to copy" in w for w in warns)
+    df.with_columns(loss_denoise=pl.col("loss_clm") - 0.05).write_parquet(p)
+    assert not any("learned to copy" in w for w in load_runs(p).warnings)

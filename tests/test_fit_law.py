@@ -122,3 +122,15 @@ def test_bootstrap_intervals_cover_truth_at_roughly_nominal_rate():
             hits[k] += lo <= TRUE[k] <= hi
     for k, h in hits.items():
         assert h / reps >= 0.7, (k, h)   # nominal 0.95; loose for 16 repetitions
+
+
+def test_degenerate_names_a_vanished_term_and_passes_a_real_law():
+    from scaling.fit.law import degenerate
+
+    n = np.geomspace(1e6, 1e9, 10)
+    d = 20 * n
+    good = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
+    assert degenerate(good, n, d) is None
+    assert "E vanished" in degenerate({**good, "E": 1e-20}, n, d)
+    assert "A/N^alpha vanished" in degenerate({**good, "A": 1e-9}, n, d)
+    assert "exponent out of (0, 3)" in degenerate({**good, "alpha": 4.2}, n, d)

@@ -81,7 +81,7 @@ def sweep_file(tmp_path: Path, shards: Path, name: str, body: str, train: str = 
         seq_len = 32
         batch_size = 8
         val_points = 3
-        val_batches = 2
+        val_examples = 32
         log_every = 50
         {train}
         [executor]

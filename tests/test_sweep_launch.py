@@ -62,7 +62,7 @@ def sweep_file(tmp_path: Path, shards: Path, body: str, train: str = "") -> Path
         seq_len = 32
         batch_size = 8
         val_points = 3
-        val_batches = 2
+        val_examples = 32
         log_every = 50
         {train}
         [executor]

@@ -135,7 +135,7 @@ def test_divergence_is_recorded(tmp_path):
     from scaling.train import TrainingRun
 
     cfg = TrainConfig(params="300K", tokens=30_000, out=str(tmp_path / "div"), seq_len=32, lr=1e4,
-                      grad_clip=0.0, warmup_frac=0.0, val_points=3, val_batches=1, progress=False, log_every=1)
+                      grad_clip=0.0, warmup_frac=0.0, val_points=3, val_examples=16, progress=False, log_every=1)
     rec = TrainingRun(cfg).fit()
     assert rec["status"] == "diverged" and "non-finite" in rec["error"]
     assert rec["tokens_seen"] < 30_000

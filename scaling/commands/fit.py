@@ -32,6 +32,8 @@ def register(subparsers) -> None:
                    help="drop the K highest-loss runs first (the Chinchilla replication drops 5)")
     p.add_argument("--holdout-top", type=int, default=0, metavar="K",
                    help="also fit approach 3 without the K largest-compute runs and report its error on them")
+    p.add_argument("--no-holdout", action="store_true",
+                   help="skip the default held-out check (refit without the largest budget, predict its runs)")
     p.add_argument("--full-grid", action="store_true",
                    help="run all 4,500 starts to convergence instead of the best-scoring 256 (slower, same optimum)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -76,6 +78,8 @@ def format_fit(fit: dict) -> str:
                          ("a", "a  (N_opt ∝ C^a)"), ("b", "b  (D_opt ∝ C^b)"), ("G", "G"),
                          ("tokens_per_param", f"D/N at {a3['c_ref']:.3g}")):
             out.append(f"  {label:18}{_f(a3[k], 8):>14}   {_ci(a3['ci'], k)}")
+        if "bootstrap_degenerate" in a3:
+            out.append(f"  degenerate bootstrap fits (a term vanished): {a3['bootstrap_degenerate']} of {fit['bootstrap']}")
         if "data_constrained" in a3:
             dc = a3["data_constrained"]
             out.append(f"  repeated data ({dc['n_repeated']} runs): R*_D = {_f(dc['R_star_D'], 4)}, "
@@ -97,6 +101,20 @@ def format_fit(fit: dict) -> str:
             out.append(f"  {str(r['run'])[:14]:>14}{r['params']:>10.3g}{r['tokens']:>10.3g}{r['loss']:>9.4f}"
                        f"{r['predicted']:>11.4f}{100 * r['rel_error']:>8.2f}%")
         out.append(f"  mean |error| {100 * ho['mean_abs_rel_error']:.2f}%, max {100 * ho['max_abs_rel_error']:.2f}%")
+    hb = fit.get("holdout_budget")
+    if hb:
+        out += ["", f"Held-out check: fitted without the largest budget ({hb['budget']:.3g} FLOPs, {hb['n_runs']} runs), "
+                    f"{hb['extrapolation']:.2f}x the compute of the largest budget fitted:"]
+        h3 = hb.get("approach3")
+        if h3:
+            out += [f"  approach 3 predicts its runs' loss to {100 * h3['mean_abs_rel_error']:.2f}% on average "
+                    f"(max {100 * h3['max_abs_rel_error']:.2f}%); its best run: {h3['min_loss']:.4f}, "
+                    f"predicted {h3['predicted_min_loss']:.4f}"]
+        h2 = hb.get("approach2")
+        if h2 and h2["rel_error"] is not None:
+            out.append(f"  approach 2 (a = {h2['a']:.3f}) predicts N_opt {h2['N_opt_predicted']:.3g} against "
+                       f"{h2['N_opt_observed']:.3g} observed ({100 * h2['rel_error']:+.1f}%)")
+        out += [f"  {w}" for w in hb["warnings"]]
     warns = list(fit["warnings"])
     for k in (1, 2, 3):
         warns += fit.get(f"approach{k}", {}).get("warnings", [])
@@ -121,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         if cpath is not None:
             curves = load_curves(cpath, table)
     opts = FitOptions(approaches=approaches, explicit=explicit, n_boot=args.bootstrap, seed=args.seed,
-                      holdout_top=args.holdout_top, refine=None if args.full_grid else 256,
+                      holdout_top=args.holdout_top,
+                      holdout_budget=not args.no_holdout, refine=None if args.full_grid else 256,
                       progress=not args.no_progress and sys.stderr.isatty())
     fit = fit_all(table, curves, opts)
     if args.out:

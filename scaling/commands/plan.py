@@ -118,7 +118,18 @@ def format_plan(r: dict, assume) -> str:
                f"{a['energy_kwh']:,.0f} kWh, {a['co2_kg']:,.0f} kg CO2 under these assumptions "
                f"(implies {a['implied_flops_at_mfu']:.3g} FLOPs at this MFU)")
     out += [f"note: {w}" for w in r["warnings"]]
+    out += format_reach(r)
     return "\n".join(out)
+
+
+def format_reach(r: dict) -> list[str]:
+    x = r.get("reach")
+    if not x:
+        return []
+    n = "" if x["params_factor"] is None else f"N {x['params_factor']:.3g}x its largest model ({_n(x['fitted_max_params'])}), "
+    return [f"reach: this law extrapolates {n}C {x['flops_factor']:.3g}x its largest run "
+            f"({x['fitted_max_flops']:.3g} FLOPs); the intervals above are its bootstrap's at that distance, "
+            "and do not cover a change of regime between the fitted runs and the plan"]
 
 
 def format_compare(r: dict) -> str:
@@ -137,6 +148,7 @@ def format_compare(r: dict) -> str:
                    f"{c['overtrained']:>8.2f}  {c['loss_given_up']:.4f}{gci}")
     out.append("x over: tokens per parameter over the optimum's (>1 over-trained, <1 under-trained)")
     out += [f"note: {w}" for w in r["warnings"]]
+    out += format_reach(r)
     return "\n".join(out)
 
 
@@ -265,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
             plans.append(("this plan", float(params), float(tokens)))
         r = {"law": {**law.params, "source": law.source}, "flop_model": flop.describe(),
              "compare": compare_plans(law, flop, plans),
+             "reach": law.reach(max(p[1] for p in plans), max(float(flop.per_token(p[1]) * p[2]) for p in plans)),
              "warnings": flop.warnings + ([law.note] if law.note else []) + [
                  "absolute losses belong to the data and tokenizer the law was fitted on; "
                  "ratios and allocations are what transfer"]}
@@ -280,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
             chin = least_compute(law, flop, args.target_loss, Serving(0.0, args.input_len, args.output_len))
             compute = float(chin["train"][0])
         r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
+        r["reach"] = law.reach(r.get("plan", {}).get("params"), r["compute"])
         if inference_tokens is not None:
             add_inference(r, law, flop, assume, args, inference_tokens)
     if args.plots:

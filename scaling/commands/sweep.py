@@ -58,7 +58,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
 
     res = sweep.resources
     fps = res.flops_per_s()
-    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "est. time")]
+    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "steps", "est. time")]
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
         t = res.run_seconds(r.tokens, r.flops)
@@ -66,7 +66,9 @@ def plan_table(sweep, executor: str | None = None) -> str:
         longest = max(longest, t)
         total_c += r.flops
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
-                     format_budget(r.flops), f"{r.tokens_per_param:.1f}", _hms(t)))
+                     format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
+                     f"{r.tokens // (r.config.batch_size * r.config.seq_len * r.config.devices * r.config.num_nodes):,}",
+                     _hms(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     kind = executor or res.default

@@ -94,6 +94,25 @@ def predict_loss(params: dict, n, d) -> np.ndarray:
         return params["E"] + params["A"] / n ** params["alpha"] + params["B"] / d ** params["beta"]
 
 
+VANISHED_SHARE = 1e-3  # a term below this share of the loss at every run is not in the law
+
+
+def degenerate(p: dict, n, d) -> str | None:
+    """Why a fitted law is degenerate on runs (n, d), or None: a parameter that is not finite
+    and positive, an exponent outside (0, 3), or a term (E, A/N^alpha, B/D^beta) that is under
+    0.1% of the loss at every run, i.e. the fit dropped it (E = 1e-20 is E = 0)."""
+    if not all(math.isfinite(p[k]) and p[k] > 0 for k in PARAMS):
+        return "a parameter is not a finite positive number"
+    if not (0 < p["alpha"] < 3 and 0 < p["beta"] < 3):
+        return f"exponent out of (0, 3): alpha {p['alpha']:.3g}, beta {p['beta']:.3g}"
+    n, d = np.asarray(n, float), np.asarray(d, float)
+    with np.errstate(over="ignore", under="ignore"):
+        terms = {"E": np.full(n.shape, p["E"]), "A/N^alpha": p["A"] / n ** p["alpha"], "B/D^beta": p["B"] / d ** p["beta"]}
+    total = sum(terms.values())
+    gone = [k for k, t in terms.items() if np.max(t / total) < VANISHED_SHARE]
+    return f"{', '.join(gone)} vanished (under {VANISHED_SHARE:.1%} of the loss at every run)" if gone else None
+
+
 def _exp(v: float) -> float:
     # A resample can drive a term's log-coefficient far out (that term vanishes from the
     # law); report it as inf for the caller to drop rather than crash.

@@ -30,6 +30,7 @@ class FitOptions:
     n_boot: int = 1000
     seed: int = 0
     holdout_top: int = 0
+    holdout_budget: bool = True  # fit without the largest budget and predict its runs
     refine: int | None = 256     # see law.fit_law; None = run all 4,500 starts
     progress: bool = True
 
@@ -205,29 +206,37 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     data = law.LawData.from_arrays(n, d, loss)
     fit = law.fit_law(data, refine=opts.refine)
     warnings = list(fit.warnings)
+    why_degenerate = law.degenerate(fit.params, n, d)
+    if why_degenerate:
+        warnings.append(f"approach 3: the law is degenerate on these data: {why_degenerate}")
     sizes = len(np.unique(np.round(np.log(n), 6)))
     if sizes < FEW_SIZES_3:
         warnings.append(f"approach 3: only {sizes} distinct sizes; E, alpha and beta are traded off against "
                         "each other (read the intervals, not the point values)")
     c_ref = float(c.max())
     out = {**fit.params, **derived(fit.params, c_ref), "c_ref": c_ref, "objective": fit.objective,
+           "degenerate": why_degenerate,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
     keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
     if opts.n_boot > 0:
         xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
         ps = [law.to_params(x) for x in xs]
-        ok = [all(math.isfinite(v) and v > 0 for v in (p["E"], p["A"], p["B"], p["alpha"], p["beta"])) for p in ps]
+        ok = [law.degenerate(p, n, d) is None for p in ps]
+        out["bootstrap_degenerate"] = len(ok) - sum(ok)
         if not all(ok):
             warnings.append(f"approach 3: {len(ok) - sum(ok)} of {len(ok)} bootstrap fits were degenerate (a term "
-                            "of the law vanished) and are left out of the intervals")
+                            "of the law vanished, or an exponent left (0, 3)) and are left out of the intervals")
             ps = [p for p, good in zip(ps, ok) if good]
         if len(ps) < 2:
-            raise _Skip("approach 3: the bootstrap fits are all degenerate; the data do not pin the law down")
+            # Kept, not skipped: the user sees the point fit, flagged, with no intervals.
+            warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
+                            "down and it has no intervals")
+            ps = []
         rows = [{**p, **derived(p, c_ref)} for p in ps]
-        out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) for k in keys}
+        out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) if rows else [None, None] for k in keys}
         E = np.array([p["E"] for p in ps])
         al = np.array([p["alpha"] for p in ps])
-        corr = float(np.corrcoef(E, al)[0, 1]) if np.std(E) > 0 and np.std(al) > 0 else 0.0
+        corr = float(np.corrcoef(E, al)[0, 1]) if len(ps) > 1 and np.std(E) > 0 and np.std(al) > 0 else 0.0
         out["corr_E_alpha"] = corr
         if abs(corr) > 0.95:
             warnings.append(f"approach 3: E and alpha are strongly traded off in the bootstrap "
@@ -277,10 +286,58 @@ def holdout(table: RunTable, k: int, opts: FitOptions) -> dict:
     }
 
 
+def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
+    """Leave the largest budget out: fit Approaches 3 and 2 on the smaller budgets and predict
+    the held-out runs' losses (and Approach 2's N_opt there). None when fewer than 3 budgets."""
+    c = table.col("flops")
+    labels, values = isoflop.group_budgets(c, table.col("budget") if table.has("budget") else None)
+    if len(values) < 3:
+        return None
+    top = int(np.argmax(values))
+    keep = labels != top
+    train = RunTable(df=table.df.filter(pl.Series(keep)), source=table.source, params_column=table.params_column)
+    test = table.df.filter(pl.Series(~keep))
+    train_c = float(c[keep].max())
+    out: dict = {"budget": float(values[top]), "n_runs": test.height, "n_train": train.df.height,
+                 "train_max_flops": train_c, "extrapolation": float(values[top] / values[labels[keep]].max()),
+                 "warnings": []}
+    why = check_law_data(train)
+    if why:
+        out["warnings"].append(f"held-out check: approach 3 not refitted: the remaining {why}")
+    else:
+        data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
+        fit = law.fit_law(data, refine=opts.refine)
+        pred = law.predict_loss(fit.params, test["params"].to_numpy(), test["tokens"].to_numpy())
+        obs = test["loss"].to_numpy()
+        rel = (pred - obs) / obs
+        out["approach3"] = {
+            "params": fit.params, "warnings": fit.warnings,
+            "mean_abs_rel_error": float(np.mean(np.abs(rel))), "max_abs_rel_error": float(np.max(np.abs(rel))),
+            "min_loss": float(obs.min()), "predicted_min_loss": float(pred[np.argmin(obs)]),
+            "runs": [{"run": r, "params": float(nn), "tokens": float(dd), "loss": float(o),
+                      "predicted": float(pp), "rel_error": float(e)}
+                     for r, nn, dd, o, pp, e in zip(test["run"], test["params"], test["tokens"], obs, pred, rel)],
+        }
+    try:
+        full = isoflop.fit_isoflop(labels, values, table.col("params"), table.col("tokens"), table.col("loss"))
+        seen = isoflop.fit_isoflop(labels[keep], values, train.col("params"), train.col("tokens"), train.col("loss"))
+        observed = full.profiles[top].n_opt
+        predicted = float(seen.n_law(values[top]))
+        out["approach2"] = {"a": seen.n_law.exponent, "N_opt_predicted": predicted, "N_opt_observed": observed,
+                            "rel_error": None if observed is None else float(predicted / observed - 1)}
+    except ValueError as e:
+        out["warnings"].append(f"held-out check: approach 2 not refitted: {e}")
+    return out
+
+
 def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOptions | None = None) -> dict:
     opts = opts or FitOptions()
+    n, c = table.col("params"), table.col("flops")
     out: dict = {
         "source": table.source, "params_column": table.params_column, "n_runs": table.df.height,
+        # The data's reach: a plan beyond these extrapolates, and says by how much.
+        "range": {"params": [float(n.min()), float(n.max())], "flops": [float(c.min()), float(c.max())],
+                  "tokens": [float(table.col("tokens").min()), float(table.col("tokens").max())]},
         "dropped": table.dropped, "flops_from_6ND": table.flops_from_6nd,
         "bootstrap": opts.n_boot, "seed": opts.seed, "warnings": list(table.warnings),
     }
@@ -304,6 +361,10 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
                 bar(opts.n_boot)
         if opts.holdout_top:
             out["holdout"] = holdout(table, opts.holdout_top, opts)
+        if opts.holdout_budget:
+            hb = holdout_budget(table, opts)
+            if hb is not None:
+                out["holdout_budget"] = hb
     finally:
         bar.close()
     if not any(f"approach{k}" in out for k in (1, 2, 3)):

@@ -25,7 +25,7 @@ def _schema():
     return {
         "run": pl.Utf8, "params": pl.Int64, "params_nonembed": pl.Int64, "tokens": pl.Int64,
         "flops": pl.Float64, "budget": pl.Float64,
-        "loss": pl.Float64, "loss_denoise": pl.Float64, "loss_clm": pl.Float64,
+        "loss": pl.Float64, "loss_denoise": pl.Float64, "loss_clm": pl.Float64, "loss_se": pl.Float64,
         "bpb": pl.Float64, "bpb_denoise": pl.Float64, "bpb_clm": pl.Float64,
         "status": pl.Utf8, "wall_time_s": pl.Float64, "device": pl.Utf8, "error": pl.Utf8,
     }
@@ -55,6 +55,7 @@ def _row(s: RunState) -> dict:
         "flops": float(flops) if flops is not None else None,
         "budget": float(budget) if budget is not None else None,
         "loss": v("mixed", "loss"), "loss_denoise": v("denoise", "loss"), "loss_clm": v("clm", "loss"),
+        "loss_se": v("mixed", "se"),
         "bpb": v("mixed", "bpb"), "bpb_denoise": v("denoise", "bpb"), "bpb_clm": v("clm", "bpb"),
         "status": s.state,
         "wall_time_s": rec.get("wall_time_s"),

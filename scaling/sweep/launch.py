@@ -97,7 +97,7 @@ def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
             slurm_array_parallelism=res.parallelism or 256,
             slurm_signal_delay_s=sl.signal_delay_s,
             # The cluster may not bind CPUs: cap torch's threads at what the job was given.
-            slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}", *sl.setup],
+            slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_WAIT_POLICY=PASSIVE", *sl.setup],
         )
         if res.gpus_per_node:
             params["gpus_per_node"] = res.gpus_per_node
@@ -113,7 +113,7 @@ def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
     if kind == "local":
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
         params = dict(name=job_name, timeout_min=res.time_min, tasks_per_node=max(1, res.gpus_per_node),
-                      local_setup=[f"export OMP_NUM_THREADS={res.cpus_per_task}"])
+                      local_setup=[f"export OMP_NUM_THREADS={res.cpus_per_task} OMP_WAIT_POLICY=PASSIVE"])
         if res.gpus_per_node:
             params["gpus_per_node"] = res.gpus_per_node
         ex.update_parameters(**params)

@@ -472,7 +472,10 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
     k = sec.get("sizes_per_budget", (int,), 5)
     spread = float(sec.get("spread", (int, float), 4.0))
     center_tpp = float(sec.get("center_tokens_per_param", (int, float), CHINCHILLA_TOKENS_PER_PARAM))
+    steps = sec.get("steps", (int,), None)
     sec.finish()
+    if steps is not None and steps < 10:
+        raise UserError(f"{sec.where('steps')} must be at least 10 optimizer steps, got {steps}")
     if explicit is None:
         if k < 1:
             raise UserError(f"{sec.where('sizes_per_budget')} must be at least 1, got {k}")
@@ -494,12 +497,20 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
             targets = [_round_sig(center * spread**e) for e in exps]
         for target in targets:
             spec = _make("", base, target, 0, sweep, c, f"{where}, size {format_count(target)}", vocab)
-            d = _whole_batches(c / spec.flops_per_token, base)
+            run_base = base
+            if steps is not None:
+                # Every run takes the same number of optimizer steps: its batch grows with its
+                # tokens, so no run of the sweep is favoured for having more updates.
+                per_seq = _batch_tokens(base) // base.batch_size
+                run_base = replace(base, batch_size=max(1, round(c / spec.flops_per_token / (steps * per_seq))))
+                spec = replace(spec, config=replace(spec.config, batch_size=run_base.batch_size))
+                bt = _batch_tokens(run_base)
+            d = _whole_batches(c / spec.flops_per_token, run_base)
             if d < bt:
                 raise UserError(
                     f"{where}: size {format_count(target)} costs {spec.flops_per_token:.3g} FLOPs per token, "
                     f"so the budget buys {format_count(c / spec.flops_per_token)} tokens, less than one batch "
-                    f"({base.batch_size} x {base.seq_len} = {bt} tokens)")
+                    f"({run_base.batch_size} x {base.seq_len} = {bt} tokens)")
             name = f"C{format_budget(c)}-N{format_count(target)}"
             runs.append(replace(spec, name=name, config=replace(
                 spec.config, tokens=d, extra={"sweep": sweep, "run": name, "budget": c})))

@@ -1,0 +1,81 @@
+"""FLOPs per wall-second of the demo's runs, before and after the demo was re-sized.
+
+    python bench/bench_demo.py [--steps 150] [--json FILE]
+
+The old demo (sweeps/demo-cpu.toml before this benchmark existed: 12.9K-81.8K parameters,
+batch 8 x 32 bytes) spent most of each step on per-step overhead. The current one trains
+larger models on larger steps. Each row trains one of a sweep's sizes through TrainingRun
+(Lightning, the real objective and data path) for a fixed number of steps on ONE thread, as
+the demo runs them, and reports the median of the logged intervals after warm-up: FLOP/s by
+the model's analytic count, and its share of this machine's one-thread fp32 matmul peak,
+measured once (best of five trials, cached; see scaling.train.measure_cpu_peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scaling.config import TrainConfig  # noqa: E402
+from scaling.train import TrainingRun, measure_cpu_peak  # noqa: E402
+
+# (label, size, seq_len, batch): the old demo's four sizes, and the current demo's range.
+BEFORE = [("old demo", s, 32, 8) for s in ("13K", "25K", "40K", "80K")]
+AFTER = [("demo", s, 64, 32) for s in ("25K", "60K", "120K", "250K", "500K")]
+
+
+def measure(size: str, seq_len: int, batch: int, steps: int, data: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(params=size, tokens=steps * seq_len * batch, out=f"{tmp}/run", data=data,
+                          seq_len=seq_len, batch_size=batch, val_points=2, val_examples=64,
+                          log_every=10, progress=False, checkpoint_every_s=1e9)
+        rec = TrainingRun(cfg).fit()
+        import polars as pl
+
+        m = pl.read_parquet(f"{tmp}/run/metrics.parquet").filter(pl.col("split") == "train")
+    rows = m.sort("step").tail(max(1, m.height - 3))  # leave out warm-up intervals
+    tps = statistics.median(rows["tokens_per_s"].to_list())
+    flops = tps * rec["flops_per_token"]
+    return {"size": size, "params": rec["n_params"], "seq_len": seq_len, "batch": batch,
+            "tokens_per_s": tps, "flops_per_s": flops}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=150, help="steps per size (default 150)")
+    ap.add_argument("--data", default="data/shards/default-bytes",
+                    help="byte-level shards (scaling prepare --corpus default --tokenizer bytes --out ...)")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    if not Path(args.data, "meta.json").exists():
+        print(f"error: {args.data}: no token shards; run `scaling prepare --corpus default --tokenizer bytes "
+              f"--out {args.data}` first", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    peak = measure_cpu_peak(seconds=0.5)
+    print(f"one thread; fp32 matmul peak (1024^3, measured once, best of 5): {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'sweep':10}{'size':>6}{'params':>9}{'batch':>8}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
+    out = []
+    for label, size, seq_len, batch in BEFORE + AFTER:
+        r = {"sweep": label, **measure(size, seq_len, batch, args.steps, args.data), "peak": peak}
+        out.append(r)
+        print(f"{label:10}{size:>6}{r['params']:>9,}{f'{batch}x{seq_len}':>8}{r['tokens_per_s']:>10,.0f}"
+              f"{r['flops_per_s'] / 1e9:>9.1f}{r['flops_per_s'] / peak:>9.1%}", flush=True)
+    old = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "old demo")
+    new = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "demo")
+    print(f"median FLOP/s: old demo {old / 1e9:.1f} G, demo {new / 1e9:.1f} G: {new / old:.1f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": out, "ratio": new / old}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""How many CPU threads a run uses: what its model can use, on the cores it really gets.
+
+Two rules, measured on 2-core machines (bench/bench_threads.py):
+* Small steps lose to their own threads. Splitting a matmul of a 100K-parameter model over two
+  threads costs more in hand-offs than it saves: such a run is fastest on one thread, and a
+  second thread only pays once a step holds a few GFLOPs (1.38x at 3.6 GFLOP a step, 0.89x at 1.3).
+* Threads must fit the cores the process gets: its CPU affinity, the CPUs a scheduler granted
+  (SLURM_CPUS_PER_TASK) and an explicit OMP_NUM_THREADS, whichever is smallest. Idle threads
+  wait passively (OMP_WAIT_POLICY=PASSIVE, set before torch loads in scaling/__init__.py), so
+  they do not spin on cores that other work holds.
+"""
+
+from __future__ import annotations
+
+import os
+
+# A thread pays for itself when each step gives it at least this much work (FLOPs, forward +
+# backward); below it, one thread. See the module docstring and bench/bench_threads.py.
+FLOPS_PER_THREAD = 1.5e9
+
+
+def cpus_granted() -> int:
+    """Cores this process may use: affinity, capped by the scheduler's grant and OMP_NUM_THREADS."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) > 0:
+            n = min(n, int(v))
+    return max(1, n)
+
+
+def threads_for(flops_per_step: float, cpus: int | None = None) -> int:
+    """Threads for a CPU run whose step costs flops_per_step FLOPs, on `cpus` cores (default:
+    the cores granted to this process)."""
+    cpus = cpus_granted() if cpus is None else cpus
+    return max(1, min(cpus, int(flops_per_step // FLOPS_PER_THREAD)))
