@@ -60,8 +60,12 @@ def summary(fit_path: str, plan_path: str) -> str:
     a3 = fit.get("approach3")
     if a3:
         ci = a3["ci"]
-        lines.append("  law: L = {E:.3f} + {A:.4g}/N^{alpha:.3f} + {B:.4g}/D^{beta:.3f}".format(**a3)
-                     + f"   (alpha {ci['alpha'][0]:.3f}-{ci['alpha'][1]:.3f}, beta {ci['beta'][0]:.3f}-{ci['beta'][1]:.3f})")
+        band = (f"   (alpha {ci['alpha'][0]:.3f}-{ci['alpha'][1]:.3f}, beta {ci['beta'][0]:.3f}-{ci['beta'][1]:.3f})"
+                if ci["alpha"][0] is not None and ci["beta"][0] is not None else "   (no intervals)")
+        lines.append("  law: L = {E:.4g} + {A:.4g}/N^{alpha:.3f} + {B:.4g}/D^{beta:.3f}".format(**a3) + band)
+        if a3.get("degenerate"):
+            lines.append(f"  the law is degenerate on these runs: {a3['degenerate']}; "
+                         f"{a3.get('bootstrap_degenerate', 0)} of {fit['bootstrap']} bootstrap fits too")
     hb = fit.get("holdout_budget")
     if hb and hb.get("approach3"):
         lines.append(f"  held out {hb['budget']:.3g} FLOPs ({hb['extrapolation']:.1f}x the largest fitted budget): "
