@@ -97,8 +97,11 @@ def _train_trial(cfg_dict: dict, threads: int | None) -> dict:
     from scaling.train import TrainingRun, _first_line
 
     if threads:
+        import os
+
         import torch
 
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # this worker's share: a cap for threads_for
         torch.set_num_threads(threads)
     try:
         return TrainingRun(TrainConfig.from_dict(cfg_dict)).fit()

@@ -107,6 +107,8 @@ def format_fit(fit: dict) -> str:
                     f"{hb['extrapolation']:.2f}x the compute of the largest budget fitted:"]
         h3 = hb.get("approach3")
         if h3:
+            if h3.get("degenerate"):
+                out.append(f"  (the law fitted without it is degenerate: {h3['degenerate']})")
             out += [f"  approach 3 predicts its runs' loss to {100 * h3['mean_abs_rel_error']:.2f}% on average "
                     f"(max {100 * h3['max_abs_rel_error']:.2f}%); its best run: {h3['min_loss']:.4f}, "
                     f"predicted {h3['predicted_min_loss']:.4f}"]

@@ -122,12 +122,20 @@ def format_plan(r: dict, assume) -> str:
     return "\n".join(out)
 
 
+def _compare_reach(law, flop, plans: list) -> dict | None:
+    """Reach of the largest plan compared (by compute), named in the output."""
+    name, n, d = max(plans, key=lambda p: float(flop.per_token(p[1]) * p[2]))
+    x = law.reach(n, float(flop.per_token(n) * d))
+    return {**x, "plan": name} if x else None
+
+
 def format_reach(r: dict) -> list[str]:
     x = r.get("reach")
     if not x:
         return []
     n = "" if x["params_factor"] is None else f"N {x['params_factor']:.3g}x its largest model ({_n(x['fitted_max_params'])}), "
-    return [f"reach: this law extrapolates {n}C {x['flops_factor']:.3g}x its largest run "
+    who = f" ({x['plan']}, the largest plan compared)" if x.get("plan") else ""
+    return [f"reach{who}: this law extrapolates {n}C {x['flops_factor']:.3g}x its largest run "
             f"({x['fitted_max_flops']:.3g} FLOPs); the intervals above are its bootstrap's at that distance, "
             "and do not cover a change of regime between the fitted runs and the plan"]
 
@@ -277,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             plans.append(("this plan", float(params), float(tokens)))
         r = {"law": {**law.params, "source": law.source}, "flop_model": flop.describe(),
              "compare": compare_plans(law, flop, plans),
-             "reach": law.reach(max(p[1] for p in plans), max(float(flop.per_token(p[1]) * p[2]) for p in plans)),
+             "reach": _compare_reach(law, flop, plans),
              "warnings": flop.warnings + ([law.note] if law.note else []) + [
                  "absolute losses belong to the data and tokenizer the law was fitted on; "
                  "ratios and allocations are what transfer"]}
@@ -293,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
             chin = least_compute(law, flop, args.target_loss, Serving(0.0, args.input_len, args.output_len))
             compute = float(chin["train"][0])
         r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
-        r["reach"] = law.reach(r.get("plan", {}).get("params"), r["compute"])
+        r["reach"] = law.reach(r.get("plan", {}).get("params") or r["optimal"]["params"], r["compute"])
         if inference_tokens is not None:
             add_inference(r, law, flop, assume, args, inference_tokens)
     if args.plots:

@@ -302,22 +302,32 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
                  "train_max_flops": train_c, "extrapolation": float(values[top] / values[labels[keep]].max()),
                  "warnings": []}
     why = check_law_data(train)
-    if why:
+    if 3 not in opts.approaches:
+        pass
+    elif why:
         out["warnings"].append(f"held-out check: approach 3 not refitted: the remaining {why}")
     else:
         data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
-        fit = law.fit_law(data, refine=opts.refine)
+        try:
+            fit = law.fit_law(data, refine=opts.refine)
+        except ValueError as e:
+            out["warnings"].append(f"held-out check: approach 3 refit failed: {e}")
+            fit = None
+    if 3 in opts.approaches and not why and fit is not None:
         pred = law.predict_loss(fit.params, test["params"].to_numpy(), test["tokens"].to_numpy())
         obs = test["loss"].to_numpy()
         rel = (pred - obs) / obs
         out["approach3"] = {
             "params": fit.params, "warnings": fit.warnings,
+            "degenerate": law.degenerate(fit.params, train.col("params"), train.col("tokens")),
             "mean_abs_rel_error": float(np.mean(np.abs(rel))), "max_abs_rel_error": float(np.max(np.abs(rel))),
             "min_loss": float(obs.min()), "predicted_min_loss": float(pred[np.argmin(obs)]),
             "runs": [{"run": r, "params": float(nn), "tokens": float(dd), "loss": float(o),
                       "predicted": float(pp), "rel_error": float(e)}
                      for r, nn, dd, o, pp, e in zip(test["run"], test["params"], test["tokens"], obs, pred, rel)],
         }
+    if 2 not in opts.approaches:
+        return out
     try:
         full = isoflop.fit_isoflop(labels, values, table.col("params"), table.col("tokens"), table.col("loss"))
         seen = isoflop.fit_isoflop(labels[keep], values, train.col("params"), train.col("tokens"), train.col("loss"))
@@ -325,6 +335,9 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
         predicted = float(seen.n_law(values[top]))
         out["approach2"] = {"a": seen.n_law.exponent, "N_opt_predicted": predicted, "N_opt_observed": observed,
                             "rel_error": None if observed is None else float(predicted / observed - 1)}
+        if observed is None:
+            out["warnings"].append(f"held-out check: approach 2 predicts N_opt {predicted:.3g} at the held-out budget, "
+                                   "whose own profile has no interior minimum to compare it with")
     except ValueError as e:
         out["warnings"].append(f"held-out check: approach 2 not refitted: {e}")
     return out
