@@ -301,19 +301,18 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
     out: dict = {"budget": float(values[top]), "n_runs": test.height, "n_train": train.df.height,
                  "train_max_flops": train_c, "extrapolation": float(values[top] / values[labels[keep]].max()),
                  "warnings": []}
-    why = check_law_data(train)
-    if 3 not in opts.approaches:
-        pass
-    elif why:
-        out["warnings"].append(f"held-out check: approach 3 not refitted: the remaining {why}")
-    else:
-        data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
-        try:
-            fit = law.fit_law(data, refine=opts.refine)
-        except ValueError as e:
-            out["warnings"].append(f"held-out check: approach 3 refit failed: {e}")
-            fit = None
-    if 3 in opts.approaches and not why and fit is not None:
+    fit = None
+    if 3 in opts.approaches:
+        why = check_law_data(train)
+        if why:
+            out["warnings"].append(f"held-out check: approach 3 not refitted: the remaining {why}")
+        else:
+            data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
+            try:
+                fit = law.fit_law(data, refine=opts.refine)
+            except ValueError as e:
+                out["warnings"].append(f"held-out check: approach 3 refit failed: {e}")
+    if fit is not None:
         pred = law.predict_loss(fit.params, test["params"].to_numpy(), test["tokens"].to_numpy())
         obs = test["loss"].to_numpy()
         rel = (pred - obs) / obs
