@@ -277,6 +277,15 @@ class DecoderLayer(nn.Module):
         return x + self.ff(self.ln3(x))
 
 
+def init_std(d_model: int) -> float:
+    """Initial weight std: 0.5 / sqrt(d_model), i.e. scaled with the fan-in. This is GPT-2's
+    0.02 at GPT-2's width (768) and follows the width elsewhere. A fixed 0.02 is ~4x too small
+    at d = 32: attention logits start near zero, and measured on 2 cores a 60K-parameter model
+    then sat on the corpus's bigram plateau (2.70 nats) for its whole 600-step run, where
+    0.5/sqrt(d) reached 1.85 (README, "What the demo recovers")."""
+    return 0.5 / math.sqrt(d_model)
+
+
 class EncoderDecoder(nn.Module):
     """`model(enc_ids, dec_ids, labels)` -> mean token loss (padding masked out).
 
@@ -298,20 +307,18 @@ class EncoderDecoder(nn.Module):
         self.dec_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_dec_layers))
         self.enc_norm, self.dec_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.lm_head = None if cfg.tied_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
-        self.apply(self._init)
+        std = init_std(d)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, std)
         # GPT-2: scale residual-branch outputs by depth so the residual stream stays O(1).
         for name, p in self.named_parameters():
             if name.endswith(("out.weight", "down.weight")):
-                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layers))
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * cfg.n_layers))
 
     def encode(self, enc_ids):
         B, T = enc_ids.shape

@@ -134,3 +134,61 @@ def test_degenerate_names_a_vanished_term_and_passes_a_real_law():
     assert "E vanished" in degenerate({**good, "E": 1e-20}, n, d)
     assert "A/N^alpha vanished" in degenerate({**good, "A": 1e-9}, n, d)
     assert "exponent out of (0, 3)" in degenerate({**good, "alpha": 4.2}, n, d)
+
+
+# ----------------------------------------------------------------------------- variable projection
+
+def test_projection_solves_the_nonnegative_least_squares_exactly():
+    from scipy.optimize import nnls
+
+    from scaling.fit.law import project
+    rng = np.random.default_rng(11)
+    data = synthetic(rng, noise=0.01)
+    L = np.exp(data.log_l)
+    alphas, betas = np.array([0.1, 0.34, 1.2]), np.array([0.05, 0.3, 2.0])
+    coef, sse = project(data, alphas, betas)
+    for i, al in enumerate(alphas):
+        for j, be in enumerate(betas):
+            X = np.stack([np.ones_like(L), np.exp(-al * data.log_n), np.exp(-be * data.log_d)], 1) / L[:, None]
+            want, res = nnls(X, np.ones_like(L))       # weighted by 1/L: relative residuals
+            np.testing.assert_allclose(coef[i, j], want, rtol=1e-6, atol=1e-9 * max(1.0, want.max()))
+            assert sse[i, j] == pytest.approx(res ** 2, rel=1e-6, abs=1e-12)
+
+
+def test_variable_projection_reaches_the_full_grid_optimum_on_chinchilla():
+    from scaling.fit.law import fit_law_vp
+    data = chinchilla_points()
+    vp = fit_law_vp(data)
+    full = fit_law(data, refine=None)
+    assert abs(vp.objective - full.objective) <= 1e-6 * full.objective
+    for k in ("E", "A", "B", "alpha", "beta"):
+        assert vp.params[k] == pytest.approx(full.params[k], rel=1e-4), k
+
+
+@pytest.mark.parametrize("seed, truth", [
+    (0, TRUE),
+    (1, {"E": 2.1, "A": 90.0, "B": 5000.0, "alpha": 0.25, "beta": 0.45}),    # alpha != beta
+    (2, {"E": 0.5, "A": 2000.0, "B": 300.0, "alpha": 0.6, "beta": 0.28}),
+])
+def test_variable_projection_matches_the_full_grid_on_synthetic_laws(seed, truth):
+    from scaling.fit.law import fit_law_vp
+    rng = np.random.default_rng(seed)
+    n = np.repeat(np.geomspace(2e7, 1e9, 6), 6)
+    d = n * np.tile(np.geomspace(5, 160, 6), 6)
+    data = LawData.from_arrays(n, d, predict_loss(truth, n, d) * np.exp(0.004 * rng.standard_normal(n.size)))
+    vp = fit_law_vp(data)
+    full = fit_law(data, refine=None)
+    assert vp.objective <= full.objective * (1 + 1e-6)
+    for k in ("alpha", "beta"):       # the same optimum, near the truth as far as the noise allows
+        assert vp.params[k] == pytest.approx(full.params[k], rel=1e-3)
+        assert abs(vp.params[k] - truth[k]) < 0.15
+
+
+def test_variable_projection_holds_fixed_parameters():
+    from scaling.fit.law import fit_law_vp
+    data = synthetic(np.random.default_rng(5), noise=0.003)
+    for fixed in ({"E": 1.7}, {"alpha": 0.34}, {"E": 1.5, "beta": 0.3}, {"A": 400.0}):
+        vp, grid = fit_law_vp(data, fixed=fixed), fit_law(data, fixed=fixed)
+        for k, v in fixed.items():
+            assert vp.params[k] == pytest.approx(v, rel=1e-12)
+        assert vp.objective <= grid.objective * (1 + 1e-6), fixed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -34,8 +35,17 @@ def register(subparsers) -> None:
                    help="also fit approach 3 without the K largest-compute runs and report its error on them")
     p.add_argument("--no-holdout", action="store_true",
                    help="skip the default held-out check (refit without the largest budget, predict its runs)")
+    p.add_argument("--rollout", action="store_true",
+                   help="leave-future-out: fit on the smallest k budgets, predict every larger one, for each k; "
+                        "errors against the extrapolation factor in compute")
+    p.add_argument("--fix", default=None, metavar="NAME=VALUE,...",
+                   help="hold approach 3 parameters fixed, e.g. E=1.69 (names: E, A, B, alpha, beta); "
+                        "with --rollout, the table shows free and fixed side by side")
+    p.add_argument("--method", choices=("vp", "grid"), default="vp",
+                   help="approach 3 optimiser: vp = variable projection (E, A, B in closed form on a fine "
+                        "alpha-beta grid, then L-BFGS; default), grid = Chinchilla's 4,500 L-BFGS starts")
     p.add_argument("--full-grid", action="store_true",
-                   help="run all 4,500 starts to convergence instead of the best-scoring 256 (slower, same optimum)")
+                   help="with --method grid: run all 4,500 starts to convergence instead of the best-scoring 256")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (for `scaling plan --fit`)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write DIR/fit.html with the figures")
@@ -55,6 +65,31 @@ def parse_approaches(spec: str) -> tuple[tuple, bool]:
     return ks, True
 
 
+def parse_fixed(spec: str | None) -> dict:
+    """'E=1.69,alpha=0.34' -> {'E': 1.69, 'alpha': 0.34}."""
+    from scaling.fit.law import PARAMS
+
+    out = {}
+    for part in (spec or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, val = (t.strip() for t in part.partition("="))
+        if not sep or key not in PARAMS:
+            raise UserError(f"--fix: {part.strip()!r} is not NAME=VALUE with NAME one of {', '.join(PARAMS)}")
+        try:
+            v = float(val)
+        except ValueError:
+            raise UserError(f"--fix: {key} = {val!r} is not a number") from None
+        if not math.isfinite(v) or (key in ("E", "A", "B") and v <= 0) or (key in ("alpha", "beta") and v <= 0):
+            raise UserError(f"--fix: {key} = {val} must be a finite positive number")
+        if key in out:
+            raise UserError(f"--fix: {key} given twice")
+        out[key] = v
+    if spec is not None and not out:
+        raise UserError("--fix: expected NAME=VALUE, e.g. E=1.69")
+    return out
+
+
 def _f(v, digits=6) -> str:
     if v is None:
         return "-"
@@ -71,8 +106,12 @@ def format_fit(fit: dict) -> str:
     boot = f"95% interval, {fit['bootstrap']} bootstrap resamples (seed {fit['seed']})" if fit["bootstrap"] else ""
     a3 = fit.get("approach3")
     if a3:
+        held = ", ".join(f"{k} = {v:g}" for k, v in (a3.get("fixed") or {}).items())
         out += ["", f"Approach 3: L(N, D) = E + A/N^alpha + B/D^beta   ({a3['n_points']} runs, "
-                    f"{a3['n_sizes']} sizes; Huber sum {a3['objective']:.6e}, best of {a3['n_starts']} starts)",
+                    f"{a3['n_sizes']} sizes; Huber sum {a3['objective']:.6e}, "
+                    + (f"best of {a3['n_starts']} starts" if a3.get("method") == "grid" else
+                       f"variable projection on {a3['n_starts']} (alpha, beta) cells, {a3['n_refined']} polished")
+                    + (f"; held fixed: {held}" if held else "") + ")",
                 f"  {'':18}{'value':>14}   {boot}"]
         for k, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "alpha"), ("beta", "beta"),
                          ("a", "a  (N_opt ∝ C^a)"), ("b", "b  (D_opt ∝ C^b)"), ("G", "G"),
@@ -117,6 +156,9 @@ def format_fit(fit: dict) -> str:
             out.append(f"  approach 2 (a = {h2['a']:.3f}) predicts N_opt {h2['N_opt_predicted']:.3g} against "
                        f"{h2['N_opt_observed']:.3g} observed ({100 * h2['rel_error']:+.1f}%)")
         out += [f"  {w}" for w in hb["warnings"]]
+    if fit.get("rollout"):
+        from scaling.fit.rollout import format_rollout
+        out += format_rollout(fit["rollout"])
     warns = list(fit["warnings"])
     for k in (1, 2, 3):
         warns += fit.get(f"approach{k}", {}).get("warnings", [])
@@ -140,8 +182,13 @@ def run(args: argparse.Namespace) -> int:
         cpath = find_curves(args.results, args.curves)
         if cpath is not None:
             curves = load_curves(cpath, table)
+    if args.full_grid and args.method != "grid":
+        raise UserError("--full-grid runs Chinchilla's 4,500 starts: it needs --method grid")
+    fixed = parse_fixed(args.fix)
+    if fixed and 3 not in approaches:
+        raise UserError("--fix holds approach 3 parameters; it needs --approach to include 3")
     opts = FitOptions(approaches=approaches, explicit=explicit, n_boot=args.bootstrap, seed=args.seed,
-                      holdout_top=args.holdout_top,
+                      holdout_top=args.holdout_top, rollout=args.rollout, fixed=fixed, method=args.method,
                       holdout_budget=not args.no_holdout, refine=None if args.full_grid else 256,
                       progress=not args.no_progress and sys.stderr.isatty())
     fit = fit_all(table, curves, opts)

@@ -8,7 +8,7 @@ intervals, same keys), `n_points` and `warnings`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -18,8 +18,6 @@ from scaling.fit import isoflop, law
 from scaling.fit.table import RunTable
 
 CI = (2.5, 97.5)
-MIN_RUNS_3 = 8          # 5 parameters; fewer runs leave them unidentified
-MIN_SIZES_3 = 3
 FEW_SIZES_3 = 5         # below this, E, alpha and beta trade off against each other
 
 
@@ -33,6 +31,9 @@ class FitOptions:
     holdout_budget: bool = True  # fit without the largest budget and predict its runs
     refine: int | None = 256     # see law.fit_law; None = run all 4,500 starts
     progress: bool = True
+    rollout: bool = False        # leave-future-out over the budgets (scaling.fit.rollout)
+    method: str = "vp"           # approach 3: variable projection, or "grid" (Chinchilla's starts)
+    fixed: dict = field(default_factory=dict)   # approach 3 parameters held, e.g. {"E": 1.69}
 
 
 def _ci(samples: np.ndarray) -> list:
@@ -190,12 +191,7 @@ def derived(p: dict, c_ref: float) -> dict:
 
 
 def check_law_data(table: RunTable) -> str | None:
-    n = table.col("params")
-    sizes = len(np.unique(np.round(np.log(n), 6)))
-    if len(n) < MIN_RUNS_3 or sizes < MIN_SIZES_3:
-        return (f"{len(n)} runs over {sizes} size(s); the 5-parameter law needs at least "
-                f"{MIN_RUNS_3} runs over at least {MIN_SIZES_3} sizes")
-    return None
+    return law.too_few(table.col("params"))
 
 
 def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
@@ -204,7 +200,7 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         raise _Skip(why)
     n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
     data = law.LawData.from_arrays(n, d, loss)
-    fit = law.fit_law(data, refine=opts.refine)
+    fit = law.fit(data, method=opts.method, refine=opts.refine, fixed=opts.fixed)
     warnings = list(fit.warnings)
     why_degenerate = law.degenerate(fit.params, n, d)
     if why_degenerate:
@@ -215,7 +211,7 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
                         "each other (read the intervals, not the point values)")
     c_ref = float(c.max())
     out = {**fit.params, **derived(fit.params, c_ref), "c_ref": c_ref, "objective": fit.objective,
-           "degenerate": why_degenerate,
+           "degenerate": why_degenerate, "fixed": dict(opts.fixed), "method": opts.method,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
     keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
     if opts.n_boot > 0:
@@ -270,7 +266,7 @@ def holdout(table: RunTable, k: int, opts: FitOptions) -> dict:
     if why:
         raise UserError(f"--holdout-top {k}: the remaining {why}")
     data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
-    fit = law.fit_law(data, refine=opts.refine)
+    fit = law.fit(data, method=opts.method, refine=opts.refine, fixed=opts.fixed)
     test = df.tail(k)
     pred = law.predict_loss(fit.params, test["params"].to_numpy(), test["tokens"].to_numpy())
     obs = test["loss"].to_numpy()
@@ -309,7 +305,7 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
         else:
             data = law.LawData.from_arrays(train.col("params"), train.col("tokens"), train.col("loss"))
             try:
-                fit = law.fit_law(data, refine=opts.refine)
+                fit = law.fit(data, method=opts.method, refine=opts.refine, fixed=opts.fixed)
             except ValueError as e:
                 out["warnings"].append(f"held-out check: approach 3 refit failed: {e}")
     if fit is not None:
@@ -377,6 +373,12 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
             hb = holdout_budget(table, opts)
             if hb is not None:
                 out["holdout_budget"] = hb
+        if opts.rollout:
+            from scaling.fit.rollout import rollout
+            out["rollout"] = rollout(n, table.col("tokens"), c, table.col("loss"),
+                                     table.col("budget") if table.has("budget") else None,
+                                     approaches=tuple(k for k in opts.approaches if k in (2, 3)),
+                                     fixed=opts.fixed, refine=opts.refine, method=opts.method)
     finally:
         bar.close()
     if not any(f"approach{k}" in out for k in (1, 2, 3)):
