@@ -103,6 +103,53 @@ class TrainConfig:
     progress: bool = True              # progress bar on stderr
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
 
+    # The limits of a run's settings, in one place: the CLI, sweep files, tune and the trainer
+    # all call check(). (lo, hi, lo_open, hi_open); None = unbounded on that side.
+    LIMITS = {
+        "lr": (0.0, None, True, False),
+        "min_lr_ratio": (0.0, 1.0, False, False),
+        "warmup_frac": (0.0, 1.0, False, True),
+        "weight_decay": (0.0, None, False, False),
+        "beta1": (0.0, 1.0, False, True),
+        "beta2": (0.0, 1.0, False, True),
+        "grad_clip": (0.0, None, False, False),      # 0: no clipping
+        "batch_size": (1, None, False, False),
+        "seq_len": (16, None, False, False),
+        "clm_ratio": (0.0, 1.0, False, False),
+        # Dropping half the tokens or more leaves the decoder little to copy and spans that
+        # overlap; the objective is built for AlexaTM's 15%.
+        "noise_density": (0.0, 0.5, True, True),
+        "mean_span": (1.0, None, False, False),
+        "devices": (1, None, False, False),
+        "num_nodes": (1, None, False, False),
+        "val_points": (1, None, False, False),
+        "val_examples": (1, None, False, False),
+        "log_every": (1, None, False, False),
+        "checkpoint_every_s": (0.0, None, True, False),
+    }
+
+    def check(self, where=lambda key: key) -> "TrainConfig":
+        """Raise UserError naming the setting (as `where(key)` spells it: a CLI flag, a sweep
+        file's key) and the reason, for the first value outside LIMITS."""
+        for key, (lo, hi, lo_open, hi_open) in self.LIMITS.items():
+            v = getattr(self, key)
+            if v is None and key == "lr":
+                continue                      # the lr rule of N
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                raise UserError(f"{where(key)} must be a number, got {v!r}")
+            bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
+            bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
+            if bad_lo or bad_hi:
+                left = "(" if lo_open else "["
+                right = ")" if hi_open else "]"
+                span = f"{left}{lo:g}, {hi:g}{right}" if hi is not None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
+                raise UserError(f"{where(key)} must be {'in ' if hi is not None else ''}{span}, got {v!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"{where('device')} must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("auto", "32", "bf16-mixed"):
+            raise UserError(f"{where('precision')} must be auto, 32 or bf16-mixed, got {self.precision!r}")
+        return self
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -34,8 +34,9 @@ def steps(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap
          ["sweep", "launch", sweep, "--executor", "local", "--out", out]),
         ("state of the sweep", ["sweep", "status", out]),
         ("results table", ["sweep", "collect", out]),
-        (f"fits: Chinchilla's approaches 1-3, {bootstrap} bootstrap resamples, the largest budget held out",
-         ["fit", f"{out}/results.parquet", "--columns", N_COLUMN, "--bootstrap", str(bootstrap), "--out", fit,
+        (f"fits: Chinchilla's approaches 1-3, {bootstrap} bootstrap resamples, the largest budget held out, "
+         "and the rollout (fit on the smallest k budgets, predict the rest)",
+         ["fit", f"{out}/results.parquet", "--columns", N_COLUMN, "--bootstrap", str(bootstrap), "--rollout", "--out", fit,
           "--plots", f"{out}/plots"]),
         ("plan under the demo's own law: AlexaTM's 20B parameters on 1T tokens",
          ["plan", "--fit", fit, "--params", "20B", "--tokens", "1T", "--out", f"{out}/plan-own.json"]),
@@ -71,6 +72,11 @@ def summary(fit_path: str, plan_path: str) -> str:
         lines.append(f"  held out {hb['budget']:.3g} FLOPs ({hb['extrapolation']:.1f}x the largest fitted budget): "
                      f"loss predicted to {100 * hb['approach3']['mean_abs_rel_error']:.2f}% on average, "
                      f"max {100 * hb['approach3']['max_abs_rel_error']:.2f}%")
+    ro = fit.get("rollout")
+    if ro and ro["by_factor"]:
+        parts = [f"~{b['factor']:g}x {100 * b['approach3']:.1f}%" for b in ro["by_factor"] if "approach3" in b]
+        if parts:
+            lines.append("  rollout, approach 3's median loss error by extrapolation factor: " + ", ".join(parts))
     p = Path(plan_path)
     if p.exists():
         reach = json.loads(p.read_text()).get("reach") or {}

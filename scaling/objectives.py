@@ -56,6 +56,29 @@ def _poisson_table(mean: float, kmax: int = 64) -> np.ndarray:
     return np.cumsum(np.exp(logp))
 
 
+_LIMB = 16
+_MAX_MODULUS = 1 << 40   # pos * limb and r * 2^16 stay under 2^57: no int64 overflow below it
+
+
+def _mulmod(a: np.ndarray, m: int, n: int) -> np.ndarray:
+    """(a * m) % n for int64 a in [0, n) without overflow: a * m would pass 2^63 once a shard
+    holds ~3e9 windows (a 1T-token shard). Horner's rule over 16-bit limbs of m keeps every
+    intermediate under 2^57, for any n below 2^40 windows (70T tokens at seq_len 64)."""
+    if n > _MAX_MODULUS:
+        raise ValueError(f"{n} windows: more than the 2^40 this shuffle supports")
+    a = np.asarray(a, dtype=np.int64)
+    limbs = []
+    while True:
+        limbs.append(m & ((1 << _LIMB) - 1))
+        m >>= _LIMB
+        if not m:
+            break
+    r = np.zeros_like(a)
+    for limb in reversed(limbs):
+        r = (r * (1 << _LIMB) + a * limb) % n
+    return r
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
     seq_len: int = 128
@@ -104,7 +127,7 @@ class MixedObjective:
     def window_starts(self, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         epoch, pos = np.divmod(idx, self.n_windows)
-        w = (pos * self._mult + self._offset + epoch * 7919) % self.n_windows
+        w = (_mulmod(pos, self._mult, self.n_windows) + self._offset + (epoch % self.n_windows) * 7919) % self.n_windows
         return w * self.cfg.seq_len
 
     # ------------------------------------------------------------------- batch

@@ -282,12 +282,18 @@ def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, comp
         c = float(compute)
         n_plan, d_plan = None, None
     else:
-        n_plan = float(params)
+        # The model planned is the shape the size rule builds for the target (AlexaTM's
+        # 46+32 x 4096 for "20B" has 18.48B parameters): its exact count is the N the law
+        # is evaluated at, and its own formula the compute, so loss and bill describe one model.
+        shape = flop.shape(float(params))
+        n_plan = float(shape.n_params()) if shape is not None else float(params)
         if mode == "params":
             d_plan = float(tokens_for_params(law, n_plan, flop, point=True)[0])
         else:
             d_plan = float(tokens)
-        c = float(flop.per_token(n_plan) * d_plan)
+        per_token = (shape.flops_per_token(flop.seq_len, flop.noise_density) if shape is not None
+                     else float(flop.per_token(n_plan)))
+        c = float(per_token * d_plan)
     n_o, d_o, l_o, edge = optimum(law, c, flop, point=True)
     if edge[0]:
         warnings.append("the compute-optimal N lies at the edge of the searched range; the law is degenerate")
@@ -299,11 +305,10 @@ def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, comp
     out = {"law": {**law.params, "source": law.source}, "flop_model": flop.describe(),
            "assumptions": cost.to_dict(), "compute": c, "optimal": opt}
     if n_plan is not None:
-        plan = {"params": n_plan, "tokens": d_plan, "tokens_per_param": d_plan / n_plan,
+        plan = {"params": n_plan, "params_target": float(params), "tokens": d_plan, "tokens_per_param": d_plan / n_plan,
                 "loss": float(law.loss(n_plan, d_plan)[0, 0]),
                 "flops": c, "flops_encdec": c if flop.kind == "encdec" else None,
                 "flops_6nd": 6.0 * n_plan * d_plan}
-        shape = flop.shape(n_plan)
         if shape is not None:
             plan["shape"] = shape.describe()
         if samples:

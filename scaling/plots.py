@@ -37,6 +37,12 @@ def _log_axes(fig, x: str, y: str):
     return fig
 
 
+def _fpt(a3: dict | None) -> tuple:
+    """FLOPs per token (k, e) the fit's derived quantities used (6N when not recorded)."""
+    fc = (a3 or {}).get("flop_count") or {}
+    return (float(fc.get("k", 6.0)), float(fc.get("e", 1.0)))
+
+
 def frontier_figure(fit: dict, runs: dict | None = None):
     """N_opt(C) of each approach fitted, with the runs' (C, N) behind them."""
     go = _go()
@@ -55,18 +61,20 @@ def frontier_figure(fit: dict, runs: dict | None = None):
         if ak:
             fig.add_trace(go.Scatter(x=c, y=ak["k_N"] * c ** ak["a"], mode="lines",
                                      name=f"approach {k}: N_opt ∝ C^{ak['a']:.3f}"))
+    fpt = _fpt(a3)
     if a3:
         from scaling.fit.law import optimal_nd
-        n, _ = optimal_nd(a3, c)
+        n, _ = optimal_nd(a3, c, fpt)
         fig.add_trace(go.Scatter(x=c, y=n, mode="lines", name=f"approach 3: N_opt ∝ C^{a3['a']:.3f}"))
         samples = (a3.get("bootstrap") or {}).get("samples")
         if samples:
             ps = [dict(zip(("E", "A", "B", "alpha", "beta"), s)) for s in samples]
-            ns = np.array([optimal_nd(p, c)[0] for p in ps])
+            ns = np.array([optimal_nd(p, c, fpt)[0] for p in ps])
             lo_b, hi_b = np.nanpercentile(ns, [2.5, 97.5], axis=0)
             fig.add_trace(go.Scatter(x=np.r_[c, c[::-1]], y=np.r_[hi_b, lo_b[::-1]], fill="toself",
                                      line=dict(width=0), opacity=0.2, name="approach 3: 95% interval"))
-    fig.update_layout(title="Compute-optimal model size (C = 6ND for approach 3)")
+    fig.update_layout(title="Compute-optimal model size (approach 3: C = D x "
+                            + ("6N)" if fpt == (6.0, 1.0) else f"{fpt[0]:.3g} N^{fpt[1]:.3f}, the runs' FLOP count)"))
     return _log_axes(fig, "training FLOPs C", "parameters N")
 
 
@@ -78,15 +86,18 @@ def isoflop_figure(fit: dict):
         return None
     fig = go.Figure()
     for b in a2["budgets"]:
-        if b["parabola_logN"] is None:
-            continue
         n = np.asarray(b["points"]["N"])
+        if len(n) < 3:
+            continue
         name = f"{b['flops']:.2g} FLOPs"
         fig.add_trace(go.Scatter(x=n, y=b["points"]["loss"], mode="markers", name=name, legendgroup=name))
-        xs = np.geomspace(n.min(), n.max(), 60)
-        fig.add_trace(go.Scatter(x=xs, y=np.polyval(b["parabola_logN"], np.log(xs)), mode="lines",
-                                 legendgroup=name, showlegend=False,
-                                 line=dict(dash="solid" if b["refused"] is None else "dot")))
+        if b["parabola_logN"] is not None:
+            # Drawn over the sizes it was fitted on (the 5 around the minimum, by default).
+            lo, hi = b.get("parabola_N_range") or (n.min(), n.max())
+            xs = np.geomspace(lo, hi, 60)
+            fig.add_trace(go.Scatter(x=xs, y=np.polyval(b["parabola_logN"], np.log(xs)), mode="lines",
+                                     legendgroup=name, showlegend=False,
+                                     line=dict(dash="solid" if b["refused"] is None else "dot")))
         if b["N_opt"]:
             fig.add_trace(go.Scatter(x=[b["N_opt"]], y=[b["loss_opt"]], mode="markers", legendgroup=name,
                                      showlegend=False, marker=dict(symbol="x", size=11, color="black")))
@@ -114,7 +125,7 @@ def _iso_line(fig, go, law: dict, ln, d_hi: float, level: float, line: dict, lab
 
 def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = None,
                     n_range=None, d_range=None, frontier=None, iso_loss: float | None = None,
-                    frontier_label: str = "efficient frontier (C = 6ND)"):
+                    frontier_label: str | None = None):
     """The N-D plane: iso-loss contours of the law, its efficient frontier (6ND's closed form,
     or `frontier` = (N, D) arrays under another FLOP count), the iso-loss curve of a target
     loss, runs and plans."""
@@ -143,8 +154,11 @@ def nd_plane_figure(law: dict, runs: dict | None = None, plans: list | None = No
     for lv in np.unique(np.round(levels, 3)):
         _iso_line(fig, go, law, ln, d_hi, lv, dict(color="white", width=1), f"{lv:.3f}", legend=False)
     if frontier is None:
-        c = np.geomspace(6 * n_lo * d_lo, 6 * n_hi * d_hi, 200)
-        fn, fd = optimal_nd(law, c)
+        k, e = _fpt(law)
+        c = np.geomspace(k * n_lo ** e * d_lo, k * n_hi ** e * d_hi, 200)
+        fn, fd = optimal_nd(law, c, (k, e))
+        frontier_label = frontier_label or ("efficient frontier (C = 6ND)" if (k, e) == (6.0, 1.0) else
+                                            f"efficient frontier (C = D x {k:.3g} N^{e:.3f}, the runs' count)")
     else:
         fn, fd = (np.asarray(v, float) for v in frontier)
     keep = (fn >= n_lo) & (fn <= n_hi) & (fd >= d_lo) & (fd <= d_hi)

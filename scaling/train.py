@@ -521,7 +521,7 @@ class TrainingRun:
         return rec
 
     def fit(self) -> dict:
-        cfg = self.cfg
+        cfg = self.cfg.check()
         rec = self._check_existing()
         if rec is not None and rec["status"] == "completed":
             return rec
@@ -647,7 +647,13 @@ class TrainingRun:
             pin_memory=accel == "cuda", persistent_workers=False,
         )
         t0 = time.monotonic()
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
+        # The run installs its own SIGINT/SIGTERM handlers (on_train_start); an in-process
+        # caller (tune --jobs 1, the demo, a notebook) gets its own back when the run ends.
+        saved = _signal_handlers()
+        try:
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
+        finally:
+            _restore_signal_handlers(saved)
         step = trainer.global_step
         record["tokens_seen"] = step * plan.tokens_per_step
         record["flops"] = step * plan.flops_per_step
@@ -702,6 +708,21 @@ class TrainingRun:
         """For submitit's checkpoint(): save the exact position now (main thread)."""
         if self.module is not None and self.trainer is not None and self.trainer.state.fn is not None:
             self.module.save_last()
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal_handlers() -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+
+
+def _restore_signal_handlers(saved: dict) -> None:
+    for sig, handler in saved.items():
+        if handler is not None:        # None: set from C, not restorable from Python
+            signal.signal(sig, handler)
 
 
 def train_run(cfg: TrainConfig) -> dict:

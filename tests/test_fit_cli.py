@@ -63,11 +63,13 @@ def test_approach2_refuses_budget_whose_minimum_is_outside_sampled_sizes(tmp_pat
               "loss": float(predict_loss(TRUE, n0 * f, c / (6 * n0 * f))), "status": "completed"}
              for k, f in enumerate(np.geomspace(0.002, 0.02, 5))]
     df = pl.concat([df, pl.DataFrame(extra)], how="diagonal_relaxed")
-    fit = fit_all(_load(df), opts=FitOptions(approaches=(2,), n_boot=0, progress=False))
-    refused = [b for b in fit["approach2"]["budgets"] if b["refused"]]
-    assert len(refused) == 1 and refused[0]["flops"] == c
-    assert any("refused" in w and "outside the sampled range" in w for w in fit["approach2"]["warnings"])
-    assert abs(fit["approach2"]["a"] - A_TRUE) < 0.03
+    for method, why in (("local", "lowest-loss run is at the edge"), ("parabola", "outside the sampled range"),
+                        ("akima", "lowest-loss run is at the edge")):
+        fit = fit_all(_load(df), opts=FitOptions(approaches=(2,), n_boot=0, progress=False, profile=method))
+        refused = [b for b in fit["approach2"]["budgets"] if b["refused"]]
+        assert len(refused) == 1 and refused[0]["flops"] == c, method
+        assert any("refused" in w and why in w for w in fit["approach2"]["warnings"]), method
+        assert abs(fit["approach2"]["a"] - A_TRUE) < 0.03, method
 
 
 def _load(df: pl.DataFrame, **kw):
@@ -230,3 +232,123 @@ def test_runs_that_straddle_the_copy_transition_are_reported(tmp_path):
     assert any(f"{int((gap > 0.3).sum())} of {df.height} runs have learned to copy" in w for w in warns)
     df.with_columns(loss_denoise=pl.col("loss_clm") - 0.05).write_parquet(p)
     assert not any("learned to copy" in w for w in load_runs(p).warnings)
+
+
+def test_approach2_d_opt_stays_on_the_budget_with_the_runs_own_flop_count(tmp_path):
+    """FLOPs per token of an encoder-decoder are not 6N: D_opt must be C / fpt(N_opt) with the
+    runs' own count, so that N_opt and D_opt spend exactly the budget."""
+    def fpt(n):
+        return 8.0 * n + 2e4 * n ** 0.5              # not proportional to N
+    rng = np.random.default_rng(8)
+    rows = []
+    for c in (1e17, 1e18, 1e19):
+        n0 = 0.1 * (c / 8) ** 0.5
+        for k, f in enumerate(np.geomspace(1 / 4, 4, 7)):
+            n = n0 * f
+            d = c / fpt(n)
+            loss = 1.7 + 400 / n ** 0.34 + 1200 / d ** 0.3
+            rows.append({"run": f"{c:.0e}-{k}", "params": n, "tokens": d, "flops": c, "budget": c,
+                         "loss": loss * np.exp(0.001 * rng.standard_normal())})
+    p = tmp_path / "r.parquet"
+    pl.DataFrame(rows).write_parquet(p)
+    a2 = fit_all(load_runs(p), opts=FitOptions(approaches=(2,), n_boot=0, progress=False))["approach2"]
+    used = [b for b in a2["budgets"] if b["N_opt"]]
+    assert len(used) == 3
+    for b in used:
+        assert b["D_opt"] * fpt(b["N_opt"]) == pytest.approx(b["flops"], rel=2e-3)   # interpolated fpt
+    assert "FLOPs per token" in a2["d_opt_from"]
+
+
+def off_centre_table(rng, noise: float, truth=None) -> pl.DataFrame:
+    """alpha != beta (the profile is not a parabola in log N) and a sweep centred by a rule
+    that drifts from the true optimum: 4x below it at 1e19 FLOPs, and a = 0.5 assumed."""
+    truth = truth or {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.45, "beta": 0.25}
+    rows = []
+    for c in (1e18, 1e19, 1e20, 1e21):
+        centre = optimal_nd(truth, 1e19)[0] * (c / 1e19) ** 0.5 / 4
+        for k, f in enumerate(np.geomspace(1 / 16, 16, 9)):
+            n = centre * f
+            d = c / (6 * n)
+            rows.append({"run": f"{c:.0e}-{k}", "params": n, "tokens": d, "flops": c, "budget": c,
+                         "loss": float(predict_loss(truth, n, d)) * np.exp(noise * rng.standard_normal())})
+    return pl.DataFrame(rows)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.002])
+def test_local_profile_removes_the_bias_of_one_parabola_over_an_off_centre_grid(tmp_path, noise):
+    truth_a = frontier({"alpha": 0.45, "beta": 0.25, "A": 400.0, "B": 1200.0})["a"]     # 0.357
+    p = tmp_path / "r.parquet"
+    off_centre_table(np.random.default_rng(0), noise).write_parquet(p)
+    a = {}
+    for method in ("parabola", "local", "akima"):
+        fit = fit_all(load_runs(p), opts=FitOptions(approaches=(2,), n_boot=0, progress=False, profile=method))
+        a[method] = fit["approach2"]["a"]
+        assert fit["approach2"]["profile_method"] == method
+    assert a["parabola"] - truth_a > 0.03, a          # Chinchilla's parabola: biased high
+    assert abs(a["local"] - truth_a) < 0.01, a
+    if noise == 0:
+        assert abs(a["akima"] - truth_a) < 0.01, a    # unbiased too, but it follows the noise
+
+
+def test_profile_refuses_a_minimum_at_the_edge():
+    from scaling.fit.isoflop import profile
+    n = np.geomspace(1e6, 1e8, 7)
+    loss = 3 - 0.1 * np.log(n / 1e6)                  # still falling at the largest size
+    for method in ("local", "akima"):
+        p = profile(1e18, n, 1e18 / (6 * n), loss, np.full(7, 1e18), method)
+        assert p.n_opt is None and "edge" in p.refused
+
+
+def test_derived_quantities_use_the_runs_own_flop_count(tmp_path):
+    """A table whose FLOPs are not 6ND (an encoder-decoder counted in non-embedding N): the
+    frontier must be the law's minimum under that count, and the output must say so."""
+    from scaling.fit.law import frontier
+    rng = np.random.default_rng(9)
+    k, e = 14.0, 0.9
+    rows = []
+    for c in (1e17, 1e18, 1e19, 1e20):
+        for j, n in enumerate(np.geomspace(3e6, 3e9, 9)):
+            d = c / (k * n ** e)
+            rows.append({"run": f"{c:.0e}-{j}", "params": n, "tokens": d, "flops": c, "budget": c,
+                         "loss": float(predict_loss(TRUE, n, d)) * np.exp(0.001 * rng.standard_normal())})
+    p = tmp_path / "r.parquet"
+    pl.DataFrame(rows).write_parquet(p)
+    a3 = fit_all(load_runs(p), opts=FitOptions(approaches=(3,), n_boot=20, progress=False,
+                                               holdout_budget=False))["approach3"]
+    fc = a3["flop_count"]
+    assert fc["k"] == pytest.approx(k, rel=1e-6) and fc["e"] == pytest.approx(e, rel=1e-6)
+    assert "FLOPs per token" in fc["flops_count"]
+    want = frontier(TRUE, (k, e))["a"]                 # beta / (alpha + e beta) = 0.476
+    assert a3["a"] == pytest.approx(want, abs=0.02) and abs(want - A_TRUE) > 0.005
+    # The closed form is the numerical minimum of the law along C = D k N^e.
+    c = 1e22
+    ns = np.geomspace(1e8, 1e12, 200001)
+    n_num = ns[np.argmin(predict_loss(TRUE, ns, c / (k * ns ** e)))]
+    n_opt, d_opt = optimal_nd(TRUE, c, (k, e))
+    assert n_opt == pytest.approx(n_num, rel=1e-3) and d_opt * k * n_opt ** e == pytest.approx(c)
+    # And a 6ND table says 6ND.
+    df = pl.DataFrame(rows).with_columns((6 * pl.col("params") * pl.col("tokens")).alias("flops"))
+    df.write_parquet(p)
+    a3 = fit_all(load_runs(p), opts=FitOptions(approaches=(3,), n_boot=0, progress=False,
+                                               holdout_budget=False))["approach3"]
+    assert a3["flop_count"]["flops_count"].startswith("6ND")
+
+
+def test_approach2_bootstrap_adds_the_runs_loss_noise(tmp_path, capsys):
+    df = isoflop_table(np.random.default_rng(10), noise=0.003)
+    p = tmp_path / "r.parquet"
+    df.write_parquet(p)
+    widths = {}
+    for noise in (None, 0.003):
+        a2 = fit_all(load_runs(p), opts=FitOptions(approaches=(2,), n_boot=200, progress=False, loss_noise=noise,
+                                                   holdout_budget=False))["approach2"]
+        widths[noise] = a2["ci"]["a"][1] - a2["ci"]["a"][0]
+        assert ("--loss-noise" in a2["bootstrap_covers"]) and (("0.003" in a2["bootstrap_covers"]) == (noise is not None))
+    assert widths[0.003] > 1.2 * widths[None], widths
+    # A lab results table carries each run's validation standard error: used by default.
+    df.with_columns(pl.lit(0.01).alias("loss_se")).write_parquet(p)
+    a2 = fit_all(load_runs(p), opts=FitOptions(approaches=(2,), n_boot=50, progress=False,
+                                               holdout_budget=False))["approach2"]
+    assert "validation standard error" in a2["bootstrap_covers"]
+    assert main(["fit", str(p), "--loss-noise", "-0.1", "--bootstrap", "0"]) == 2
+    assert "--loss-noise" in capsys.readouterr().err

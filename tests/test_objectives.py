@@ -107,3 +107,19 @@ def test_batches_are_cheap(stream):
         obj.batch(np.arange(s * 32, (s + 1) * 32))
     per_batch = (time.perf_counter() - t) / 20
     assert per_batch < 0.05  # a CPU step at this shape takes seconds; a GPU step >= ~50 ms
+
+
+def test_window_shuffle_does_not_overflow_on_a_trillion_token_shard():
+    """A 1T-token shard at seq_len 128 has 7.8e9 windows; pos * mult passed 2^63 and wrapped.
+    The shuffle must stay a bijection there: exact against Python's big integers."""
+    from scaling.objectives import _mulmod
+    n = 7_812_500_003                                   # windows of a ~1T-token shard
+    m = 6_700_417_417 | 1
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.integers(0, n, 2000), [0, 1, n - 1, n - 2]]).astype(np.int64)
+    want = np.array([(int(x) * m) % n for x in a], dtype=np.int64)
+    assert int(a.max()) * m > 2**63                     # the old product overflowed here
+    np.testing.assert_array_equal(_mulmod(a, m, n), want)
+    # a bijection on a small modulus, checked exhaustively
+    small = np.arange(1009, dtype=np.int64)
+    assert len(np.unique(_mulmod(small, 123457 | 1, 1009))) == 1009

@@ -47,7 +47,7 @@ def test_tokens_for_params_makes_n_compute_optimal():
 def test_plan_20b_1t_default_law():
     r = make_plan(Law.default(n_samples=400), FlopModel("encdec"), CostAssumptions(), params=20e9, tokens=1e12)
     p, o = r["plan"], r["optimal"]
-    assert p["flops_6nd"] == pytest.approx(1.2e23)
+    assert p["flops_6nd"] == pytest.approx(6 * p["params"] * 1e12) and 18e9 < p["params"] < 19e9   # the 20B shape
     assert 0.8e23 < p["flops_encdec"] < 1.4e23
     assert p["loss_ci"][0] < p["loss"] < p["loss_ci"][1]
     assert p["loss_given_up"] >= 0 and o["loss"] <= p["loss"]
@@ -117,3 +117,20 @@ def test_compare_famous_plans_and_toml(tmp_path, capsys):
     f.write_text('[[plan]]\nname = "x"\n')
     assert main(["plan", "--compare", str(f)]) == 2
     assert "needs name, params and tokens" in capsys.readouterr().err
+
+
+def test_plan_loss_and_compute_describe_the_same_model():
+    """--params 20B is built as the size rule's shape (18.48B parameters with AlexaTM's
+    vocabulary): the law must be evaluated at that shape's N and its compute be that
+    shape's own FLOPs, not a 20B model's."""
+    law = Law.default(n_samples=0)
+    flop = FlopModel("encdec")
+    r = make_plan(law, flop, CostAssumptions(), params=20e9, tokens=1e12)
+    shape = flop.shape(20e9)
+    assert (shape.n_enc_layers, shape.n_dec_layers, shape.d_model) == (46, 32, 4096)
+    p = r["plan"]
+    assert p["params"] == shape.n_params() and p["params_target"] == 20e9
+    assert abs(p["params"] / 20e9 - 1) > 0.05                        # the two differ by ~8%
+    assert p["flops"] == pytest.approx(shape.flops_per_token(flop.seq_len, flop.noise_density) * 1e12, rel=1e-12)
+    assert p["loss"] == pytest.approx(float(law.loss(shape.n_params(), 1e12)[0, 0]), rel=1e-12)
+    assert r["compute"] == p["flops"]

@@ -127,6 +127,10 @@ BAD = [
     ("[grid]\nsizes = [\"100K\"]\ntokens = [\"1M\"]\n", "isoflop", TRAIN, ["[grid] given but sweep.kind is 'isoflop'"]),
     ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "tokens = 5\n", ["train.tokens", "set by the sweep"]),
     ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "clm_ratio = 1.5\n", ["train.clm_ratio", "[0, 1]"]),
+    # Every job would have died on it (a traceback, and launch exiting 0): refused up front.
+    ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "noise_density = 0.6\n", ["train.noise_density", "(0, 0.5)"]),
+    ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "beta2 = 1.0\n", ["train.beta2", "[0, 1)"]),
+    ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "val_examples = 0\n", ["train.val_examples", ">= 1"]),
     ("[isoflop]\nbudgets = [1e12]\n[executor]\ndefault = \"kubernetes\"\n", "isoflop", TRAIN, ["executor.default"]),
     ("[isoflop]\nbudgets = [1e12]\n[executor]\ntime_min = 2\n", "isoflop", TRAIN, ["executor.time_min", "at least 3"]),
     ("[isoflop]\nbudgets = [1e12]\n[slurm]\nextra = { exclusive = true }\n", "isoflop", TRAIN, ["slurm.extra.exclusive"]),

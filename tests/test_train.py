@@ -161,3 +161,41 @@ def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
     assert rec["status"] == "running" and rec["error"].startswith("stopped at step")
     assert 0 < rec["tokens_seen"] < 400_000
     assert (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_one_owner_for_the_limits_of_a_run(capsys):
+    """TrainConfig.check is the one place the limits live: the CLI names the flag, a sweep
+    file its key (tests/test_sweep_spec.py), and the trainer refuses a bad config itself."""
+    from scaling.cli import main
+    from scaling.config import TrainConfig
+    from scaling.errors import UserError
+    from scaling.train import TrainingRun
+
+    for args, words in ((["--clm-ratio", "2"], "--clm-ratio must be in [0, 1], got 2"),
+                        (["--lr", "0"], "--lr must be > 0"),
+                        (["--seq-len", "8"], "--seq-len must be >= 16"),
+                        (["--checkpoint-every", "0"], "--checkpoint-every must be > 0")):
+        assert main(["train", "--params", "20K", "--tokens", "10K", "--out", "/nonexistent/x", *args]) == 2
+        assert words in capsys.readouterr().err
+    with pytest.raises(UserError, match="noise_density must be in \\(0, 0.5\\), got 0.6"):
+        TrainingRun(TrainConfig(noise_density=0.6, out="/nonexistent/y")).fit()
+    assert TrainConfig().check() is not None and TrainConfig(lr=None).check().lr is None
+
+
+def test_in_process_run_gives_the_callers_signal_handlers_back(tmp_path):
+    """tune --jobs 1, the demo or a notebook trains in-process: after the run, SIGINT and
+    SIGTERM must reach the caller's handlers again, not a finished trainer's."""
+    from scaling.config import TrainConfig
+    from scaling.train import TrainingRun
+
+    def mine(signum, frame):
+        pass
+    old = {s: signal.signal(s, mine) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cfg = TrainConfig(params="300K", tokens=8_192, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
+                          val_points=2, val_examples=16, progress=False)
+        assert TrainingRun(cfg).fit()["status"] == "completed"
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

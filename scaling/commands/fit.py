@@ -44,6 +44,12 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=("vp", "grid"), default="vp",
                    help="approach 3 optimiser: vp = variable projection (E, A, B in closed form on a fine "
                         "alpha-beta grid, then L-BFGS; default), grid = Chinchilla's 4,500 L-BFGS starts")
+    p.add_argument("--profile", choices=("local", "parabola", "akima"), default="local",
+                   help="approach 2's profile minimum: local = a parabola through the 5 sizes around the lowest "
+                        "run (default), parabola = one through every run (Chinchilla), akima = an Akima spline")
+    p.add_argument("--loss-noise", type=float, default=None, metavar="REL",
+                   help="approach 2's bootstrap: redraw each run's loss with this relative noise (seed-to-seed, "
+                        "e.g. 0.005); default: the runs' validation standard error (loss_se) where the table has it")
     p.add_argument("--full-grid", action="store_true",
                    help="with --method grid: run all 4,500 starts to convergence instead of the best-scoring 256")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -117,6 +123,8 @@ def format_fit(fit: dict) -> str:
                          ("a", "a  (N_opt ∝ C^a)"), ("b", "b  (D_opt ∝ C^b)"), ("G", "G"),
                          ("tokens_per_param", f"D/N at {a3['c_ref']:.3g}")):
             out.append(f"  {label:18}{_f(a3[k], 8):>14}   {_ci(a3['ci'], k)}")
+        if a3.get("flop_count"):
+            out.append(f"  a, b, G and D/N under C = D x FLOPs per token: {a3['flop_count']['flops_count']}")
         if "bootstrap_degenerate" in a3:
             out.append(f"  degenerate bootstrap fits (a term vanished): {a3['bootstrap_degenerate']} of {fit['bootstrap']}")
         if "data_constrained" in a3:
@@ -132,6 +140,9 @@ def format_fit(fit: dict) -> str:
                      2: f"{r.get('n_budgets', '?')} budgets", 3: f"{r['n_points']} runs"}[k]
             out.append(f"  {k:<10}{_f(r['a'], 4):>10}  {_ci(r['ci'], 'a'):24}{_f(r['b'], 4):>10}  "
                        f"{_ci(r['ci'], 'b'):24}{extra}")
+    a2 = fit.get("approach2")
+    if a2 and fit["bootstrap"]:
+        out.append(f"  approach 2's interval: {a2['bootstrap_covers']}")
     ho = fit.get("holdout")
     if ho:
         out += ["", f"Held out the {ho['k']} largest-compute runs; approach 3 fitted on the rest predicts them:",
@@ -184,11 +195,14 @@ def run(args: argparse.Namespace) -> int:
             curves = load_curves(cpath, table)
     if args.full_grid and args.method != "grid":
         raise UserError("--full-grid runs Chinchilla's 4,500 starts: it needs --method grid")
+    if args.loss_noise is not None and not (math.isfinite(args.loss_noise) and 0 <= args.loss_noise < 1):
+        raise UserError(f"--loss-noise: a relative noise in [0, 1), got {args.loss_noise}")
     fixed = parse_fixed(args.fix)
     if fixed and 3 not in approaches:
         raise UserError("--fix holds approach 3 parameters; it needs --approach to include 3")
     opts = FitOptions(approaches=approaches, explicit=explicit, n_boot=args.bootstrap, seed=args.seed,
                       holdout_top=args.holdout_top, rollout=args.rollout, fixed=fixed, method=args.method,
+                      profile=args.profile, loss_noise=args.loss_noise,
                       holdout_budget=not args.no_holdout, refine=None if args.full_grid else 256,
                       progress=not args.no_progress and sys.stderr.isatty())
     fit = fit_all(table, curves, opts)

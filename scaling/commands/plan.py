@@ -91,7 +91,10 @@ def format_plan(r: dict, assume) -> str:
         p = r["plan"]
         out += [f"plan: N {_n(p['params'])}, D {_n(p['tokens'])} ({p['tokens_per_param']:.1f} tokens/param)"]
         if "shape" in p:
-            out.append(f"  shape: {p['shape']}")
+            target = p.get("params_target")
+            note = (f" (the size rule's shape for {_n(target)}: loss and compute are both for it)"
+                    if target and abs(target / p["params"] - 1) > 1e-9 else "")
+            out.append(f"  shape: {p['shape']}{note}")
         if "tokens_ci" in p:
             out.append(f"  compute-optimal tokens for this N{_ci(p['tokens_ci'], _n)}")
         out += [f"  predicted loss     {p['loss']:.4f}{_ci(p.get('loss_ci'), f4)}",

@@ -52,13 +52,8 @@ def config_from_args(args: argparse.Namespace):
     cfg.progress = not args.no_progress
     if args.checkpoint_every is not None:
         cfg.checkpoint_every_s = args.checkpoint_every
-    if cfg.lr is not None and not (0 < cfg.lr < 1):
-        raise UserError(f"--lr must be in (0, 1), got {cfg.lr}")
-    if cfg.batch_size < 1 or cfg.seq_len < 16:
-        raise UserError("--batch-size must be >= 1 and --seq-len >= 16")
-    if not 0 <= cfg.clm_ratio <= 1:
-        raise UserError(f"--clm-ratio must be in [0, 1], got {cfg.clm_ratio}")
-    return cfg
+    flags = {"checkpoint_every_s": "--checkpoint-every"}
+    return cfg.check(lambda key: flags.get(key, "--" + key.replace("_", "-")))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,10 +4,25 @@ Approach 1 (envelope): at each FLOP value of a log grid, the lowest loss any run
 there (its curve interpolated in log-log) names the best size N and its tokens D so far; power
 laws N_opt = k_N C^a and D_opt = k_D C^b are fitted to those points by least squares in logs.
 
-Approach 2 (IsoFLOP profiles): per FLOP budget, a parabola of loss in log N (and another in
-log D) through the runs of that budget; its vertex is N_opt(C) (D_opt(C)). A budget whose
-vertex is outside its sampled sizes, or whose parabola opens downwards, says nothing about
-the optimum and is refused (with a warning), never extrapolated.
+Approach 2 (IsoFLOP profiles): per FLOP budget, the minimum of loss over log N is N_opt(C).
+Three ways to find it (`profile_method`):
+
+- "local" (default): a parabola through the 5 sizes around the lowest-loss run. The profile of
+  L = E + A/N^alpha + B/D^beta is not a parabola in log N when alpha != beta; one parabola over
+  the whole budget is pulled off the minimum by the far points, and the more so the further
+  the grid is off-centre (see the README's figures); near the minimum any smooth profile is a
+  parabola.
+- "parabola": one parabola through every run of the budget (Chinchilla's Approach 2).
+- "akima": an Akima spline through the profile (Porian et al.): no shape assumed, but it
+  follows every point, noise included.
+ D_opt is then the budget spent at that size,
+D_opt = C / (FLOPs per token at N_opt), the FLOPs per token read off the budget's own runs
+(flops / tokens, interpolated in log N): the same count the runs' compute used (the
+encoder-decoder formula for the lab's runs, 6N for a table that only has 6ND), so
+N_opt and D_opt stay on the budget. (A second parabola in log D, as Chinchilla drew, gives a
+D_opt that need not.) A budget whose vertex is outside its sampled sizes, or whose parabola
+opens downwards, says nothing about the optimum and is refused (with a warning), never
+extrapolated.
 """
 
 from __future__ import annotations
@@ -127,9 +142,9 @@ class Profile:
     n_opt: float | None
     d_opt: float | None
     loss_opt: float | None
-    coef_n: tuple | None        # parabola in log N: loss = c2 x^2 + c1 x + c0
-    coef_d: tuple | None
+    coef_n: tuple | None        # parabola in log N: loss = c2 x^2 + c1 x + c0 (None for akima)
     refused: str | None = None  # why this budget gave no optimum
+    window: tuple | None = None  # the sizes (min N, max N) the parabola was fitted on
 
 
 def _vertex(x: np.ndarray, y: np.ndarray):
@@ -142,18 +157,65 @@ def _vertex(x: np.ndarray, y: np.ndarray):
     return xv, (c2, c1, c0), None
 
 
-def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray) -> Profile:
+def tokens_at(budget: float, n: np.ndarray, d: np.ndarray, c: np.ndarray, n_at: float) -> float:
+    """Tokens the budget buys at size n_at: budget / FLOPs per token, the runs' own FLOPs per
+    token (c / d) interpolated in log N (their sizes bracket n_at)."""
+    order = np.argsort(n)
+    log_fpt = np.interp(np.log(n_at), np.log(n[order]), np.log(c[order] / d[order]))
+    return float(budget / np.exp(log_fpt))
+
+
+PROFILE_METHODS = ("local", "parabola", "akima")
+LOCAL_SIZES = 5
+
+
+def _by_size(n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct log sizes, ascending, with the mean loss of the runs at each (seeds)."""
+    x, inv = np.unique(np.round(np.log(n), 9), return_inverse=True)
+    return x, np.bincount(inv, weights=loss) / np.bincount(inv)
+
+
+def _minimum(n: np.ndarray, loss: np.ndarray, method: str):
+    """(log N_opt, parabola coefficients or None, why refused or None, (lo, hi) log N fitted)."""
+    x, y = _by_size(n, loss)
+    if method == "parabola":
+        return (*_vertex(x, y), (x[0], x[-1]))
+    j = int(np.argmin(y))
+    if j == 0 or j == len(x) - 1:
+        return None, None, "its lowest-loss run is at the edge of the sampled sizes", None
+    if method == "local":
+        lo = max(0, min(j - LOCAL_SIZES // 2, len(x) - LOCAL_SIZES))
+        xw = x[lo:lo + LOCAL_SIZES]
+        return (*_vertex(xw, y[lo:lo + LOCAL_SIZES]), (xw[0], xw[-1]))
+    if method == "akima":
+        from scipy.interpolate import Akima1DInterpolator
+
+        xs = np.linspace(x[0], x[-1], 4001)
+        ys = Akima1DInterpolator(x, y)(xs)
+        i = int(np.argmin(ys))
+        if i == 0 or i == len(xs) - 1:
+            return None, None, "its interpolated minimum lies on the edge of the sampled sizes", None
+        return float(xs[i]), None, None, None
+    raise ValueError(f"unknown profile method {method!r}; expected one of {', '.join(PROFILE_METHODS)}")
+
+
+def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray, c: np.ndarray,
+            method: str = "local") -> Profile:
     if len(np.unique(n)) < 3:
-        return Profile(budget, len(n), None, None, None, None, None,
-                       f"it has {len(np.unique(n))} distinct size(s); a parabola needs at least 3")
-    xn, cn, why_n = _vertex(np.log(n), loss)
-    xd, cd, why_d = _vertex(np.log(d), loss)
-    why = why_n or why_d
+        return Profile(budget, len(n), None, None, None, None,
+                       f"it has {len(np.unique(n))} distinct size(s); a profile minimum needs at least 3")
+    xn, cn, why, win = _minimum(n, loss, method)
+    window = None if win is None else (float(np.exp(win[0])), float(np.exp(win[1])))
     if why:
-        which = "log N" if why_n else "log D"
-        return Profile(budget, len(n), None, None, None, cn, cd, f"{why} (in {which})")
-    return Profile(budget, len(n), float(np.exp(xn)), float(np.exp(xd)),
-                   float(np.polyval(cn, xn)), cn, cd)
+        return Profile(budget, len(n), None, None, None, cn, why, window)
+    n_opt = float(np.exp(xn))
+    if cn is not None:
+        loss_opt = float(np.polyval(cn, xn))
+    else:
+        x, y = _by_size(n, loss)
+        from scipy.interpolate import Akima1DInterpolator
+        loss_opt = float(Akima1DInterpolator(x, y)(xn))
+    return Profile(budget, len(n), n_opt, tokens_at(budget, n, d, c, n_opt), loss_opt, cn, None, window)
 
 
 @dataclass
@@ -164,11 +226,12 @@ class IsoFlopFit:
     used: list = field(default_factory=list)   # budgets with an optimum
 
 
-def fit_isoflop(labels, values, n, d, loss) -> IsoFlopFit:
-    profs = [profile(values[g], n[labels == g], d[labels == g], loss[labels == g]) for g in range(len(values))]
+def fit_isoflop(labels, values, n, d, loss, c, method: str = "local") -> IsoFlopFit:
+    profs = [profile(values[g], n[labels == g], d[labels == g], loss[labels == g], c[labels == g], method)
+             for g in range(len(values))]
     ok = [p for p in profs if p.n_opt is not None]
     if len(ok) < 2:
         raise ValueError(f"{len(ok)} FLOP budget(s) with an interior optimum; approach 2 needs at least 2")
-    c = np.array([p.budget for p in ok])
-    return IsoFlopFit(fit_power(c, np.array([p.n_opt for p in ok])),
-                      fit_power(c, np.array([p.d_opt for p in ok])), profs, ok)
+    budgets = np.array([p.budget for p in ok])
+    return IsoFlopFit(fit_power(budgets, np.array([p.n_opt for p in ok])),
+                      fit_power(budgets, np.array([p.d_opt for p in ok])), profs, ok)

@@ -206,23 +206,43 @@ def from_params(p: dict) -> np.ndarray:
     return np.array([math.log(p["A"]), math.log(p["B"]), math.log(p["E"]), p["alpha"], p["beta"]])
 
 
-def frontier(p: dict) -> dict:
-    """Compute-optimal allocation under C = 6 N D (Chinchilla, eq. 4):
-    N_opt = G (C/6)^a, D_opt = (C/6)^b / G, G = (alpha A / (beta B))^(1/(alpha+beta))."""
+SIX_ND = (6.0, 1.0)    # FLOPs per token = k N^e; Chinchilla's C = 6 N D
+
+
+def frontier(p: dict, fpt: tuple = SIX_ND) -> dict:
+    """Compute-optimal allocation when C = D * k N^e (FLOPs per token k N^e; 6ND is k=6, e=1).
+
+    Minimising E + A N^-alpha + B (C / (k N^e))^-beta over N: N_opt = G (C/k)^a and
+    D_opt = (C/k) / N_opt^e, with a = beta / (alpha + e beta), b = 1 - e a and
+    G = (alpha A / (e beta B))^(1 / (alpha + e beta)); Chinchilla's eq. 4 at k=6, e=1."""
     al, be = p["alpha"], p["beta"]
+    k, e = fpt
     if al <= 0 or be <= 0:
         return {"a": float("nan"), "b": float("nan"), "G": float("nan")}
-    a = be / (al + be)
-    b = al / (al + be)
-    G = (al * p["A"] / (be * p["B"])) ** (1.0 / (al + be))
-    return {"a": a, "b": b, "G": G}
+    a = be / (al + e * be)
+    G = (al * p["A"] / (e * be * p["B"])) ** (1.0 / (al + e * be))
+    return {"a": a, "b": 1.0 - e * a, "G": G}
 
 
-def optimal_nd(p: dict, compute) -> tuple[np.ndarray, np.ndarray]:
-    """N_opt, D_opt at compute C (FLOPs) under C = 6 N D."""
-    fr = frontier(p)
-    c6 = np.asarray(compute, float) / 6.0
-    return fr["G"] * c6 ** fr["a"], c6 ** fr["b"] / fr["G"]
+def optimal_nd(p: dict, compute, fpt: tuple = SIX_ND) -> tuple[np.ndarray, np.ndarray]:
+    """N_opt, D_opt at compute C (FLOPs) when FLOPs per token are k N^e (default 6N)."""
+    fr = frontier(p, fpt)
+    ck = np.asarray(compute, float) / fpt[0]
+    n = fr["G"] * ck ** fr["a"]
+    return n, ck / n ** fpt[1]
+
+
+def flops_per_token_law(n, tokens, flops) -> tuple[tuple, float]:
+    """FLOPs per token as k N^e from runs (least squares in logs) and the largest relative
+    deviation of a run from it. A 6ND table gives (6, 1) exactly; this lab's encoder-decoder
+    runs, counted in non-embedding N, give e != 1 and k != 6."""
+    ln = np.log(np.asarray(n, float))
+    lf = np.log(np.asarray(flops, float) / np.asarray(tokens, float))
+    if np.ptp(ln) < 1e-9:
+        return (float(np.exp(np.mean(lf - ln))), 1.0), 0.0
+    e, lk = np.polyfit(ln, lf, 1)
+    dev = float(np.max(np.abs(np.expm1(lf - (lk + e * ln)))))
+    return (float(np.exp(lk)), float(e)), dev
 
 
 @dataclass

@@ -33,6 +33,8 @@ class FitOptions:
     progress: bool = True
     rollout: bool = False        # leave-future-out over the budgets (scaling.fit.rollout)
     method: str = "vp"           # approach 3: variable projection, or "grid" (Chinchilla's starts)
+    profile: str = "local"       # approach 2's profile minimum: local | parabola | akima (isoflop.py)
+    loss_noise: float | None = None  # approach 2's bootstrap: relative seed noise added to each loss
     fixed: dict = field(default_factory=dict)   # approach 3 parameters held, e.g. {"E": 1.69}
 
 
@@ -141,7 +143,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         raise _Skip(f"all runs share one FLOP budget ({values[0]:.3g}); it needs at least 2 budgets "
                     "of at least 3 sizes each")
     try:
-        fit = isoflop.fit_isoflop(labels, values, n, d, loss)
+        fit = isoflop.fit_isoflop(labels, values, n, d, loss, c, opts.profile)
     except ValueError as e:
         raise _Skip(str(e)) from None
     warnings = [f"approach 2: budget {p.budget:.3g} FLOPs refused: {p.refused}"
@@ -151,13 +153,26 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         warnings.append(f"approach 2: {few} budget(s) with fewer than 3 runs left out")
     if len(fit.used) == 2:
         warnings.append("approach 2: only 2 budgets have an optimum; the exponents have no degrees of freedom")
-    # Resample runs within each budget (a global resample would empty whole budgets).
+    # Resample runs within each budget (a global resample would empty whole budgets), and
+    # redraw each resampled run's loss with its noise: a profile's minimum moves with the
+    # noise of the runs near it, which resampling alone does not show (Porian et al.).
     groups = [np.flatnonzero(labels == g) for g in range(len(values))]
+    if opts.loss_noise is not None:
+        sd = opts.loss_noise * loss
+        covers = f"runs resampled within each budget, each loss redrawn with {opts.loss_noise:g} relative noise (--loss-noise)"
+    elif table.has("loss_se"):
+        sd = table.col("loss_se")
+        covers = ("runs resampled within each budget, each loss redrawn with its validation standard error "
+                  "(loss_se); seed-to-seed noise is not in it (give --loss-noise)")
+    else:
+        sd = np.zeros_like(loss)
+        covers = "runs resampled within each budget; no loss noise (no loss_se column; give --loss-noise)"
     a_s, b_s = [], []
     for _ in range(opts.n_boot):
         rows = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        noisy = loss[rows] + sd[rows] * rng.standard_normal(len(rows))
         try:
-            f = isoflop.fit_isoflop(labels[rows], values, n[rows], d[rows], loss[rows])
+            f = isoflop.fit_isoflop(labels[rows], values, n[rows], d[rows], noisy, c[rows], opts.profile)
             a_s.append(f.n_law.exponent)
             b_s.append(f.d_law.exponent)
         except (ValueError, np.linalg.LinAlgError):
@@ -172,9 +187,13 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         "k_N": fit.n_law.coef, "k_D": fit.d_law.coef,
         "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
         "n_points": int(sum(p.n_runs for p in fit.profiles)),
-        "n_budgets": len(fit.used),
+        "n_budgets": len(fit.used), "profile_method": opts.profile, "bootstrap_covers": covers,
+        # D_opt is the budget spent at N_opt, with the runs' own FLOPs per token.
+        "d_opt_from": "budget / (6 N_opt): the table's FLOPs are 6ND" if table.flops_from_6nd else
+                      "budget / (the runs' FLOPs per token at N_opt)",
         "budgets": [{"flops": p.budget, "n_runs": p.n_runs, "N_opt": p.n_opt, "D_opt": p.d_opt,
                      "loss_opt": p.loss_opt, "parabola_logN": list(map(float, p.coef_n)) if p.coef_n else None,
+                     "parabola_N_range": list(p.window) if p.window else None,
                      "refused": p.refused,
                      "points": {"N": n[labels == g].tolist(), "loss": loss[labels == g].tolist()}}
                     for g, p in enumerate(fit.profiles)],
@@ -184,10 +203,22 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
 
 # ----------------------------------------------------------------------------- Approach 3
 
-def derived(p: dict, c_ref: float) -> dict:
-    fr = law.frontier(p)
-    n_opt, d_opt = law.optimal_nd(p, c_ref)
+def derived(p: dict, c_ref: float, fpt: tuple = law.SIX_ND) -> dict:
+    fr = law.frontier(p, fpt)
+    n_opt, d_opt = law.optimal_nd(p, c_ref, fpt)
     return {**fr, "tokens_per_param": float(d_opt / n_opt)}
+
+
+def flop_count(table: RunTable) -> tuple[tuple, dict]:
+    """The FLOP count the runs' compute used, for the derived quantities: 6ND when the table's
+    FLOPs are (or were filled as) 6ND, else the runs' own FLOPs per token as k N^e."""
+    if table.flops_from_6nd:
+        return law.SIX_ND, {"flops_count": "6ND (the table has no flops column)", "k": 6.0, "e": 1.0}
+    fpt, dev = law.flops_per_token_law(table.col("params"), table.col("tokens"), table.col("flops"))
+    if abs(fpt[1] - 1) < 1e-3 and abs(fpt[0] / 6 - 1) < 1e-3:
+        return law.SIX_ND, {"flops_count": "6ND (the table's flops are 6ND)", "k": 6.0, "e": 1.0}
+    return fpt, {"flops_count": f"the runs' FLOPs per token, {fpt[0]:.4g} N^{fpt[1]:.4f} (within {100 * dev:.1f}% "
+                                f"of every run)", "k": fpt[0], "e": fpt[1], "max_deviation": dev}
 
 
 def check_law_data(table: RunTable) -> str | None:
@@ -210,7 +241,9 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         warnings.append(f"approach 3: only {sizes} distinct sizes; E, alpha and beta are traded off against "
                         "each other (read the intervals, not the point values)")
     c_ref = float(c.max())
-    out = {**fit.params, **derived(fit.params, c_ref), "c_ref": c_ref, "objective": fit.objective,
+    fpt, count = flop_count(table)
+    out = {**fit.params, **derived(fit.params, c_ref, fpt), "c_ref": c_ref, "flop_count": count,
+           "objective": fit.objective,
            "degenerate": why_degenerate, "fixed": dict(opts.fixed), "method": opts.method,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
     keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
@@ -228,7 +261,7 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
             warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
                             "down and it has no intervals")
             ps = []
-        rows = [{**p, **derived(p, c_ref)} for p in ps]
+        rows = [{**p, **derived(p, c_ref, fpt)} for p in ps]
         out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) if rows else [None, None] for k in keys}
         E = np.array([p["E"] for p in ps])
         al = np.array([p["alpha"] for p in ps])
@@ -324,8 +357,10 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
     if 2 not in opts.approaches:
         return out
     try:
-        full = isoflop.fit_isoflop(labels, values, table.col("params"), table.col("tokens"), table.col("loss"))
-        seen = isoflop.fit_isoflop(labels[keep], values, train.col("params"), train.col("tokens"), train.col("loss"))
+        full = isoflop.fit_isoflop(labels, values, table.col("params"), table.col("tokens"), table.col("loss"), c,
+                                   opts.profile)
+        seen = isoflop.fit_isoflop(labels[keep], values, train.col("params"), train.col("tokens"), train.col("loss"),
+                                   c[keep], opts.profile)
         observed = full.profiles[top].n_opt
         predicted = float(seen.n_law(values[top]))
         out["approach2"] = {"a": seen.n_law.exponent, "N_opt_predicted": predicted, "N_opt_observed": observed,
@@ -378,7 +413,7 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
             out["rollout"] = rollout(n, table.col("tokens"), c, table.col("loss"),
                                      table.col("budget") if table.has("budget") else None,
                                      approaches=tuple(k for k in opts.approaches if k in (2, 3)),
-                                     fixed=opts.fixed, refine=opts.refine, method=opts.method)
+                                     fixed=opts.fixed, refine=opts.refine, method=opts.method, profile=opts.profile)
     finally:
         bar.close()
     if not any(f"approach{k}" in out for k in (1, 2, 3)):

@@ -52,13 +52,14 @@ def _a3_errors(params: dict, n, d, loss) -> dict:
 
 
 def rollout(n, d, c, loss, budget=None, *, approaches=(2, 3), fixed: dict | None = None,
-            refine: int | None = 256, method: str = "vp") -> dict:
+            refine: int | None = 256, method: str = "vp", profile: str = "local") -> dict:
     n, d, c, loss = (np.asarray(v, float) for v in (n, d, c, loss))
     labels, values = isoflop.group_budgets(c, budget)
     order = np.argsort(values)
     full_profiles = None
     if 2 in approaches:
-        full_profiles = [isoflop.profile(values[g], n[labels == g], d[labels == g], loss[labels == g])
+        full_profiles = [isoflop.profile(values[g], n[labels == g], d[labels == g], loss[labels == g], c[labels == g],
+                                         profile)
                          for g in range(len(values))]
     steps, skipped = [], {"approach2": [], "approach3": []}
     for k in cut_points(values[order]):
@@ -78,7 +79,7 @@ def rollout(n, d, c, loss, budget=None, *, approaches=(2, 3), fixed: dict | None
         a2 = None
         if 2 in approaches:
             try:
-                a2 = isoflop.fit_isoflop(labels[seen], values, n[seen], d[seen], loss[seen]).n_law
+                a2 = isoflop.fit_isoflop(labels[seen], values, n[seen], d[seen], loss[seen], c[seen], profile).n_law
             except (ValueError, np.linalg.LinAlgError):
                 skipped["approach2"].append(k)
         if not fits and a2 is None:

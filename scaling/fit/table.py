@@ -16,7 +16,7 @@ import polars as pl
 
 from scaling.errors import UserError
 
-COLUMNS = ("params", "tokens", "loss", "flops", "budget", "unique_tokens", "run")
+COLUMNS = ("params", "tokens", "loss", "flops", "budget", "unique_tokens", "run", "loss_se")
 REQUIRED = ("params", "tokens", "loss")
 CURVE_COLUMNS = ("run", "tokens", "flops", "loss")
 CURVES_FILE = "curves.parquet"
@@ -125,6 +125,8 @@ def load_runs(path: str | Path, columns: dict[str, str] | None = None, *,
         df = df.filter(ok)
     if "tokens" not in df.columns:
         df = df.with_columns((pl.col("flops") / (6.0 * pl.col("params"))).alias("tokens"))
+    if "loss_se" in df.columns:   # a run without its validation noise adds none to the bootstrap
+        df = df.with_columns(pl.col("loss_se").fill_null(0.0).fill_nan(0.0).clip(lower_bound=0.0))
     numeric = [c for c in ("params", "tokens", "loss", "flops") if c in df.columns]
     good = pl.lit(True)
     for c in numeric:

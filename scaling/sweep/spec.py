@@ -322,16 +322,7 @@ def _train(path: Path, table: Any) -> TrainConfig:
             raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
                             f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
     sec.finish()
-    cfg = TrainConfig(**values)
-    if cfg.batch_size < 1 or cfg.seq_len < 2:
-        raise UserError(f"{path}: train.batch_size and train.seq_len must be positive")
-    if not 0 <= cfg.clm_ratio <= 1:
-        raise UserError(f"{sec.where('clm_ratio')} must be in [0, 1], got {cfg.clm_ratio}")
-    if not 0 < cfg.noise_density < 1:
-        raise UserError(f"{sec.where('noise_density')} must be in (0, 1), got {cfg.noise_density}")
-    if cfg.lr is not None and not cfg.lr > 0:
-        raise UserError(f"{sec.where('lr')} must be positive or \"rule\", got {cfg.lr}")
-    return cfg
+    return TrainConfig(**values).check(sec.where)
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
