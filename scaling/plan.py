@@ -48,6 +48,7 @@ class Law:
     source: str
     note: str | None = None
     fitted_range: dict | None = None   # the fit's data: {"params": [lo, hi], "flops": [lo, hi], ...}
+    params_column: str = "params"      # which N the law was fitted on (params_nonembed: Kaplan's)
 
     @classmethod
     def default(cls, n_samples: int = 1000, seed: int = 0) -> "Law":
@@ -85,7 +86,11 @@ class Law:
                 + ("" if have else " (fit with --bootstrap N)"))
             samples = np.array([[params[k] for k in PARAMS]])
         rng = fit.get("range") if isinstance(fit.get("range"), dict) else None
-        return cls(params, samples, str(p), note, rng)
+        return cls(params, samples, str(p), note, rng, str(fit.get("params_column") or "params"))
+
+    @property
+    def nonembed(self) -> bool:
+        return "nonembed" in self.params_column
 
     def reach(self, params: float | None, compute: float) -> dict | None:
         """How far a plan lies beyond the runs the law was fitted on (None for the default law)."""
@@ -259,11 +264,27 @@ def _ci(v) -> list:
     return [float(lo), float(hi)]
 
 
+def planned_model(flop: FlopModel, n: float):
+    """(exact N, training FLOPs per token, shape or None) of the model a plan of size n trains:
+    the shape the size rule builds for n under the encoder-decoder count (AlexaTM's 46+32 x
+    4096 for "20B", 18.48B parameters), so that loss and compute describe one model; n itself
+    and 6N under 6ND. `make_plan` and `compare_plans` both price plans with it."""
+    shape = flop.shape(float(n))
+    if shape is None:
+        return float(n), float(flop.per_token(float(n))), None
+    return float(shape.n_params()), float(shape.flops_per_token(flop.seq_len, flop.noise_density)), shape
+
+
 def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, compute=None) -> dict:
     """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
     from scaling.cost import alexatm_reported
 
     warnings = list(flop.warnings) + ([law.note] if law.note else [])
+    if law.nonembed:
+        # Not converted: the optimum search and the FLOP count are in total N. At 20B the two
+        # counts differ by the embeddings' share (18.48B total, 17.86B without them).
+        warnings.append(f"the law was fitted on non-embedding N ({law.params_column}); this plan reads N as the "
+                        "total count, off by the embeddings' share of the model")
     if params is not None and tokens is not None:
         if compute is not None:
             raise UserError("give --params and --tokens, or --compute, not all three")
@@ -285,14 +306,11 @@ def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, comp
         # The model planned is the shape the size rule builds for the target (AlexaTM's
         # 46+32 x 4096 for "20B" has 18.48B parameters): its exact count is the N the law
         # is evaluated at, and its own formula the compute, so loss and bill describe one model.
-        shape = flop.shape(float(params))
-        n_plan = float(shape.n_params()) if shape is not None else float(params)
+        n_plan, per_token, shape = planned_model(flop, float(params))
         if mode == "params":
             d_plan = float(tokens_for_params(law, n_plan, flop, point=True)[0])
         else:
             d_plan = float(tokens)
-        per_token = (shape.flops_per_token(flop.seq_len, flop.noise_density) if shape is not None
-                     else float(flop.per_token(n_plan)))
         c = float(per_token * d_plan)
     n_o, d_o, l_o, edge = optimum(law, c, flop, point=True)
     if edge[0]:
@@ -362,7 +380,8 @@ def compare_plans(law: Law, flop: FlopModel, plans: list) -> list:
     rows = []
     samples = len(law.samples) > 1
     for name, n, d in plans:
-        c = float(flop.per_token(n) * d)
+        n, per_token, _ = planned_model(flop, n)
+        c = float(per_token * d)
         n_o, d_o, l_o, _ = optimum(law, c, flop)
         loss = float(law.loss(n, d)[0, 0])
         row = {"name": name, "params": n, "tokens": d, "tokens_per_param": d / n, "flops": c,

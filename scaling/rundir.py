@@ -27,7 +27,9 @@ RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
-STATUSES = ("running", "completed", "diverged", "failed")
+# A run record's status. "preempted": checkpointed and requeued by submitit (USR2), resumed by
+# the requeued job or a relaunch.
+STATUSES = ("running", "completed", "diverged", "failed", "preempted")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -434,6 +434,10 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
             self.elapsed_before = state.get("elapsed", 0.0)
             self.data_digest, self._digest = state.get("data_digest", 0), None
             stream.start_step = self.start_step
+            # A checkpoint taken after the last step's validation (a USR2 at the very end):
+            # its final score is in the rows; without it the resumed run, which has no step
+            # left to validate at, would end "stopped at step N of N" on every rerun.
+            self.final_val = next((r for r in self.rows if r["split"] == "val" and r["step"] == plan.steps), None)
 
         def digest(self) -> int:
             return int(self._digest) if self._digest is not None else self.data_digest
@@ -502,6 +506,7 @@ class TrainingRun:
         self.run_dir = Path(cfg.out)
         self.module = None
         self.trainer = None
+        self.checkpointed_for_requeue = False   # set by save_checkpoint (submitit's USR2 path)
 
     def _check_existing(self) -> dict | None:
         rec = read_run_json(self.run_dir)
@@ -521,12 +526,13 @@ class TrainingRun:
         return rec
 
     def fit(self) -> dict:
-        cfg = self.cfg.check()
+        cfg = self.cfg
         rec = self._check_existing()
         if rec is not None and rec["status"] == "completed":
             return rec
         if rec is not None and rec["status"] in ("diverged",):
             return rec
+        cfg.check()         # before anything is trained (a finished run keeps its record)
         shards_dir = resolve_data(cfg.data)
         from scaling.data import TokenShards
 
@@ -580,6 +586,14 @@ class TrainingRun:
             raise
         except BaseException as e:
             if isinstance(e, SystemExit) and e.code in (0, None):
+                raise
+            if isinstance(e, SystemExit) and self.checkpointed_for_requeue:
+                # submitit's USR2 path: checkpoint() saved the position, the job was requeued,
+                # then sys.exit(-1). Not a failure: a plain relaunch (or the requeued job) resumes.
+                record["status"] = "preempted"
+                step = getattr(self.trainer, "global_step", None)
+                record["error"] = f"preempted at step {step}: checkpointed and requeued; a relaunch resumes"
+                self._write_record(record)
                 raise
             record["status"] = "failed"
             record["error"] = _first_line(e)
@@ -708,6 +722,7 @@ class TrainingRun:
         """For submitit's checkpoint(): save the exact position now (main thread)."""
         if self.module is not None and self.trainer is not None and self.trainer.state.fn is not None:
             self.module.save_last()
+            self.checkpointed_for_requeue = True
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -343,7 +343,8 @@ def test_approach2_bootstrap_adds_the_runs_loss_noise(tmp_path, capsys):
         a2 = fit_all(load_runs(p), opts=FitOptions(approaches=(2,), n_boot=200, progress=False, loss_noise=noise,
                                                    holdout_budget=False))["approach2"]
         widths[noise] = a2["ci"]["a"][1] - a2["ci"]["a"][0]
-        assert ("--loss-noise" in a2["bootstrap_covers"]) and (("0.003" in a2["bootstrap_covers"]) == (noise is not None))
+        assert ("0.003 relative noise" in a2["bootstrap_covers"]) == (noise is not None)
+        assert ("no loss noise" in a2["bootstrap_covers"]) == (noise is None)
     assert widths[0.003] > 1.2 * widths[None], widths
     # A lab results table carries each run's validation standard error: used by default.
     df.with_columns(pl.lit(0.01).alias("loss_se")).write_parquet(p)

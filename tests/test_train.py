@@ -199,3 +199,66 @@ def test_in_process_run_gives_the_callers_signal_handlers_back(tmp_path):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def test_checkpoint_after_the_final_validation_resumes_as_completed(tmp_path):
+    """A checkpoint written after the last step's validation (USR2 at the very end of a job)
+    holds the final score in its rows: a resumed run, with no step left, must take it rather
+    than end 'stopped at step N of N' on every rerun."""
+    from scaling.config import TrainConfig
+    from scaling.objectives import ObjectiveConfig
+    from scaling.train import build_lit_module, make_plan, resolve_data
+
+    cfg = TrainConfig(params="300K", tokens=8_192, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
+                      val_points=2, val_examples=16, progress=False)
+    shards = resolve_data(cfg.data)
+    plan = make_plan(cfg, 8192)
+    module, _ = build_lit_module(cfg, plan, str(shards), ObjectiveConfig(seq_len=32), tmp_path / "last.ckpt")
+    final = {"split": "val", "step": plan.steps, "val_loss": 3.2}
+    early = {"split": "val", "step": 1, "val_loss": 5.0}
+    module.on_load_checkpoint({"global_step": plan.steps, "scaling": {"rows": [early, final], "data_digest": 7}})
+    assert module.final_val == final
+    module.on_load_checkpoint({"global_step": 1, "scaling": {"rows": [early]}})
+    assert module.final_val is None
+
+
+def test_a_requeued_job_is_recorded_preempted_not_failed(tmp_path):
+    """submitit's USR2 path: checkpoint() saves the position, the job is requeued, and the
+    process ends in sys.exit(-1). The run must read `preempted` (a plain relaunch resumes it),
+    not `failed` with 'SystemExit: -1'. Simulated in-process: a USR2 handler that does what
+    submitit's does, sent while the run trains."""
+    import threading
+
+    from scaling.config import TrainConfig
+    from scaling.sweep.launch import RESUBMIT
+    from scaling.train import TrainingRun
+
+    cfg = TrainConfig(params="300K", tokens=51_200, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
+                      val_points=2, val_examples=16, progress=False, checkpoint_every_s=1e9)
+    run = TrainingRun(cfg)
+
+    def submitit_like(signum, frame):
+        run.save_checkpoint()
+        raise SystemExit(-1)
+    old = signal.signal(signal.SIGUSR2, submitit_like)
+
+    def send_when_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run.trainer is not None and run.trainer.global_step >= 3):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+    t = threading.Thread(target=send_when_training, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(SystemExit):
+            run.fit()
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+        t.join(5)
+    rec = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert rec["status"] == "preempted" and "requeued" in rec["error"], rec
+    assert (tmp_path / "r" / "checkpoints" / "last.ckpt").exists()
+    assert "preempted" in RESUBMIT
+    # The relaunch resumes from the checkpoint and completes.
+    again = TrainingRun(TrainConfig(**cfg.to_dict())).fit()
+    assert again["status"] == "completed" and again["restarts"] == 1

@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--full-grid runs Chinchilla's 4,500 starts: it needs --method grid")
     if args.loss_noise is not None and not (math.isfinite(args.loss_noise) and 0 <= args.loss_noise < 1):
         raise UserError(f"--loss-noise: a relative noise in [0, 1), got {args.loss_noise}")
+    if args.rollout and not ({2, 3} & set(approaches)):
+        raise UserError("--rollout predicts with approaches 2 and 3: it needs --approach to include one of them")
     fixed = parse_fixed(args.fix)
     if fixed and 3 not in approaches:
         raise UserError("--fix holds approach 3 parameters; it needs --approach to include 3")

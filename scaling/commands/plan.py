@@ -127,8 +127,11 @@ def format_plan(r: dict, assume) -> str:
 
 def _compare_reach(law, flop, plans: list) -> dict | None:
     """Reach of the largest plan compared (by compute), named in the output."""
-    name, n, d = max(plans, key=lambda p: float(flop.per_token(p[1]) * p[2]))
-    x = law.reach(n, float(flop.per_token(n) * d))
+    from scaling.plan import planned_model
+
+    priced = [(name, *planned_model(flop, n)[:2], d) for name, n, d in plans]
+    name, n, per_token, d = max(priced, key=lambda p: p[2] * p[3])
+    x = law.reach(n, float(per_token * d))
     return {**x, "plan": name} if x else None
 
 

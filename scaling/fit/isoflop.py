@@ -201,9 +201,10 @@ def _minimum(n: np.ndarray, loss: np.ndarray, method: str):
 
 def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray, c: np.ndarray,
             method: str = "local") -> Profile:
-    if len(np.unique(n)) < 3:
+    sizes = len(_by_size(n, loss)[0])
+    if sizes < 3:
         return Profile(budget, len(n), None, None, None, None,
-                       f"it has {len(np.unique(n))} distinct size(s); a profile minimum needs at least 3")
+                       f"it has {sizes} distinct size(s); a profile minimum needs at least 3")
     xn, cn, why, win = _minimum(n, loss, method)
     window = None if win is None else (float(np.exp(win[0])), float(np.exp(win[1])))
     if why:

@@ -73,9 +73,13 @@ def rollout(n, d, c, loss, budget=None, *, approaches=(2, 3), fixed: dict | None
                 skipped["approach3"].append(k)
             else:
                 data = law.LawData.from_arrays(n[seen], d[seen], loss[seen])
-                fits["approach3"] = law.fit(data, method=method, refine=refine).params
-                if fixed:
-                    fits["approach3_fixed"] = law.fit(data, method=method, refine=refine, fixed=fixed).params
+                try:
+                    fits["approach3"] = law.fit(data, method=method, refine=refine).params
+                    if fixed:
+                        fits["approach3_fixed"] = law.fit(data, method=method, refine=refine, fixed=fixed).params
+                except ValueError:          # no finite objective anywhere: nothing to predict with
+                    fits.pop("approach3", None)
+                    skipped["approach3"].append(k)
         a2 = None
         if 2 in approaches:
             try:

@@ -21,7 +21,7 @@ from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.sweep.spec import EXECUTORS, RunSpec, Sweep
 from scaling.sweep.status import DONE, RunState, _state, exception_line, slurm_states
 
-RESUBMIT = {"not launched", "cancelled", "timeout", "interrupted"}
+RESUBMIT = {"not launched", "cancelled", "timeout", "preempted", "interrupted"}
 RETRY = {"failed", "diverged"}
 
 

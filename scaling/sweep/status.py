@@ -29,8 +29,8 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZI
 FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 # Final states of a run, in the order the summary shows them.
 ORDER = ("completed", "running", "pending", "failed", "diverged", "cancelled", "timeout",
-         "interrupted", "not launched")
-DONE = {"completed", "failed", "diverged", "cancelled", "timeout", "interrupted", "not launched"}
+         "preempted", "interrupted", "not launched")
+DONE = {"completed", "failed", "diverged", "cancelled", "timeout", "preempted", "interrupted", "not launched"}
 
 
 @dataclass
@@ -249,6 +249,10 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
         st.state = "cancelled"
     elif status in ("diverged", "failed"):
         st.state, st.error = status, rec.get("error")
+    elif status == "preempted":
+        # Checkpointed and requeued by submitit, and the requeued job is not (or no longer)
+        # known to the scheduler: a plain relaunch resumes it.
+        st.state, st.error = "preempted", rec.get("error")
     elif sstate in ("TIMEOUT", "PREEMPTED"):
         st.state = "timeout"
     elif sstate in FAILED:
