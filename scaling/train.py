@@ -46,6 +46,7 @@ from scaling.rundir import (
     read_run_json,
     write_parquet_atomic,
 )
+from scaling.signals import hold_checkpoint_signal, release_checkpoint_signal
 
 VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
 VAL_CHUNK = 64   # validation examples per forward pass (memory only: the examples are fixed)
@@ -320,9 +321,10 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
 
         def on_train_batch_start(self, batch, batch_idx):
-            # Signals that ask for a checkpoint (submitit's USR2) are held back during the
-            # step and delivered at its end, so a checkpoint never holds half an update.
-            if hasattr(signal, "pthread_sigmask"):
+            # Signals that ask for a checkpoint (submitit's USR2) are held back (TrainingRun.fit
+            # blocks them before any thread starts) and let through only at the end of a step,
+            # so a checkpoint never holds half an update.
+            if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
                 self._blocked = True
 
@@ -339,8 +341,10 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
             elif not last and (time.monotonic() - self._t_ckpt > cfg.checkpoint_every_s):
                 self.save_last()
             if self._blocked:
-                self._blocked = False
+                # The step boundary: a pending USR2 is delivered here (its handler runs before
+                # the next line), then the signal is held again until the next boundary.
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
 
         def _log_train(self, step):
             if self._sums is None:
@@ -526,6 +530,13 @@ class TrainingRun:
         return rec
 
     def fit(self) -> dict:
+        held = hold_checkpoint_signal()
+        try:
+            return self._fit()
+        finally:
+            release_checkpoint_signal(held)
+
+    def _fit(self) -> dict:
         cfg = self.cfg
         rec = self._check_existing()
         if rec is not None and rec["status"] == "completed":

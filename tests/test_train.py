@@ -262,3 +262,35 @@ def test_a_requeued_job_is_recorded_preempted_not_failed(tmp_path):
     # The relaunch resumes from the checkpoint and completes.
     again = TrainingRun(TrainConfig(**cfg.to_dict())).fit()
     assert again["status"] == "completed" and again["restarts"] == 1
+
+
+def test_checkpoint_signal_is_blocked_in_every_thread_a_job_starts(tmp_path, monkeypatch):
+    """USR2 held back on the main thread only let another thread take it, and the main thread
+    then ran the handler mid-step. A sweep job blocks it before any thread starts: the job's
+    report thread (and torch's) inherit the mask; the caller's mask is restored afterwards."""
+    import threading
+
+    from scaling.config import TrainConfig
+    from scaling.sweep import jobs
+
+    seen = []
+
+    def report(self, stop):
+        seen.append(signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    monkeypatch.setattr(jobs.TrainJob, "_report", report)
+    cfg = TrainConfig(params="300K", tokens=8_192, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
+                      val_points=2, val_examples=16, progress=False)
+    assert signal.SIGUSR2 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    rec = jobs.TrainJob(cfg.to_dict(), record=str(tmp_path / "job.json"))()
+    assert rec["status"] == "completed"
+    assert seen == [True]                     # the thread started by the job could not take USR2
+    assert signal.SIGUSR2 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])   # given back
+    # A thread started during an in-process run inherits the block too.
+    from scaling.signals import hold_checkpoint_signal, release_checkpoint_signal
+    held = hold_checkpoint_signal()
+    out = []
+    t = threading.Thread(target=lambda: out.append(signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+    t.start()
+    t.join()
+    release_checkpoint_signal(held)
+    assert out == [True] and signal.SIGUSR2 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
