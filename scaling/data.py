@@ -610,3 +610,22 @@ def ensure_default_shards(tokenizer: str = "bpe", vocab_size: int = 8192, spoken
     if (out / "meta.json").exists():
         return out
     return prepare_corpus(["default"], out, cfg, force=False, progress=progress)
+
+
+def resolve_data(data: str | None) -> Path:
+    """A token shards directory: the one given, the embedded corpus's (built into the cache
+    on first use), or a raw corpus (files or a directory) prepared into the cache."""
+    if data in (None, "", "default"):
+        return ensure_default_shards()
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"corpus {data}: no such file or directory")
+    if (path / "meta.json").exists():
+        return path
+    import hashlib
+
+    from scaling.corpus import cache_root
+
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    # Same path, changed content: the cache entry is ours to replace (force=True).
+    return prepare_corpus([path], cache_root() / "shards" / f"corpus-{path.name}-{key}", force=True)

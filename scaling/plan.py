@@ -149,7 +149,7 @@ class FlopModel:
     def shape(self, n: float):
         if self.kind == "6nd":
             return None
-        from scaling.model import ModelConfig
+        from scaling.shapes import ModelConfig
         try:
             return ModelConfig.from_params(int(n), vocab_size=self.vocab_size, max_len=max(self.seq_len + 1, 1024))
         except UserError:
@@ -158,7 +158,7 @@ class FlopModel:
     def describe(self) -> str:
         if self.kind == "6nd":
             return "6 N D"
-        return (f"encoder-decoder formula (scaling.model), seq_len {self.seq_len}, noise {self.noise_density:g}, "
+        return (f"encoder-decoder formula (scaling.shapes), seq_len {self.seq_len}, noise {self.noise_density:g}, "
                 f"vocab {self.vocab_size}")
 
 
@@ -166,7 +166,7 @@ class FlopModel:
 def _size_rule_shapes(vocab: int, max_len: int) -> tuple:
     """The shapes the size rule picks on a log grid of N (ModelConfig.from_params costs tens
     of ms, so every per-token FLOP table below is built from this one cached list)."""
-    from scaling.model import ModelConfig
+    from scaling.shapes import ModelConfig
     shapes = []
     for n in np.geomspace(1e7, 3e12, 23):
         try:

@@ -35,6 +35,8 @@ from scaling import __version__
 from scaling.config import TrainConfig, parse_count
 from scaling.errors import UserError
 from scaling.model import IGNORE_INDEX, EncoderDecoder, ModelConfig, objective_lengths
+from scaling.data import resolve_data  # noqa: F401  (re-exported)
+from scaling.shapes import model_config
 from scaling.objectives import MixedObjective, ObjectiveConfig
 from scaling.rundir import (
     CKPT_DIR,
@@ -134,27 +136,6 @@ def device_peak(device: str, precision: str) -> tuple[float, str]:
 
 
 # ------------------------------------------------------------------ the data
-def resolve_data(data: str | None) -> Path:
-    """A token shards directory: the one given, the embedded corpus's (built into the cache
-    on first use), or a raw corpus (files or a directory) prepared into the cache."""
-    from scaling import data as shards
-
-    if data in (None, "", "default"):
-        return shards.ensure_default_shards()
-    path = Path(data)
-    if not path.exists():
-        raise UserError(f"corpus {data}: no such file or directory")
-    if (path / "meta.json").exists():
-        return path
-    import hashlib
-
-    from scaling.corpus import cache_root
-
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    # Same path, changed content: the cache entry is ours to replace (force=True).
-    return shards.prepare_corpus([path], cache_root() / "shards" / f"corpus-{path.name}-{key}", force=True)
-
-
 class BatchStream(torch.utils.data.IterableDataset):
     """Yields ready-made batches (dicts of tensors) from step `start_step` on, forever.
 
@@ -196,12 +177,6 @@ class RunPlan:
     dec_len: int
     world: int
     tokens_budget: int
-
-
-def model_config(params, vocab_size: int, seq_len: int, tied_embeddings: bool = True) -> ModelConfig:
-    """The shape a run trains: the size rule with the data's vocabulary and position tables
-    as long as the source window. Sweeps plan with this too, so plans match runs exactly."""
-    return ModelConfig.from_params(params, vocab_size=vocab_size, max_len=seq_len, tied_embeddings=tied_embeddings)
 
 
 def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:

@@ -34,7 +34,7 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
     elif stated is not None:
         return stated
     else:
-        from scaling.train import resolve_data
+        from scaling.data import resolve_data
 
         real = _meta_vocab(Path(resolve_data(data)))
     if stated is not None and stated != real:
@@ -44,7 +44,7 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
 
 def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None,
               stated_vocab: int | None = None):
-    from scaling.train import model_config
+    from scaling.shapes import model_config
 
     return model_config(params, vocab_size(data, stated_vocab), seq_len, tied_embeddings)
 
@@ -55,7 +55,7 @@ def check_stated_vocab(data: str | None, stated: int) -> None:
     prepares) the data, as the jobs would."""
     path = Path(data) if data not in (None, "", "default") else None
     if path is None or not (path / "meta.json").exists():
-        from scaling.train import resolve_data
+        from scaling.data import resolve_data
 
         path = Path(resolve_data(data))
     real = _meta_vocab(path)

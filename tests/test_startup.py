@@ -1,0 +1,45 @@
+"""`scaling sweep plan`, `fit` and `plan` start without torch or Lightning: the shapes, the
+size rule and the FLOP counts are torch-free (scaling/shapes.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = """
+import sys
+from scaling.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as e:      # --help
+    rc = e.code
+heavy = sorted(m for m in ("torch", "lightning") if m in sys.modules)
+print("HEAVY:" + ",".join(heavy))
+raise SystemExit(rc)
+"""
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "plan", "sweeps/demo-cpu.toml"],
+    ["sweep", "plan", "sweeps/isoflop-gpu.toml"],
+    ["plan", "--params", "20B", "--tokens", "1T"],
+    ["plan", "--compute", "1e22", "--compare"],
+    ["fit", "{results}", "--bootstrap", "20", "--rollout"],
+])
+def test_planning_commands_do_not_import_torch(argv, tmp_path):
+    import numpy as np
+    import polars as pl
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.geomspace(1e6, 1e8, 6), 4)
+    d = n * np.tile([5.0, 20, 80, 320], 6)
+    loss = (1.7 + 400 / n ** 0.34 + 1200 / d ** 0.3) * np.exp(0.002 * rng.standard_normal(n.size))
+    results = tmp_path / "r.csv"
+    pl.DataFrame({"params": n, "tokens": d, "loss": loss}).write_csv(results)
+    argv = [a.format(results=results) for a in argv]
+    r = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "HEAVY:", r.stdout[-500:]
