@@ -347,9 +347,9 @@ def default_corpus_dir(progress: bool = True) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(final.parent)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the shared cache private
+    from scaling.rundir import usual_mode
+
+    usual_mode(tmp, directory=True)  # mkdtemp's 0700 would make the shared cache private
     try:
         prov = build_default_corpus(tmp, progress=progress)
         if prov["n_docs"] == 0:

@@ -544,9 +544,9 @@ def prepare(
 
 def _usual_mode(path: Path) -> None:
     """mkdtemp makes 0700 directories; the renamed result should read like any other (umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
+    from scaling.rundir import usual_mode
+
+    usual_mode(path, directory=True)
 
 
 def _install(tmp: Path, out: Path, force: bool, identity: dict, source_hash: str) -> None:

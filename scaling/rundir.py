@@ -20,8 +20,15 @@ from typing import Any
 
 from scaling.errors import UserError
 
+# Read once, at import: os.umask() can only be read by setting it, which races with threads.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def usual_mode(path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp make 0600/0700 entries; results and caches are for the whole team:
+    give them the mode any new file or directory would get (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
 
 RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
@@ -41,7 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for the whole team
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -63,7 +70,7 @@ def write_parquet_atomic(df, path: Path) -> None:
     os.close(fd)
     try:
         df.write_parquet(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

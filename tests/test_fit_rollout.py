@@ -10,7 +10,6 @@ import pytest
 
 from scaling.cli import main
 from scaling.fit import LawData, fit_law
-from scaling.fit.law import predict_loss
 from scaling.fit.rollout import cut_points, factor_bucket, rollout
 from test_fit_cli import TRUE, isoflop_table
 

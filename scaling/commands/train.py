@@ -40,7 +40,6 @@ def register(sub) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from scaling.config import TrainConfig, parse_count
-    from scaling.errors import UserError
 
     cfg = TrainConfig(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data, seed=args.seed)
     for name in ("lr", "batch_size", "seq_len", "clm_ratio", "warmup_frac", "val_points"):

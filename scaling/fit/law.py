@@ -121,6 +121,12 @@ class LawData:
         return len(self.log_l)
 
 
+def huber(r: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
+    """Huber loss of residuals r: quadratic within delta, linear beyond."""
+    ar = np.abs(r)
+    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+
+
 def huber_objective(x: np.ndarray, data: LawData, weights: np.ndarray | None = None,
                     delta: float = HUBER_DELTA) -> tuple[np.ndarray, np.ndarray]:
     """Sum of Huber losses and its gradient for k parameter vectors x[k, 5] at once.
@@ -137,8 +143,7 @@ def huber_objective(x: np.ndarray, data: LawData, weights: np.ndarray | None = N
         e3 = np.exp(u3 - m)
         s = e1 + e2 + e3
         r = m + np.log(s) - data.log_l
-        ar = np.abs(r)
-        h = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+        h = huber(r, delta)
         p = np.clip(r, -delta, delta) / s            # Huber'(r) times 1/sum(exp)
         if weights is not None:
             h = h * weights

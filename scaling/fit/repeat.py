@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from scaling.fit.law import HUBER_DELTA, frontier
+from scaling.fit.law import HUBER_DELTA, frontier, huber
 
 
 def _n_opt_for_tokens(p: dict, d: np.ndarray) -> np.ndarray:
@@ -41,8 +41,7 @@ def fit_repetition(p: dict, n, d, u, loss, delta: float = HUBER_DELTA) -> dict:
     def obj(z):
         ne, de = effective(p, n, d, u, float(np.exp(z[0])), float(np.exp(z[1])))
         r = np.log(p["E"] + p["A"] / ne ** p["alpha"] + p["B"] / de ** p["beta"]) - log_l
-        ar = np.abs(r)
-        return float(np.sum(np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))))
+        return float(np.sum(huber(r, delta)))
 
     best = None
     for z0 in ((np.log(15.4), np.log(5.3)), (0.0, 0.0), (np.log(50), np.log(50)), (np.log(3), np.log(20))):
