@@ -7,6 +7,7 @@ thread run the handler at its next bytecode, i.e. mid-step.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -24,3 +25,14 @@ def hold_checkpoint_signal() -> set | None:
 def release_checkpoint_signal(previous: set | None) -> None:
     if previous is not None and signal.SIGUSR2 not in previous:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+
+
+@contextlib.contextmanager
+def checkpoint_signal_held():
+    """`with checkpoint_signal_held():` blocks USR2 for the block (see hold_checkpoint_signal)
+    and gives the caller back its own mask after it."""
+    held = hold_checkpoint_signal()
+    try:
+        yield
+    finally:
+        release_checkpoint_signal(held)

@@ -48,7 +48,7 @@ from scaling.rundir import (
     read_run_json,
     write_parquet_atomic,
 )
-from scaling.signals import hold_checkpoint_signal, release_checkpoint_signal
+from scaling.signals import checkpoint_signal_held
 
 VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
 VAL_CHUNK = 64   # validation examples per forward pass (memory only: the examples are fixed)
@@ -505,11 +505,8 @@ class TrainingRun:
         return rec
 
     def fit(self) -> dict:
-        held = hold_checkpoint_signal()
-        try:
+        with checkpoint_signal_held():
             return self._fit()
-        finally:
-            release_checkpoint_signal(held)
 
     def _fit(self) -> dict:
         cfg = self.cfg

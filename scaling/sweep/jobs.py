@@ -99,15 +99,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._lock = threading.Lock()
 
     def __call__(self) -> dict:
-        from scaling.signals import hold_checkpoint_signal, release_checkpoint_signal
+        from scaling.signals import checkpoint_signal_held
 
         # Before torch's threads and the report thread start: they inherit the blocked USR2,
-        # and only the trainer's step boundaries let it through (see hold_checkpoint_signal).
-        held = hold_checkpoint_signal()
-        try:
+        # and only the trainer's step boundaries let it through (see scaling/signals.py).
+        with checkpoint_signal_held():
             return self._call()
-        finally:
-            release_checkpoint_signal(held)
 
     def _call(self) -> dict:
         limit_threads()
