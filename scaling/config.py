@@ -82,7 +82,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
-    batch_size: int = 16               # sequences per step (per device)
+    batch_size: int = 16               # sequences per optimizer step, over all devices (global)
+    micro_batch: int = 0               # sequences per device per forward/backward; 0 = its whole
+                                       # share (batch_size / world): smaller means gradient accumulation
     # objective
     seq_len: int = 128                 # source window length in tokens
     clm_ratio: float = 0.2             # fraction of examples that are causal LM
@@ -114,6 +116,7 @@ class TrainConfig:
         "beta2": (0.0, 1.0, False, True),
         "grad_clip": (0.0, None, False, False),      # 0: no clipping
         "batch_size": (1, None, False, False),
+        "micro_batch": (0, None, False, False),
         "seq_len": (16, None, False, False),
         "clm_ratio": (0.0, 1.0, False, False),
         # Dropping half the tokens or more leaves the decoder little to copy and spans that
@@ -144,6 +147,13 @@ class TrainConfig:
                 right = ")" if hi_open else "]"
                 span = f"{left}{lo:g}, {hi:g}{right}" if hi is not None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
                 raise UserError(f"{where(key)} must be {'in ' if hi is not None else ''}{span}, got {v!r}")
+        world = self.devices * self.num_nodes
+        if self.batch_size % world:
+            raise UserError(f"{where('batch_size')} ({self.batch_size}) must be a multiple of the world size "
+                            f"devices x num_nodes = {world}: every process takes an equal share of each batch")
+        if self.micro_batch and (self.batch_size // world) % self.micro_batch:
+            raise UserError(f"{where('micro_batch')} ({self.micro_batch}) must divide each process's share of the "
+                            f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"{where('device')} must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
@@ -163,8 +173,11 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The fields that define WHAT is trained; a run directory may only be resumed with
-        the same identity. Execution details (progress bar, logging cadence, device) may change."""
+        the same identity. Execution details (progress bar, logging cadence, device, how many
+        processes share a batch and in how many pieces) may change: the batch is global, so a
+        run preempted on 8 GPUs may resume on 4."""
         d = self.to_dict()
-        for k in ("out", "progress", "log_every", "checkpoint_every_s", "device", "compile", "extra"):
+        for k in ("out", "progress", "log_every", "checkpoint_every_s", "device", "compile", "extra",
+                  "devices", "num_nodes", "micro_batch"):
             d.pop(k, None)
         return d

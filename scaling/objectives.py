@@ -193,17 +193,35 @@ class MixedObjective:
         enc = window[~drop].reshape(len(idx), L - self.n_drop)
         return enc, window
 
-    def _clm(self, idx, starts):
-        L, B = self.cfg.seq_len, len(idx)
+    def target_counts(self, idx: np.ndarray) -> np.ndarray:
+        """Target tokens of each example, as batch(idx)["labels"] would hold them, without
+        building the examples: a step's loss is normalised by its whole global batch's count,
+        which each process knows before it has seen the other processes' examples."""
+        idx = np.asarray(idx, dtype=np.int64)
+        is_clm = uniforms(self.seed, idx, _STREAM_TASK, 1)[:, 0] < self.cfg.clm_ratio
+        counts = np.full(len(idx), self.cfg.seq_len, dtype=np.int64)   # denoising rewrites the window
+        if is_clm.any():
+            _, piece_len, prefix = self._clm_split(idx[is_clm], self.window_starts(idx[is_clm]))
+            counts[is_clm] = piece_len - prefix
+        return counts
+
+    def _clm_split(self, idx, starts):
+        """(piece start, piece length, prefix length) of CLM examples: one document, the
+        window's, cut to at most L tokens that stay inside it, split at 20-80%."""
+        L = self.cfg.seq_len
         ds = self.doc_starts
         d = np.searchsorted(ds, starts, side="right") - 1
         doc_start, doc_end = ds[d], ds[d + 1]
-        # One document: the window's document, cut to at most L tokens that stay inside it.
         piece_start = np.minimum(starts, np.maximum(doc_start, doc_end - L))
         piece_len = np.minimum(doc_end - piece_start, L)
         u = uniforms(self.seed, idx, _STREAM_SPLIT, 1)[:, 0]
         frac = 0.2 + 0.6 * u
         prefix = np.clip(np.floor(frac * piece_len).astype(np.int64), 1, np.maximum(piece_len - 1, 1))
+        return piece_start, piece_len, prefix
+
+    def _clm(self, idx, starts):
+        L, B = self.cfg.seq_len, len(idx)
+        piece_start, piece_len, prefix = self._clm_split(idx, starts)
         pos = np.arange(L)[None, :]
         piece = self.tokens[np.minimum(piece_start[:, None] + pos, len(self.tokens) - 1)].astype(np.int64)
         enc = np.full((B, self.enc_len), self.cfg.pad_id, dtype=np.int64)

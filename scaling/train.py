@@ -136,18 +136,28 @@ def device_peak(device: str, precision: str) -> tuple[float, str]:
 
 
 # ------------------------------------------------------------------ the data
-class BatchStream(torch.utils.data.IterableDataset):
-    """Yields ready-made batches (dicts of tensors) from step `start_step` on, forever.
+def example_hashes(idx: np.ndarray) -> np.ndarray:
+    """An odd 64-bit number per example index (as int64): the weights of the data digest."""
+    from scaling.objectives import _splitmix
 
-    Holds only paths and numbers so it pickles cheaply into a loader worker; the memory map
-    is opened inside the iterating process. Rank r of W takes examples
-    (step * W + r) * B ... + B - 1: the global example order is the same on any world size.
+    return (_splitmix(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Yields this process's micro-batches (dicts of tensors) from step `start_step` on, forever.
+
+    The global batch of step s is examples s*B ... s*B + B - 1, whatever the world size W:
+    rank r takes its share of B / W, in `accum` micro-batches of `micro`. Each micro-batch
+    carries the target-token count of the whole global batch (the loss's denominator) and
+    each example's digest weight. Holds only paths and numbers so it pickles cheaply into a
+    loader worker; the memory map is opened inside the iterating process.
     """
 
-    def __init__(self, shards_dir: str, obj_cfg: ObjectiveConfig, seed: int, batch_size: int, rank: int, world: int):
+    def __init__(self, shards_dir: str, obj_cfg: ObjectiveConfig, seed: int, plan: "RunPlan"):
         super().__init__()
         self.shards_dir, self.obj_cfg, self.seed = shards_dir, obj_cfg, seed
-        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.batch_size, self.micro, self.accum, self.world = plan.batch_size, plan.micro_batch, plan.accum, plan.world
+        self.rank = 0
         self.start_step = 0
 
     def __iter__(self):
@@ -156,10 +166,16 @@ class BatchStream(torch.utils.data.IterableDataset):
         shards = TokenShards.open(self.shards_dir, "train")
         obj = MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, self.seed)
         step, B = self.start_step, self.batch_size
+        share = B // self.world
         while True:
-            first = (step * self.world + self.rank) * B
-            b = obj.batch(np.arange(first, first + B))
-            yield {k: torch.from_numpy(v) for k, v in b.items()}
+            n_tok = int(obj.target_counts(np.arange(step * B, step * B + B)).sum())
+            for m in range(self.accum):
+                first = step * B + self.rank * share + m * self.micro
+                idx = np.arange(first, first + self.micro)
+                b = {k: torch.from_numpy(v) for k, v in obj.batch(idx).items()}
+                b["ex_hash"] = torch.from_numpy(example_hashes(idx))
+                b["n_tok_step"] = torch.tensor(n_tok)
+                yield b
             step += 1
 
 
@@ -175,7 +191,10 @@ class RunPlan:
     flops_per_step: float
     enc_len: int
     dec_len: int
-    world: int
+    world: int           # processes sharing each batch (devices x num_nodes)
+    batch_size: int      # global sequences per optimizer step
+    micro_batch: int     # sequences per process per forward/backward
+    accum: int           # micro-batches per process per step (gradient accumulation)
     tokens_budget: int
 
 
@@ -183,21 +202,23 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     model = model_config(cfg.params, vocab_size, cfg.seq_len, cfg.tied_embeddings)
     enc_len, dec_len = objective_lengths(cfg.seq_len, cfg.noise_density)
     world = cfg.devices * cfg.num_nodes
-    tokens_per_step = cfg.batch_size * cfg.seq_len * world
+    share = cfg.batch_size // world            # TrainConfig.check: a multiple of world
+    micro = cfg.micro_batch or share
+    tokens_per_step = cfg.batch_size * cfg.seq_len
     budget = parse_count(cfg.tokens, "token budget")
     steps = budget // tokens_per_step
     if steps < 1:
         raise UserError(
-            f"token budget {budget:,} is smaller than one batch ({cfg.batch_size} x {cfg.seq_len} tokens"
-            f"{f' x {world} devices' if world > 1 else ''} = {tokens_per_step:,})"
+            f"token budget {budget:,} is smaller than one batch ({cfg.batch_size} x {cfg.seq_len} tokens = {tokens_per_step:,})"
         )
     lr = cfg.lr if cfg.lr is not None else lr_rule(model.n_params(embeddings=False))
     return RunPlan(
         model=model, steps=steps, tokens_per_step=tokens_per_step,
         warmup_steps=max(1, round(cfg.warmup_frac * steps)), lr=lr,
         val_steps=val_schedule(steps, cfg.val_points),
-        flops_per_step=float(model.train_flops(enc_len, dec_len)) * cfg.batch_size * world,
-        enc_len=enc_len, dec_len=dec_len, world=world, tokens_budget=budget,
+        flops_per_step=float(model.train_flops(enc_len, dec_len)) * cfg.batch_size,
+        enc_len=enc_len, dec_len=dec_len, world=world, batch_size=cfg.batch_size, micro_batch=micro,
+        accum=share // micro, tokens_budget=budget,
     )
 
 
@@ -221,8 +242,11 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
             self._loss_fn = self.model.token_losses
             self._val = None
             self._blocked = False
-            self.data_digest = 0      # rolling hash of every target token trained on
-            self._digest = None
+            self.data_digest = 0      # digest of every example trained on (see training_step)
+            self._digest = None       # the same, as a tensor on the device, during training
+            self._pending = None      # this rank's part of the current step's digest
+            self._step_done = -1      # last optimizer step whose end was handled
+            self._stop_asked = False  # Ctrl-C / SIGTERM seen by this process
 
         # -- optimisation
         def configure_optimizers(self):
@@ -254,33 +278,39 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
                 # A laptop run stopped with Ctrl-C or `kill`: finish the step, save a
                 # checkpoint, say so in run.json (fit() does both); a second signal is abrupt.
                 def stop(signum, frame):
-                    if self.trainer.should_stop:
+                    if self._stop_asked:
                         raise KeyboardInterrupt
-                    print(f"\n{signal.Signals(signum).name}: stopping after this step; rerun to resume", file=sys.stderr)
-                    self.trainer.should_stop = True
+                    if self.global_rank == 0:
+                        print(f"\n{signal.Signals(signum).name}: stopping after this step; rerun to resume", file=sys.stderr)
+                    self._stop_asked = True   # acted on at the step's end, by every rank at once
 
                 signal.signal(signal.SIGTERM, stop)
                 signal.signal(signal.SIGINT, stop)
             self._t_last = time.monotonic()
             self._t_start = time.monotonic()
-            self._step_last = self.global_step
+            self._step_last = self._step_done = self.global_step
             if self.global_step == 0 and not self.rows:
                 self._validate(0)
 
         # -- the step
         def training_step(self, batch, batch_idx):
+            # One micro-batch: this rank's share of the global batch, or a piece of it.
             labels = batch["labels"]
             losses = self._loss_fn(batch["enc"], batch["dec"], labels)
             mask = labels != IGNORE_INDEX
             n_tok = mask.sum()
-            loss = losses.sum() / n_tok.clamp(min=1)
+            # The mean over the GLOBAL batch's target tokens, however it is split: Lightning
+            # divides by the accumulation count and DDP averages over ranks, so the sum is
+            # scaled back up by both. A 2-process run takes the 1-process run's gradient.
+            loss = losses.sum() * (plan.world * plan.accum) / batch["n_tok_step"]
             with torch.no_grad():
-                # Proof of the data position: resumed and uninterrupted runs must end with the
-                # same digest (float results may differ in the last bits between runs on CPU).
+                # Proof of the data position: the sum, over every example trained on, of its
+                # index's odd weight times its position-weighted targets (mod 2^64). A sum is
+                # the same over any split into ranks and micro-batches, so resumed, DDP and
+                # uninterrupted runs of a config must all end with the same digest.
                 w = torch.arange(1, labels.shape[1] + 1, device=labels.device)
-                if self._digest is None:
-                    self._digest = torch.tensor(self.data_digest, dtype=torch.int64, device=labels.device)
-                self._digest = self._digest * 1_000_003 + (labels.long() * w).sum()
+                part = (batch["ex_hash"] * (labels.long() * w).sum(1)).sum()
+                self._pending = part if self._pending is None else self._pending + part
                 clm = batch["is_clm"][:, None]
                 s = torch.stack([
                     (losses * ~clm).sum(), (mask & ~clm).sum(), (losses * clm).sum(), (mask & clm).sum(),
@@ -305,13 +335,17 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
             step = self.global_step
+            if step == self._step_done:
+                return  # a micro-batch inside a step (gradient accumulation): no boundary yet
+            self._step_done = step
+            stop = self._end_step(step)
             last = step >= plan.steps
             if step % cfg.log_every == 0 or last or step in plan.val_steps:
                 self._log_train(step)
             if not self.diverged and step in plan.val_steps:
                 self._validate(step)
                 self._t_last = time.monotonic()  # keep validation out of tokens/s
-            if self.diverged:
+            if self.diverged or stop:
                 self.trainer.should_stop = True
             elif not last and (time.monotonic() - self._t_ckpt > cfg.checkpoint_every_s):
                 self.save_last()
@@ -321,9 +355,30 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
 
+        def _end_step(self, step) -> bool:
+            """Once per optimizer step, on every rank: fold the step's examples into the
+            digest and agree on stopping (True: stop after this step). One collective under
+            DDP: a Ctrl-C reaches the ranks at different moments, and they must all stop
+            after the same step."""
+            part = self._pending if self._pending is not None else torch.zeros((), dtype=torch.int64, device=self.device)
+            both = torch.stack([part, torch.tensor(int(self._stop_asked), device=part.device)])
+            if plan.world > 1:
+                torch.distributed.all_reduce(both)
+            if self._digest is None:
+                self._digest = torch.tensor(self.data_digest, dtype=torch.int64, device=part.device)
+            self._digest = self._digest + both[0]
+            self._pending = None
+            if plan.world == 1:
+                return self._stop_asked
+            # Reading the agreed flag waits for the device: only at the steps that log (and
+            # sync) anyway, the same steps on every rank.
+            return (step % cfg.log_every == 0 or step >= plan.steps) and bool(both[1])
+
         def _log_train(self, step):
             if self._sums is None:
                 return
+            if plan.world > 1:
+                torch.distributed.all_reduce(self._sums)   # every rank logs at the same steps
             ld, nd, lc, nc, lt, nt = self._sums.tolist()  # one host sync per logged step
             self._sums = None
             now = time.monotonic()
@@ -360,7 +415,7 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
             # Points before the last (Approach 1's curves) score a fixed quarter of the set,
             # so validation stays a small share of a short run.
             n = cfg.val_examples if step == plan.steps else max(1, cfg.val_examples // 4)
-            chunk = max(cfg.batch_size, VAL_CHUNK)
+            chunk = max(plan.micro_batch, VAL_CHUNK)
             sums = torch.zeros(2, 4, dtype=torch.float64, device=self.device)  # per task: loss, tokens, sum and sum of squares of example means
             for t, task in enumerate(("denoise", "clm")):
                 for start in range(self.global_rank * chunk, n, chunk * plan.world):
@@ -439,7 +494,7 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
                 os.replace(tmp, ckpt_path)
             self._t_ckpt = time.monotonic()
 
-    stream = BatchStream(shards_dir, obj_cfg, cfg.seed, cfg.batch_size, 0, plan.world)
+    stream = BatchStream(shards_dir, obj_cfg, cfg.seed, plan)
     module = LitEncoderDecoder()
     return module, stream
 
@@ -486,6 +541,9 @@ class TrainingRun:
         self.module = None
         self.trainer = None
         self.checkpointed_for_requeue = False   # set by save_checkpoint (submitit's USR2 path)
+        from scaling.distributed import Process
+
+        self.process = Process(0, 1, 0, 0, "single")   # set by fit()
 
     def _check_existing(self) -> dict | None:
         rec = read_run_json(self.run_dir)
@@ -516,11 +574,21 @@ class TrainingRun:
         if rec is not None and rec["status"] in ("diverged",):
             return rec
         cfg.check()         # before anything is trained (a finished run keeps its record)
+        from scaling import distributed
+
+        proc = distributed.current()
+        world = cfg.devices * cfg.num_nodes
+        distributed.check_world(proc, world)
+        self.process = proc
         shards_dir = resolve_data(cfg.data)
         from scaling.data import TokenShards
 
         train_shards = TokenShards.open(shards_dir, "train")
         plan = make_plan(cfg, train_shards.vocab_size)
+        if world > 1 and proc.source == "single":
+            # Nobody started the other processes (a plain `scaling train --devices 2`, a
+            # notebook, tune, the demo): this process supervises `world` workers.
+            return self._supervise(world)
         obj_cfg = ObjectiveConfig(
             seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span,
             pad_id=train_shards.meta.get("pad_id", 0), eos_id=train_shards.meta.get("eos_id", 1),
@@ -543,6 +611,10 @@ class TrainingRun:
             "tokens_seen": 0,
             "steps": plan.steps,
             "tokens_per_step": plan.tokens_per_step,
+            "world_size": plan.world,
+            "batch_per_rank": plan.batch_size // plan.world,
+            "micro_batch": plan.micro_batch,
+            "accumulation": plan.accum,
             "lr": plan.lr,
             "flops": 0.0,
             "flops_per_token": plan.flops_per_step / plan.tokens_per_step,
@@ -560,7 +632,7 @@ class TrainingRun:
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         }
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_record(record)
+        self._write_record(record)   # rank 0 only: the run has one record, whatever its world
         try:
             self._train(plan, shards_dir, obj_cfg, ckpt_path, resume_from, record)
         except KeyboardInterrupt:
@@ -609,13 +681,18 @@ class TrainingRun:
         if accel == "cpu":
             from scaling.threads import threads_for
 
-            torch.set_num_threads(threads_for(plan.flops_per_step / plan.world))
+            torch.set_num_threads(threads_for(plan.flops_per_step / (plan.world * plan.accum)))
         record["threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
         module, stream = build_lit_module(cfg, plan, str(shards_dir), obj_cfg, ckpt_path)
         self.module = module
+        from scaling.distributed import lightning_environment
+
         plugins = []
-        if os.environ.get("SLURM_JOB_ID"):
+        env = lightning_environment(self.process)
+        if env is not None:
+            plugins.append(env)
+        elif os.environ.get("SLURM_JOB_ID"):
             from lightning.pytorch.plugins.environments import SLURMEnvironment
 
             plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns requeueing
@@ -627,6 +704,7 @@ class TrainingRun:
             precision=precision,
             max_steps=plan.steps,
             max_epochs=-1,
+            accumulate_grad_batches=plan.accum,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -699,7 +777,23 @@ class TrainingRun:
         write_parquet_atomic(df, self.run_dir / METRICS)
 
     def _write_record(self, record):
-        atomic_write_json(self.run_dir / RUN_JSON, record)
+        if self.process.is_main:
+            atomic_write_json(self.run_dir / RUN_JSON, record)
+
+    def _supervise(self, world: int) -> dict:
+        from scaling import distributed
+        from scaling.threads import cpus_granted
+
+        code = distributed.launch_workers(self.cfg.to_dict(), world, self.run_dir, cpus_granted())
+        rec = read_run_json(self.run_dir)
+        if code == 130 or (rec or {}).get("error") == "interrupted":
+            raise KeyboardInterrupt
+        if code != 0:
+            why = (rec or {}).get("error") or f"worker exited with code {code}"
+            raise RuntimeError(f"{self.run_dir}: run of {world} processes did not finish: {why}")
+        if rec is None:
+            raise RuntimeError(f"{self.run_dir}: the workers left no {RUN_JSON}")
+        return rec
 
     def save_checkpoint(self) -> None:
         """For submitit's checkpoint(): save the exact position now (main thread)."""

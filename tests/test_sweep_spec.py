@@ -92,7 +92,8 @@ def test_grid_with_token_counts_and_shared_settings(tmp_path):
         extra = { exclusive = "" }
     """, kind="grid", train=TRAIN + "lr = 1e-3\nclm_ratio = 0.5\n")
     s = load_sweep(p)
-    assert [r.tokens for r in s.runs] == [1_000_000 // 512 * 512, 2_000_000 // 512 * 512]  # 4 seqs x 32 x 4 GPUs
+    # The batch is global: 4 sequences x 32 tokens a step, shared by the 4 GPUs' processes.
+    assert [r.tokens for r in s.runs] == [1_000_000 // 128 * 128, 2_000_000 // 128 * 128]
     cfg = s.runs[0].config
     assert (cfg.lr, cfg.clm_ratio, cfg.devices, cfg.seq_len) == (1e-3, 0.5, 4, 32)
     assert s.resources.time_min == 30 and s.slurm.partition == "gpu" and s.slurm.extra == {"exclusive": ""}

@@ -58,7 +58,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
 
     res = sweep.resources
     fps = res.flops_per_s()
-    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "steps", "est. time")]
+    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "est. time")]
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
         t = res.run_seconds(r.tokens, r.flops)
@@ -67,7 +67,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
         total_c += r.flops
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
-                     f"{r.tokens // (r.config.batch_size * r.config.seq_len * r.config.devices * r.config.num_nodes):,}",
+                     str(res.world), f"{r.tokens // (r.config.batch_size * r.config.seq_len):,}",
                      _hms(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
@@ -76,7 +76,8 @@ def plan_table(sweep, executor: str | None = None) -> str:
     source = "set in [executor] achieved_flops" if res.achieved_flops else "assumed; set [executor] achieved_flops"
     cap = f", at most {res.max_tokens_per_s:.3g} tokens/s" if res.max_tokens_per_s else ""
     lines.append(
-        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job ({source}{cap}) "
+        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job"
+        f"{f' of {res.world} processes' if res.world > 1 else ''} ({source}{cap}) "
         f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(max(longest, total_s / conc))} "
         f"wall with {conc} at a time ({kind})")
     for note in sweep.notes:

@@ -20,7 +20,11 @@ def register(sub) -> None:
                    "default: the embedded corpus")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: rule of N, see README)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per step per device (default 16)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sequences per optimizer step, over all processes (default 16)")
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="sequences per process per forward/backward (default: its whole share); "
+                   "smaller accumulates gradients")
     p.add_argument("--seq-len", type=int, default=None, help="source window in tokens (default 128)")
     p.add_argument("--clm-ratio", type=float, default=None, help="fraction of causal-LM examples (default 0.2)")
     p.add_argument("--warmup-frac", type=float, default=None)
@@ -28,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["auto", "32", "bf16-mixed"], default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
-    p.add_argument("--devices", type=int, default=1, help="processes/GPUs per node (DDP when > 1)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="processes per node: GPUs, or CPU processes with gloo (DDP when > 1)")
     p.add_argument("--val-points", type=int, default=None, help="log-spaced validation points (default 8)")
     p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                    help="wall seconds between checkpoints (default 60)")
@@ -42,7 +47,7 @@ def config_from_args(args: argparse.Namespace):
     from scaling.config import TrainConfig, parse_count
 
     cfg = TrainConfig(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data, seed=args.seed)
-    for name in ("lr", "batch_size", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
+    for name in ("lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
         v = getattr(args, name)
         if v is not None:
             setattr(cfg, name, v)

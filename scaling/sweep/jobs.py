@@ -111,12 +111,17 @@ class TrainJob(submitit.helpers.Checkpointable):
         from scaling.config import TrainConfig
         from scaling.train import TrainingRun
 
+        from scaling.distributed import current
+
         cfg = TrainConfig.from_dict(self.config)
-        if self.record:
+        # A DDP job is several tasks of one run: only rank 0 keeps the job's record (and
+        # submitit calls checkpoint() on rank 0 only).
+        keep_record = bool(self.record) and current().is_main
+        if keep_record:
             record_start(Path(self.record))
         self._run = TrainingRun(cfg)
         stop = threading.Event()
-        if self.record:
+        if keep_record:
             threading.Thread(target=self._report, args=(stop,), daemon=True, name="job-report").start()
         try:
             return self._run.fit()

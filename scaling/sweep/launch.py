@@ -93,7 +93,7 @@ def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=sl.max_num_timeout)
         params = dict(
             name=job_name, timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, nodes=res.nodes,
-            tasks_per_node=max(1, res.gpus_per_node),  # one DDP process per GPU
+            tasks_per_node=res.tasks,  # one DDP process per GPU (or per tasks_per_node on CPUs)
             slurm_array_parallelism=res.parallelism or 256,
             slurm_signal_delay_s=sl.signal_delay_s,
             # The cluster may not bind CPUs: cap torch's threads at what the job was given.
@@ -112,7 +112,7 @@ def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
         return ex
     if kind == "local":
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        params = dict(name=job_name, timeout_min=res.time_min, tasks_per_node=max(1, res.gpus_per_node),
+        params = dict(name=job_name, timeout_min=res.time_min, tasks_per_node=res.tasks,
                       local_setup=[f"export OMP_NUM_THREADS={res.cpus_per_task} OMP_WAIT_POLICY=PASSIVE"])
         if res.gpus_per_node:
             params["gpus_per_node"] = res.gpus_per_node

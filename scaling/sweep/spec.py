@@ -173,6 +173,7 @@ class Resources:
 
     cpus_per_task: int = 1
     gpus_per_node: int = 0
+    tasks_per_node: int = 0          # DDP processes per node; 0 = one per GPU (1 without GPUs)
     nodes: int = 1
     mem_gb: float | None = None
     time_min: int = 24 * 60
@@ -187,6 +188,15 @@ class Resources:
     max_tokens_per_s: float | None = None
     overhead_s: float = 30.0
 
+    @property
+    def tasks(self) -> int:
+        """Processes per node: each run is a DDP job of tasks x nodes processes."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    @property
+    def world(self) -> int:
+        return self.tasks * self.nodes
+
     def run_seconds(self, tokens: float, flops: float) -> float:
         t = self.overhead_s + flops / self.flops_per_s()
         return t + (tokens / self.max_tokens_per_s if self.max_tokens_per_s else 0.0)
@@ -198,13 +208,13 @@ class Resources:
             # Assumed: an H100's bf16 dense peak (989 TFLOP/s) at 40% MFU, per GPU.
             return 0.4 * 989e12 * self.gpus_per_node * self.nodes
         # Assumed: ~1e11 FLOP/s per CPU core (measured ~1.5-2.7e11 on 2 laptop-class cores
-        # for 1M-10M models: 20-40k tokens/s at 1M, 5k tokens/s at 10M).
-        return 1e11 * self.cpus_per_task
+        # for 1M-10M models: 20-40k tokens/s at 1M, 5k tokens/s at 10M), every process's cores.
+        return 1e11 * self.cpus_per_task * self.world
 
     def concurrent(self) -> int:
         if self.parallelism:
             return self.parallelism
-        return max(1, (os.cpu_count() or 1) // max(1, self.cpus_per_task))
+        return max(1, (os.cpu_count() or 1) // max(1, self.cpus_per_task * self.tasks))
 
 
 @dataclass(frozen=True)
@@ -281,8 +291,10 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     resources = _resources(path, doc.get("executor", {}))
     slurm = _slurm(path, doc.get("slurm", {}))
     base = _train(path, doc.get("train", {}))
-    devices = max(1, resources.gpus_per_node)
-    base = replace(base, devices=devices, num_nodes=resources.nodes)
+    base = replace(base, devices=resources.tasks, num_nodes=resources.nodes)
+    # The batch is global: it must split evenly over the world the executor gives each run.
+    base.check(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
+               f"{path}: executor.tasks_per_node x nodes")
 
     for other in KINDS:
         if other != kind and other in doc:
@@ -338,6 +350,7 @@ def _resources(path: Path, table: Any) -> Resources:
     r = Resources(
         cpus_per_task=sec.get("cpus_per_task", (int,), 1),
         gpus_per_node=sec.get("gpus_per_node", (int,), 0),
+        tasks_per_node=sec.get("tasks_per_node", (int,), 0),
         nodes=sec.get("nodes", (int,), 1),
         mem_gb=sec.get("mem_gb", (int, float)),
         time_min=sec.get("time_min", (int,), 24 * 60),
@@ -351,8 +364,12 @@ def _resources(path: Path, table: Any) -> Resources:
     for key in ("cpus_per_task", "nodes", "time_min"):
         if getattr(r, key) < 1:
             raise UserError(f"{sec.where(key)} must be at least 1, got {getattr(r, key)}")
-    if r.gpus_per_node < 0:
-        raise UserError(f"{sec.where('gpus_per_node')} must be 0 or more, got {r.gpus_per_node}")
+    for key in ("gpus_per_node", "tasks_per_node"):
+        if getattr(r, key) < 0:
+            raise UserError(f"{sec.where(key)} must be 0 or more, got {getattr(r, key)}")
+    if r.gpus_per_node and r.tasks_per_node and r.tasks_per_node != r.gpus_per_node:
+        raise UserError(f"{sec.where('tasks_per_node')} ({r.tasks_per_node}) must equal gpus_per_node "
+                        f"({r.gpus_per_node}): DDP runs one process per GPU")
     if r.parallelism is not None and r.parallelism < 1:
         raise UserError(f"{sec.where('parallelism')} must be at least 1, got {r.parallelism}")
     if r.default not in EXECUTORS:
@@ -405,8 +422,8 @@ def _slurm(path: Path, table: Any) -> SlurmSettings:
 
 # ---------------------------------------------------------------------- expansion
 def _batch_tokens(cfg: TrainConfig) -> int:
-    """Source tokens per optimizer step, over all devices."""
-    return cfg.batch_size * cfg.seq_len * cfg.devices * cfg.num_nodes
+    """Source tokens per optimizer step (the batch is global, over all processes)."""
+    return cfg.batch_size * cfg.seq_len
 
 
 def _make(name: str, base: TrainConfig, target: int, tokens: int, sweep: str,

@@ -46,13 +46,21 @@ class RunState:
     step: int | None = None       # latest step the job reported (running runs)
 
     @property
+    def world(self) -> int:
+        """Processes the run trains on (devices x num_nodes)."""
+        rec = self.record or {}
+        if rec.get("world_size"):
+            return int(rec["world_size"])
+        cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
+        return int(cfg.get("devices", 1)) * int(cfg.get("num_nodes", 1))
+
+    @property
     def tokens_seen(self) -> int | None:
         """Tokens trained so far: the run's record, or for a running run its job's report."""
         rec = self.record or {}
         if self.state == "running" and self.step is not None:
             cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
-            per_step = rec.get("tokens_per_step") or (cfg.get("batch_size", 0) * cfg.get("seq_len", 0)
-                                                       * cfg.get("devices", 1) * cfg.get("num_nodes", 1))
+            per_step = rec.get("tokens_per_step") or cfg.get("batch_size", 0) * cfg.get("seq_len", 0)  # global batch
             return self.step * per_step
         return rec.get("tokens_seen")
 
@@ -280,7 +288,7 @@ def table(states: list[RunState], width: int | None = None) -> str:
     """One line per run; errors are cut to the terminal's width only when printing to one."""
     from scaling.config import format_count
 
-    rows = [("run", "state", "N", "tokens", "requeued", "job", "error")]
+    rows = [("run", "state", "N", "tokens", "procs", "requeued", "job", "error")]
     for s in states:
         rec = s.record or {}
         n = rec.get("n_params") or (s.entry.n_params if s.entry else None)
@@ -288,7 +296,7 @@ def table(states: list[RunState], width: int | None = None) -> str:
         seen = s.tokens_seen
         tokens = f"{format_count(seen) if seen is not None else '-'}/{format_count(planned) if planned else '?'}"
         err = s.error or ""
-        rows.append((s.name, s.state, format_count(n) if n else "-", tokens,
+        rows.append((s.name, s.state, format_count(n) if n else "-", tokens, str(s.world),
                      str(s.requeues) if s.requeues else "", s.job_id or "", err))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
