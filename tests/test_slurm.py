@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
+from scaling.errors import UserError
 from scaling.sweep.launch import launch, wait_for
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
@@ -216,3 +217,83 @@ def test_a_job_that_raises_is_reported_failed_with_its_error(cluster, shards, tm
     assert main(["sweep", "status", str(out)]) == 0
     out_text = capsys.readouterr().out
     assert "failed" in out_text and "no GPU is visible" in out_text
+
+
+def test_a_two_task_ddp_job_is_preempted_requeued_and_resumed(cluster, shards, tmp_path, monkeypatch):
+    """tasks_per_node = 2: srun starts two tasks, Lightning's SLURMEnvironment ranks them (the
+    path a 2-node job takes), and USR2 mid-run checkpoints on rank 0, requeues the job, and the
+    requeued job's two tasks resume at that step with the 1-task run's examples."""
+    monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
+    body = """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["200K"]
+    """
+    out = tmp_path / "ddp"
+    res = launch(load_sweep(sweep_file(tmp_path, shards, "ddp", "tasks_per_node = 2\n" + body)), "slurm", out,
+                 progress=False)
+    (job_id,) = res.job_ids.values()
+    (name,) = res.submitted
+    record = out / "jobs" / f"{name}.json"
+    steps = load_sweep(tmp_path / "ddp.toml").runs[0].tokens // 256
+
+    def step() -> int:
+        try:
+            return json.loads(record.read_text()).get("step") or 0
+        except (OSError, ValueError):
+            return 0
+
+    wait_until(lambda: step() >= 20, 180, "the 2-task run to train 20 steps")
+    assert sweep_states(out)[0].world == 2
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=300)
+    assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
+    rec = json.loads(record.read_text())
+    assert rec["checkpointed"] == 1 and rec["requeues"] == 1 and rec["starts"] == 2, rec
+    k = rec["checkpoint_steps"][0]
+    assert 20 <= k < steps and rec["start_step"] == k, rec
+    assert st.record["world_size"] == 2 and st.record["restarts"] == 1 and st.record["slurm_job_id"]
+
+    # The twin: one task, same config, uninterrupted (submitted after, so it cannot take the
+    # CPUs the 2-task job needs first).
+    twin = tmp_path / "one"
+    launch(load_sweep(sweep_file(tmp_path, shards, "one", body)), "slurm", twin, progress=False)
+    (tw,) = wait_for(twin, progress=False, poll_s=1, timeout_s=240)
+    assert tw.state == "completed" and tw.record["world_size"] == 1
+    assert st.record["tokens_seen"] == tw.record["tokens_seen"] == steps * 256
+    assert st.record["data_digest"] == tw.record["data_digest"]
+    assert st.record["val"]["mixed"]["loss"] == pytest.approx(tw.record["val"]["mixed"]["loss"], rel=0.05)
+
+
+def test_the_sbatch_script_of_a_multi_node_ddp_sweep(tmp_path, shards):
+    """nodes = 2, gpus_per_node = 8: the script submitit writes asks for 16 tasks, 8 GPUs per
+    node, starts them with srun, and each task's run asks Lightning for 8 devices x 2 nodes."""
+    import submitit
+
+    from scaling.sweep.launch import make_executor
+
+    f = sweep_file(tmp_path, shards, "big", "gpus_per_node = 8\nnodes = 2\n" + """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["300K"]
+    """)
+    f.write_text(f.read_text().replace("batch_size = 8", "batch_size = 64"))
+    sweep = load_sweep(f)
+    cfg = sweep.runs[0].config
+    assert (cfg.devices, cfg.num_nodes, cfg.batch_size) == (8, 2, 64)
+    ex = make_executor("slurm", tmp_path / "sub", sweep, "big")
+    script = ex._executor._make_submission_file_text("python -u -m submitit.core._submit", "0")
+    lines = script.splitlines()
+    assert "#SBATCH --nodes=2" in lines and "#SBATCH --ntasks-per-node=8" in lines, script
+    assert "#SBATCH --gpus-per-node=8" in lines and "#SBATCH --signal=USR2@90" in lines
+    assert any(ln.startswith("srun ") for ln in lines)
+    # A batch that 16 processes cannot share evenly is refused before anything is submitted.
+    bad = sweep_file(tmp_path, shards, "bad", "gpus_per_node = 8\nnodes = 2\n" + """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["300K"]
+    """)
+    bad.write_text(bad.read_text().replace("batch_size = 8", "batch_size = 24"))
+    with pytest.raises(UserError, match="batch_size \\(24\\) must be a multiple of the world size"):
+        load_sweep(bad)
+    assert isinstance(ex._executor, submitit.SlurmExecutor)

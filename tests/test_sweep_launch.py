@@ -154,3 +154,40 @@ def test_stated_vocabulary_must_match_the_data(tmp_path, shards, capsys):
     # plan trusts the file where the data is absent, but here it is present and disagrees
     assert main(["sweep", "plan", str(f)]) == 2
     assert "vocabulary of 260" in capsys.readouterr().err
+
+
+def test_local_executor_runs_a_two_task_ddp_job_as_one_run(tmp_path, shards, capsys):
+    """[executor] tasks_per_node = 2 on CPUs: submitit starts two tasks, they form one gloo
+    process group, and the sweep gets one run with the 1-process run's examples."""
+    body = """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["40K"]
+    """
+    def grid(executor: str) -> Path:
+        f = sweep_file(tmp_path, shards, body)
+        f.write_text(f.read_text().replace('kind = "isoflop"', 'kind = "grid"').replace("parallelism = 2", executor))
+        return f
+
+    one = tmp_path / "one"
+    assert main(["sweep", "launch", str(grid("")), "--executor", "local", "--out", str(one)]) == 0
+    f = grid("tasks_per_node = 2")
+    two = tmp_path / "two"
+    capsys.readouterr()
+    assert main(["sweep", "plan", str(f)]) == 0
+    plan = capsys.readouterr().out
+    assert "procs" in plan.splitlines()[0] and "of 2 processes" in plan
+    assert main(["sweep", "launch", str(f), "--executor", "local", "--out", str(two)]) == 0
+    (a,), (b,) = sweep_states(one), sweep_states(two)
+    assert a.state == b.state == "completed", (b.state, b.error)
+    assert b.record["world_size"] == 2 and b.world == 2 and a.world == 1
+    assert b.record["tokens_seen"] == a.record["tokens_seen"] and b.record["data_digest"] == a.record["data_digest"]
+    # float summation order differs (a gradient summed over two processes): measured 8e-4 here
+    assert b.record["val"]["mixed"]["loss"] == pytest.approx(a.record["val"]["mixed"]["loss"], rel=1e-2)
+    # One job record (rank 0's), counting one start
+    job = __import__("json").loads((two / "jobs" / f"{b.name}.json").read_text())
+    assert job["starts"] == 1 and job["requeues"] == 0
+    capsys.readouterr()
+    assert main(["sweep", "status", str(two)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["run", "state", "N", "tokens", "procs"] and lines[1].split()[4] == "2"

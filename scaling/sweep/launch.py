@@ -225,7 +225,7 @@ def _finish(r: RunSpec, job, result: LaunchResult) -> None:
             result.errors[r.name] = f"{type(e).__name__}: {e}".splitlines()[0]
         return
     try:
-        job.result()
+        job.results()   # every task of a multi-process (DDP) job; one for the rest
     except Exception as e:  # the run's own record says failed; report and go on
         result.errors[r.name] = exception_line(str(e)) or f"{type(e).__name__}: {e}".splitlines()[0]
 
