@@ -299,8 +299,8 @@ def cost(curve: dict):
     g = go()
     fig = g.Figure()
     n = np.asarray(curve["params"])
-    for key, name, dash in (("train", "training", "dot"), ("inference", "serving", "dash"),
-                            ("total", "training + serving", "solid")):
+    for key, name, dash in (("train", "training", "dot"), ("inference", "inference", "dash"),
+                            ("total", "training + inference", "solid")):
         fig.add_trace(g.Scatter(x=n, y=curve[key], mode="lines", name=name, line=dict(dash=dash),
                                 customdata=curve["tokens"],
                                 hovertemplate=f"{name}: N %{{x:.3s}}, D %{{customdata:.3s}}: %{{y:.3g}} FLOPs"

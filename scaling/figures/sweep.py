@@ -19,9 +19,11 @@ def _runs(table) -> dict:
 
 
 def _hovers(r: dict, idx=None, extra=None) -> list[str]:
-    idx = range(len(r["run"])) if idx is None else idx
-    return [run_hover(r["run"][i], r["params"][i], r["tokens"][i], r["flops"][i], r["loss"][i],
-                      "" if extra is None else extra[i]) for i in idx]
+    """Hover text of the runs idx (all by default); extra[k] is appended to the k-th."""
+    idx = list(range(len(r["run"])) if idx is None else idx)
+    extra = [""] * len(idx) if extra is None else extra
+    return [run_hover(r["run"][i], r["params"][i], r["tokens"][i], r["flops"][i], r["loss"][i], x)
+            for i, x in zip(idx, extra)]
 
 
 def loss_curves(table, curves=None, fit: dict | None = None):
