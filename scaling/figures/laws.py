@@ -256,7 +256,8 @@ def famous(compare: dict, law, flop, plan: dict | None = None):
     pts = [(c["name"], c["params"], c["tokens"]) for c in compare["compare"]]
     extra = []
     if plan and "plan" in plan:
-        extra.append(("the plan", plan["plan"]["params"], plan["plan"]["tokens"]))
+        if not any(name == "this plan" for name, _, _ in pts):   # --compare names the plan "this plan"
+            extra.append(("the plan", plan["plan"]["params"], plan["plan"]["tokens"]))
         extra.append(("its compute-optimal model", plan["optimal"]["params"], plan["optimal"]["tokens"]))
     x = (plan or {}).get("inference")
     if x:
