@@ -79,9 +79,10 @@ class Browser:
                 return msg.get("result", {})
             self.events.append(msg)
 
-    def wait_event(self, method: str, timeout: float | None = None) -> dict:
+    def wait_event(self, method: str, since: int = 0, timeout: float | None = None) -> dict:
+        """The first `method` event from events[since] on, waiting for it if need be."""
         deadline = time.time() + (timeout or self.timeout)
-        seen = next((e for e in self.events if e.get("method") == method), None)
+        seen = next((e for e in self.events[since:] if e.get("method") == method), None)
         while seen is None:
             if time.time() > deadline:
                 raise TimeoutError(f"no {method} event")
@@ -91,8 +92,9 @@ class Browser:
         return seen
 
     def open(self, url: str) -> None:
+        since = len(self.events)
         self.call("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
+        self.wait_event("Page.loadEventFired", since)
 
     def eval(self, expression: str):
         r = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
