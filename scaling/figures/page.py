@@ -71,10 +71,20 @@ def write_figure(fig, path: Path, title: str) -> Path:
     and the system's Chrome or Chromium, offline."""
     path = Path(path)
     if path.suffix.lower() in STATIC:
-        try:
-            data = fig.to_image(format=path.suffix.lower()[1:], width=fig.layout.width, height=fig.layout.height)
-        except Exception as e:   # kaleido missing, or no browser for it: name both ways out
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        data, err = None, None
+        # Three tries: on a busy machine kaleido can ask its page for its scope before the page
+        # has loaded plotly.js ("kaleido_scopes is not defined"), and a second try succeeds.
+        for _ in range(3):
+            try:
+                data = fig.to_image(format=path.suffix.lower()[1:], width=fig.layout.width, height=fig.layout.height)
+                break
+            except Exception as e:   # kaleido missing, or no browser for it: name both ways out
+                err = e
+                if isinstance(e, (ImportError, ValueError)):
+                    break
+        if data is None:
+            e = err
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise UserError(f"{path}: {path.suffix} export needs kaleido (pip install kaleido) and Chrome or "
                             f"Chromium on this machine ({type(e).__name__}: {first}); write .html instead") from None
         atomic_write_bytes(path, data)
