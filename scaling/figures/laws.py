@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.figures.axes import (MARGIN, WIDTH, count_label, flops_label, go, place_labels, run_hover,
+from scaling.figures.axes import (WIDTH, count_label, flops_label, go, place_labels, run_hover,
                                   set_log_axis, style)
 
 # Published laws drawn for reference (both count C = 6ND).
@@ -324,4 +324,4 @@ def cost(curve: dict):
     return fig
 
 
-__all__ = ["frontier", "contours", "famous", "cost", "CHINCHILLA", "KAPLAN", "MARGIN"]
+__all__ = ["frontier", "contours", "famous", "cost", "CHINCHILLA", "KAPLAN"]
