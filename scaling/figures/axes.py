@@ -39,13 +39,18 @@ FORMATS = {"count": count_label, "flops": flops_label}
 
 
 def log_ticks(lo: float, hi: float, kind: str) -> tuple[list[float], list[str]]:
-    """Tick values and labels for a log axis from lo to hi: every decade, plus 2 and 5 within
-    each when the axis spans fewer than three decades."""
-    fmt = FORMATS[kind]
+    """Tick values and labels for a log axis from lo to hi: every decade (every other one, or
+    sparser, past 8 decades, so that labels stay level and apart), plus 2 and 5 within each
+    when the axis spans fewer than three. Counts past 1e15 (no suffix beyond T) are written
+    as powers on the whole axis, so that one axis never mixes styles."""
+    fmt = FORMATS["flops" if kind == "flops" or hi >= 1e15 else "count"]
     span = math.log10(hi) - math.log10(lo)
     steps = (1, 2, 5) if span < 3 else (1,)
+    stride = max(1, math.ceil(span / 8))
     vals = []
     for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        if e % stride:
+            continue
         vals += [m * 10.0 ** e for m in steps if lo <= m * 10.0 ** e <= hi]
     if len(vals) < 2:   # under a decade: the ends, rounded
         vals = sorted({float(f"{lo:.2g}"), float(f"{hi:.2g}")})
