@@ -20,6 +20,8 @@ COMMANDS = {
     "sweep": "plan, launch, watch and collect grids of runs",
     "fit": "fit Chinchilla's three approaches to a results table",
     "plan": "extrapolate a fit to a training plan and its cost",
+    "report": "one self-contained HTML report: runs, fits, held-out check, plan, figures",
+    "plot": "one figure of a sweep, its fit or a plan, as HTML, PNG or SVG",
     "tune": "per-size learning-rate search with Optuna",
 }
 
@@ -38,7 +40,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="scaling",
         description="Compute-optimal scaling laboratory for encoder-decoder Transformers: "
         "corpus -> token shards (prepare) -> runs (train, sweep) -> results table (sweep collect) "
-        "-> fits (fit) -> plan and pictures (plan).",
+        "-> fits (fit) -> plan (plan) -> pictures and report (plot, report).",
     )
     from scaling import __version__
 

@@ -2,7 +2,8 @@
 
 corpus -> token shards -> an IsoFLOP sweep of the lab's own encoder-decoders (local
 processes) -> results table -> Chinchilla's three approaches with bootstrap intervals and a
-held-out budget -> the 20B / 1T plan under the demo's own law and under the default law.
+held-out budget -> the 20B / 1T plan under the demo's own law and under the default law ->
+one HTML report of it all.
 Every step is the CLI a user would type; rerunning skips what is done.
 """
 
@@ -43,7 +44,16 @@ def steps(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap
         ("the same plan under the default law (Chinchilla's 240 runs refitted), with the famous models",
          ["plan", "--params", "20B", "--tokens", "1T", "--inference-tokens", "1T", "--compare",
           "--plots", f"{out}/plots"]),
+        ("the report: runs, fits, held-out check, the plan and its bill, every figure, in one offline HTML file",
+         ["report", out, "--out", report_path(out), "--plan", *PLAN_ARGS]),
     ]
+
+
+PLAN_ARGS = ["--params", "20B", "--tokens", "1T", "--inference-tokens", "1T"]
+
+
+def report_path(out: str) -> str:
+    return f"{out}/report.html"
 
 
 def summary(fit_path: str, plan_path: str) -> str:
@@ -100,7 +110,8 @@ def main(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap:
             print(f"demo: step {i} exited {rc}", file=sys.stderr)
             return rc
     print("\n" + summary(f"{out}/fit.json", f"{out}/plan-own.json"))
-    print(f"\nDemo finished in {time.time() - t0:.0f} s. Pictures: {out}/plots/*.html (open in a browser).")
+    print(f"\nDemo finished in {time.time() - t0:.0f} s. Report: {report_path(out)} (open it in a browser; "
+          f"it works offline). Figures alone: {out}/plots/*.html")
     return 0
 
 

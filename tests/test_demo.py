@@ -67,3 +67,7 @@ def test_reduced_demo_reports_held_out_error_degeneracy_and_reach(work, capsys):
     reach = json.loads((out / "plan-own.json").read_text())["reach"]
     assert reach["params_factor"] > 1e5 and reach["fitted_max_flops"] == pytest.approx(fit["range"]["flops"][1])
     assert f"extrapolates this law {reach['params_factor']:.3g}x in N" in text
+    # It ends with the report, and says where it is.
+    page = (out / "report.html").read_text()
+    assert f"Report: {out / 'report.html'}" in text and page.count("plotly.js v") == 1
+    assert "Held-out check" in page and "Famous models on the frontier" in page

@@ -211,9 +211,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_json(Path(args.out), fit)
     if args.plots:
-        from scaling.plots import fit_figures, write_page
-        runs = {k: table.col(k).tolist() for k in ("params", "tokens", "flops", "loss")}
-        page = write_page(fit_figures(fit, runs), Path(args.plots) / "fit.html", f"scaling fit: {table.source}")
+        from scaling.figures import fit_figures
+        from scaling.figures.page import write_figures
+        page = write_figures(fit_figures(fit, table, curves), Path(args.plots) / "fit.html",
+                             f"scaling fit: {table.source}")
         if not args.json:
             print(f"figures: {page}", file=sys.stderr)
     if args.json:

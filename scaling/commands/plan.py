@@ -255,10 +255,11 @@ def format_compare_inference(r: dict) -> str:
     return "\n".join(out)
 
 
-def run(args: argparse.Namespace) -> int:
+def build(args: argparse.Namespace) -> tuple[dict, object, object, object]:
+    """The plan record `scaling plan` prints, and the law, FLOP count and cost assumptions it
+    used: the one path from arguments to a plan (`scaling report --plan` takes it too)."""
     from scaling.config import parse_count
     from scaling.plan import FlopModel, Law, make_plan
-    from scaling.rundir import atomic_write_json
 
     params = parse_count(args.params, "--params") if args.params is not None else None
     tokens = parse_count(args.tokens, "--tokens") if args.tokens is not None else None
@@ -310,6 +311,35 @@ def run(args: argparse.Namespace) -> int:
         r["reach"] = law.reach(r.get("plan", {}).get("params") or r["optimal"]["params"], r["compute"])
         if inference_tokens is not None:
             add_inference(r, law, flop, assume, args, inference_tokens)
+    return r, law, flop, assume
+
+
+def format_all(r: dict, assume) -> str:
+    """Everything `scaling plan` prints for a record, as text."""
+    parts = [format_compare(r) if "compare" in r else format_plan(r, assume)]
+    if "inference" in r:
+        parts.append(format_inference(r["inference"], assume))
+    if "compare" in r and "inference" in r["compare"][0]:
+        parts.append(format_compare_inference(r))
+    return "\n\n".join(parts)
+
+
+def parse_plan_args(argv: list[str], prog: str = "scaling plan") -> argparse.Namespace:
+    """`scaling plan`'s own arguments, parsed by its own parser (for `scaling report --plan`)."""
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):   # one line, not argparse's usage and exit
+            raise UserError(f"{prog}: {message} (the plan's arguments are `scaling plan`'s: see "
+                            "`scaling plan --help`)")
+
+    parser = Parser(prog=prog.split()[0], add_help=False)
+    register(parser.add_subparsers())
+    return parser.parse_args(["plan", *argv])
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaling.rundir import atomic_write_json
+
+    r, law, flop, assume = build(args)
     if args.plots:
         write_plan_figures(r, law, flop, args, Path(args.plots))
     if args.out:
@@ -317,39 +347,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r))
     else:
-        print(format_compare(r) if "compare" in r else format_plan(r, assume))
-        if "inference" in r:
-            print()
-            print(format_inference(r["inference"], assume))
-        if "compare" in r and "inference" in r["compare"][0]:
-            print()
-            print(format_compare_inference(r))
+        print(format_all(r, assume))
     return 0
 
 
-def write_plan_figures(r: dict, law, flop, args, out_dir: Path) -> None:
-    from scaling.plan import efficient_frontier
-    from scaling.plots import cost_figure, nd_plane_figure, write_page
+def plan_figures(r: dict, law, flop) -> list:
+    """The plan's figures: models on the law's frontier, and the training + serving cost
+    against N when the plan serves tokens."""
+    from scaling import figures
 
-    pl_ = [{"name": c["name"], "params": c["params"], "tokens": c["tokens"]} for c in r.get("compare", [])]
-    if "plan" in r:
-        pl_.append({"name": "plan", "params": r["plan"]["params"], "tokens": r["plan"]["tokens"]})
+    compare = r if "compare" in r else {"compare": []}
+    figs = [figures.famous(compare, law, flop, plan=None if "compare" in r else r)]
     x = r.get("inference")
-    iso = None
-    if x is not None:
-        iso = x["target_loss"]
-        pl_.append({"name": "least compute", "params": x["optimal"]["params"], "tokens": x["optimal"]["tokens"]})
-        pl_.append({"name": "Chinchilla-optimal", "params": x["chinchilla"]["params"],
-                    "tokens": x["chinchilla"]["tokens"]})
-    ns = [p["params"] for p in pl_] + [1e7, 1e12]
-    ds = [p["tokens"] for p in pl_] + [1e8, 1e13]
-    n_range, d_range = (min(ns) / 3, max(ns) * 3), (min(ds) / 3, max(ds) * 3)
-    figs = [nd_plane_figure(law.params, None, pl_, n_range, d_range,
-                            frontier=efficient_frontier(law, flop, n_range, d_range), iso_loss=iso,
-                            frontier_label=f"efficient frontier ({flop.describe().split(' (')[0].split(',')[0]})")]
     if x is not None:
         from scaling.inference import Serving, cost_curve
         serving = Serving(x["inference_tokens"], x["input_len"], x["output_len"])
-        figs.insert(0, cost_figure(cost_curve(law, flop, serving, x["target_loss"], x)))
-    page = write_page(figs, out_dir / "plan.html", "scaling plan")
+        figs.insert(0, figures.cost(cost_curve(law, flop, serving, x["target_loss"], x)))
+    return figs
+
+
+def write_plan_figures(r: dict, law, flop, args, out_dir: Path) -> None:
+    from scaling.figures.page import write_figures
+
+    page = write_figures(plan_figures(r, law, flop), out_dir / "plan.html", "scaling plan")
     print(f"figures: {page}", file=sys.stderr)

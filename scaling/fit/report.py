@@ -103,13 +103,14 @@ def approach1(table: RunTable, curves: pl.DataFrame | None, opts: FitOptions, rn
         fit = isoflop.fit_envelope(env_of(None), all_sizes)
     except ValueError as e:
         raise _Skip(str(e)) from None
-    a_s, b_s = [], []
+    a_s, b_s, laws = [], [], []
     for _ in range(opts.n_boot):
         rows = np.unique(rng.integers(0, n_units, n_units))
         try:
             f = isoflop.fit_envelope(env_of(rows), all_sizes[rows])
             a_s.append(f.n_law.exponent)
             b_s.append(f.d_law.exponent)
+            laws.append(_power_laws(f))
         except ValueError:
             a_s.append(np.nan)
             b_s.append(np.nan)
@@ -122,15 +123,24 @@ def approach1(table: RunTable, curves: pl.DataFrame | None, opts: FitOptions, rn
         "k_N": fit.n_law.coef, "k_D": fit.d_law.coef,
         "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
         "n_points": n_units, "n_envelope_sizes": fit.n_sizes, "from_curves": curves is not None,
-        "envelope": {"flops": fit.env.c[:: max(1, len(fit.env.c) // 200)].tolist(),
-                     "N": fit.env.n[:: max(1, len(fit.env.c) // 200)].tolist(),
-                     "D": fit.env.d[:: max(1, len(fit.env.c) // 200)].tolist()},
+        "envelope": {k: v[:: max(1, len(fit.env.c) // 200)].tolist()
+                     for k, v in (("flops", fit.env.c), ("N", fit.env.n), ("D", fit.env.d), ("loss", fit.env.loss))},
+        "bootstrap": {"keys": list(POWER_KEYS), "samples": laws},
         "warnings": warnings,
     }
 
 
 class _Skip(Exception):
     pass
+
+
+# A bootstrap refit of approaches 1 and 2 is kept as these four numbers, so that a figure can
+# draw the band of N_opt(C) = k_N C^a and D_opt(C) = k_D C^b, not only the exponents' intervals.
+POWER_KEYS = ("a", "k_N", "b", "k_D")
+
+
+def _power_laws(f) -> list:
+    return [f.n_law.exponent, f.n_law.coef, f.d_law.exponent, f.d_law.coef]
 
 
 # ----------------------------------------------------------------------------- Approach 2
@@ -167,7 +177,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     else:
         sd = np.zeros_like(loss)
         covers = "runs resampled within each budget; no loss noise (no loss_se column; give --loss-noise)"
-    a_s, b_s = [], []
+    a_s, b_s, laws = [], [], []
     for _ in range(opts.n_boot):
         rows = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
         noisy = loss[rows] + sd[rows] * rng.standard_normal(len(rows))
@@ -175,6 +185,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
             f = isoflop.fit_isoflop(labels[rows], values, n[rows], d[rows], noisy, c[rows], opts.profile)
             a_s.append(f.n_law.exponent)
             b_s.append(f.d_law.exponent)
+            laws.append(_power_laws(f))
         except (ValueError, np.linalg.LinAlgError):
             a_s.append(np.nan)
             b_s.append(np.nan)
@@ -188,6 +199,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
         "n_points": int(sum(p.n_runs for p in fit.profiles)),
         "n_budgets": len(fit.used), "profile_method": opts.profile, "bootstrap_covers": covers,
+        "bootstrap": {"keys": list(POWER_KEYS), "samples": laws},
         # D_opt is the budget spent at N_opt, with the runs' own FLOPs per token.
         "d_opt_from": "budget / (6 N_opt): the table's FLOPs are 6ND" if table.flops_from_6nd else
                       "budget / (the runs' FLOPs per token at N_opt)",

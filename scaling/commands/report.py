@@ -1,0 +1,47 @@
+"""`scaling report SWEEP_DIR_OR_RESULTS --out report.html`: one self-contained HTML document."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """The arguments `report` and `plot` share: where the runs, the fit and the plan come from."""
+    p.add_argument("source", metavar="SWEEP_DIR_OR_RESULTS",
+                   help="a sweep directory (its results.parquet, curves.parquet and fit.json) or a results table")
+    p.add_argument("--fit", default=None, metavar="FILE",
+                   help="fit.json from `scaling fit --out` (default: fit.json beside the results; without one, "
+                        "the runs are fitted here)")
+    p.add_argument("--columns", default=None, metavar="NAME=COL,...",
+                   help="as `scaling fit --columns` (default: the fit's own N column)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="bootstrap resamples when there is no fit.json and the runs are fitted here (default 200)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    p.add_argument("--plan", nargs=argparse.REMAINDER, default=None, metavar="ARGS",
+                   help="last: `scaling plan`'s arguments, e.g. --plan --params 20B --tokens 1T --inference-tokens 1T "
+                        "(its law is the default unless they give --fit)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="one self-contained HTML report: runs, fits, held-out check, plan, figures",
+        description="Write one HTML file (plotly.js embedded once; opens offline) with the runs table, the fits with "
+                    "intervals and warnings, the held-out check, the plan and its bill, and every figure.")
+    add_inputs(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scaling import report
+    from scaling.errors import UserError
+    from scaling.figures.page import PAGE, check_out
+
+    out = check_out(args.out, PAGE)
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    inp = report.load(args.source, args.fit, args.plan, args.columns, args.bootstrap)
+    path = report.write(inp, out)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)", file=sys.stderr)
+    print(path)
+    return 0

@@ -1,0 +1,327 @@
+"""Figures of fitted laws and of plans: N_opt(C) and D_opt(C) of the three approaches with
+bootstrap bands beside the published laws, Approach 3's L(N, D) on the N-D plane
+(Chinchilla's Figure 4), famous models on a law's frontier, and the training + serving cost
+of reaching a loss against N."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scaling.figures.axes import (WIDTH, count_label, flops_label, go, place_labels, run_hover,
+                                  set_log_axis, style)
+
+# Published laws drawn for reference (both count C = 6ND).
+CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}   # Hoffmann et al. 2022, eq. 10
+PF_DAY = 1e15 * 86400                                                          # FLOPs in a petaflop/s-day
+KAPLAN = (1.3e9, 0.73)   # Kaplan et al. 2020: N_opt = 1.3e9 (C / PF-day)^0.73, non-embedding N
+
+
+def fpt_of(a3: dict | None) -> tuple[float, float]:
+    """FLOPs per token (k, e) as k N^e, the count the fit's derived quantities used (6N if none)."""
+    fc = (a3 or {}).get("flop_count") or {}
+    return float(fc.get("k", 6.0)), float(fc.get("e", 1.0))
+
+
+def _band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.nanpercentile(ys, [2.5, 97.5], axis=0)
+    return lo, hi
+
+
+def _power_band(rec: dict, c: np.ndarray):
+    """95% band of N_opt and D_opt from an approach's bootstrap refits (a, k_N, b, k_D each)."""
+    s = np.asarray((rec.get("bootstrap") or {}).get("samples") or [], float)
+    if s.ndim != 2 or len(s) < 20:
+        return None
+    n = s[:, 1:2] * c[None, :] ** s[:, 0:1]
+    d = s[:, 3:4] * c[None, :] ** s[:, 2:3]
+    return _band(n), _band(d)
+
+
+def _add_band(fig, g, c, band, colour, name, col):
+    lo, hi = band
+    fig.add_trace(g.Scatter(x=np.r_[c, c[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", fillcolor=colour,
+                            line=dict(width=0), opacity=0.18, name=name, legendgroup=name, showlegend=col == 1,
+                            hoverinfo="skip"), row=1, col=col)
+
+
+COLOURS = {1: "#1f77b4", 2: "#2ca02c", 3: "#d62728"}
+
+
+def frontier(fit: dict, table=None, plan: dict | None = None):
+    """N_opt(C) (left) and D_opt(C) (right): the points Approaches 1 (envelope) and 2 (budget
+    minima) read off the runs, the power laws of all three with their 95% bootstrap bands,
+    extrapolated to the plan's compute, the plan itself, and Chinchilla's and Kaplan's
+    published laws for reference."""
+    from plotly.subplots import make_subplots
+    from scaling.fit.law import optimal_nd
+    g = go()
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
+                        subplot_titles=("compute-optimal parameters N_opt", "compute-optimal tokens D_opt"))
+    cs = [] if table is None else list(table.col("flops"))
+    cs += list((fit.get("range") or {}).get("flops") or [])
+    p = (plan or {}).get("plan")
+    c_plan = (plan or {}).get("compute")
+    lo = min(cs) if cs else 1e18
+    hi = max(cs + ([c_plan] if c_plan else [])) if cs or c_plan else 1e24
+    c = np.geomspace(lo / 2, hi * 3, 160)
+    ys: dict[int, list] = {1: [], 2: []}
+    if table is not None:
+        r_n, r_d, r_c = table.col("params"), table.col("tokens"), table.col("flops")
+        runs = [str(x) for x in table.df["run"].to_list()]
+        text = [run_hover(x, n, d, cc, ll) for x, n, d, cc, ll in zip(runs, r_n, r_d, r_c, table.col("loss"))]
+        for k, y in ((1, r_n), (2, r_d)):
+            fig.add_trace(g.Scatter(x=r_c, y=y, mode="markers", name="runs", legendgroup="runs", showlegend=k == 1,
+                                    marker=dict(color="lightgray", size=6), text=text,
+                                    hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+            ys[k] += list(y)
+    a1, a2, a3 = (fit.get(f"approach{k}") for k in (1, 2, 3))
+    if a1:
+        env = a1["envelope"]
+        step = max(1, len(env["flops"]) // 60)
+        txt = [f"approach 1 envelope at C {flops_label(cc)}: N {count_label(n)}, D {count_label(d)}"
+               for cc, n, d in zip(env["flops"][::step], env["N"][::step], env["D"][::step])]
+        for k, key in ((1, "N"), (2, "D")):
+            fig.add_trace(g.Scatter(x=env["flops"][::step], y=env[key][::step], mode="markers",
+                                    name="approach 1: envelope points", legendgroup="p1", showlegend=k == 1,
+                                    marker=dict(color=COLOURS[1], size=5, symbol="circle-open"), text=txt,
+                                    hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+    if a2:
+        ok = [b for b in a2["budgets"] if b["N_opt"]]
+        txt = [f"approach 2 minimum at C {flops_label(b['flops'])}: N_opt {count_label(b['N_opt'])}, "
+               f"D_opt {count_label(b['D_opt'])}, loss {b['loss_opt']:.4f}" for b in ok]
+        for k, key in ((1, "N_opt"), (2, "D_opt")):
+            fig.add_trace(g.Scatter(x=[b["flops"] for b in ok], y=[b[key] for b in ok], mode="markers",
+                                    name="approach 2: IsoFLOP minima", legendgroup="p2", showlegend=k == 1,
+                                    marker=dict(color=COLOURS[2], size=11, symbol="x"), text=txt,
+                                    hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+    for k, rec in ((1, a1), (2, a2)):
+        if not rec:
+            continue
+        name = f"approach {k}: N ∝ C^{rec['a']:.3f}, D ∝ C^{rec['b']:.3f}"
+        band = _power_band(rec, c)
+        for col, coef, ex in ((1, rec["k_N"], rec["a"]), (2, rec["k_D"], rec["b"])):
+            y = coef * c ** ex
+            ys[col] += list(y)
+            fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
+                                    line=dict(color=COLOURS[k]), hovertemplate=f"approach {k}: C %{{x:.3g}}, "
+                                    "%{y:.3s}<extra></extra>"), row=1, col=col)
+            if band:
+                _add_band(fig, g, c, band[col - 1], COLOURS[k], f"approach {k}: 95% band", col)
+    fpt = fpt_of(a3)
+    if a3:
+        n3, d3 = optimal_nd(a3, c, fpt)
+        name = f"approach 3: N ∝ C^{a3['a']:.3f}, D ∝ C^{a3['b']:.3f}"
+        for col, y in ((1, n3), (2, d3)):
+            ys[col] += list(y)
+            fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
+                                    line=dict(color=COLOURS[3], width=2.5), hovertemplate="approach 3: C %{x:.3g}, "
+                                    "%{y:.3s}<extra></extra>"), row=1, col=col)
+        samples = (a3.get("bootstrap") or {}).get("samples")
+        if samples and len(samples) >= 20:
+            ps = [dict(zip(("E", "A", "B", "alpha", "beta"), s)) for s in samples]
+            nd = [optimal_nd(q, c, fpt) for q in ps]
+            for col in (1, 2):
+                _add_band(fig, g, c, _band(np.array([x[col - 1] for x in nd])), COLOURS[3], "approach 3: 95% band", col)
+    # Published laws, under their own count (C = 6ND), over the same compute.
+    nc, dc = optimal_nd(CHINCHILLA, c)
+    nk = KAPLAN[0] * (c / PF_DAY) ** KAPLAN[1]
+    for name, n_, d_, dash in (("Chinchilla (Hoffmann et al. 2022, approach 3, 6ND)", nc, dc, "dash"),
+                               ("Kaplan et al. 2020: N = 1.3e9 (C/PF-day)^0.73", nk, c / (6 * nk), "dot")):
+        for col, y in ((1, n_), (2, d_)):
+            fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
+                                    line=dict(color="gray", dash=dash), hovertemplate=name.split(":")[0].split(" (")[0]
+                                    + ": C %{x:.3g}, %{y:.3s}<extra></extra>"), row=1, col=col)
+    if p:
+        o = plan["optimal"]
+        for col, key in ((1, "params"), (2, "tokens")):
+            fig.add_trace(g.Scatter(x=[c_plan], y=[p[key]], mode="markers", name="the plan", legendgroup="plan",
+                                    showlegend=col == 1, marker=dict(symbol="star", size=16, color="orange",
+                                                                     line=dict(color="black", width=1)),
+                                    text=[f"the plan: N {count_label(p['params'])}, D {count_label(p['tokens'])}, "
+                                          f"C {flops_label(c_plan)} FLOPs, loss {p['loss']:.4f}"],
+                                    hovertemplate="%{text}<extra></extra>"), row=1, col=col)
+            fig.add_trace(g.Scatter(x=[c_plan], y=[o[key]], mode="markers", name="the plan's compute-optimal model",
+                                    legendgroup="opt", showlegend=col == 1,
+                                    marker=dict(symbol="diamond", size=11, color="white",
+                                                line=dict(color="black", width=1.5)),
+                                    text=[f"compute-optimal at C {flops_label(c_plan)}: N {count_label(o['params'])}, "
+                                          f"D {count_label(o['tokens'])}, loss {o['loss']:.4f}"],
+                                    hovertemplate="%{text}<extra></extra>"), row=1, col=col)
+            ys[col] += [p[key], o[key]]
+    count = "6ND" if fpt == (6.0, 1.0) else f"C = D x {fpt[0]:.3g} N^{fpt[1]:.3f}"
+    style(fig, f"Compute-optimal allocation against training compute (approach 3 under the runs' count, {count})",
+          height=620, legend_below=True)
+    for col, name in ((1, "parameters N"), (2, "tokens D")):
+        set_log_axis(fig, "x", c, "flops", "training compute C (FLOPs)", row=1, col=col)
+        set_log_axis(fig, "y", ys[col], "count", name, row=1, col=col)
+    return fig
+
+
+# ----------------------------------------------------------------------------- the N-D plane
+
+def _window(points_n, points_d, pad: float = 3.0):
+    return (min(points_n) / pad, max(points_n) * pad), (min(points_d) / pad, max(points_d) * pad)
+
+
+def _nd_contours(fig, g, law: dict, n_range, d_range, n_grid: int = 140) -> None:
+    """L(N, D) over the window: filled by log10(L - E) (losses crowd near E), with labelled
+    iso-loss lines at round losses; the colour bar reads in loss."""
+    from scaling.fit.law import predict_loss
+    ns = np.geomspace(*n_range, n_grid)
+    ds = np.geomspace(*d_range, n_grid)
+    loss = predict_loss(law, ns[None, :], ds[:, None])
+    gap = np.log10(np.maximum(loss - law["E"], 1e-12))
+    levels = np.unique(np.round(law["E"] + 10 ** np.linspace(np.quantile(gap, 0.03), np.quantile(gap, 0.97), 6), 3))
+    bar_vals = np.log10(levels - law["E"])
+    fig.add_trace(g.Contour(x=ns, y=ds, z=gap, colorscale="Viridis", contours=dict(showlines=False), ncontours=30,
+                            colorbar=dict(title="loss", tickvals=list(bar_vals), ticktext=[f"{v:.3f}" for v in levels],
+                                          len=0.75),
+                            opacity=0.8, name="L(N, D)", customdata=loss, showlegend=False,
+                            hovertemplate="N %{x:.3s}, D %{y:.3s}: loss %{customdata:.4f}<extra></extra>"))
+    # Iso-loss lines labelled by plotly itself (its labels avoid one another).
+    step = float(np.median(np.diff(levels))) if len(levels) > 1 else 0.1
+    fig.add_trace(g.Contour(x=ns, y=ds, z=loss, contours=dict(coloring="none", showlabels=True,
+                                                               start=float(levels[0]), end=float(levels[-1]),
+                                                               size=step, labelfont=dict(color="white", size=11)),
+                            line=dict(color="white", width=1), showscale=False, hoverinfo="skip",
+                            name="iso-loss", showlegend=False))
+
+
+def _isoflop_lines(fig, g, budgets, fpt, n_range, d_range):
+    k, e = fpt
+    first = True
+    for cb in budgets:
+        ns = np.geomspace(*n_range, 40)
+        ds = cb / (k * ns ** e)
+        keep = (ds >= d_range[0]) & (ds <= d_range[1])
+        if keep.sum() < 2:
+            continue
+        fig.add_trace(g.Scatter(x=ns[keep], y=ds[keep], mode="lines", name="IsoFLOP lines (the sweep's budgets)",
+                                legendgroup="iso", showlegend=first, line=dict(color="black", width=1, dash="dot"),
+                                hovertemplate=f"C = {flops_label(cb)} FLOPs<extra></extra>"))
+        first = False
+
+
+def contours(fit: dict, table=None):
+    """Approach 3's L(N, D) on the N-D plane (Chinchilla's Figure 4): iso-loss contours, the
+    efficient frontier under the runs' own FLOP count (C = D x k N^e), the IsoFLOP lines of
+    the sweep's budgets, and the runs."""
+    from scaling.fit.isoflop import group_budgets
+    from scaling.fit.law import optimal_nd
+    g = go()
+    a3 = fit.get("approach3")
+    if not a3:
+        return None
+    rng = fit.get("range") or {}
+    pn = list(rng.get("params") or [1e7, 1e9])
+    pd = list(rng.get("tokens") or [1e8, 1e10])
+    n_range, d_range = _window(pn, pd, pad=4.0)
+    fig = g.Figure()
+    _nd_contours(fig, g, a3, n_range, d_range)
+    fpt = fpt_of(a3)
+    if table is not None:
+        _, values = group_budgets(table.col("flops"), table.col("budget") if table.has("budget") else None)
+        _isoflop_lines(fig, g, values if len(values) <= 12 else values[:: len(values) // 8], fpt, n_range, d_range)
+    c = np.geomspace(fpt[0] * n_range[0] ** fpt[1] * d_range[0], fpt[0] * n_range[1] ** fpt[1] * d_range[1], 200)
+    fn, fd = optimal_nd(a3, c, fpt)
+    keep = (fn >= n_range[0]) & (fn <= n_range[1]) & (fd >= d_range[0]) & (fd <= d_range[1])
+    count = "6ND" if fpt == (6.0, 1.0) else f"C = D x {fpt[0]:.3g} N^{fpt[1]:.3f}, the runs' count"
+    fig.add_trace(g.Scatter(x=fn[keep], y=fd[keep], mode="lines", line=dict(color="red", width=3),
+                            name=f"efficient frontier ({count})", hovertemplate="frontier: N %{x:.3s}, D %{y:.3s}"
+                            "<extra></extra>"))
+    if table is not None:
+        runs = [str(x) for x in table.df["run"].to_list()]
+        n, d, cc, ll = (table.col(k) for k in ("params", "tokens", "flops", "loss"))
+        fig.add_trace(g.Scatter(x=n, y=d, mode="markers", name="runs",
+                                marker=dict(color="white", size=7, line=dict(color="black", width=1)),
+                                text=[run_hover(*x) for x in zip(runs, n, d, cc, ll)],
+                                hovertemplate="%{text}<extra></extra>"))
+    deg = "; degenerate on these runs" if a3.get("degenerate") else ""
+    style(fig, f"Approach 3: L(N, D) = {a3['E']:.3g} + {a3['A']:.3g}/N^{a3['alpha']:.3f} + "
+               f"{a3['B']:.3g}/D^{a3['beta']:.3f}{deg}", height=640, legend_below=True)
+    set_log_axis(fig, "x", n_range, "count", "parameters N", pad=0)
+    set_log_axis(fig, "y", d_range, "count", "tokens D", pad=0)
+    return fig
+
+
+FAMOUS_MARGIN = dict(l=80, r=140, t=70, b=170)   # room for the colour bar and the legend below
+
+
+def famous(compare: dict, law, flop, plan: dict | None = None):
+    """Famous models (and the plan) on the N-D plane of a law (`scaling.plan.Law`): iso-loss
+    contours and the efficient frontier under the plan's FLOP count, each model labelled, no
+    two labels overlapping. `compare` is `scaling plan --compare`'s record."""
+    from scaling.plan import efficient_frontier
+    g = go()
+    pts = [(c["name"], c["params"], c["tokens"]) for c in compare["compare"]]
+    extra = []
+    if plan and "plan" in plan:
+        if not any(name == "this plan" for name, _, _ in pts):   # --compare names the plan "this plan"
+            extra.append(("the plan", plan["plan"]["params"], plan["plan"]["tokens"]))
+        extra.append(("its compute-optimal model", plan["optimal"]["params"], plan["optimal"]["tokens"]))
+    x = (plan or {}).get("inference")
+    if x:
+        extra.append(("least training + serving", x["optimal"]["params"], x["optimal"]["tokens"]))
+    allp = pts + extra
+    n_range, d_range = _window([p[1] for p in allp] + [1e9], [p[2] for p in allp] + [1e11], pad=4.0)
+    fig = g.Figure()
+    _nd_contours(fig, g, law.params, n_range, d_range)
+    fn, fd = efficient_frontier(law, flop, n_range, d_range, n_points=240)
+    fig.add_trace(g.Scatter(x=fn, y=fd, mode="lines", line=dict(color="red", width=3),
+                            name=f"efficient frontier ({flop.describe().split(' (')[0].split(',')[0]})",
+                            hovertemplate="frontier: N %{x:.3s}, D %{y:.3s}<extra></extra>"))
+    rows = {c["name"]: c for c in compare["compare"]}
+    hover = []
+    for name, n, d in allp:
+        c = rows.get(name)
+        more = (f"<br>C {flops_label(c['flops'])} FLOPs, loss {c['loss']:.4f}<br>{c['tokens_per_param']:.1f} tokens/param, "
+                f"{c['overtrained']:.2f}x the optimum's") if c else ""
+        hover.append(f"<b>{name}</b><br>N {count_label(n)}, D {count_label(d)}{more}")
+    fig.add_trace(g.Scatter(x=[p[1] for p in allp], y=[p[2] for p in allp], mode="markers", name="models",
+                            marker=dict(symbol=["star"] * len(pts) + ["star-diamond"] * len(extra), size=14,
+                                        color=["orange"] * len(pts) + ["deepskyblue"] * len(extra),
+                                        line=dict(color="black", width=1)),
+                            text=hover, hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(margin=FAMOUS_MARGIN)
+    height = 700
+    style(fig, f"Famous models on the frontier of {law.source.split(':')[0]} law", height=height, legend_below=True)
+    fig.update_layout(margin=FAMOUS_MARGIN)
+    set_log_axis(fig, "x", n_range, "count", "parameters N", pad=0)
+    set_log_axis(fig, "y", d_range, "count", "tokens D", pad=0)
+    box = (WIDTH - FAMOUS_MARGIN["l"] - FAMOUS_MARGIN["r"], height - FAMOUS_MARGIN["t"] - FAMOUS_MARGIN["b"])
+    place_labels(fig, [(n, d, name) for name, n, d in allp], n_range, d_range, plot_box=box)
+    return fig
+
+
+def cost(curve: dict):
+    """Training, inference and total compute against N at a fixed loss (`scaling.inference.
+    cost_curve`): the minimum, the Chinchilla-optimal N (least training compute) and the plan's
+    N marked."""
+    g = go()
+    fig = g.Figure()
+    n = np.asarray(curve["params"])
+    for key, name, dash in (("train", "training", "dot"), ("inference", "inference", "dash"),
+                            ("total", "training + inference", "solid")):
+        fig.add_trace(g.Scatter(x=n, y=curve[key], mode="lines", name=name, line=dict(dash=dash),
+                                customdata=curve["tokens"],
+                                hovertemplate=f"{name}: N %{{x:.3s}}, D %{{customdata:.3s}}: %{{y:.3g}} FLOPs"
+                                              "<extra></extra>"))
+    total = np.asarray(curve["total"])
+    marks = [("least compute", curve.get("optimal_params"), "x", "black"),
+             ("Chinchilla-optimal", curve.get("chinchilla_params"), "diamond", "red"),
+             ("the plan", curve.get("plan_params"), "star", "orange")]
+    for name, x, symbol, colour in marks:
+        if x is None:
+            continue
+        y = float(np.exp(np.interp(np.log(x), np.log(n), np.log(total))))
+        fig.add_trace(g.Scatter(x=[x], y=[y], mode="markers", name=f"{name}: N {count_label(x)}",
+                                marker=dict(symbol=symbol, size=13, color=colour, line=dict(color="black", width=1)),
+                                hovertemplate=f"{name}: N %{{x:.3s}}, total %{{y:.3g}} FLOPs<extra></extra>"))
+    style(fig, f"Compute to reach loss {curve['loss']:.4g} and serve {count_label(curve['inference_tokens'])} tokens, "
+               "against model size", legend_below=True)
+    set_log_axis(fig, "x", n, "count", "parameters N")
+    set_log_axis(fig, "y", np.r_[curve["train"], curve["inference"], total], "flops", "compute (FLOPs)")
+    return fig
+
+
+__all__ = ["frontier", "contours", "famous", "cost", "CHINCHILLA", "KAPLAN"]
