@@ -15,11 +15,9 @@ What a run guarantees (see rundir.py for the files):
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -34,10 +32,10 @@ import torch
 from scaling import __version__
 from scaling.config import TrainConfig, parse_count
 from scaling.errors import UserError
-from scaling.model import IGNORE_INDEX, EncoderDecoder, ModelConfig, objective_lengths
+from scaling.model import ModelConfig, objective_lengths
 from scaling.data import resolve_data  # noqa: F401  (re-exported)
 from scaling.shapes import model_config
-from scaling.objectives import MixedObjective, ObjectiveConfig
+from scaling.objectives import ObjectiveConfig
 from scaling.rundir import (
     CKPT_DIR,
     LAST_CKPT,
@@ -50,8 +48,6 @@ from scaling.rundir import (
 )
 from scaling.signals import checkpoint_signal_held
 
-VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
-VAL_CHUNK = 64   # validation examples per forward pass (memory only: the examples are fixed)
 
 
 def lr_rule(n_params_nonembed: int) -> float:
@@ -59,14 +55,6 @@ def lr_rule(n_params_nonembed: int) -> float:
     anchored at 2e-3 for 10M non-embedding parameters (1.6e-4 at AlexaTM's 20B, whose
     paper used 1e-4). Per-size tuning with `scaling tune` refines it."""
     return min(6e-3, 2e-3 * (max(n_params_nonembed, 1) / 1e7) ** (-1 / 3))
-
-
-def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine from peak down to min_ratio * peak at step == total."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def val_schedule(total_steps: int, points: int) -> list[int]:
@@ -136,50 +124,7 @@ def device_peak(device: str, precision: str) -> tuple[float, str]:
 
 
 # ------------------------------------------------------------------ the data
-def example_hashes(idx: np.ndarray) -> np.ndarray:
-    """An odd 64-bit number per example index (as int64): the weights of the data digest."""
-    from scaling.objectives import _splitmix
-
-    return (_splitmix(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
-
-
-class BatchStream(torch.utils.data.IterableDataset):
-    """Yields this process's micro-batches (dicts of tensors) from step `start_step` on, forever.
-
-    The global batch of step s is examples s*B ... s*B + B - 1, whatever the world size W:
-    rank r takes its share of B / W, in `accum` micro-batches of `micro`. Each micro-batch
-    carries the target-token count of the whole global batch (the loss's denominator) and
-    each example's digest weight. Holds only paths and numbers so it pickles cheaply into a
-    loader worker; the memory map is opened inside the iterating process.
-    """
-
-    def __init__(self, shards_dir: str, obj_cfg: ObjectiveConfig, seed: int, plan: "RunPlan"):
-        super().__init__()
-        self.shards_dir, self.obj_cfg, self.seed = shards_dir, obj_cfg, seed
-        self.batch_size, self.micro, self.accum, self.world = plan.batch_size, plan.micro_batch, plan.accum, plan.world
-        self.rank = 0
-        self.start_step = 0
-
-    def __iter__(self):
-        from scaling.data import TokenShards
-
-        shards = TokenShards.open(self.shards_dir, "train")
-        obj = MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, self.seed)
-        step, B = self.start_step, self.batch_size
-        share = B // self.world
-        while True:
-            n_tok = int(obj.target_counts(np.arange(step * B, step * B + B)).sum())
-            for m in range(self.accum):
-                first = step * B + self.rank * share + m * self.micro
-                idx = np.arange(first, first + self.micro)
-                b = {k: torch.from_numpy(v) for k, v in obj.batch(idx).items()}
-                b["ex_hash"] = torch.from_numpy(example_hashes(idx))
-                b["n_tok_step"] = torch.tensor(n_tok)
-                yield b
-            step += 1
-
-
-# ------------------------------------------------------------ lightning module
+# ------------------------------------------------------------------ the plan
 @dataclass
 class RunPlan:
     model: ModelConfig
@@ -220,314 +165,6 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
         enc_len=enc_len, dec_len=dec_len, world=world, batch_size=cfg.batch_size, micro_batch=micro,
         accum=share // micro, tokens_budget=budget,
     )
-
-
-def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: ObjectiveConfig, ckpt_path: Path):
-    import lightning as L
-
-    class LitEncoderDecoder(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.model = EncoderDecoder(plan.model)
-            self.rows: list[dict] = []
-            self.start_step = 0
-            self.diverged = False
-            self.final_val: dict | None = None
-            self.elapsed_before = 0.0  # wall seconds of earlier attempts (resume)
-            self._sums = None
-            self._t_last = None
-            self._step_last = 0
-            self._t_ckpt = time.monotonic()
-            self._peak, self.device_name = None, None
-            self._loss_fn = self.model.token_losses
-            self._val = None
-            self._blocked = False
-            self.data_digest = 0      # digest of every example trained on (see training_step)
-            self._digest = None       # the same, as a tensor on the device, during training
-            self._pending = None      # this rank's part of the current step's digest
-            self._step_done = -1      # last optimizer step whose end was handled
-            self._stop_asked = False  # Ctrl-C / SIGTERM seen by this process
-
-        # -- optimisation
-        def configure_optimizers(self):
-            decay, no_decay = [], []
-            for name, p in self.model.named_parameters():
-                (no_decay if p.ndim < 2 else decay).append(p)  # biases and norm gains: no decay
-            groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-            fused = self.device.type == "cuda"
-            opt = torch.optim.AdamW(groups, lr=plan.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s: lr_at(s, 1.0, plan.steps, plan.warmup_steps, cfg.min_lr_ratio)
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-        def on_fit_start(self):
-            # Ranks are known once the strategy is set up; the loader iterates after this.
-            stream.rank = self.global_rank
-            if cfg.compile and self.device.type == "cuda":
-                self._loss_fn = torch.compile(self.model.token_losses)
-            precision = str(self.trainer.precision)
-            self._peak, self.device_name = device_peak(self.device.type, precision)
-
-        def on_train_start(self):
-            if os.environ.get("SLURM_JOB_ID"):
-                # Lightning turns SIGTERM into a clean exit 0, which Slurm would record as a
-                # completed job that is never requeued; let submitit's USR2 path own it.
-                signal.signal(signal.SIGTERM, lambda s, f: print("SIGTERM received; waiting for USR2/kill", file=sys.stderr))
-            elif threading.current_thread() is threading.main_thread():
-                # A laptop run stopped with Ctrl-C or `kill`: finish the step, save a
-                # checkpoint, say so in run.json (fit() does both); a second signal is abrupt.
-                def stop(signum, frame):
-                    if self._stop_asked:
-                        raise KeyboardInterrupt
-                    if self.global_rank == 0:
-                        print(f"\n{signal.Signals(signum).name}: stopping after this step; rerun to resume", file=sys.stderr)
-                    self._stop_asked = True   # acted on at the step's end, by every rank at once
-
-                signal.signal(signal.SIGTERM, stop)
-                signal.signal(signal.SIGINT, stop)
-            self._t_last = time.monotonic()
-            self._t_start = time.monotonic()
-            self._step_last = self._step_done = self.global_step
-            if self.global_step == 0 and not self.rows:
-                self._validate(0)
-
-        # -- the step
-        def training_step(self, batch, batch_idx):
-            # One micro-batch: this rank's share of the global batch, or a piece of it.
-            labels = batch["labels"]
-            losses = self._loss_fn(batch["enc"], batch["dec"], labels)
-            mask = labels != IGNORE_INDEX
-            n_tok = mask.sum()
-            # The mean over the GLOBAL batch's target tokens, however it is split: Lightning
-            # divides by the accumulation count and DDP averages over ranks, so the sum is
-            # scaled back up by both. A 2-process run takes the 1-process run's gradient.
-            loss = losses.sum() * (plan.world * plan.accum) / batch["n_tok_step"]
-            with torch.no_grad():
-                # Proof of the data position: the sum, over every example trained on, of its
-                # index's odd weight times its position-weighted targets (mod 2^64). A sum is
-                # the same over any split into ranks and micro-batches, so resumed, DDP and
-                # uninterrupted runs of a config must all end with the same digest.
-                w = torch.arange(1, labels.shape[1] + 1, device=labels.device)
-                part = (batch["ex_hash"] * (labels.long() * w).sum(1)).sum()
-                self._pending = part if self._pending is None else self._pending + part
-                clm = batch["is_clm"][:, None]
-                s = torch.stack([
-                    (losses * ~clm).sum(), (mask & ~clm).sum(), (losses * clm).sum(), (mask & clm).sum(),
-                    losses.sum(), n_tok,
-                ]).double()
-                self._sums = s if self._sums is None else self._sums + s
-            return loss
-
-        def on_before_optimizer_step(self, optimizer):
-            # Clipping here rather than through Trainer(gradient_clip_val): Lightning refuses
-            # to clip for fused AdamW, which needs no unscaling under bf16.
-            if cfg.grad_clip and cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
-
-        def on_train_batch_start(self, batch, batch_idx):
-            # Signals that ask for a checkpoint (submitit's USR2) are held back (TrainingRun.fit
-            # blocks them before any thread starts) and let through only at the end of a step,
-            # so a checkpoint never holds half an update.
-            if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-                self._blocked = True
-
-        def on_train_batch_end(self, outputs, batch, batch_idx):
-            step = self.global_step
-            if step == self._step_done:
-                return  # a micro-batch inside a step (gradient accumulation): no boundary yet
-            self._step_done = step
-            stop = self._end_step(step)
-            last = step >= plan.steps
-            if step % cfg.log_every == 0 or last or step in plan.val_steps:
-                self._log_train(step)
-            if not self.diverged and step in plan.val_steps:
-                self._validate(step)
-                self._t_last = time.monotonic()  # keep validation out of tokens/s
-            if self.diverged or stop:
-                self.trainer.should_stop = True
-            elif not last and (time.monotonic() - self._t_ckpt > cfg.checkpoint_every_s):
-                self.save_last()
-            if self._blocked:
-                # The step boundary: a pending USR2 is delivered here (its handler runs before
-                # the next line), then the signal is held again until the next boundary.
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-
-        def _end_step(self, step) -> bool:
-            """Once per optimizer step, on every rank: fold the step's examples into the
-            digest and agree on stopping (True: stop after this step). One collective under
-            DDP: a Ctrl-C reaches the ranks at different moments, and they must all stop
-            after the same step."""
-            part = self._pending if self._pending is not None else torch.zeros((), dtype=torch.int64, device=self.device)
-            both = torch.stack([part, torch.tensor(int(self._stop_asked), device=part.device)])
-            if plan.world > 1:
-                torch.distributed.all_reduce(both)
-            if self._digest is None:
-                self._digest = torch.tensor(self.data_digest, dtype=torch.int64, device=part.device)
-            self._digest = self._digest + both[0]
-            self._pending = None
-            if plan.world == 1:
-                return self._stop_asked
-            # Reading the agreed flag waits for the device: only at the steps that log (and
-            # sync) anyway, the same steps on every rank.
-            return (step % cfg.log_every == 0 or step >= plan.steps) and bool(both[1])
-
-        def _log_train(self, step):
-            if self._sums is None:
-                return
-            if plan.world > 1:
-                torch.distributed.all_reduce(self._sums)   # every rank logs at the same steps
-            ld, nd, lc, nc, lt, nt = self._sums.tolist()  # one host sync per logged step
-            self._sums = None
-            now = time.monotonic()
-            dt = max(now - self._t_last, 1e-9)
-            toks = (step - self._step_last) * plan.tokens_per_step
-            tps = toks / dt
-            mfu = (step - self._step_last) * plan.flops_per_step / dt / self._peak if self._peak else float("nan")
-            self._t_last, self._step_last = now, step
-            loss = lt / max(nt, 1)
-            if not math.isfinite(loss):
-                self.diverged = True
-            self.rows.append({
-                "split": "train", "step": step, "tokens": step * plan.tokens_per_step,
-                "flops": step * plan.flops_per_step, "lr": self.lr_schedulers().get_last_lr()[0],
-                "train_loss": loss, "train_loss_denoise": ld / nd if nd else None,
-                "train_loss_clm": lc / nc if nc else None, "tokens_per_s": tps, "mfu": mfu,
-                "wall_s": self.elapsed_before + now - self._t_start,
-            })
-            self.last_loss = loss
-
-        @torch.no_grad()
-        def _validate(self, step):
-            if self._val is None:
-                from scaling.data import TokenShards
-
-                shards = TokenShards.open(shards_dir, "val")
-                self._val = (MixedObjective(shards.tokens, shards.doc_starts, obj_cfg, VAL_SEED), shards.bytes_per_token)
-            obj, bytes_per_token = self._val
-            was_training = self.model.training
-            self.model.eval()
-            # The same cfg.val_examples examples per task for every run of a sweep, whatever
-            # its batch size or world size; rank r scores chunks r, r + W, ... and the sums are
-            # reduced once. Per-example losses give the standard error of the score.
-            # Points before the last (Approach 1's curves) score a fixed quarter of the set,
-            # so validation stays a small share of a short run.
-            n = cfg.val_examples if step == plan.steps else max(1, cfg.val_examples // 4)
-            chunk = max(plan.micro_batch, VAL_CHUNK)
-            sums = torch.zeros(2, 4, dtype=torch.float64, device=self.device)  # per task: loss, tokens, sum and sum of squares of example means
-            for t, task in enumerate(("denoise", "clm")):
-                for start in range(self.global_rank * chunk, n, chunk * plan.world):
-                    b = obj.batch(np.arange(start, min(n, start + chunk)), force=task)
-                    b = {k: torch.from_numpy(v).to(self.device) for k, v in b.items()}
-                    with self.trainer.precision_plugin.forward_context():
-                        losses = self.model.token_losses(b["enc"], b["dec"], b["labels"]).double()
-                    tok = (b["labels"] != IGNORE_INDEX).sum(1).double()
-                    per_ex = losses.sum(1) / tok.clamp(min=1)
-                    sums[t] += torch.stack([losses.sum(), tok.sum(), per_ex.sum(), (per_ex * per_ex).sum()])
-            if plan.world > 1:
-                sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-            s = sums.tolist()
-            out = {task: (s[t][0] / max(s[t][1], 1), s[t][1] / n) for t, task in enumerate(("denoise", "clm"))}
-            # Standard error of the mean example loss: the noise of this score.
-            se = {task: math.sqrt(max(s[t][3] / n - (s[t][2] / n) ** 2, 0.0) / max(n - 1, 1))
-                  for t, task in enumerate(("denoise", "clm"))}
-            # The mixed loss is what training minimises: the token-weighted mixture.
-            r = cfg.clm_ratio
-            wd, wc = (1 - r) * out["denoise"][1], r * out["clm"][1]
-            mixed = (wd * out["denoise"][0] + wc * out["clm"][0]) / max(wd + wc, 1e-12)
-            to_bpb = 1 / (math.log(2) * bytes_per_token)
-            row = {
-                "split": "val", "step": step, "tokens": step * plan.tokens_per_step,
-                "flops": step * plan.flops_per_step,
-                "val_loss": mixed, "val_loss_denoise": out["denoise"][0], "val_loss_clm": out["clm"][0],
-                "val_bpb": mixed * to_bpb, "val_bpb_denoise": out["denoise"][0] * to_bpb,
-                "val_bpb_clm": out["clm"][0] * to_bpb,
-                "val_se": math.hypot(wd * se["denoise"], wc * se["clm"]) / max(wd + wc, 1e-12),
-            }
-            self.rows.append(row)
-            if not all(math.isfinite(row[k]) for k in ("val_loss", "val_loss_denoise", "val_loss_clm")):
-                self.diverged = True
-            if step == plan.steps:
-                self.final_val = row
-            if was_training:
-                self.model.train()
-
-        # -- checkpoints carry the data position, the metrics so far and elapsed time
-        def on_save_checkpoint(self, checkpoint):
-            checkpoint["scaling"] = {
-                "rows": self.rows, "step": self.global_step, "data_digest": self.digest(),
-                "elapsed": self.elapsed_before + time.monotonic() - getattr(self, "_t_start", time.monotonic()),
-            }
-
-        def on_load_checkpoint(self, checkpoint):
-            state = checkpoint.get("scaling", {})
-            self.rows = [r for r in state.get("rows", []) if r["step"] <= checkpoint["global_step"]]
-            self.start_step = checkpoint["global_step"]
-            self.elapsed_before = state.get("elapsed", 0.0)
-            self.data_digest, self._digest = state.get("data_digest", 0), None
-            stream.start_step = self.start_step
-            # A checkpoint taken after the last step's validation (a USR2 at the very end):
-            # its final score is in the rows; without it the resumed run, which has no step
-            # left to validate at, would end "stopped at step N of N" on every rerun.
-            self.final_val = next((r for r in self.rows if r["split"] == "val" and r["step"] == plan.steps), None)
-
-        def digest(self) -> int:
-            return int(self._digest) if self._digest is not None else self.data_digest
-
-        def save_last(self):
-            """Write checkpoints/last.ckpt atomically. Safe between steps and from a signal
-            handler (USR2 is held back during a step)."""
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt_path.with_name(f".{ckpt_path.name}.{os.getpid()}.tmp")
-            trainer = self.trainer
-            if trainer.world_size > 1:
-                # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
-                # deadlocks. Rank 0 writes the state directly.
-                if trainer.global_rank == 0:
-                    state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
-                    os.replace(tmp, ckpt_path)
-            else:
-                trainer.save_checkpoint(tmp, weights_only=False)
-                os.replace(tmp, ckpt_path)
-            self._t_ckpt = time.monotonic()
-
-    stream = BatchStream(shards_dir, obj_cfg, cfg.seed, plan)
-    module = LitEncoderDecoder()
-    return module, stream
-
-
-# ------------------------------------------------------------- progress bar
-def _progress_callback(plan: RunPlan, enabled: bool):
-    import lightning as L
-    from tqdm.auto import tqdm
-
-    class Progress(L.Callback):
-        bar = None
-
-        def on_train_start(self, trainer, module):
-            if not enabled or trainer.global_rank != 0:
-                return
-            self.bar = tqdm(
-                total=plan.steps * plan.tokens_per_step, initial=trainer.global_step * plan.tokens_per_step,
-                unit="tok", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
-                mininterval=0.5 if sys.stderr.isatty() else 10.0, desc="train",
-            )
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if self.bar is not None:
-                self.bar.update(plan.tokens_per_step)
-                if module.rows and module.rows[-1]["split"] == "train" and module.rows[-1]["step"] == trainer.global_step:
-                    r = module.rows[-1]
-                    self.bar.set_postfix(loss=f"{r['train_loss']:.3f}", mfu=f"{r['mfu']:.0%}", refresh=False)
-
-        def on_train_end(self, trainer, module):
-            if self.bar is not None:
-                self.bar.close()
-
-    return Progress()
 
 
 # ------------------------------------------------------------------ the run
@@ -684,8 +321,15 @@ class TrainingRun:
             torch.set_num_threads(threads_for(plan.flops_per_step / (plan.world * plan.accum)))
         record["threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
-        module, stream = build_lit_module(cfg, plan, str(shards_dir), obj_cfg, ckpt_path)
-        self.module = module
+        from scaling.loop import BatchStream, Checkpointing, EncoderDecoderModule, Progress, RunRecorder
+
+        module = self.module = EncoderDecoderModule(cfg, plan)
+        stream = BatchStream(str(shards_dir), obj_cfg, cfg.seed, plan)
+        recorder = self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), obj_cfg)
+        self.checkpointing = Checkpointing(cfg, plan, ckpt_path)
+        # In this order at every micro-batch's end: record (and validate), then checkpoint and
+        # let a pending USR2 in, then draw.
+        callbacks = [recorder, self.checkpointing, Progress(plan, recorder, cfg.progress)]
         from scaling.distributed import lightning_environment
 
         plugins = []
@@ -713,7 +357,7 @@ class TrainingRun:
             limit_val_batches=0,
             use_distributed_sampler=False,
             default_root_dir=str(self.run_dir),
-            callbacks=[_progress_callback(plan, cfg.progress)],
+            callbacks=callbacks,
             plugins=plugins or None,
         )
         self.trainer = trainer
@@ -732,32 +376,32 @@ class TrainingRun:
         step = trainer.global_step
         record["tokens_seen"] = step * plan.tokens_per_step
         record["flops"] = step * plan.flops_per_step
-        record["wall_time_s"] = module.elapsed_before + time.monotonic() - t0
-        record["device"] = module.device_name
+        record["wall_time_s"] = recorder.elapsed_before + time.monotonic() - t0
+        record["device"] = recorder.device_name
         record["precision"] = precision
-        record["last_train_loss"] = getattr(module, "last_loss", None)
-        record["data_digest"] = f"{module.digest() & (2**64 - 1):016x}"
-        if module.final_val is not None:
-            v = module.final_val
+        record["last_train_loss"] = recorder.last_loss
+        record["data_digest"] = f"{recorder.digest() & (2**64 - 1):016x}"
+        if recorder.final_val is not None:
+            v = recorder.final_val
             record["val"] = {
                 "mixed": {"loss": v["val_loss"], "bpb": v["val_bpb"], "se": v["val_se"]},
                 "denoise": {"loss": v["val_loss_denoise"], "bpb": v["val_bpb_denoise"]},
                 "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
             }
         if trainer.global_rank == 0:
-            self._write_metrics(module.rows)
-        if module.diverged:
+            self._write_metrics(recorder.rows)
+        if recorder.diverged:
             record["status"] = "diverged"
-            record["error"] = f"loss became non-finite at step {step}"
+            record["error"] = recorder.diverged
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        elif step >= plan.steps and module.final_val is not None:
+        elif step >= plan.steps and recorder.final_val is not None:
             record["status"] = "completed"
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             if ckpt_path.exists() and trainer.global_rank == 0:
                 ckpt_path.unlink()  # the weights of a finished run are not needed for the fit
         else:
             # Stopped early (a signal or a clean interrupt): keep a checkpoint to resume from.
-            module.save_last()
+            self.checkpointing.save_last(trainer)
             record["error"] = f"stopped at step {step} of {plan.steps}; rerun to resume"
         if trainer.global_rank == 0:
             self._write_record(record)
@@ -797,9 +441,15 @@ class TrainingRun:
 
     def save_checkpoint(self) -> None:
         """For submitit's checkpoint(): save the exact position now (main thread)."""
-        if self.module is not None and self.trainer is not None and self.trainer.state.fn is not None:
-            self.module.save_last()
+        if self.trainer is not None and self.trainer.state.fn is not None:
+            self.checkpointing.save_last(self.trainer)
             self.checkpointed_for_requeue = True
+
+    @property
+    def start_step(self) -> int:
+        """The step this start resumed from (0 for a fresh run)."""
+        rec = getattr(self, "recorder", None)
+        return rec.start_step if rec is not None else 0
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

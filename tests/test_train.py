@@ -136,9 +136,46 @@ def test_divergence_is_recorded(tmp_path):
 
     cfg = TrainConfig(params="300K", tokens=30_000, out=str(tmp_path / "div"), seq_len=32, lr=1e4,
                       grad_clip=0.0, warmup_frac=0.0, val_points=3, val_examples=16, progress=False, log_every=1)
-    rec = TrainingRun(cfg).fit()
+    run = TrainingRun(cfg)
+    rec = run.fit()
     assert rec["status"] == "diverged" and "non-finite" in rec["error"]
     assert rec["tokens_seen"] < 30_000
+    # Caught before the optimizer update: the weights the run stopped with are all finite
+    # (the NaN gradient never reached them), so its last checkpointable state is usable.
+    import torch
+
+    assert all(torch.isfinite(p).all() for p in run.module.model.parameters()), rec["error"]
+
+
+def test_a_nan_gradient_never_reaches_the_weights(tmp_path):
+    """One poisoned step: its update is skipped entirely (no decay, no Adam step), and the run
+    stops as diverged with the weights of the step before."""
+    import torch
+
+    from scaling.config import TrainConfig
+    from scaling.loop import EncoderDecoderModule
+    from scaling.train import TrainingRun
+
+    real = EncoderDecoderModule.training_step
+    seen = {}
+
+    def poisoned(self, batch, batch_idx):
+        out = real(self, batch, batch_idx)
+        if self.global_step == 3:
+            seen["before"] = [p.detach().clone() for p in self.model.parameters()]
+            out["loss"] = out["loss"] * float("nan")
+        return out
+    EncoderDecoderModule.training_step = poisoned
+    try:
+        cfg = TrainConfig(params="300K", tokens=20_480, out=str(tmp_path / "nan"), seq_len=32, batch_size=8,
+                          val_points=2, val_examples=16, progress=False, log_every=1)
+        run = TrainingRun(cfg)
+        rec = run.fit()
+    finally:
+        EncoderDecoderModule.training_step = real
+    assert rec["status"] == "diverged" and rec["error"].startswith("gradient became non-finite at step 4"), rec["error"]
+    after = list(run.module.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after, seen["before"]))
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):
@@ -206,20 +243,22 @@ def test_checkpoint_after_the_final_validation_resumes_as_completed(tmp_path):
     holds the final score in its rows: a resumed run, with no step left, must take it rather
     than end 'stopped at step N of N' on every rerun."""
     from scaling.config import TrainConfig
+    from scaling.loop import BatchStream, RunRecorder
     from scaling.objectives import ObjectiveConfig
-    from scaling.train import build_lit_module, make_plan, resolve_data
+    from scaling.train import make_plan, resolve_data
 
     cfg = TrainConfig(params="300K", tokens=8_192, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
                       val_points=2, val_examples=16, progress=False)
-    shards = resolve_data(cfg.data)
+    shards = str(resolve_data(cfg.data))
     plan = make_plan(cfg, 8192)
-    module, _ = build_lit_module(cfg, plan, str(shards), ObjectiveConfig(seq_len=32), tmp_path / "last.ckpt")
+    stream = BatchStream(shards, ObjectiveConfig(seq_len=32), 0, plan)
+    recorder = RunRecorder(cfg, plan, stream, shards, ObjectiveConfig(seq_len=32))
     final = {"split": "val", "step": plan.steps, "val_loss": 3.2}
     early = {"split": "val", "step": 1, "val_loss": 5.0}
-    module.on_load_checkpoint({"global_step": plan.steps, "scaling": {"rows": [early, final], "data_digest": 7}})
-    assert module.final_val == final
-    module.on_load_checkpoint({"global_step": 1, "scaling": {"rows": [early]}})
-    assert module.final_val is None
+    recorder.on_load_checkpoint(None, None, {"global_step": plan.steps, "scaling": {"rows": [early, final], "data_digest": 7}})
+    assert recorder.final_val == final and recorder.digest() == 7 and stream.start_step == plan.steps
+    recorder.on_load_checkpoint(None, None, {"global_step": 1, "scaling": {"rows": [early]}})
+    assert recorder.final_val is None and stream.start_step == 1
 
 
 def test_a_requeued_job_is_recorded_preempted_not_failed(tmp_path):

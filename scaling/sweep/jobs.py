@@ -134,12 +134,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         requeued job picked up its checkpoint."""
         while not stop.wait(report_every_s()):
             trainer = getattr(self._run, "trainer", None)
-            module = getattr(self._run, "module", None)
             if trainer is None:
                 continue
             with self._lock:
                 update_record(Path(self.record), step=int(trainer.global_step),
-                              start_step=int(getattr(module, "start_step", 0) or 0), updated_at=time.time())
+                              start_step=int(self._run.start_step), updated_at=time.time())
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # Called by submitit from its USR2 handler, in the main thread, while fit() runs.
