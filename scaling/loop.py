@@ -173,6 +173,8 @@ class RunRecorder(L.Callback):
         self.rows: list[dict] = []
         self.final_val: dict | None = None
         self.diverged: str | None = None      # why, once the run diverged
+        self.on_validation = None             # TrainingRun's hook: (step, val row) -> True stops ("pruned")
+        self.pruned = False
         self.start_step = 0
         self.elapsed_before = 0.0             # wall seconds of earlier attempts (resume)
         self.last_loss: float | None = None
@@ -215,7 +217,9 @@ class RunRecorder(L.Callback):
         if not self.diverged and step in self.plan.val_steps:
             self.validate(trainer, module, step)
             self._t_last = time.monotonic()  # keep validation out of tokens/s
-        if self.diverged:
+            if self.on_validation is not None and not last and self.on_validation(step, self.rows[-1]):
+                self.pruned = True
+        if self.diverged or self.pruned:
             trainer.should_stop = True
 
     def _fold_digest(self, module):

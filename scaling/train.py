@@ -172,8 +172,11 @@ class TrainingRun:
     """One run directory, trained to its budget. `fit()` is safe to call again: it resumes
     from checkpoints/last.ckpt, and returns a completed run's record without retraining."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, on_validation=None):
         self.cfg = cfg
+        # on_validation(step, val_row) -> True stops the run there as "pruned" (a tuner's
+        # pruner). Single-process runs only: ranks would not agree on the verdict.
+        self.on_validation = on_validation
         self.run_dir = Path(cfg.out)
         self.module = None
         self.trainer = None
@@ -208,7 +211,7 @@ class TrainingRun:
         rec = self._check_existing()
         if rec is not None and rec["status"] == "completed":
             return rec
-        if rec is not None and rec["status"] in ("diverged",):
+        if rec is not None and rec["status"] in ("diverged", "pruned"):
             return rec
         cfg.check()         # before anything is trained (a finished run keeps its record)
         from scaling import distributed
@@ -326,6 +329,7 @@ class TrainingRun:
         module = self.module = EncoderDecoderModule(cfg, plan)
         stream = BatchStream(str(shards_dir), obj_cfg, cfg.seed, plan)
         recorder = self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), obj_cfg)
+        recorder.on_validation = self.on_validation
         self.checkpointing = Checkpointing(cfg, plan, ckpt_path)
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.
@@ -393,6 +397,10 @@ class TrainingRun:
         if recorder.diverged:
             record["status"] = "diverged"
             record["error"] = recorder.diverged
+            record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        elif recorder.pruned:
+            record["status"] = "pruned"
+            record["error"] = f"pruned at step {step} of {plan.steps} by its caller (a tuner's pruner)"
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         elif step >= plan.steps and recorder.final_val is not None:
             record["status"] = "completed"
