@@ -247,6 +247,8 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
             self._pending = None      # this rank's part of the current step's digest
             self._step_done = -1      # last optimizer step whose end was handled
             self._stop_asked = False  # Ctrl-C / SIGTERM seen by this process
+            self.on_validation = None  # TrainingRun's hook, see there
+            self.pruned = False
 
         # -- optimisation
         def configure_optimizers(self):
@@ -345,6 +347,8 @@ def build_lit_module(cfg: TrainConfig, plan: RunPlan, shards_dir: str, obj_cfg: 
             if not self.diverged and step in plan.val_steps:
                 self._validate(step)
                 self._t_last = time.monotonic()  # keep validation out of tokens/s
+                if self.on_validation is not None and self.on_validation(step, self.rows[-1]) and not last:
+                    self.pruned = stop = True
             if self.diverged or stop:
                 self.trainer.should_stop = True
             elif not last and (time.monotonic() - self._t_ckpt > cfg.checkpoint_every_s):
@@ -535,8 +539,11 @@ class TrainingRun:
     """One run directory, trained to its budget. `fit()` is safe to call again: it resumes
     from checkpoints/last.ckpt, and returns a completed run's record without retraining."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, on_validation=None):
         self.cfg = cfg
+        # on_validation(step, val_row) -> True stops the run there as "pruned" (a tuner's
+        # pruner). Single-process runs only: ranks would not agree on the verdict.
+        self.on_validation = on_validation
         self.run_dir = Path(cfg.out)
         self.module = None
         self.trainer = None
@@ -571,7 +578,7 @@ class TrainingRun:
         rec = self._check_existing()
         if rec is not None and rec["status"] == "completed":
             return rec
-        if rec is not None and rec["status"] in ("diverged",):
+        if rec is not None and rec["status"] in ("diverged", "pruned"):
             return rec
         cfg.check()         # before anything is trained (a finished run keeps its record)
         from scaling import distributed
@@ -686,6 +693,7 @@ class TrainingRun:
         torch.manual_seed(cfg.seed)
         module, stream = build_lit_module(cfg, plan, str(shards_dir), obj_cfg, ckpt_path)
         self.module = module
+        module.on_validation = self.on_validation
         from scaling.distributed import lightning_environment
 
         plugins = []
@@ -749,6 +757,10 @@ class TrainingRun:
         if module.diverged:
             record["status"] = "diverged"
             record["error"] = f"loss became non-finite at step {step}"
+            record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        elif module.pruned:
+            record["status"] = "pruned"
+            record["error"] = f"pruned at step {step} of {plan.steps} by its caller (a tuner's pruner)"
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         elif step >= plan.steps and module.final_val is not None:
             record["status"] = "completed"
