@@ -143,12 +143,11 @@ def resolve(dir: str, key: str, n_nonembed: int, where: str) -> tuple[float, str
         return s["best"][key], f"tuned {s['key']} (trial {s['best']['trial']})"
     done = [s for s in sizes if s["best"] is not None]
     fit = doc.get("fits", {}).get(key)
-    field = where.rsplit(".", 1)[-1]
     lo = min((s["n_params_nonembed"] for s in done), default=None)
     hi = max((s["n_params_nonembed"] for s in done), default=None)
     if fit is None or not lo <= n_nonembed <= hi:
         span = f"tuned sizes {format_count(lo)}-{format_count(hi)} (non-embedding)" if done else "no completed size"
-        hint = (f"; to extrapolate, write {field} = {{ rule = \"power\", coef = {fit['coef']:.4g}, exp = {fit['exp']:.4g} }} "
+        hint = (f"; to extrapolate, write {key} = {{ rule = \"power\", coef = {fit['coef']:.4g}, exp = {fit['exp']:.4g} }} "
                 f"(the fit)" if fit else "; tune it, or set it")
         raise UserError(f"{where}: a model of {format_count(n_nonembed)} non-embedding parameters is outside "
                         f"{dir}'s {span}{hint}")
