@@ -200,6 +200,8 @@ class Tuner:
                 res = job.result()
             except Exception as e:
                 err = exception_line(str(e)) or f"{type(e).__name__}: {e}".splitlines()[0]
+                if type(e).__name__ == "UncompletedJobError":  # no result pickle: the process died
+                    err = f"job {job.job_id} died without a result (killed, or out of memory)"
         rec = slot.record(self.out)
         n = (res or {}).get("trial", rec.get("trial"))
         if res is not None and res.get("state") == "stopped":
