@@ -35,8 +35,9 @@ METRICS = "metrics.parquet"
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
 # A run record's status. "preempted": checkpointed and requeued by submitit (USR2), resumed by
-# the requeued job or a relaunch.
-STATUSES = ("running", "completed", "diverged", "failed", "preempted")
+# the requeued job or a relaunch. "pruned": stopped early by its caller's verdict (TrainingRun's
+# on_validation, a tuner's pruner): finished, not failed.
+STATUSES = ("running", "completed", "diverged", "failed", "preempted", "pruned")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

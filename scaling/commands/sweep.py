@@ -58,7 +58,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
 
     res = sweep.resources
     fps = res.flops_per_s()
-    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "est. time")]
+    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
         t = res.run_seconds(r.tokens, r.flops)
@@ -68,7 +68,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
                      str(res.world), f"{r.tokens // (r.config.batch_size * r.config.seq_len):,}",
-                     _hms(t)))
+                     _lr_cell(r), _hms(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     kind = executor or res.default
@@ -85,6 +85,13 @@ def plan_table(sweep, executor: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _lr_cell(r) -> str:
+    """Which lr a run gets and where it came from (the batch's source too, when derived)."""
+    src = dict(r.sources)
+    lr = "rule of N" if r.config.lr is None else f"{r.config.lr:.3g} ({src.get('lr', 'set')})"
+    return lr + (f"; batch {src['batch_size']}" if "batch_size" in src else "")
+
+
 def run_plan(args) -> int:
     from scaling.sweep.spec import load_sweep
 
@@ -93,7 +100,8 @@ def run_plan(args) -> int:
         for r in sweep.runs:
             print(json.dumps({"run": r.name, "params": r.config.params, "n_params": r.n_params,
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
-                              "budget": r.budget, "tokens_per_param": r.tokens_per_param}))
+                              "budget": r.budget, "tokens_per_param": r.tokens_per_param,
+                              "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources)}))
         return 0
     print(plan_table(sweep, args.executor))
     return 0

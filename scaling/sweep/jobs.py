@@ -151,7 +151,11 @@ class TrainJob(submitit.helpers.Checkpointable):
                     update_record(Path(self.record), checkpointed=lambda n: (n or 0) + 1,
                                   checkpoint_steps=lambda steps: (steps or []) + [step])
         # A fresh instance: `self` holds the live TrainingRun, which must not be pickled.
-        return submitit.helpers.DelayedSubmission(type(self)(self.config, self.record))
+        return submitit.helpers.DelayedSubmission(self.fresh())
+
+    def fresh(self) -> "TrainJob":
+        """The job to requeue: the same work, no live state."""
+        return type(self)(self.config, self.record)
 
     def __getstate__(self) -> dict:
         return {"config": self.config, "record": self.record, "_run": None}

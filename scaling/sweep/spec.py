@@ -152,6 +152,7 @@ class RunSpec:
     n_params_nonembed: int
     flops_per_token: float
     budget: float | None = None  # the sweep's FLOP budget (IsoFLOP), None for a grid
+    sources: tuple = ()          # (("lr", "tuned 300K (trial 3)"), ...): where a value came from
 
     @property
     def tokens(self) -> int:
@@ -290,7 +291,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
 
     resources = _resources(path, doc.get("executor", {}))
     slurm = _slurm(path, doc.get("slurm", {}))
-    base = _train(path, doc.get("train", {}))
+    base, derived = _train(path, doc.get("train", {}))
     base = replace(base, devices=resources.tasks, num_nodes=resources.nodes)
     # The batch is global: it must split evenly over the world the executor gives each run.
     base.check(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
@@ -308,15 +309,20 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     except UserError as e:
         msg = str(e)
         raise UserError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    if derived and kind == "isoflop" and "steps" in doc[kind] and "batch_size" in derived:
+        raise UserError(f"{path}: isoflop.steps sets every run's batch; it cannot be combined with train.batch_size = {{ ... }}")
+    runs = [_derive(path, r, derived) for r in runs]
     runs = _dedupe(runs, notes)
     return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab)
 
 
-def _train(path: Path, table: Any) -> TrainConfig:
-    """[train]: any TrainConfig field the expansion does not own, type-checked."""
+def _train(path: Path, table: Any) -> tuple[TrainConfig, dict]:
+    """[train]: any TrainConfig field the expansion does not own, type-checked; and the
+    per-size values (lr, batch_size given as a table: tuned or a power rule of N)."""
     sec = _Section(path, "train", table)
     hints = typing.get_type_hints(TrainConfig)
     values: dict[str, Any] = {}
+    derived: dict[str, dict] = {}
     for f in fields(TrainConfig):
         if f.name in _OWNED or f.name not in sec.table:
             continue
@@ -324,6 +330,10 @@ def _train(path: Path, table: Any) -> TrainConfig:
         if f.name == "lr" and sec.table[f.name] == "rule":
             sec.read.add("lr")
             values["lr"] = None  # TOML has no null: "rule" means the trainer's lr rule of N
+            continue
+        if f.name in ("lr", "batch_size") and (isinstance(sec.table[f.name], dict) or sec.table[f.name] == "tuned"):
+            sec.read.add(f.name)
+            derived[f.name] = _per_size(sec.where(f.name), sec.table[f.name])
             continue
         v = sec.get(f.name, allowed)
         if float in allowed and isinstance(v, int):
@@ -334,7 +344,56 @@ def _train(path: Path, table: Any) -> TrainConfig:
             raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
                             f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
     sec.finish()
-    return TrainConfig(**values).check(sec.where)
+    return TrainConfig(**values).check(sec.where), derived
+
+
+def _per_size(where: str, v: Any) -> dict:
+    """lr = { tuned = "tune/demo" } (the studies' best, or their fitted rule between tuned
+    sizes) or lr = { rule = "power", coef = 0.05, exp = -0.3 } (coef * N^exp, N non-embedding)."""
+    if v == "tuned":
+        raise UserError(f'{where} = "tuned" needs the study directory: write {{ tuned = "tune/<name>" }}')
+    keys = set(v)
+    if keys == {"tuned"}:
+        if not isinstance(v["tuned"], str) or not v["tuned"]:
+            raise UserError(f"{where}.tuned must be a study directory (a string), got {v['tuned']!r}")
+        return {"tuned": v["tuned"]}
+    if keys == {"rule", "coef", "exp"}:
+        if v["rule"] != "power":
+            raise UserError(f'{where}.rule must be "power", got {v["rule"]!r}')
+        for k in ("coef", "exp"):
+            if isinstance(v[k], bool) or not isinstance(v[k], (int, float)) or not math.isfinite(v[k]):
+                raise UserError(f"{where}.{k} must be a number, got {v[k]!r}")
+        if v["coef"] <= 0:
+            raise UserError(f"{where}.coef must be positive, got {v['coef']!r}")
+        return {"coef": float(v["coef"]), "exp": float(v["exp"])}
+    unknown = sorted(keys - {"tuned", "rule", "coef", "exp"})
+    what = f"unknown key '{unknown[0]}'" if unknown else f"keys {', '.join(sorted(keys)) or 'none'}"
+    raise UserError(f'{where}: {what}; write {{ tuned = "DIR" }} or {{ rule = "power", coef = ..., exp = ... }}')
+
+
+def _derive(path: Path, r: RunSpec, derived: dict) -> RunSpec:
+    """Give a run its per-size lr / batch size. A new batch keeps the run's tokens in whole
+    batches of it."""
+    if not derived:
+        return replace(r, sources=(("lr", "rule of N" if r.config.lr is None else "set"),))
+    cfg, sources = r.config, {"lr": "rule of N" if r.config.lr is None else "set"}
+    for key, how in derived.items():
+        where = f"{path}: train.{key}"
+        if "tuned" in how:
+            from scaling.tuning.rules import resolve
+
+            value, sources[key] = resolve(how["tuned"], key, r.n_params_nonembed, f"{where} (run {r.name})")
+        else:
+            value, sources[key] = how["coef"] * r.n_params_nonembed ** how["exp"], f"rule {how['coef']:.3g}·N^{how['exp']:.3g}"
+        cfg = replace(cfg, **{key: max(1, round(value)) if key == "batch_size" else float(value)})
+    if "batch_size" in derived:
+        bt = _batch_tokens(cfg)
+        if r.tokens < bt:
+            raise UserError(f"{where}: run {r.name} has {format_count(r.tokens)} tokens, less than one batch of "
+                            f"{cfg.batch_size} x {cfg.seq_len} = {bt} tokens")
+        cfg = replace(cfg, tokens=int(r.tokens // bt) * bt)
+    cfg.check(lambda key: f"{path}: train.{key} (run {r.name})")
+    return replace(r, config=cfg, sources=tuple(sources.items()))
 
 
 def _allowed_types(hint: Any) -> tuple[type, ...]:
