@@ -11,7 +11,6 @@ the curve D = C / flops_per_token(N), the N of least loss. 6ND is reported besid
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,17 +60,10 @@ class Law:
 
     @classmethod
     def from_fit_file(cls, path: str | Path) -> "Law":
-        from scaling.fit.report import law_from_fit
+        from scaling.fit.report import law_from_fit, read_fit_file
 
         p = Path(path)
-        if not p.exists():
-            raise UserError(f"{p}: no such fit file (write one with `scaling fit RESULTS --out {p}`)")
-        try:
-            fit = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{p}: not a JSON fit file ({e})") from None
-        if not isinstance(fit, dict):
-            raise UserError(f"{p}: not a fit file (expected a JSON object)")
+        fit = read_fit_file(p)
         try:
             params, samples = law_from_fit(fit)
         except UserError as e:

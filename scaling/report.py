@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,14 +53,11 @@ def find_results(source: str | Path) -> Path:
 
 def read_fit(path: str | Path) -> dict:
     """A fit.json, checked enough that the report can read it."""
+    from scaling.fit.report import read_fit_file
+
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such fit file (write one with `scaling fit RESULTS --out {p}`)")
-    try:
-        fit = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not a JSON fit file ({e})") from None
-    if not isinstance(fit, dict) or not any(isinstance(fit.get(f"approach{k}"), dict) for k in (1, 2, 3)):
+    fit = read_fit_file(p)
+    if not any(isinstance(fit.get(f"approach{k}"), dict) for k in (1, 2, 3)):
         raise UserError(f"{p}: not a fit file from `scaling fit --out` (no approach1, approach2 or approach3)")
     for key in ("n_runs", "params_column", "range"):
         if key not in fit:

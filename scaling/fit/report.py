@@ -433,6 +433,24 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
     return out
 
 
+def read_fit_file(path) -> dict:
+    """A fit.json written by `scaling fit --out`, as a dict; a missing file, bad JSON or a
+    non-object is a UserError naming the path. Callers check the keys they need."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such fit file (write one with `scaling fit RESULTS --out {p}`)")
+    try:
+        fit = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not a JSON fit file ({e})") from None
+    if not isinstance(fit, dict):
+        raise UserError(f"{p}: not a fit file (expected a JSON object)")
+    return fit
+
+
 def law_from_fit(fit: dict) -> tuple[dict, np.ndarray | None]:
     """Approach 3's parameters and bootstrap samples [n, 5] (E, A, B, alpha, beta) from a fit.json."""
     a3 = fit.get("approach3")
