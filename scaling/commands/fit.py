@@ -50,10 +50,11 @@ def register(subparsers) -> None:
     p.add_argument("--loss-noise", type=float, default=None, metavar="REL",
                    help="approach 2's bootstrap: redraw each run's loss with this relative noise (seed-to-seed, "
                         "e.g. 0.005); default: the runs' validation standard error (loss_se) where the table has it")
-    p.add_argument("--repeat-stage1", choices=("unpenalised", "single-epoch"), default="unpenalised",
+    p.add_argument("--repeat-stage1", choices=("unpenalised", "single-epoch", "joint"), default="unpenalised",
                    help="repeated data (a unique_tokens column): which runs fit the base law before R*_D, R*_N: "
-                        "unpenalised = single-epoch runs no larger than N_opt of their data (default), "
-                        "single-epoch = every run that saw each token at most once")
+                        "unpenalised = single-epoch runs no larger than N_opt of their data (default; joint when "
+                        "too few), single-epoch = every run that saw each token at most once (the paper's), "
+                        "joint = all seven parameters on all runs at once")
     p.add_argument("--full-grid", action="store_true",
                    help="with --method grid: run all 4,500 starts to convergence instead of the best-scoring 256")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -120,7 +121,8 @@ def _format_repeat(dc: dict, boot: str) -> list:
     out = ["", "Repeated data (Muennighoff et al.): D' = U + U R*_D (1 - exp(-R_D/R*_D)), "
                "N' = U_N + U_N R*_N (1 - exp(-R_N/R*_N)), fitted in stages",
            f"  stage 1, the base law above: " + (
-               "held fixed (--fix), no runs fitted" if s1["n_runs"] == 0 and s1["rounds"] == 0 else
+               "held fixed (--fix), no runs fitted" if s1["mode"].startswith("held") else
+               "none: all seven parameters fitted jointly on all runs" if s1["mode"] == "joint" else
                f"{s1['n_runs']} runs ({s1['mode']}: of {s1['n_single_epoch']} single-epoch runs, "
                f"{s1['n_single_epoch_excess_params']} are larger than N_opt of their data; {s1['rounds']} round(s)): "
                + _some(s1["runs"])),

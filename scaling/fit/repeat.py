@@ -30,7 +30,7 @@ import numpy as np
 from scaling.fit import law
 from scaling.fit.lbfgs import minimize_batch
 
-STAGE1_MODES = ("unpenalised", "single-epoch")
+STAGE1_MODES = ("unpenalised", "single-epoch", "joint")
 # Starts of stage 2. The paper's notebook runs L-BFGS from R*_D, R*_N in linspace(0, 20, 4)
 # each and keeps the best; its zero starts give NaN (0/0 at R = 0) and never win, so these
 # nine are its grid. On its runs the objective has a long curved valley with a second, very
@@ -164,12 +164,13 @@ def bootstrap_r_star(xb: np.ndarray, z_start: np.ndarray, n, d, u, loss, weights
 
 def stage1(n, d, u, loss, *, mode: str = "unpenalised", method: str = "vp", refine: int | None = 256,
            fixed: dict | None = None, fpt: tuple = law.SIX_ND, max_rounds: int = 8):
-    """The base law and the runs it was fitted on: (LawFit, mask, rounds, warnings).
+    """The base law and the runs it was fitted on: (LawFit, mask, rounds, warnings, joint);
+    joint is True when too few runs are left for the base law alone.
 
     `single-epoch`: every run with D <= U. `unpenalised` (default): of those, the ones with
     N <= N_opt(D) under the base law, refitted until that set no longer changes (the law
     decides which runs are over-parameterised, and those runs move the law)."""
-    if mode not in STAGE1_MODES:
+    if mode not in STAGE1_MODES[:2]:
         raise ValueError(f"unknown stage-1 mode {mode!r}; expected one of {', '.join(STAGE1_MODES)}")
     n, d, u, loss = (np.asarray(v, float) for v in (n, d, u, loss))
     single = d <= u * (1 + _SAME)
@@ -186,7 +187,7 @@ def stage1(n, d, u, loss, *, mode: str = "unpenalised", method: str = "vp", refi
     fit = fit_on(mask)
     rounds, warnings = 1, []
     if mode == "single-epoch":
-        return fit, mask, rounds, warnings
+        return fit, mask, rounds, warnings, False
     history = {mask.tobytes()}
     while True:
         _, _, u_n, _ = excess(fit.params, n, d, u, fpt)
@@ -194,9 +195,12 @@ def stage1(n, d, u, loss, *, mode: str = "unpenalised", method: str = "vp", refi
         if np.array_equal(new, mask):
             break
         if law.too_few(n[new]):
-            warnings.append(f"data-constrained stage 1: only {int(new.sum())} single-epoch runs are not larger than "
-                            f"N_opt of their data, too few to refit on; the base law keeps {int(mask.sum())}")
-            break
+            # The runs do not separate the base law from the penalties: the caller fits all
+            # seven parameters jointly, from this law.
+            warnings.append(f"data-constrained stage 1: only {int(new.sum())} of {int(single.sum())} single-epoch "
+                            "runs are not larger than N_opt of their data, too few for the base law alone; all "
+                            "seven parameters are fitted jointly on all runs instead")
+            return fit, mask, rounds, warnings, True
         if new.tobytes() in history or rounds >= max_rounds:
             warnings.append(f"data-constrained stage 1: the set of runs without excess parameters did not settle in "
                             f"{rounds} rounds; the base law is the last round's")
@@ -205,4 +209,73 @@ def stage1(n, d, u, loss, *, mode: str = "unpenalised", method: str = "vp", refi
         mask = new
         fit = fit_on(mask)
         rounds += 1
-    return fit, mask, rounds, warnings
+    return fit, mask, rounds, warnings, False
+
+
+# ----------------------------------------------------------------------------- joint fit
+
+def _joint_objective(n, d, u, loss, weights: np.ndarray | None, fpt, delta):
+    """f and a central-difference gradient for k vectors x = (a, b, e, alpha, beta, log R*_D,
+    log R*_N): all seven at once on every run. U_N = min(N, N_opt(U)) depends on the base law
+    through its frontier, so the gradient is taken numerically (seven parameters, batched)."""
+    n, d, u = (np.asarray(v, float) for v in (n, d, u))
+    seen = np.minimum(d, u)
+    log_seen, log_n, log_l = np.log(seen), np.log(n), np.log(np.asarray(loss, float))
+    r_d = np.maximum(d / seen - 1.0, 0.0)
+    k_, e_ = fpt
+
+    def f(x, idx):
+        with np.errstate(all="ignore"):
+            a, b, e, al, be = (x[:, j:j + 1] for j in range(5))
+            rd, rn = np.exp(x[:, 5:6]), np.exp(x[:, 6:7])
+            # log N_opt(U) from the frontier (n_opt_for_tokens), in logs for stability.
+            fa = be / (al + e_ * be)
+            fb = 1 - e_ * fa
+            log_g = (np.log(al / (e_ * be)) + a - b) / (al + e_ * be)
+            log_nopt = log_g + fa * (log_seen[None, :] + e_ * log_g) / fb
+            log_un = np.minimum(log_n[None, :], log_nopt)
+            r_n = np.expm1(np.maximum(log_n[None, :] - log_un, 0.0))
+            qn = 1 + rn * -np.expm1(-r_n / rn)
+            qd = 1 + rd * -np.expm1(-r_d[None, :] / rd)
+            u1 = a - al * (log_un + np.log(qn))
+            u2 = b - be * (log_seen[None, :] + np.log(qd))
+            u3 = np.broadcast_to(e, u1.shape)
+            m = np.maximum(np.maximum(u1, u2), u3)
+            r = m + np.log(np.exp(u1 - m) + np.exp(u2 - m) + np.exp(u3 - m)) - log_l[None, :]
+            h = law.huber(r, delta)
+            h = np.where(np.isfinite(h), h, np.inf)
+            return (h if weights is None else h * weights[idx]).sum(1)
+
+    def f_and_g(x, idx):
+        fx = f(x, idx)
+        eps = 1e-6
+        g = np.empty_like(x)
+        for j in range(x.shape[1]):
+            xp, xm = x.copy(), x.copy()
+            xp[:, j] += eps
+            xm[:, j] -= eps
+            g[:, j] = (f(xp, idx) - f(xm, idx)) / (2 * eps)
+        return fx, g
+    return f, f_and_g
+
+
+def fit_joint(n, d, u, loss, base_starts: np.ndarray, *, fpt: tuple = law.SIX_ND,
+              delta: float = law.HUBER_DELTA, fixed: dict | None = None) -> tuple[np.ndarray, float, bool]:
+    """All seven parameters on all runs, from base laws base_starts[k, 5] each with the
+    paper's R* starts; the best (x[7], objective, converged)."""
+    z0 = np.log(PAPER_STARTS)
+    x0 = np.array([np.r_[xb, z] for xb in base_starts for z in z0])
+    _, f_and_g = _joint_objective(n, d, u, loss, None, fpt, delta)
+    slots = law.fixed_slots(fixed)
+    res = minimize_batch(law._holding(f_and_g, slots), law._pin(x0, slots), max_step=_MAX_STEP, max_iter=3000)
+    i = int(np.argmin(np.where(np.isfinite(res.f), res.f, np.inf)))
+    return res.x[i], float(res.f[i]), bool(res.converged[i])
+
+
+def bootstrap_joint(x: np.ndarray, n, d, u, loss, weights: np.ndarray, *, fpt: tuple = law.SIX_ND,
+                    delta: float = law.HUBER_DELTA, fixed: dict | None = None) -> np.ndarray:
+    """The joint fit of every resample (run multiplicities weights[k, n]) from the full fit's x."""
+    _, f_and_g = _joint_objective(n, d, u, loss, weights, fpt, delta)
+    slots = law.fixed_slots(fixed)
+    return minimize_batch(law._holding(f_and_g, slots), np.tile(x, (len(weights), 1)), max_step=_MAX_STEP,
+                          max_iter=3000).x

@@ -254,6 +254,7 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     u = table.col("unique_tokens") if table.has("unique_tokens") else None
     staged = u is not None and bool(np.any(d > u * (1 + 1e-9)))
     held = all(k in opts.fixed for k in law.PARAMS)
+    joint = False
     warnings = []
     base = np.ones(len(n), bool)
     if staged and held:
@@ -264,12 +265,29 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         fit = law.fit(law.LawData.from_arrays(n[base], d[base], loss[base]), method=opts.method,
                       refine=opts.refine, fixed=opts.fixed)
     elif staged:
-        try:
-            fit, base, rounds, w1 = repeat.stage1(n, d, u, loss, mode=opts.repeat_stage1, method=opts.method,
-                                                  refine=opts.refine, fixed=opts.fixed, fpt=fpt)
-        except ValueError as e:
-            raise _Skip(f"repeated data: {e}") from None
-        warnings += [f"approach 3: {w}" for w in w1]
+        joint = opts.repeat_stage1 == "joint"
+        single = d <= u * (1 + 1e-9)
+        if not joint:
+            try:
+                fit, base, rounds, w1, joint = repeat.stage1(n, d, u, loss, mode=opts.repeat_stage1,
+                                                             method=opts.method, refine=opts.refine,
+                                                             fixed=opts.fixed, fpt=fpt)
+            except ValueError as e:
+                if opts.repeat_stage1 == "single-epoch":
+                    raise _Skip(f"repeated data: {e}") from None
+                w1, joint = [f"data-constrained stage 1: {e}; all seven parameters are fitted jointly on all runs "
+                             "instead"], True
+            warnings += [f"approach 3: {w}" for w in w1]
+        if joint:
+            # From the plain law of the single-epoch runs (of all runs where those are too few).
+            first = single if not law.too_few(n[single]) else np.ones(len(n), bool)
+            f1 = law.fit(law.LawData.from_arrays(n[first], d[first], loss[first]), method=opts.method,
+                         refine=opts.refine, fixed=opts.fixed)
+            xj, fj, cj = repeat.fit_joint(n, d, u, loss, f1.x[None, :], fpt=fpt, fixed=opts.fixed)
+            base, rounds = np.ones(len(n), bool), 0
+            fit = law.LawFit(params=law.to_params(xj[:5]), objective=fj, x=xj[:5], local_optima=xj[None, :5],
+                             n_starts=len(repeat.PAPER_STARTS), n_refined=len(repeat.PAPER_STARTS), converged=cj,
+                             fixed=dict(opts.fixed))
     else:
         fit = law.fit(law.LawData.from_arrays(n, d, loss), method=opts.method, refine=opts.refine, fixed=opts.fixed)
     nb, db, lb = n[base], d[base], loss[base]
@@ -287,16 +305,23 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
            "objective": fit.objective,
            "degenerate": why_degenerate, "fixed": dict(opts.fixed), "method": opts.method,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
-    if staged:
+    if staged and joint:
+        r = {"R_star_D": float(np.exp(xj[5])), "R_star_N": float(np.exp(xj[6])), "objective": fj, "converged": cj,
+             "z": xj[5:], "wider": None}
+    elif staged:
         r = repeat.fit_r_star(fit.params, n, d, u, loss, fpt=fpt)
+    if staged:
         _, r_d, _, r_n = repeat.excess(fit.params, n, d, u, fpt)
         informative = (r_d > 0) | (r_n > 0)
         single = d <= u * (1 + 1e-9)
         dc = {"R_star_D": r["R_star_D"], "R_star_N": r["R_star_N"], "objective": r["objective"],
               "converged": r["converged"], "wider": r["wider"],
-              "protocol": "staged, as Muennighoff et al. (2023) fit it: base law first, then R*_D, R*_N with it held",
-              "stage1": {"mode": "held fixed (--fix)" if held else opts.repeat_stage1,
-                         "n_runs": 0 if held else int(base.sum()), "runs": [] if held else _run_ids(table, base),
+              "protocol": ("joint: all seven parameters on all runs (too few runs for the base law alone)" if joint
+                           else "staged, as Muennighoff et al. (2023) fit it: base law first, then R*_D, R*_N "
+                                "with it held"),
+              "stage1": {"mode": "held fixed (--fix)" if held else "joint" if joint else opts.repeat_stage1,
+                         "n_runs": 0 if held or joint else int(base.sum()),
+                         "runs": [] if held or joint else _run_ids(table, base),
                          "rounds": rounds, "n_single_epoch": int(single.sum()),
                          "n_single_epoch_excess_params": int(np.sum(single & (r_n > 0)))},
               "stage2": {"n_runs": len(n), "n_repeated": int(np.sum(r_d > 0)), "n_excess_params": int(np.sum(r_n > 0)),
@@ -315,10 +340,16 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
             # the stage-1 runs (the set itself is the full fit's) and then stage 2 on all draws.
             m = len(n)
             w_all = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(opts.n_boot)]).astype(float)
-            xs = np.tile(fit.x, (opts.n_boot, 1)) if held else law.refit_weighted(data, fit, w_all[:, base], progress=bar)
-            if held:
+            if joint:
+                xr = repeat.bootstrap_joint(np.r_[fit.x, r["z"]], n, d, u, loss, w_all, fpt=fpt, fixed=opts.fixed)
+                xs, rs = xr[:, :5], np.exp(xr[:, 5:])
                 bar(opts.n_boot)
-            rs = repeat.bootstrap_r_star(xs, r["z"], n, d, u, loss, w_all, fpt=fpt)
+            else:
+                xs = np.tile(fit.x, (opts.n_boot, 1)) if held else law.refit_weighted(data, fit, w_all[:, base],
+                                                                                     progress=bar)
+                if held:
+                    bar(opts.n_boot)
+                rs = repeat.bootstrap_r_star(xs, r["z"], n, d, u, loss, w_all, fpt=fpt)
         else:
             xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
         ps = [law.to_params(x) for x in xs]
@@ -330,9 +361,10 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         if staged:
             good = rs[np.array(ok, bool)]
             dc["ci"] = {"R_star_D": _ci(good[:, 0]), "R_star_N": _ci(good[:, 1])}
-            dc["bootstrap_covers"] = ("runs resampled over the whole table; stage 1 refitted on each resample's draws "
-                                      "of its runs, then stage 2 on all draws" if not held else
-                                      "runs resampled; stage 2 refitted with the base law held")
+            dc["bootstrap_covers"] = ("runs resampled; stage 2 refitted with the base law held" if held else
+                                      "runs resampled; all seven parameters refitted jointly" if joint else
+                                      "runs resampled over the whole table; stage 1 refitted on each resample's draws "
+                                      "of its runs (the set is the full fit's), then stage 2 on all draws")
         ps = [p for p, good in zip(ps, ok) if good]
         if len(ps) < 2:
             # Kept, not skipped: the user sees the point fit, flagged, with no intervals.
