@@ -40,11 +40,15 @@ STAGE1_MODES = ("unpenalised", "single-epoch", "joint")
 PAPER_STARTS = np.array([(a, b) for a in (20 / 3, 40 / 3, 20.0) for b in (20 / 3, 40 / 3, 20.0)])
 _WIDE = np.array([0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0])
 WIDE_STARTS = np.array([(a, b) for a in _WIDE for b in _WIDE])
-_SAME = 1e-9
+_SAME = 1e-9   # relative slack when comparing D with U and N with U_N (float noise)
 # The objective (Huber with delta 1e-3 on residuals of ~1e-2 is nearly L1) has kinks and several
 # local optima along a valley in (R*_D, R*_N); a local search should stay in its start's basin
 # rather than jump across on its first, unit-length steps: at most 10% in R* per iteration.
-_MAX_STEP = 0.1   # relative slack when comparing D with U and N with U_N (float noise)
+_MAX_STEP = 0.1
+# R* is searched in [1e-2, 1e6]: at 1e6 repetitions no run of any realistic study decays at all,
+# and the objective is flat beyond, where an unbounded search would wander for thousands of
+# steps. An R* at the upper bound reads "no decay measured".
+Z_LO, Z_HI = np.log(1e-2), np.log(1e6)
 
 
 def n_opt_for_tokens(p: dict, d, fpt: tuple = law.SIX_ND) -> np.ndarray:
@@ -88,6 +92,8 @@ def _stage2_objective(xb: np.ndarray, log_un: np.ndarray, r_n: np.ndarray, log_s
     the base law); log_seen, r_d, log_l [n]; weights None or [k, n]."""
     def f_and_g(z, idx):
         x = xb[idx]
+        inside = (z >= Z_LO) & (z <= Z_HI)
+        z = np.clip(z, Z_LO, Z_HI)
         rd, rn = np.exp(z[:, 0:1]), np.exp(z[:, 1:2])
         xd, xn = r_d[None, :] / rd, r_n[idx] / rn
         sd, sn = -np.expm1(-xd), -np.expm1(-xn)
@@ -108,7 +114,7 @@ def _stage2_objective(xb: np.ndarray, log_un: np.ndarray, r_n: np.ndarray, log_s
         dqd = rd * (sd - xd * np.exp(-xd)) / qd
         dqn = rn * (sn - xn * np.exp(-xn)) / qn
         g = np.stack([-(c * e2 * x[:, 4:5] * dqd).sum(1), -(c * e1 * x[:, 3:4] * dqn).sum(1)], axis=1)
-        return h.sum(1), g
+        return h.sum(1), g * inside
     return f_and_g
 
 
@@ -142,9 +148,11 @@ def fit_r_star(p: dict, n, d, u, loss, *, fpt: tuple = law.SIX_ND, delta: float 
     best of L-BFGS from `starts` (the paper's grid). The wide grid is run too: `wider` holds
     its optimum when that is lower (R* are then poorly identified by these runs)."""
     z, f, conv = _polish(p, n, d, u, loss, starts, fpt, delta)
+    z = np.clip(z, Z_LO, Z_HI)
     out = {"R_star_D": float(np.exp(z[0])), "R_star_N": float(np.exp(z[1])), "objective": f, "converged": conv,
            "z": z, "wider": None}
     zw, fw, _ = _polish(p, n, d, u, loss, WIDE_STARTS, fpt, delta)
+    zw = np.clip(zw, Z_LO, Z_HI)
     if fw < f * (1 - 1e-6) and np.max(np.abs(zw - z)) > 1e-3:
         out["wider"] = {"R_star_D": float(np.exp(zw[0])), "R_star_N": float(np.exp(zw[1])), "objective": fw}
     return out
@@ -157,7 +165,7 @@ def bootstrap_r_star(xb: np.ndarray, z_start: np.ndarray, n, d, u, loss, weights
     log_un, r_n, log_seen, r_d, log_l = _stage2_inputs(xb, n, d, u, loss, fpt)
     f_and_g = _stage2_objective(xb, log_un, r_n, log_seen, r_d, log_l, weights, delta)
     res = minimize_batch(f_and_g, np.tile(z_start, (len(xb), 1)), max_step=_MAX_STEP, max_iter=2000)
-    return np.exp(res.x)
+    return np.exp(np.clip(res.x, Z_LO, Z_HI))
 
 
 # ----------------------------------------------------------------------------- stage 1
@@ -215,48 +223,58 @@ def stage1(n, d, u, loss, *, mode: str = "unpenalised", method: str = "vp", refi
 # ----------------------------------------------------------------------------- joint fit
 
 def _joint_objective(n, d, u, loss, weights: np.ndarray | None, fpt, delta):
-    """f and a central-difference gradient for k vectors x = (a, b, e, alpha, beta, log R*_D,
-    log R*_N): all seven at once on every run. U_N = min(N, N_opt(U)) depends on the base law
-    through its frontier, so the gradient is taken numerically (seven parameters, batched)."""
+    """f and its gradient for k vectors x = (a, b, e, alpha, beta, log R*_D, log R*_N): all
+    seven at once on every run. U_N = min(N, N_opt(U)) moves with the base law: at the
+    optimum alpha A N^-alpha = e_f beta B D^-beta (FLOPs per token k N^e_f), so
+    log N_opt(U) = (log(alpha / (e_f beta)) + a - b + beta log U) / alpha."""
     n, d, u = (np.asarray(v, float) for v in (n, d, u))
     seen = np.minimum(d, u)
     log_seen, log_n, log_l = np.log(seen), np.log(n), np.log(np.asarray(loss, float))
     r_d = np.maximum(d / seen - 1.0, 0.0)
-    k_, e_ = fpt
-
-    def f(x, idx):
-        with np.errstate(all="ignore"):
-            a, b, e, al, be = (x[:, j:j + 1] for j in range(5))
-            rd, rn = np.exp(x[:, 5:6]), np.exp(x[:, 6:7])
-            # log N_opt(U) from the frontier (n_opt_for_tokens), in logs for stability.
-            fa = be / (al + e_ * be)
-            fb = 1 - e_ * fa
-            log_g = (np.log(al / (e_ * be)) + a - b) / (al + e_ * be)
-            log_nopt = log_g + fa * (log_seen[None, :] + e_ * log_g) / fb
-            log_un = np.minimum(log_n[None, :], log_nopt)
-            r_n = np.expm1(np.maximum(log_n[None, :] - log_un, 0.0))
-            qn = 1 + rn * -np.expm1(-r_n / rn)
-            qd = 1 + rd * -np.expm1(-r_d[None, :] / rd)
-            u1 = a - al * (log_un + np.log(qn))
-            u2 = b - be * (log_seen[None, :] + np.log(qd))
-            u3 = np.broadcast_to(e, u1.shape)
-            m = np.maximum(np.maximum(u1, u2), u3)
-            r = m + np.log(np.exp(u1 - m) + np.exp(u2 - m) + np.exp(u3 - m)) - log_l[None, :]
-            h = law.huber(r, delta)
-            h = np.where(np.isfinite(h), h, np.inf)
-            return (h if weights is None else h * weights[idx]).sum(1)
+    e_f = fpt[1]
 
     def f_and_g(x, idx):
-        fx = f(x, idx)
-        eps = 1e-6
-        g = np.empty_like(x)
-        for j in range(x.shape[1]):
-            xp, xm = x.copy(), x.copy()
-            xp[:, j] += eps
-            xm[:, j] -= eps
-            g[:, j] = (f(xp, idx) - f(xm, idx)) / (2 * eps)
-        return fx, g
-    return f, f_and_g
+        with np.errstate(all="ignore"):
+            a, b, e, al, be = (x[:, j:j + 1] for j in range(5))
+            inside = (x[:, 5:] >= Z_LO) & (x[:, 5:] <= Z_HI)
+            z = np.clip(x[:, 5:], Z_LO, Z_HI)
+            rd, rn = np.exp(z[:, 0:1]), np.exp(z[:, 1:2])
+            log_nopt = (np.log(al / (e_f * be)) + a - b + be * log_seen[None, :]) / al
+            capped = log_nopt < log_n[None, :]                       # U_N = N_opt(U) < N
+            log_un = np.where(capped, log_nopt, log_n[None, :])
+            r_n = np.expm1(log_n[None, :] - log_un)
+            xn, xd = r_n / rn, r_d[None, :] / rd
+            sn, sd = -np.expm1(-xn), -np.expm1(-xd)
+            qn, qd = 1 + rn * sn, 1 + rd * sd
+            L1 = log_un + np.log(qn)
+            L2 = log_seen[None, :] + np.log(qd)
+            u1, u2 = a - al * L1, b - be * L2
+            u3 = np.broadcast_to(e, u1.shape)
+            m = np.maximum(np.maximum(u1, u2), u3)
+            e1, e2, e3 = np.exp(u1 - m), np.exp(u2 - m), np.exp(u3 - m)
+            s = e1 + e2 + e3
+            r = m + np.log(s) - log_l[None, :]
+            h = law.huber(r, delta)
+            c = np.clip(r, -delta, delta) / s
+            if weights is not None:
+                h = h * weights[idx]
+                c = c * weights[idx]
+            c1, c2, c3 = c * e1, c * e2, c * e3
+            # dL1/dlog_nopt where capped: through log U_N and through R_N = N/U_N - 1.
+            k1 = np.where(capped, 1 - (1 + r_n) * np.exp(-xn) / qn, 0.0)
+            t = -al * k1                                              # du1 / dlog_nopt
+            ga = (c1 * (1 + t / al)).sum(1)
+            gb = (c2 + c1 * (-t / al)).sum(1)
+            ge = c3.sum(1)
+            gal = (c1 * (-L1 + t * (1 - al * log_nopt) / al ** 2)).sum(1)
+            gbe = (c2 * -L2 + c1 * t * (log_seen[None, :] - 1 / be) / al).sum(1)
+            gzd = (c2 * -be * rd * (sd - xd * np.exp(-xd)) / qd).sum(1)
+            gzn = (c1 * -al * rn * (sn - xn * np.exp(-xn)) / qn).sum(1)
+            g = np.stack([ga, gb, ge, gal, gbe, gzd, gzn], axis=1)
+            g[:, 5:] *= inside
+            f = h.sum(1)
+            return np.where(np.isfinite(f), f, np.inf), g
+    return f_and_g
 
 
 def fit_joint(n, d, u, loss, base_starts: np.ndarray, *, fpt: tuple = law.SIX_ND,
@@ -265,17 +283,21 @@ def fit_joint(n, d, u, loss, base_starts: np.ndarray, *, fpt: tuple = law.SIX_ND
     paper's R* starts; the best (x[7], objective, converged)."""
     z0 = np.log(PAPER_STARTS)
     x0 = np.array([np.r_[xb, z] for xb in base_starts for z in z0])
-    _, f_and_g = _joint_objective(n, d, u, loss, None, fpt, delta)
+    f_and_g = _joint_objective(n, d, u, loss, None, fpt, delta)
     slots = law.fixed_slots(fixed)
     res = minimize_batch(law._holding(f_and_g, slots), law._pin(x0, slots), max_step=_MAX_STEP, max_iter=3000)
     i = int(np.argmin(np.where(np.isfinite(res.f), res.f, np.inf)))
-    return res.x[i], float(res.f[i]), bool(res.converged[i])
+    x = res.x[i].copy()
+    x[5:] = np.clip(x[5:], Z_LO, Z_HI)
+    return x, float(res.f[i]), bool(res.converged[i])
 
 
 def bootstrap_joint(x: np.ndarray, n, d, u, loss, weights: np.ndarray, *, fpt: tuple = law.SIX_ND,
                     delta: float = law.HUBER_DELTA, fixed: dict | None = None) -> np.ndarray:
     """The joint fit of every resample (run multiplicities weights[k, n]) from the full fit's x."""
-    _, f_and_g = _joint_objective(n, d, u, loss, weights, fpt, delta)
+    f_and_g = _joint_objective(n, d, u, loss, weights, fpt, delta)
     slots = law.fixed_slots(fixed)
-    return minimize_batch(law._holding(f_and_g, slots), np.tile(x, (len(weights), 1)), max_step=_MAX_STEP,
-                          max_iter=3000).x
+    x = minimize_batch(law._holding(f_and_g, slots), np.tile(x, (len(weights), 1)), max_step=_MAX_STEP,
+                       max_iter=3000).x
+    x[:, 5:] = np.clip(x[:, 5:], Z_LO, Z_HI)
+    return x
