@@ -50,6 +50,11 @@ def register(subparsers) -> None:
     p.add_argument("--loss-noise", type=float, default=None, metavar="REL",
                    help="approach 2's bootstrap: redraw each run's loss with this relative noise (seed-to-seed, "
                         "e.g. 0.005); default: the runs' validation standard error (loss_se) where the table has it")
+    p.add_argument("--repeat-stage1", choices=("unpenalised", "single-epoch", "joint"), default="unpenalised",
+                   help="repeated data (a unique_tokens column): which runs fit the base law before R*_D, R*_N: "
+                        "unpenalised = single-epoch runs no larger than N_opt of their data (default; joint when "
+                        "too few), single-epoch = every run that saw each token at most once (the paper's), "
+                        "joint = all seven parameters on all runs at once")
     p.add_argument("--full-grid", action="store_true",
                    help="with --method grid: run all 4,500 starts to convergence instead of the best-scoring 256")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -107,6 +112,30 @@ def _ci(ci, k) -> str:
     return "" if lo is None else f"[{_f(lo)}, {_f(hi)}]"
 
 
+def _some(ids: list, k: int = 12) -> str:
+    return ", ".join(map(str, ids[:k])) + (f", ... ({len(ids) - k} more)" if len(ids) > k else "")
+
+
+def _format_repeat(dc: dict, boot: str) -> list:
+    s1, s2 = dc["stage1"], dc["stage2"]
+    out = ["", "Repeated data (Muennighoff et al.): D' = U + U R*_D (1 - exp(-R_D/R*_D)), "
+               "N' = U_N + U_N R*_N (1 - exp(-R_N/R*_N)), fitted in stages",
+           f"  stage 1, the base law above: " + (
+               "held fixed (--fix), no runs fitted" if s1["mode"].startswith("held") else
+               "none: all seven parameters fitted jointly on all runs" if s1["mode"] == "joint" else
+               f"{s1['n_runs']} runs ({s1['mode']}: of {s1['n_single_epoch']} single-epoch runs, "
+               f"{s1['n_single_epoch_excess_params']} are larger than N_opt of their data; {s1['rounds']} round(s)): "
+               + _some(s1["runs"])),
+           f"  stage 2, R* with the base law held: all {s2['n_runs']} runs; {s2['n_informative']} inform R* "
+           f"({s2['n_repeated']} repeat data, {s2['n_excess_params']} have excess parameters): " + _some(s2["runs"]),
+           f"  {'':18}{'value':>14}   {boot}"]
+    for k, label in (("R_star_D", "R*_D"), ("R_star_N", "R*_N")):
+        out.append(f"  {label:18}{_f(dc[k], 8):>14}   {_ci(dc.get('ci'), k)}")
+    if dc.get("bootstrap_covers") and boot:
+        out.append(f"  interval: {dc['bootstrap_covers']}")
+    return out
+
+
 def format_fit(fit: dict) -> str:
     out = [f"{fit['n_runs']} runs from {fit['source']} (N from column {fit['params_column']!r})"]
     boot = f"95% interval, {fit['bootstrap']} bootstrap resamples (seed {fit['seed']})" if fit["bootstrap"] else ""
@@ -128,9 +157,7 @@ def format_fit(fit: dict) -> str:
         if "bootstrap_degenerate" in a3:
             out.append(f"  degenerate bootstrap fits (a term vanished): {a3['bootstrap_degenerate']} of {fit['bootstrap']}")
         if "data_constrained" in a3:
-            dc = a3["data_constrained"]
-            out.append(f"  repeated data ({dc['n_repeated']} runs): R*_D = {_f(dc['R_star_D'], 4)}, "
-                       f"R*_N = {_f(dc['R_star_N'], 4)}")
+            out += _format_repeat(a3["data_constrained"], boot)
     rows = [(k, fit[f"approach{k}"]) for k in (1, 2) if f"approach{k}" in fit]
     if rows or a3:
         out += ["", "Compute-optimal allocation: N_opt ∝ C^a, D_opt ∝ C^b",
@@ -204,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--fix holds approach 3 parameters; it needs --approach to include 3")
     opts = FitOptions(approaches=approaches, explicit=explicit, n_boot=args.bootstrap, seed=args.seed,
                       holdout_top=args.holdout_top, rollout=args.rollout, fixed=fixed, method=args.method,
-                      profile=args.profile, loss_noise=args.loss_noise,
+                      profile=args.profile, loss_noise=args.loss_noise, repeat_stage1=args.repeat_stage1,
                       holdout_budget=not args.no_holdout, refine=None if args.full_grid else 256,
                       progress=not args.no_progress and sys.stderr.isatty())
     fit = fit_all(table, curves, opts)

@@ -148,7 +148,15 @@ def residuals(fit: dict, table):
     if not a3:
         return None
     r = _runs(table)
-    pred = predict_loss(a3, r["params"], r["tokens"])
+    dc = a3.get("data_constrained")
+    if dc and table.has("unique_tokens"):
+        # Repeated data: the law's own prediction there is through D' and N', not D and N.
+        from scaling.fit.repeat import predict as predict_repeated
+        fc = a3.get("flop_count") or {}
+        pred = predict_repeated(a3, r["params"], r["tokens"], table.col("unique_tokens"), dc["R_star_D"],
+                                dc["R_star_N"], (fc.get("k", 6.0), fc.get("e", 1.0)))
+    else:
+        pred = predict_loss(a3, r["params"], r["tokens"])
     res = (r["loss"] - pred) / pred
     labels, values = group_budgets(r["flops"], table.col("budget") if table.has("budget") else None)
     extra = [f"<br>predicted {p:.4f}, residual {100 * e:+.2f}%" for p, e in zip(pred, res)]

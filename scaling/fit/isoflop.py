@@ -7,7 +7,8 @@ laws N_opt = k_N C^a and D_opt = k_D C^b are fitted to those points by least squ
 Approach 2 (IsoFLOP profiles): per FLOP budget, the minimum of loss over log N is N_opt(C).
 Three ways to find it (`profile_method`):
 
-- "local" (default): a parabola through the 5 sizes around the lowest-loss run. The profile of
+- "local" (default): a parabola through the lowest-loss run and up to 2 sizes on either side,
+  as many on each (3 sizes when it is next to an edge of the sweep). The profile of
   L = E + A/N^alpha + B/D^beta is not a parabola in log N when alpha != beta; one parabola over
   the whole budget is pulled off the minimum by the far points, and the more so the further
   the grid is off-centre (see the README's figures); near the minimum any smooth profile is a
@@ -184,9 +185,14 @@ def _minimum(n: np.ndarray, loss: np.ndarray, method: str):
     if j == 0 or j == len(x) - 1:
         return None, None, "its lowest-loss run is at the edge of the sampled sizes", None
     if method == "local":
-        lo = max(0, min(j - LOCAL_SIZES // 2, len(x) - LOCAL_SIZES))
-        xw = x[lo:lo + LOCAL_SIZES]
-        return (*_vertex(xw, y[lo:lo + LOCAL_SIZES]), (xw[0], xw[-1]))
+        # As many sizes on each side of the lowest run (up to 2): a window slid inwards at an
+        # edge of the sweep (1 size below the lowest run, 3 above) leans on the far side, and
+        # where the profile is asymmetric (alpha != beta, or the steep undertrained side of a
+        # real sweep) its vertex moves with the lowest run's place in the sweep, which drifts
+        # from budget to budget on a fixed ladder of sizes: a bias in a (tests/test_fit_cli.py).
+        k = min(LOCAL_SIZES // 2, j, len(x) - 1 - j)
+        xw = x[j - k:j + k + 1]
+        return (*_vertex(xw, y[j - k:j + k + 1]), (xw[0], xw[-1]))
     if method == "akima":
         from scipy.interpolate import Akima1DInterpolator
 

@@ -327,21 +327,31 @@ def bootstrap_law(data: LawData, fit: LawFit, n_boot: int, rng: np.random.Genera
                   *, n_starts: int = 3, delta: float = HUBER_DELTA, progress=None) -> np.ndarray:
     """Refit n_boot resamples of the runs (with replacement); returns [n_boot, 5] internal x.
 
-    Each resample is a multiplicity vector over the runs, so all resamples share one data
-    array and run together through the batched L-BFGS, each from the full fit's best few
-    distinct local optima (a resample's optimum is near one of them); the best is kept.
+    Each resample is a multiplicity vector over the runs (refit_weighted)."""
+    n = len(data)
+    w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float) \
+        if n_boot else np.zeros((0, n))
+    return refit_weighted(data, fit, w, n_starts=n_starts, delta=delta, progress=progress)
+
+
+def refit_weighted(data: LawData, fit: LawFit, w: np.ndarray, *, n_starts: int = 3, delta: float = HUBER_DELTA,
+                   progress=None) -> np.ndarray:
+    """The law refitted under each row of run multiplicities w[k, n]; returns [k, 5] internal x.
+
+    All rows share one data array and run together through the batched L-BFGS, each from the
+    full fit's best few distinct local optima (a resample's optimum is near one of them); the
+    best is kept.
     """
     n = len(data)
     slots = fixed_slots(fit.fixed)
     starts = fit.local_optima[:n_starts]
-    out = np.empty((n_boot, 5))
+    out = np.empty((len(w), 5))
     # Bounds memory (chunk * starts problems of n runs, ~8 MB of weights); larger batches
     # amortise the optimiser's per-iteration numpy overhead.
     chunk = max(1, 1_000_000 // (len(starts) * n))
-    for lo in range(0, n_boot, chunk):
-        hi = min(n_boot, lo + chunk)
-        w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(hi - lo)]).astype(float)
-        w_rep = np.repeat(w, len(starts), axis=0)
+    for lo in range(0, len(w), chunk):
+        hi = min(len(w), lo + chunk)
+        w_rep = np.repeat(w[lo:hi], len(starts), axis=0)
         x0 = np.tile(starts, (hi - lo, 1))
         res = _minimize(data, x0, slots, delta, w_rep)
         f = res.f.reshape(hi - lo, len(starts))

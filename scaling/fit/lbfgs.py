@@ -37,18 +37,23 @@ def minimize_batch(
     ftol: float = 1e-12,
     gtol: float = 1e-9,
     max_backtracks: int = 40,
+    max_step: float | None = None,
 ) -> BatchResult:
     """Minimise S problems from x0[S, P] at once.
 
     A start stops when its relative decrease falls below ftol, its largest gradient component
     below gtol, or its line search cannot decrease the objective any more (the point is a
     minimum to working precision).
+
+    max_step: the largest change of any coordinate in one iteration (None: no limit). With a
+    limit, each start descends within its own basin instead of jumping across a ridge on its
+    first steps, as a local optimiser is expected to.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks)
+        return _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks, max_step)
 
 
-def _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks) -> BatchResult:
+def _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks, max_step) -> BatchResult:
     x = np.array(x0, dtype=np.float64, copy=True)
     S, P = x.shape
     all_idx = np.arange(S)
@@ -103,6 +108,8 @@ def _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks) -
             rho[:, idx[bad]] = 0.0
         # Armijo backtracking, only re-evaluating the starts still searching.
         t = np.ones(idx.size)
+        if max_step is not None:
+            t = np.minimum(1.0, max_step / np.maximum(np.abs(d).max(axis=1), 1e-300))
         fn = np.full(idx.size, np.inf)
         gn = np.zeros_like(gi)
         searching = np.ones(idx.size, dtype=bool)

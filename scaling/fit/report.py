@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from scaling.errors import UserError
-from scaling.fit import isoflop, law
+from scaling.fit import isoflop, law, repeat
 from scaling.fit.table import RunTable
 
 CI = (2.5, 97.5)
@@ -36,6 +36,7 @@ class FitOptions:
     profile: str = "local"       # approach 2's profile minimum: local | parabola | akima (isoflop.py)
     loss_noise: float | None = None  # approach 2's bootstrap: relative seed noise added to each loss
     fixed: dict = field(default_factory=dict)   # approach 3 parameters held, e.g. {"E": 1.69}
+    repeat_stage1: str = "unpenalised"          # repeated data: which runs fit the base law (repeat.py)
 
 
 def _ci(samples: np.ndarray) -> list:
@@ -237,37 +238,134 @@ def check_law_data(table: RunTable) -> str | None:
     return law.too_few(table.col("params"))
 
 
+def _run_ids(table: RunTable, mask: np.ndarray) -> list:
+    ids = table.df["run"].cast(pl.Utf8).to_list() if table.has("run") else [f"row {k}" for k in range(table.df.height)]
+    return [r for r, m in zip(ids, mask) if m]
+
+
 def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     why = check_law_data(table)
     if why:
         raise _Skip(why)
     n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
-    data = law.LawData.from_arrays(n, d, loss)
-    fit = law.fit(data, method=opts.method, refine=opts.refine, fixed=opts.fixed)
-    warnings = list(fit.warnings)
-    why_degenerate = law.degenerate(fit.params, n, d)
+    fpt, count = flop_count(table)
+    # Repeated data: the base law from the runs on which the data-constrained law is the plain
+    # law, then R*_D and R*_N on all runs with it held (scaling/fit/repeat.py).
+    u = table.col("unique_tokens") if table.has("unique_tokens") else None
+    staged = u is not None and bool(np.any(d > u * (1 + 1e-9)))
+    held = all(k in opts.fixed for k in law.PARAMS)
+    joint = False
+    warnings = []
+    base = np.ones(len(n), bool)
+    if staged and held:
+        base = d <= u * (1 + 1e-9)
+        if not base.any():
+            base = np.ones(len(n), bool)
+        rounds = 0
+        fit = law.fit(law.LawData.from_arrays(n[base], d[base], loss[base]), method=opts.method,
+                      refine=opts.refine, fixed=opts.fixed)
+    elif staged:
+        joint = opts.repeat_stage1 == "joint"
+        single = d <= u * (1 + 1e-9)
+        if not joint:
+            try:
+                fit, base, rounds, w1, joint = repeat.stage1(n, d, u, loss, mode=opts.repeat_stage1,
+                                                             method=opts.method, refine=opts.refine,
+                                                             fixed=opts.fixed, fpt=fpt)
+            except ValueError as e:
+                if opts.repeat_stage1 == "single-epoch":
+                    raise _Skip(f"repeated data: {e}") from None
+                w1, joint = [f"data-constrained stage 1: {e}; all seven parameters are fitted jointly on all runs "
+                             "instead"], True
+            warnings += [f"approach 3: {w}" for w in w1]
+        if joint:
+            # From the plain law of the single-epoch runs (of all runs where those are too few).
+            first = single if not law.too_few(n[single]) else np.ones(len(n), bool)
+            f1 = law.fit(law.LawData.from_arrays(n[first], d[first], loss[first]), method=opts.method,
+                         refine=opts.refine, fixed=opts.fixed)
+            xj, fj, cj = repeat.fit_joint(n, d, u, loss, f1.x[None, :], fpt=fpt, fixed=opts.fixed)
+            base, rounds = np.ones(len(n), bool), 0
+            fit = law.LawFit(params=law.to_params(xj[:5]), objective=fj, x=xj[:5], local_optima=xj[None, :5],
+                             n_starts=len(repeat.PAPER_STARTS), n_refined=len(repeat.PAPER_STARTS), converged=cj,
+                             fixed=dict(opts.fixed))
+    else:
+        fit = law.fit(law.LawData.from_arrays(n, d, loss), method=opts.method, refine=opts.refine, fixed=opts.fixed)
+    nb, db, lb = n[base], d[base], loss[base]
+    data = law.LawData.from_arrays(nb, db, lb)
+    warnings += list(fit.warnings)
+    why_degenerate = law.degenerate(fit.params, nb, db)
     if why_degenerate:
         warnings.append(f"approach 3: the law is degenerate on these data: {why_degenerate}")
-    sizes = len(np.unique(np.round(np.log(n), 6)))
-    if sizes < FEW_SIZES_3:
+    sizes = len(np.unique(np.round(np.log(nb), 6)))
+    if sizes < FEW_SIZES_3 and not held:
         warnings.append(f"approach 3: only {sizes} distinct sizes; E, alpha and beta are traded off against "
                         "each other (read the intervals, not the point values)")
     c_ref = float(c.max())
-    fpt, count = flop_count(table)
     out = {**fit.params, **derived(fit.params, c_ref, fpt), "c_ref": c_ref, "flop_count": count,
            "objective": fit.objective,
            "degenerate": why_degenerate, "fixed": dict(opts.fixed), "method": opts.method,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
+    if staged and joint:
+        r = {"R_star_D": float(np.exp(xj[5])), "R_star_N": float(np.exp(xj[6])), "objective": fj, "converged": cj,
+             "z": xj[5:], "wider": None}
+    elif staged:
+        r = repeat.fit_r_star(fit.params, n, d, u, loss, fpt=fpt)
+    if staged:
+        _, r_d, _, r_n = repeat.excess(fit.params, n, d, u, fpt)
+        informative = (r_d > 0) | (r_n > 0)
+        single = d <= u * (1 + 1e-9)
+        dc = {"R_star_D": r["R_star_D"], "R_star_N": r["R_star_N"], "objective": r["objective"],
+              "converged": r["converged"], "wider": r["wider"],
+              "protocol": ("joint: all seven parameters on all runs (too few runs for the base law alone)" if joint
+                           else "staged, as Muennighoff et al. (2023) fit it: base law first, then R*_D, R*_N "
+                                "with it held"),
+              "stage1": {"mode": "held fixed (--fix)" if held else "joint" if joint else opts.repeat_stage1,
+                         "n_runs": 0 if held or joint else int(base.sum()),
+                         "runs": [] if held or joint else _run_ids(table, base),
+                         "rounds": rounds, "n_single_epoch": int(single.sum()),
+                         "n_single_epoch_excess_params": int(np.sum(single & (r_n > 0)))},
+              "stage2": {"n_runs": len(n), "n_repeated": int(np.sum(r_d > 0)), "n_excess_params": int(np.sum(r_n > 0)),
+                         "n_informative": int(informative.sum()), "runs": _run_ids(table, informative)},
+              "n_repeated": int(np.sum(r_d > 0))}
+        if r["wider"]:
+            w = r["wider"]
+            warnings.append(f"approach 3: repeated data: from a wider grid of starts, stage 2 reaches a lower objective "
+                            f"({w['objective']:.6e} against {r['objective']:.6e}) at R*_D = {w['R_star_D']:.4g}, "
+                            f"R*_N = {w['R_star_N']:.4g}; the values reported are those of the paper's starts, and "
+                            "the runs do not pin R* down (read the intervals)")
     keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
     if opts.n_boot > 0:
-        xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
+        if staged:
+            # Runs resampled over the whole table; each resample refits stage 1 on its draws of
+            # the stage-1 runs (the set itself is the full fit's) and then stage 2 on all draws.
+            m = len(n)
+            w_all = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(opts.n_boot)]).astype(float)
+            if joint:
+                xr = repeat.bootstrap_joint(np.r_[fit.x, r["z"]], n, d, u, loss, w_all, fpt=fpt, fixed=opts.fixed)
+                xs, rs = xr[:, :5], np.exp(xr[:, 5:])
+                bar(opts.n_boot)
+            else:
+                xs = np.tile(fit.x, (opts.n_boot, 1)) if held else law.refit_weighted(data, fit, w_all[:, base],
+                                                                                     progress=bar)
+                if held:
+                    bar(opts.n_boot)
+                rs = repeat.bootstrap_r_star(xs, r["z"], n, d, u, loss, w_all, fpt=fpt)
+        else:
+            xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
         ps = [law.to_params(x) for x in xs]
-        ok = [law.degenerate(p, n, d) is None for p in ps]
+        ok = [held or law.degenerate(p, nb, db) is None for p in ps]
         out["bootstrap_degenerate"] = len(ok) - sum(ok)
         if not all(ok):
             warnings.append(f"approach 3: {len(ok) - sum(ok)} of {len(ok)} bootstrap fits were degenerate (a term "
                             "of the law vanished, or an exponent left (0, 3)) and are left out of the intervals")
-            ps = [p for p, good in zip(ps, ok) if good]
+        if staged:
+            good = rs[np.array(ok, bool)]
+            dc["ci"] = {"R_star_D": _ci(good[:, 0]), "R_star_N": _ci(good[:, 1])}
+            dc["bootstrap_covers"] = ("runs resampled; stage 2 refitted with the base law held" if held else
+                                      "runs resampled; all seven parameters refitted jointly" if joint else
+                                      "runs resampled over the whole table; stage 1 refitted on each resample's draws "
+                                      "of its runs (the set is the full fit's), then stage 2 on all draws")
+        ps = [p for p, good in zip(ps, ok) if good]
         if len(ps) < 2:
             # Kept, not skipped: the user sees the point fit, flagged, with no intervals.
             warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
@@ -286,16 +384,11 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
                             "samples": [[p[k] for k in law.PARAMS] for p in ps]}
     else:
         out["ci"] = {k: [None, None] for k in keys}
-    if table.has("unique_tokens"):
-        from scaling.fit.repeat import fit_repetition
-        u = table.col("unique_tokens")
-        repeated = d > u * (1 + 1e-9)
-        if repeated.any():
-            out["data_constrained"] = {**fit_repetition(fit.params, n, d, u, loss),
-                                       "n_repeated": int(repeated.sum())}
-            if repeated.all():
-                warnings.append("approach 3: every run repeats data; the base law is fitted on repeated runs")
-    out["n_points"] = len(n)
+        if staged:
+            dc["ci"] = {"R_star_D": [None, None], "R_star_N": [None, None]}
+    if staged:
+        out["data_constrained"] = dc
+    out["n_points"] = int(base.sum())
     out["n_sizes"] = sizes
     out["warnings"] = warnings
     return out

@@ -70,7 +70,9 @@ def read_any(path: str | Path) -> pl.DataFrame:
         if suffix == ".parquet":
             return pl.read_parquet(p)
         if suffix in (".csv", ".tsv", ".txt"):
-            return pl.read_csv(p, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+            # Lines starting with '#' are comments: a shipped table says there where it came from.
+            return pl.read_csv(p, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000,
+                               comment_prefix="#")
     except Exception as e:  # polars raises several types for malformed files
         raise UserError(f"{p}: cannot read as {suffix[1:]} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     raise UserError(f"{p}: unknown table format {suffix or '(no suffix)'}; expected .parquet or .csv")
