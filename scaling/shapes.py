@@ -33,9 +33,22 @@ def _head_dim(d_model: int) -> int:
     return 16
 
 
+def _n_heads(d_model: int) -> int:
+    """Heads of about _head_dim each that divide d_model (56 -> 2 of 28, 64 -> 4 of 16)."""
+    h = max(1, d_model // _head_dim(d_model))
+    while d_model % h:
+        h -= 1
+    return h
+
+
 # The widths the rule chooses from: powers of two and 1.5x powers of two (768, 1536, 3072,
-# ...), the usual Transformer widths; depth then fine-tunes the parameter count.
-WIDTHS = sorted({int(m * 2**k) for k in range(4, 15) for m in (1, 1.5)})
+# ...), the usual Transformer widths; depth then fine-tunes the parameter count. Below 256,
+# every multiple of 4 (of 8 from 64) as well: with only 1.5x steps in width, small targets between two widths
+# had to be met by adding layers, and a ladder of small sizes zigzagged between wide-shallow
+# and narrow-deep shapes (2+2 d32, 2+1 d48, 1+1 d48, 3+2 d48, 2+1 d64 ...), whose losses at one
+# compute differed by more than the sizes did. Now the small models of a sweep are one family
+# (the aspect rule keeps them 1+1 up to d ~ 100) growing in width.
+WIDTHS = sorted({int(m * 2**k) for k in range(4, 15) for m in (1, 1.5)} | set(range(16, 64, 4)) | set(range(64, 256, 8)))
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,10 @@ class ModelConfig:
         n = parse_count(target, "model size")
         best, best_score, closest = None, math.inf, None
         for d in WIDTHS:
-            hd = _head_dim(d)
+            heads = _n_heads(d)
             for total in range(2, 513):
                 n_enc = min(total - 1, max(1, round(total * enc_fraction)))
-                cfg = cls(vocab_size, d, d // hd, n_enc, total - n_enc, max_len, tied_embeddings)
+                cfg = cls(vocab_size, d, heads, n_enc, total - n_enc, max_len, tied_embeddings)
                 ratio = cfg.n_params() / n
                 if closest is None or abs(math.log(ratio)) < abs(math.log(closest.n_params() / n)):
                     closest = cfg
