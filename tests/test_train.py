@@ -18,7 +18,7 @@ from scaling.cli import main
 from scaling.model import ModelConfig
 
 # Small enough for a 2-core CI machine, long enough for the loss to fall well.
-ARGS = ["--params", "2M", "--tokens", "120K", "--seq-len", "64", "--batch-size", "16",
+ARGS = ["--params", "500K", "--tokens", "120K", "--seq-len", "64", "--batch-size", "16",
         "--val-points", "5", "--no-progress"]
 
 
@@ -28,7 +28,7 @@ def _train(out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "2M-120K"
+    out = tmp_path_factory.mktemp("train") / "500K-120K"
     assert _train(out) == 0
     return out
 
