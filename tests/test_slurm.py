@@ -419,3 +419,51 @@ def test_a_two_size_tune_study_as_one_array_with_a_trial_preempted(cluster, shar
     assert main(["tune", "status", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("2 studies: 4 completed, 0 running, 0 pending, 0 pruned, 0 failed")
     print(f"tune on slurm: {time.time() - t0:.0f} s")
+
+
+def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path, monkeypatch, capsys):
+    """Two trials at once from a sweep file with `max_num_timeout = 0`: one is preempted past
+    its retries (with time_min <= 10 submitit counts USR2 as a time limit: it checkpoints,
+    then gives up), the other is cancelled (killed without a word). `tune status` marks both
+    failed, each with its reason, and counts nothing as running."""
+    import optuna
+
+    from scaling.tuning.study import storage
+
+    monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
+    f = sweep_file(tmp_path, shards, "die", """
+        parallelism = 2
+        [slurm]
+        max_num_timeout = 0
+        [grid]
+        sizes = ["100K"]
+        tokens = ["300K"]
+    """)
+    out = tmp_path / "die"
+    assert main(["tune", "--sweep", str(f), "--trials", "2", "--pruner", "none", "--out", str(out)]) == 0
+    slots = json.loads((out / "tune.json").read_text())["slots"]
+    assert [s["job"]["executor"] for s in slots] == ["slurm"] * 2
+
+    def record(slot: dict) -> dict:
+        try:
+            return json.loads((out / slot["key"] / "jobs" / f"{slot['k']}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    wait_until(lambda: all(record(s).get("step", 0) >= 20 for s in slots), 150, "both trials to train 20 steps")
+    retried, killed = slots
+    preempt_array_task(retried["job"]["job_id"])
+    subprocess.run(["scancel", killed["job"]["job_id"]], check=True)
+    rows = wait_until(lambda: (r := _tune_rows(out)["100K"])["failed"] == 2 and r, 90, "both trials to be marked failed")
+    assert rows["running"] == rows["pending"] == rows["completed"] == 0, rows
+    trials = optuna.load_study(study_name="lr-100K", storage=storage(out)).get_trials()
+    errors = {t.number: t.user_attrs.get("error", "") for t in trials}
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"], errors
+    # past its retries: it saved its checkpoint, was not requeued, and said why
+    assert record(retried)["checkpointed"] == 1 and record(retried)["requeues"] == 0
+    assert "timed-out too many times" in errors[record(retried)["trial"]], errors
+    # killed: the reaper found its job gone
+    assert killed["job"]["job_id"] in errors[record(killed)["trial"]] and "CANCELLED" in errors[record(killed)["trial"]], errors
+    capsys.readouterr()
+    assert main(["tune", "status", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 studies: 0 completed, 0 running, 0 pending, 0 pruned, 2 failed")
