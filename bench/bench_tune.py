@@ -102,7 +102,8 @@ def main() -> int:
         print(f"median pruning: {rows[1]['trials_per_hour'] / rows[0]['trials_per_hour']:.2f}x the trials per hour")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "load_before": load0, "load_after": load1,
-                                               "args": vars(args)}, indent=1))
+                                               "args": {k: v for k, v in vars(args).items() if k != "json"}},
+                                              indent=1))
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 
 
