@@ -323,7 +323,8 @@ def preempt_array_task(task: str) -> None:
     signal itself reached the task twice, 23 ms apart, in one of two runs: the job's USR2
     handler runs once per process (sweep/jobs.py once_per_process), which this exercises."""
     t = time.time()
-    subprocess.run(["scancel", "--signal=USR2", f"{task}.0"], check=True, timeout=30)
+    r = subprocess.run(["scancel", "--signal=USR2", f"{task}.0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.stderr, subprocess.run(["squeue", "-s", "-r"], capture_output=True, text=True).stdout)
     assert time.time() - t < 5, "scancel retried: the job may get the signal again after its requeue"
 
 
@@ -369,7 +370,8 @@ def test_a_two_size_tune_study_as_one_array_with_a_trial_preempted(cluster, shar
             assert c["resumable"] == 0, (key, c)  # a requeued trial is submitit's, not a rerun's
         assert _array_running(array) <= 2
         if victim is None:
-            victim = next((s for s in slots if record(s).get("trial") is not None and record(s).get("step", 0) >= 20), None)
+            victim = next((s for s in slots if record(s).get("trial") is not None and record(s).get("step", 0) >= 20
+                           and record(s).get("step") < 500 and _array_running(s["job"]["job_id"])), None)
             if victim is not None:
                 preempt_array_task(victim["job"]["job_id"])
                 signalled = record(victim)
@@ -423,7 +425,7 @@ def test_a_two_size_tune_study_as_one_array_with_a_trial_preempted(cluster, shar
 
 
 def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path, monkeypatch, capsys):
-    """Two trials at once from a sweep file with `max_num_timeout = 0`: one is preempted past
+    """Two trials from a sweep file with `max_num_timeout = 0`: one is preempted past
     its retries (with time_min <= 10 submitit counts USR2 as a time limit: it checkpoints,
     then gives up), the other is cancelled (killed without a word). `tune status` marks both
     failed, each with its reason, and counts nothing as running."""
@@ -451,9 +453,15 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
         except (OSError, ValueError):
             return {}
 
-    wait_until(lambda: all(record(s).get("step", 0) >= 20 for s in slots), 150, "both trials to train 20 steps")
-    retried, killed = slots
+    def training(among: list) -> dict | None:
+        # mid-run now (the other jobs on the cluster may let them run only one at a time)
+        return next((s for s in among if 20 <= record(s).get("step", 0) and not record(s).get("checkpointed")
+                     and _array_running(s["job"]["job_id"])), None)
+
+    retried = wait_until(lambda: training(slots), 150, "a trial to train 20 steps")
     preempt_array_task(retried["job"]["job_id"])
+    (other,) = [s for s in slots if s is not retried]
+    killed = wait_until(lambda: training([other]), 150, "the other trial to train 20 steps")
     subprocess.run(["scancel", killed["job"]["job_id"]], check=True)
     rows = wait_until(lambda: (r := _tune_rows(out)["100K"])["failed"] == 2 and r, 90, "both trials to be marked failed")
     assert rows["running"] == rows["pending"] == rows["completed"] == 0, rows
