@@ -131,7 +131,7 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
 
     mine = [s for s in slots if s.key == key]
     by_trial: dict[int, tuple[Slot, dict]] = {}
-    pending, started = [], []
+    pending, asking = [], []
     for s in mine:  # later slots win: the latest job of a resumed trial
         rec = s.record(out)
         n = rec.get("trial", s.trial)
@@ -140,7 +140,7 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
         elif states[(s.key, s.k)].alive:
             pending.append(s)
             if rec:
-                started.append(s)  # it has written its record: it is asking for its trial
+                asking.append(s)  # it has written its record: it is asking for its trial
     running, resumable = [], []
     unclaimed = 0
     now = time.time()
@@ -172,7 +172,7 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
             log(f"trial {t.number} of {key}: marked failed ({why})")
     # A job that has asked for its trial but not yet written the number is counted once, as
     # that running trial, not also as a waiting job: drop as many started jobs from pending.
-    for s in started[:unclaimed]:
+    for s in asking[:unclaimed]:
         pending.remove(s)
     return {"running": running, "resumable": resumable, "pending": pending}
 
