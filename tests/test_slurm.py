@@ -476,3 +476,9 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
     capsys.readouterr()
     assert main(["tune", "status", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("1 studies: 0 completed, 0 running, 0 pending, 0 pruned, 2 failed")
+    # a rerun continues the study: failed trials do not count, so it submits two more (one array)
+    assert main(["tune", "--sweep", str(f), "--trials", "2", "--pruner", "none", "--out", str(out)]) == 0
+    again = json.loads((out / "tune.json").read_text())["slots"][2:]
+    subprocess.run(["scancel", again[0]["job"]["job_id"].split("_")[0]], check=True)  # not needed further
+    assert [s["k"] for s in again] == [2, 3] and len({s["job"]["job_id"].split("_")[0] for s in again}) == 1
+    assert "2 trial job(s) submitted" in capsys.readouterr().out
