@@ -18,6 +18,7 @@ BENCHES = [
     ("tokenizing", ["bench_tokenize.py"]),
     ("fitting (Approach 3 grid and bootstrap)", ["bench_fit.py"]),
     ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),
+    ("tuning: trials per hour, with and without pruning", ["bench_tune.py"]),
 ]
 
 

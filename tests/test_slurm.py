@@ -4,6 +4,8 @@ Skipped, with the reason, where no cluster is up; with CI set they FAIL instead,
 cannot pass by skipping them. Tiny real runs (100K parameters, bytes, seq_len 32): a job
 array collected into results; a run preempted with USR2 that checkpoints, is requeued and
 resumes to the same result as an uninterrupted twin; a cancelled run; a run that raises.
+`scaling tune` on Slurm: a 2-size study as one array with a trial preempted and resumed
+while `tune status` is polled; trials whose jobs die past their retries or are cancelled.
 """
 
 from __future__ import annotations
@@ -297,3 +299,186 @@ def test_the_sbatch_script_of_a_multi_node_ddp_sweep(tmp_path, shards):
     with pytest.raises(UserError, match="batch_size \\(24\\) must be a multiple of the world size"):
         load_sweep(bad)
     assert isinstance(ex._executor, submitit.SlurmExecutor)
+
+
+# ------------------------------------------------------------------ scaling tune on Slurm
+def _tune_rows(out: Path) -> dict:
+    from scaling.tuning.status import tune_status
+
+    return {r["size"]["key"]: r["counts"] for r in tune_status(out)}
+
+
+def _array_running(array: str) -> int:
+    q = subprocess.run(["squeue", "-h", "-r", "-j", array, "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True)
+    return len(q.stdout.split())
+
+
+def preempt_array_task(task: str) -> None:
+    """One USR2 to one array task's step (submitit runs the job under srun as step 0), as a
+    preemption's warning signal reaches it. Not `scancel --signal=USR2 ARRAY_TASK`: while
+    two or more tasks of the array wait, Slurm 22.05 delivers that signal but answers "Job
+    can not be altered now, try again later", and scancel retries the request for ~45 s, so
+    the requeued job gets a second USR2 soon after its restart (and the caller blocks). The
+    task's own job id (%A) takes the same path; a bare array id signals every task. The step
+    signal itself reached the task twice, 23 ms apart, in one of two runs: the job's USR2
+    handler runs once per process (sweep/jobs.py once_per_process), which this exercises."""
+    t = time.time()
+    r = subprocess.run(["scancel", "--signal=USR2", f"{task}.0"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.stderr, subprocess.run(["squeue", "-s", "-r"], capture_output=True, text=True).stdout)
+    assert time.time() - t < 5, "scancel retried: the job may get the signal again after its requeue"
+
+
+def test_a_two_size_tune_study_as_one_array_with_a_trial_preempted(cluster, shards, tmp_path, monkeypatch, capsys):
+    """`scaling tune --executor slurm`: 2 sizes x 2 trials go out as ONE job array with the
+    --jobs limit as its throttle; one trial is preempted with USR2 mid-run, checkpoints, is
+    requeued by submitit and resumes at its step, reporting to the same trial. `tune status`
+    is polled the whole time: every slot counted once, nothing ever failed. A rerun while
+    jobs are out submits nothing (the requeued trial included); a rerun after writes tuned.json."""
+    import optuna
+
+    from scaling.tuning.study import storage
+
+    monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
+    out = tmp_path / "tune"
+    args = ["tune", "--sizes", "100K,150K", "--tokens", "150K", "--seq-len", "32", "--batch-size", "8",
+            "--val-points", "3", "--trials", "2", "--jobs", "2", "--pruner", "none", "--executor", "slurm",
+            "--corpus", str(shards), "--out", str(out)]
+    t0 = time.time()
+    assert main(args) == 0
+    slots = json.loads((out / "tune.json").read_text())["slots"]
+    ids = [s["job"]["job_id"] for s in slots]
+    assert len(ids) == 4 and len({i.split("_")[0] for i in ids}) == 1, ids  # one array for both sizes
+    array = ids[0].split("_")[0]
+    show = subprocess.run(["scontrol", "-o", "show", "job", array], capture_output=True, text=True).stdout
+    assert "ArrayTaskThrottle=2" in show, show[:500]  # --jobs is the array's % limit
+
+    def record(slot: dict) -> dict:
+        try:
+            return json.loads((out / slot["key"] / "jobs" / f"{slot['k']}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    victim, signalled, rerun, seen = None, None, False, []
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = _tune_rows(out)
+        seen.append(rows)
+        for key, c in rows.items():
+            # every slot is counted exactly once, in one state; no trial ever failed
+            assert c["failed"] == 0, (key, c)
+            assert c["completed"] + c["running"] + c["pending"] + c["resumable"] + c["pruned"] == 2, (key, c)
+            assert c["resumable"] == 0, (key, c)  # a requeued trial is submitit's, not a rerun's
+        assert _array_running(array) <= 2
+        if victim is None:
+            victim = next((s for s in slots if record(s).get("trial") is not None and record(s).get("step", 0) >= 20
+                           and record(s).get("step") < 500 and _array_running(s["job"]["job_id"])), None)
+            if victim is not None:
+                preempt_array_task(victim["job"]["job_id"])
+                signalled = record(victim)
+        elif not rerun and record(victim).get("checkpointed"):
+            # checkpointed and requeued: its trial counts as running, and a rerun now adds nothing
+            assert rows[victim["key"]]["running"] >= 1
+            capsys.readouterr()
+            assert main(args) == 0
+            err = capsys.readouterr().err
+            assert "not submitted again" in err and "resuming" not in err, err
+            assert len(json.loads((out / "tune.json").read_text())["slots"]) == 4
+            rerun = True
+        if all(c["completed"] == 2 for c in rows.values()):
+            break
+        time.sleep(1)
+    else:
+        log = job_log(out, victim["job"]["job_id"])[-2000:] if victim else "no trial reached step 20"
+        raise AssertionError(f"tune study not done after 300 s: {seen[-1]}; {log}")
+    assert victim is not None and rerun, "no trial reached step 20 while running"
+
+    rec = record(victim)
+    n = rec["trial"]
+    log = job_log(out, victim["job"]["job_id"])
+    assert n == signalled["trial"]
+    # checkpointed once at the step it had reached, requeued once, resumed there
+    assert rec["checkpointed"] == 1 and rec["requeues"] == 1 and rec["starts"] == 2, (rec, log[-6000:])
+    k = rec["checkpoint_steps"][0]
+    assert signalled["step"] <= k < 150_000 // 256 and rec["start_step"] == k, (signalled, rec)
+    # one checkpoint and one requeue, however often the signal arrived (see preempt_array_task)
+    assert log.count("Calling checkpoint method") == 1 and log.count("Requeued job") == 1, log[-3000:]
+    run = json.loads((out / victim["key"] / "trials" / str(n) / "run.json").read_text())
+    assert run["status"] == "completed" and run["restarts"] == 1 and run["tokens_seen"] == 150_000 // 256 * 256
+    for key in ("100K", "150K"):
+        trials = optuna.load_study(study_name=f"lr-{key}", storage=storage(out)).get_trials()
+        assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+        # each trial reported its 2 validation points once, the resumed one included
+        assert all(list(t.intermediate_values) == [1, 2] for t in trials), [t.intermediate_values for t in trials]
+    t = optuna.load_study(study_name=f"lr-{victim['key']}", storage=storage(out)).get_trials()[n]
+    assert t.value == pytest.approx(run["val"]["mixed"]["loss"])
+
+    # every job has ended: a rerun submits nothing and writes best.json and tuned.json
+    capsys.readouterr()
+    assert main(args) == 0
+    got = capsys.readouterr()
+    assert "nothing to do" in got.err and "best lr" in got.out, got
+    doc = json.loads((out / "tuned.json").read_text())
+    assert [s["key"] for s in doc["sizes"]] == ["100K", "150K"] and "lr" in doc["fits"]
+    assert main(["tune", "status", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("2 studies: 4 completed, 0 running, 0 pending, 0 pruned, 0 failed")
+    print(f"tune on slurm: {time.time() - t0:.0f} s")
+
+
+def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path, monkeypatch, capsys):
+    """Two trials from a sweep file with `max_num_timeout = 0`: one is preempted past
+    its retries (with time_min <= 10 submitit counts USR2 as a time limit: it checkpoints,
+    then gives up), the other is cancelled (killed without a word). `tune status` marks both
+    failed, each with its reason, and counts nothing as running."""
+    import optuna
+
+    from scaling.tuning.study import storage
+
+    monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
+    f = sweep_file(tmp_path, shards, "die", """
+        parallelism = 2
+        [slurm]
+        max_num_timeout = 0
+        [grid]
+        sizes = ["100K"]
+        tokens = ["300K"]
+    """)
+    out = tmp_path / "die"
+    assert main(["tune", "--sweep", str(f), "--trials", "2", "--pruner", "none", "--out", str(out)]) == 0
+    slots = json.loads((out / "tune.json").read_text())["slots"]
+    assert [s["job"]["executor"] for s in slots] == ["slurm"] * 2
+
+    def record(slot: dict) -> dict:
+        try:
+            return json.loads((out / slot["key"] / "jobs" / f"{slot['k']}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def training(among: list) -> dict | None:
+        # mid-run now (the other jobs on the cluster may let them run only one at a time)
+        return next((s for s in among if 20 <= record(s).get("step", 0) and not record(s).get("checkpointed")
+                     and _array_running(s["job"]["job_id"])), None)
+
+    retried = wait_until(lambda: training(slots), 150, "a trial to train 20 steps")
+    preempt_array_task(retried["job"]["job_id"])
+    (other,) = [s for s in slots if s is not retried]
+    killed = wait_until(lambda: training([other]), 150, "the other trial to train 20 steps")
+    subprocess.run(["scancel", killed["job"]["job_id"]], check=True)
+    rows = wait_until(lambda: (r := _tune_rows(out)["100K"])["failed"] == 2 and r, 90, "both trials to be marked failed")
+    assert rows["running"] == rows["pending"] == rows["completed"] == 0, rows
+    trials = optuna.load_study(study_name="lr-100K", storage=storage(out)).get_trials()
+    errors = {t.number: t.user_attrs.get("error", "") for t in trials}
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"], errors
+    # past its retries: it saved its checkpoint, was not requeued, and said why
+    assert record(retried)["checkpointed"] == 1 and record(retried)["requeues"] == 0
+    assert "timed-out too many times" in errors[record(retried)["trial"]], errors
+    # killed: the reaper found its job gone
+    assert killed["job"]["job_id"] in errors[record(killed)["trial"]] and "CANCELLED" in errors[record(killed)["trial"]], errors
+    capsys.readouterr()
+    assert main(["tune", "status", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 studies: 0 completed, 0 running, 0 pending, 0 pruned, 2 failed")
+    # a rerun continues the study: failed trials do not count, so it submits two more (one array)
+    assert main(["tune", "--sweep", str(f), "--trials", "2", "--pruner", "none", "--out", str(out)]) == 0
+    again = json.loads((out / "tune.json").read_text())["slots"][2:]
+    subprocess.run(["scancel", again[0]["job"]["job_id"].split("_")[0]], check=True)  # not needed further
+    assert [s["k"] for s in again] == [2, 3] and len({s["job"]["job_id"].split("_")[0] for s in again}) == 1
+    assert "2 trial job(s) submitted" in capsys.readouterr().out

@@ -303,6 +303,52 @@ def test_a_requeued_job_is_recorded_preempted_not_failed(tmp_path):
     assert again["status"] == "completed" and again["restarts"] == 1
 
 
+def test_a_second_usr2_while_checkpointing_is_ignored(tmp_path):
+    """Slurm delivered one step signal twice, 23 ms apart: the second ran submitit's handler
+    again inside checkpoint(), which waited for the record lock the first call held, and the
+    job hung until its time limit. A job runs the handler once per process. Simulated with a
+    submitit-like handler (checkpoint, then sys.exit(-1)) that sends itself the duplicate."""
+    import threading
+
+    from scaling.config import TrainConfig
+    from scaling.sweep.jobs import TrainJob
+
+    cfg = TrainConfig(params="300K", tokens=51_200, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
+                      val_points=2, val_examples=16, progress=False, checkpoint_every_s=1e9)
+    record = tmp_path / "job.json"
+    job = TrainJob(cfg.to_dict(), record=str(record))
+    entries = []
+
+    def submitit_like(signum, frame):
+        entries.append(signum)
+        if len(entries) > 1:
+            return  # the regression: a nested entry (calling checkpoint() here would hang)
+        os.kill(os.getpid(), signal.SIGUSR2)  # the duplicate, while this one is handled
+        time.sleep(0.2)                       # its Python handler runs at the next bytecode
+        job.checkpoint()
+        raise SystemExit(-1)
+    old = signal.signal(signal.SIGUSR2, submitit_like)
+
+    def send_when_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (job._run is not None and job._run.trainer is not None
+                                               and job._run.trainer.global_step >= 3):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+    t = threading.Thread(target=send_when_training, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(SystemExit):
+            job()
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+        t.join(5)
+    assert entries == [signal.SIGUSR2]
+    assert json.loads(record.read_text())["checkpointed"] == 1
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "preempted"
+
+
 def test_checkpoint_signal_is_blocked_in_every_thread_a_job_starts(tmp_path, monkeypatch):
     """USR2 held back on the main thread only let another thread take it, and the main thread
     then ran the handler mid-step. A sweep job blocks it before any thread starts: the job's

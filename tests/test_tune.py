@@ -299,3 +299,28 @@ def test_a_killed_trial_is_marked_failed_and_the_study_goes_on(shards, tmp_path,
     assert _tune(shards, out, "--params", "100K", "--tokens", "60K", "--trials", "2", "--executor", "local",
                  "--pruner", "none") == 0
     assert [t.state.name for t in _trials(out, "100K")] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_a_job_that_asked_but_has_not_recorded_its_trial_is_counted_once(tmp_path):
+    """Between a job's study.ask() and its record naming the trial, `tune status` saw the
+    trial RUNNING with no job claiming it (running) and the job's record without a trial
+    (pending): one job counted twice, and `scaling tune` would submit one trial too few.
+    A started job (its record exists) pays for an unclaimed trial; a queued one does not."""
+    from scaling.sweep.ledger import Job
+    from scaling.tuning.status import Ledger, Slot, tune_status
+
+    out = tmp_path / "t"
+    out.mkdir()
+    study = optuna.create_study(study_name="lr-300K", storage=storage(out))
+    study.set_user_attr("size", {"key": "300K"})
+    ledger = Ledger(out)
+    for k in range(3):  # debug jobs: alive while a `scaling tune` holds the lock
+        ledger.slots.append(Slot("300K", k, Job("debug", "-", "l", "tune-t-l", time.time())))
+    ledger.save()
+    (out / "300K" / "jobs").mkdir(parents=True)
+    (out / "300K" / "jobs" / "0.json").write_text(json.dumps({"job_id": None, "starts": 1}))  # started, asking
+    study.ask()  # slot 0's trial, not yet in its record; slots 1 and 2 wait
+    with open(out / ".tune.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        (row,) = tune_status(out)
+    assert (row["counts"]["running"], row["counts"]["pending"]) == (1, 2), row["counts"]

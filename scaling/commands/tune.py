@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                      seed=args.seed)
     tuner = Tuner(cfg, kind, resources, slurm, wait=args.wait)
     doc = tuner.run()
-    if kind == "slurm" and not args.wait:
+    if tuner.in_flight:
         print(f"{args.out}: {len(tuner.submitted)} trial job(s) submitted; watch with: scaling tune status {args.out}")
         print("rerun the same command when they are done to write best.json and tuned.json")
         return 0

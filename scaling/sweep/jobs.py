@@ -14,6 +14,7 @@ trainer's alone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -85,6 +86,37 @@ def update_record(path: Path, **fields) -> None:
     atomic_write_json(Path(path), rec)
 
 
+@contextlib.contextmanager
+def once_per_process():
+    """Let submitit's USR2 handler run once in this process. A second USR2 can arrive while
+    the first is handled (Slurm delivered one `scancel --signal=USR2 JOB.STEP` twice, 23 ms
+    apart); Python then runs the handler again inside checkpoint(), which took the record
+    lock the outer call holds: the job hung, RUNNING, until its time limit. One checkpoint
+    and one requeue per process; the requeued process handles its own signals again. The
+    caller's handler is given back afterwards (in-process runs)."""
+    import signal
+    import sys
+
+    first = signal.getsignal(signal.SIGUSR2) if threading.current_thread() is threading.main_thread() else None
+    if not callable(first):  # not under submitit (default action), or not the main thread
+        yield
+        return
+    seen = []
+
+    def handler(signum, frame):
+        if seen:
+            print("USR2 again while checkpointing: ignored (one checkpoint, one requeue)", file=sys.stderr, flush=True)
+            return
+        seen.append(signum)
+        first(signum, frame)
+
+    signal.signal(signal.SIGUSR2, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR2, first)
+
+
 def report_every_s() -> float:
     return float(os.environ.get("SCALING_JOB_REPORT_S", "10"))
 
@@ -103,7 +135,7 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         # Before torch's threads and the report thread start: they inherit the blocked USR2,
         # and only the trainer's step boundaries let it through (see scaling/signals.py).
-        with checkpoint_signal_held():
+        with checkpoint_signal_held(), once_per_process():
             return self._call()
 
     def _call(self) -> dict:

@@ -52,7 +52,10 @@ class TrialJob(TrainJob):
         if self.number is None:
             self.number = prev.get("trial")  # a requeue of the original pickle (no checkpoint)
         record_start(rec_path)
-        update_record(rec_path, pid=os.getpid(), updated_at=time.time())
+        # record_start rewrites the record: put a resumed trial's number back at once, or
+        # `tune status` would count this start both as a waiting job and as an unclaimed trial.
+        update_record(rec_path, pid=os.getpid(), updated_at=time.time(),
+                      **({"trial": self.number} if self.number is not None else {}))
         space = Space(**{k: tuple(v) if v is not None else None for k, v in spec["space"].items()})
         out = Path(spec["out"])
         study = load(out, spec["study"], spec["pruner"], sampler(spec["seed"], spec["trials"]))

@@ -52,6 +52,7 @@ class Tuner:
         self.poll_s = poll_s
         self.stopped = False      # a trial stopped before its budget: rerun to resume
         self.submitted: list[Slot] = []
+        self.in_flight = False    # slurm without --wait: trials submitted now or still out there
         self.errors: list[str] = []
 
     # ------------------------------------------------------------ set-up
@@ -87,6 +88,7 @@ class Tuner:
             ledger = Ledger.load(self.out)
             states = job_states(self.out, ledger.slots, command_running=False)
             todo: dict[str, list[int | None]] = {}
+            out_there = False
             for s in self.cfg.sizes:
                 st = studies[s.key]
                 flight = reap(self.out, st, s.key, ledger.slots, states, self.log)
@@ -96,6 +98,7 @@ class Tuner:
                 if flight["resumable"]:
                     self.log(f"{s.key}: resuming stopped trial(s) {', '.join(map(str, flight['resumable']))}")
                 if flight["running"] or flight["pending"]:
+                    out_there = True
                     self.log(f"{s.key}: {len(flight['running'])} trial(s) running, {len(flight['pending'])} job(s) "
                              f"waiting: not submitted again")
             # Round-robin over sizes: every study advances, and asks late enough to learn.
@@ -105,9 +108,12 @@ class Tuner:
                 self.log(f"{self.out}: every study has its {self.cfg.trials} trial(s): nothing to do")
             else:
                 self._submit(ledger, order, studies)
-            if self.kind != "slurm" or self.wait:
-                return self._finish()
-            return None
+            # A Slurm rerun once every trial has ended writes best.json and tuned.json, as the
+            # command's output promises; while jobs are out there it only reports.
+            self.in_flight = self.kind == "slurm" and not self.wait and (bool(order) or out_there)
+            if self.in_flight:
+                return None
+            return self._finish()
         finally:
             lock.close()
 

@@ -131,7 +131,7 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
 
     mine = [s for s in slots if s.key == key]
     by_trial: dict[int, tuple[Slot, dict]] = {}
-    pending = []
+    pending, asking = [], []
     for s in mine:  # later slots win: the latest job of a resumed trial
         rec = s.record(out)
         n = rec.get("trial", s.trial)
@@ -139,7 +139,10 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
             by_trial[n] = (s, rec)
         elif states[(s.key, s.k)].alive:
             pending.append(s)
+            if rec:
+                asking.append(s)  # it has written its record: it is asking for its trial
     running, resumable = [], []
+    unclaimed = 0
     now = time.time()
     for t in study.get_trials(deepcopy=False):
         if t.state != TrialState.RUNNING:
@@ -152,6 +155,7 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
                 why = "no job records this trial"
             else:
                 running.append(t.number)  # just asked; its job is writing its record
+                unclaimed += 1
         else:
             slot, rec = got
             js = states[(slot.key, slot.k)]
@@ -166,6 +170,10 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
                 why = js.error or f"job {slot.job.job_id} ended{' ' + js.scheduler if js.scheduler else ''} without a result"
         if why and fail_trial(study, t.number, why) and log:
             log(f"trial {t.number} of {key}: marked failed ({why})")
+    # A job that has asked for its trial but not yet written the number is counted once, as
+    # that running trial, not also as a waiting job: drop as many started jobs from pending.
+    for s in asking[:unclaimed]:
+        pending.remove(s)
     return {"running": running, "resumable": resumable, "pending": pending}
 
 
