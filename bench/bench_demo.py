@@ -27,9 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scaling.config import TrainConfig  # noqa: E402
 from scaling.train import TrainingRun, measure_cpu_peak  # noqa: E402
 
-# (label, size, seq_len, batch): the old demo's four sizes, and the current demo's range.
+# (label, size, seq_len, batch): the old demo's four sizes; the 600-step demo's range at a
+# batch of 32 x 64; the current demo (3,000 steps of 32 bytes, 1+1 layers), each size at the
+# batch the sweep gives it in one of its budgets (its runs take 1-42 sequences a step).
 BEFORE = [("old demo", s, 32, 8) for s in ("13K", "25K", "40K", "80K")]
-AFTER = [("demo", s, 64, 32) for s in ("25K", "60K", "120K", "250K", "500K")]
+MIDDLE = [("600-step", s, 64, 32) for s in ("25K", "60K", "120K", "250K", "500K")]
+AFTER = [("demo", s, 32, b) for s, b in (("25K", 7), ("60K", 14), ("140K", 21), ("250K", 12), ("500K", 5))]
 
 
 def measure(size: str, seq_len: int, batch: int, steps: int, data: str) -> dict:
@@ -64,16 +67,18 @@ def main() -> int:
     print(f"one thread; fp32 matmul peak (1024^3, measured once, best of 5): {peak / 1e9:.0f} GFLOP/s")
     print(f"{'sweep':10}{'size':>6}{'params':>9}{'batch':>8}{'tokens/s':>10}{'GFLOP/s':>9}{'of peak':>9}")
     out = []
-    for label, size, seq_len, batch in BEFORE + AFTER:
+    for label, size, seq_len, batch in BEFORE + MIDDLE + AFTER:
         r = {"sweep": label, **measure(size, seq_len, batch, args.steps, args.data), "peak": peak}
         out.append(r)
         print(f"{label:10}{size:>6}{r['params']:>9,}{f'{batch}x{seq_len}':>8}{r['tokens_per_s']:>10,.0f}"
               f"{r['flops_per_s'] / 1e9:>9.1f}{r['flops_per_s'] / peak:>9.1%}", flush=True)
     old = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "old demo")
+    mid = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "600-step")
     new = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "demo")
-    print(f"median FLOP/s: old demo {old / 1e9:.1f} G, demo {new / 1e9:.1f} G: {new / old:.1f}x")
+    print(f"median FLOP/s: old demo {old / 1e9:.1f} G, 600-step demo {mid / 1e9:.1f} G, "
+          f"demo {new / 1e9:.1f} G: {new / old:.1f}x the old demo")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": out, "ratio": new / old}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": out, "ratio": new / old, "ratio_600_step": mid / old}, indent=1))
     return 0
 
 
