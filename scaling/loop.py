@@ -407,21 +407,21 @@ class Checkpointing(L.Callback):
         return bool(flag)
 
     def save_last(self, trainer) -> None:
-        """Write checkpoints/last.ckpt atomically. Safe between steps and from a signal
-        handler (USR2 is held back during a step)."""
-        path = self.ckpt_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
+        disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
+        a signal handler (USR2 is held back during a step)."""
+        from scaling.rundir import atomic_file
+
         if trainer.world_size > 1:
             # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
             # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
             if trainer.global_rank == 0:
                 state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-                trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
-                os.replace(tmp, path)
+                with atomic_file(self.ckpt_path) as tmp:
+                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
         else:
-            trainer.save_checkpoint(tmp, weights_only=False)
-            os.replace(tmp, path)
+            with atomic_file(self.ckpt_path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
         self._t_ckpt = time.monotonic()
 
 
