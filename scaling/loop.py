@@ -174,6 +174,7 @@ class RunRecorder(L.Callback):
         self.final_val: dict | None = None
         self.diverged: str | None = None      # why, once the run diverged
         self.on_validation = None             # TrainingRun's hook: (step, val row) -> True stops ("pruned")
+        self.on_start = None                  # TrainingRun's hook: (step this start resumed from) -> None
         self.pruned = False
         self.start_step = 0
         self.elapsed_before = 0.0             # wall seconds of earlier attempts (resume)
@@ -199,6 +200,8 @@ class RunRecorder(L.Callback):
     def on_train_start(self, trainer, module):
         self._t_start = self._t_last = time.monotonic()
         self._step_last = self._seen = trainer.global_step
+        if self.on_start is not None:
+            self.on_start(trainer.global_step)
         if trainer.global_step == 0 and not self.rows:
             self.validate(trainer, module, 0)
 

@@ -78,24 +78,29 @@ class RunStatus(str, enum.Enum):
 STATUSES = tuple(s.value for s in RunStatus)
 
 
-# Fault injection for the tests (tests/test_faults.py): "NAME:K" makes the K-th atomic write
-# of a file called NAME in this process stop half-way through its temp file with SIGKILL, the
-# way a kill -9 or a node loss would catch it. Read once: a run's own writes never set it.
-_KILL_IN_WRITE = os.environ.get("SCALING_FAULT_KILL_IN_WRITE", "")
+# Fault injection for the tests (tests/test_faults.py), off unless set: "ACTION@NAME:K" acts at
+# the K-th atomic write, in this process, of a file whose path ends in NAME:
+#   kill   SIGKILL this process half-way through the temp file (a kill -9, a node lost mid-write)
+#   eio    fail the write with EIO (a disk error): the run fails with an error, as it would
+FAULT_IN_WRITE = os.environ.get("SCALING_FAULT_IN_WRITE", "")
 _writes: dict[str, int] = {}
 
 
-def _maybe_die_mid_write(path: Path, tmp: Path) -> None:
-    name, _, k = _KILL_IN_WRITE.partition(":")
-    if name != path.name:
+def _fault(path: Path, tmp: Path) -> None:
+    action, _, rest = FAULT_IN_WRITE.partition("@")
+    name, _, k = rest.rpartition(":")
+    if not path.as_posix().endswith(name):
         return
     _writes[name] = _writes.get(name, 0) + 1
-    if str(_writes[name]) == k:
+    if str(_writes[name]) != k:
+        return
+    if action == "kill":
         with open(tmp, "r+b") as f:
             f.truncate(os.path.getsize(tmp) // 2)
-            f.flush()
             os.fsync(f.fileno())
         os.kill(os.getpid(), 9)
+    elif action == "eio":
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(tmp))
 
 
 # Errors that mean "this disk or directory refuses the write", not a bug: reported in one line.
@@ -121,8 +126,8 @@ def atomic_file(path: Path):
     tmp = Path(tmp)
     try:
         yield tmp
-        if _KILL_IN_WRITE:
-            _maybe_die_mid_write(path, tmp)
+        if FAULT_IN_WRITE:
+            _fault(path, tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)   # the data is on disk before the rename makes it visible

@@ -319,8 +319,9 @@ class TrainingRun:
             "history": list((rec or {}).get("history") or []),
             "set_aside": list((rec or {}).get("set_aside") or []) + self.set_aside,
         }
-        # A resumed start's step is known once the checkpoint is read: filled in by the next _mark.
-        self._mark(record, RunStatus.RUNNING, None if resume_from else 0)
+        # The step this start resumes from is known once the checkpoint is read (RunRecorder's
+        # on_start replaces this entry); a start that fails before that keeps it unknown.
+        self._mark(record, RunStatus.RUNNING, None)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_record(record)   # rank 0 only: the run has one record, whatever its world
         try:
@@ -391,6 +392,13 @@ class TrainingRun:
         stream = BatchStream(str(shards_dir), obj_cfg, cfg.seed, plan)
         recorder = self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), obj_cfg)
         recorder.on_validation = self.on_validation
+
+        def started(step: int) -> None:
+            # The checkpoint is read: the status history says where this start resumed, at
+            # once, so that it holds even for a start that is then killed.
+            self._mark(record, RunStatus.RUNNING, step)
+            self._write_record(record)
+        recorder.on_start = started
         self.checkpointing = Checkpointing(cfg, plan, ckpt_path)
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.
@@ -482,9 +490,8 @@ class TrainingRun:
     def _mark(self, record: dict, status: RunStatus, step: int | None) -> None:
         """Add `status` to the record's history (run.json keeps every attempt's start and end)."""
         history = record["history"]
-        recorder = getattr(self, "recorder", None)
-        if history and history[-1]["status"] == RunStatus.RUNNING and history[-1]["step"] is None and recorder:
-            history[-1]["step"] = recorder.start_step   # where this start resumed
+        if status == RunStatus.RUNNING and history and history[-1]["status"] == RunStatus.RUNNING and history[-1]["step"] is None:
+            history.pop()   # this start, until now without its step (the checkpoint was unread)
         history.append({
             "status": status.value, "step": step,
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

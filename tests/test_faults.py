@@ -1,0 +1,159 @@
+"""What a run guarantees when things go wrong (README: "What a run guarantees"), each on real
+runs: kill -9 anywhere (inside a checkpoint write too), a full or read-only disk, corrupt
+files, 16 runs finishing into one sweep at the same moment, a sweep relaunched after a
+partial failure.
+
+Tiny runs (20K parameters, bytes, seq_len 32). Killed runs are forked from this process,
+which has imported torch and Lightning already: a kill -9 of a real training process without
+paying a Python start-up per kill.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import threading
+import time
+import traceback
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from scaling import rundir
+from scaling.cli import main
+from scaling.config import TrainConfig
+from scaling.train import TrainingRun
+
+
+@pytest.fixture(scope="module")
+def shards():
+    from test_sweep_launch import tiny_shards
+
+    d = Path(tempfile.mkdtemp(prefix="scaling-faults-data-"))
+    yield tiny_shards(d / "shards")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def config(shards: Path, out: Path, tokens: int = 100_000, **kw) -> TrainConfig:
+    # 390 steps of ~30 ms: long enough to be killed a few times, checkpointed five times a second.
+    return TrainConfig(params="20K", tokens=tokens, out=str(out), data=str(shards), seq_len=32, batch_size=8,
+                       val_points=3, val_examples=32, progress=False, checkpoint_every_s=0.2, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(shards, tmp_path_factory):
+    """The uninterrupted runs the interrupted ones must match: (long, short) run records."""
+    base = tmp_path_factory.mktemp("reference")
+    return (TrainingRun(config(shards, base / "long")).fit(),
+            TrainingRun(config(shards, base / "short", tokens=30_000)).fit())
+
+
+def forked(fn) -> int:
+    """Run fn() in a child process; returns its pid (exit 0 when fn returns)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def killed(pid: int) -> bool:
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a whole checkpoint; fails the test on a damaged one."""
+    import torch
+
+    if not path.exists():
+        return None
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None, path
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def history_len(out: Path) -> int:
+    try:
+        return len(json.loads((out / "run.json").read_text())["history"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def wait_until(pred, timeout_s: float, what: str):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if got := pred():
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def starts(rec: dict) -> list[int]:
+    """The step each start of the run resumed from, from its status history."""
+    return [h["step"] for h in rec["history"] if h["status"] == "running"]
+
+
+def same_run(rec: dict, ref: dict) -> None:
+    assert rec["status"] == "completed", rec["error"]
+    assert rec["tokens_seen"] == ref["tokens_seen"]
+    assert rec["data_digest"] == ref["data_digest"]           # the same examples, each once
+    assert rec["val"]["mixed"]["loss"] == pytest.approx(ref["val"]["mixed"]["loss"], rel=0.01)
+
+
+# ------------------------------------------------------------------------- kill -9
+def test_kill_9_anywhere_resumes_from_the_last_complete_checkpoint(shards, reference, tmp_path):
+    """Four kills at seeded points: inside the first checkpoint write (nothing whole yet: the
+    rerun starts from scratch), at random moments, and inside a later checkpoint write. After
+    each, the checkpoint on disk is whole and the next start resumes from exactly its step;
+    the finished run equals the uninterrupted one."""
+    rng = random.Random(9)
+    out = tmp_path / "killed"
+    cfg = config(shards, out)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    points = [("write", 1), ("time", rng.uniform(0.3, 1.2)), ("write", rng.randint(2, 4)), ("time", rng.uniform(0.3, 1.2))]
+    found = []   # the step of the whole checkpoint each start finds (0: none, from scratch)
+    for kind, at in points:
+        found.append(checkpoint_step(ckpt) or 0)
+        n = history_len(out)
+
+        def child():
+            if kind == "write":   # SIGKILL half-way through the at-th checkpoint's temp file
+                rundir.FAULT_IN_WRITE = f"kill@checkpoints/last.ckpt:{at}"
+            TrainingRun(TrainConfig(**cfg.to_dict())).fit()
+        pid = forked(child)
+        if kind == "time":
+            wait_until(lambda: history_len(out) > n, 60, "the run to start")
+            time.sleep(at)
+            os.kill(pid, signal.SIGKILL)
+        assert killed(pid), f"the run was not killed at {kind} {at}"
+        step = checkpoint_step(ckpt)   # whole, or absent: never half-written
+        if kind == "write":
+            assert rundir.stale_temp_files(ckpt.parent), "the kill did not land inside a checkpoint write"
+            # the one found at the start if this attempt's first write was hit, else a newer whole one
+            assert (step or 0) == found[-1] if at == 1 else (step or 0) > found[-1], (at, step, found)
+        assert json.loads((out / "run.json").read_text())["status"] == "running"
+    found.append(checkpoint_step(ckpt) or 0)
+    assert found[-1] > 0 and len(set(found)) >= 3, found   # the kills did land at different steps
+
+    rec = TrainingRun(TrainConfig(**cfg.to_dict())).fit()
+    same_run(rec, reference[0])
+    assert starts(rec) == found and rec["restarts"] == len(points)
+    assert not rundir.stale_temp_files(ckpt.parent)   # the half-written files were cleared, never read
+    steps = pl.read_parquet(out / "metrics.parquet").filter(pl.col("split") == "val")["step"].to_list()
+    assert steps == sorted(set(steps))
