@@ -31,6 +31,7 @@ import pytest
 from scaling import rundir
 from scaling.cli import main
 from scaling.config import TrainConfig
+from scaling.errors import WriteError
 from scaling.train import TrainingRun
 
 
@@ -157,3 +158,91 @@ def test_kill_9_anywhere_resumes_from_the_last_complete_checkpoint(shards, refer
     assert not rundir.stale_temp_files(ckpt.parent)   # the half-written files were cleared, never read
     steps = pl.read_parquet(out / "metrics.parquet").filter(pl.col("split") == "val")["step"].to_list()
     assert steps == sorted(set(steps))
+
+
+# ------------------------------------------------------ a full or read-only disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 MB tmpfs of its own, to fill up or make read-only under a running run."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        reason = f"cannot mount a tmpfs to fill up ({r.stderr.strip() or r.returncode}): needs root, as in CI"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def remount(mnt: Path, options: str) -> bool:
+    return subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_full_or_read_only_disk_is_one_line_and_the_checkpoint_survives(shards, reference, small_disk, fault, capsys):
+    """Once the run has a checkpoint, its disk fills up (no room left for the next one) or is
+    remounted read-only: the run stops with one line naming the file and the reason, exit 2;
+    the checkpoint it had is whole, and a rerun with room again resumes from it."""
+    out = small_disk / "run"
+    cfg = config(shards, out, tokens=30_000)
+    ckpt = out / "checkpoints" / "last.ckpt"
+
+    def squeeze():
+        wait_until(ckpt.exists, 60, "the first checkpoint")
+        def done():
+            if fault == "full":   # room for what is there now and 32 KB: not for a second checkpoint
+                return remount(small_disk, f"size={shutil.disk_usage(small_disk).used + 32 * 1024}")
+            return remount(small_disk, "ro")   # busy while a file is being written: try again
+        wait_until(done, 30, f"the disk to be {fault}")
+    t = threading.Thread(target=squeeze, daemon=True)
+    t.start()
+    with pytest.raises(WriteError) as e:   # a UserError: `scaling train` prints "error: <this>", exits 2
+        TrainingRun(cfg).fit()
+    t.join(5)
+    err = str(e.value)
+    reason = "No space left on device" if fault == "full" else "Read-only file system"
+    assert "\n" not in err and reason in err and str(ckpt) in err, err
+    assert e.value.exit_code == 2 and "Traceback" not in capsys.readouterr().err
+    step = checkpoint_step(ckpt)
+    assert step and step < 117
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    assert not rundir.stale_temp_files(ckpt.parent)
+
+    assert remount(small_disk, "rw,size=16m")
+    rec = TrainingRun(TrainConfig(**cfg.to_dict())).fit()
+    same_run(rec, reference[1])
+    assert starts(rec)[-1] == step
+
+
+# ------------------------------------------------------------------ corrupt files
+def killed_with_a_checkpoint(cfg: TrainConfig) -> int:
+    """A run killed -9 once it has a checkpoint; returns that checkpoint's step."""
+    out = Path(cfg.out)
+    pid = forked(lambda: TrainingRun(TrainConfig(**cfg.to_dict())).fit())
+    wait_until((out / "checkpoints" / "last.ckpt").exists, 60, "a checkpoint")
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    assert killed(pid)
+    return checkpoint_step(out / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.parametrize("damaged", ["checkpoint", "run.json"])
+def test_a_corrupt_checkpoint_or_record_is_named_and_the_run_restarts(shards, reference, tmp_path, damaged, capsys):
+    """A truncated checkpoint is named and set aside, and the run restarts from scratch (the
+    last state it can trust); a truncated run.json is named and set aside, and the run resumes
+    from its checkpoint. Either way the run ends as the uninterrupted one."""
+    cfg = config(shards, tmp_path / "run", tokens=30_000)
+    step = killed_with_a_checkpoint(cfg)
+    path = Path(cfg.out) / ("checkpoints/last.ckpt" if damaged == "checkpoint" else "run.json")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    rec = TrainingRun(TrainConfig(**cfg.to_dict())).fit()
+    err = capsys.readouterr().err
+    assert f"warning: {path}: " in err and f"moved to {path}.corrupt" in err, err
+    assert Path(f"{path}.corrupt").read_bytes() == data[: len(data) // 2]   # kept for a post-mortem
+    same_run(rec, reference[1])
+    assert starts(rec)[-1] == (0 if damaged == "checkpoint" else step)
+    assert str(path) in rec["set_aside"][0]
