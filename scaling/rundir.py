@@ -168,6 +168,26 @@ def write_parquet_atomic(df, path: Path) -> None:
         df.write_parquet(tmp)
 
 
+# metrics.parquet: one row per logged step ("train") and per validation point ("val").
+METRICS_SCHEMA = {
+    "split": "Utf8", "step": "Int64", "tokens": "Int64", "flops": "Float64", "lr": "Float64",
+    "train_loss": "Float64", "train_loss_denoise": "Float64", "train_loss_clm": "Float64",
+    "tokens_per_s": "Float64", "mfu": "Float64", "wall_s": "Float64",
+    "val_loss": "Float64", "val_loss_denoise": "Float64", "val_loss_clm": "Float64",
+    "val_bpb": "Float64", "val_bpb_denoise": "Float64", "val_bpb_clm": "Float64",
+    "val_se": "Float64",
+}
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """The run's metrics rows (RunRecorder's) as RUN/metrics.parquet, atomically."""
+    import polars as pl
+
+    schema = {k: getattr(pl, t) for k, t in METRICS_SCHEMA.items()}
+    df = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+    write_parquet_atomic(df, Path(run_dir) / METRICS)
+
+
 def read_run_json(run_dir: Path) -> dict | None:
     """The run's record, or None if the directory holds none yet.
 

@@ -47,7 +47,7 @@ from scaling.rundir import (
     last_checkpoint,
     read_run_json,
     stale_temp_files,
-    write_parquet_atomic,
+    write_metrics,
 )
 from scaling.signals import checkpoint_signal_held
 
@@ -462,7 +462,7 @@ class TrainingRun:
                 "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
             }
         if trainer.global_rank == 0:
-            self._write_metrics(recorder.rows)
+            write_metrics(self.run_dir, recorder.rows)
         if recorder.diverged:
             record["status"] = RunStatus.DIVERGED.value
             record["error"] = recorder.diverged
@@ -497,20 +497,6 @@ class TrainingRun:
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "job": os.environ.get("SLURM_JOB_ID") or None,
         })
-
-    def _write_metrics(self, rows):
-        import polars as pl
-
-        schema = {
-            "split": pl.Utf8, "step": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "lr": pl.Float64,
-            "train_loss": pl.Float64, "train_loss_denoise": pl.Float64, "train_loss_clm": pl.Float64,
-            "tokens_per_s": pl.Float64, "mfu": pl.Float64, "wall_s": pl.Float64,
-            "val_loss": pl.Float64, "val_loss_denoise": pl.Float64, "val_loss_clm": pl.Float64,
-            "val_bpb": pl.Float64, "val_bpb_denoise": pl.Float64, "val_bpb_clm": pl.Float64,
-            "val_se": pl.Float64,
-        }
-        df = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
-        write_parquet_atomic(df, self.run_dir / METRICS)
 
     def _write_record(self, record):
         if self.process.is_main:

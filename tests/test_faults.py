@@ -73,9 +73,18 @@ def forked(fn) -> int:
     return pid
 
 
-def killed(pid: int) -> bool:
-    _, status = os.waitpid(pid, 0)
-    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+def killed(pid: int, timeout_s: float = 120) -> bool:
+    """Whether the child died of SIGKILL. A child still alive after timeout_s (it finished
+    its run instead, and a forked child can hang in polars) is killed, and counts as not."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -246,3 +255,131 @@ def test_a_corrupt_checkpoint_or_record_is_named_and_the_run_restarts(shards, re
     same_run(rec, reference[1])
     assert starts(rec)[-1] == (0 if damaged == "checkpoint" else step)
     assert str(path) in rec["set_aside"][0]
+
+
+# ---------------------------------------------------- sweeps: 16 at once, relaunches
+SIZES, TOKENS = ["20K", "25K", "30K", "40K"], ["2K", "3K", "4K", "5K"]
+
+
+def grid_file(path: Path, shards: Path, sizes=SIZES, tokens=TOKENS) -> Path:
+    path.write_text(textwrap.dedent(f"""
+        [sweep]
+        name = "faults"
+        kind = "grid"
+        vocab_size = 260
+        [train]
+        data = "{shards}"
+        seq_len = 32
+        batch_size = 8
+        val_points = 2
+        val_examples = 16
+        log_every = 50
+        [grid]
+        sizes = {json.dumps(sizes)}
+        tokens = {json.dumps(tokens)}
+    """))
+    return path
+
+
+# One of 16 processes finishing a run: the run's last writes (rundir.write_metrics, then the
+# record), started together on a signal file. A fresh process: polars (which writes the
+# metrics) is not fork-safe once its threads run.
+FINISH = """
+import json, os, pickle, sys, time
+from pathlib import Path
+from scaling import rundir
+run, go = Path(sys.argv[1]), Path(sys.argv[2])
+record, rows = pickle.loads((run / "finish.pkl").read_bytes())
+(run / "finish.pkl").unlink()
+(run / "ready").touch()
+while not go.exists():
+    time.sleep(0.001)
+rundir.write_metrics(run, rows)
+rundir.atomic_write_json(run / rundir.RUN_JSON, record)
+(run / "ready").unlink()
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_at_once(shards, tmp_path_factory):
+    """A sweep of 16 real runs (trained here, one after another) whose last writes -- the
+    metrics table and the completed run.json -- are then made by 16 processes at the same
+    moment, through the trainer's own writers."""
+    import pickle
+    import sys
+
+    from scaling.sweep.jobs import TrainJob
+    from scaling.sweep.launch import _merge
+    from scaling.sweep.ledger import Ledger
+    from scaling.sweep.spec import load_sweep
+
+    base = tmp_path_factory.mktemp("sixteen")
+    sweep = load_sweep(grid_file(base / "faults.toml", shards))
+    out = base / "sweep"
+    ledger = Ledger(out, sweep.name, sweep.kind)
+    _merge(ledger, sweep)
+    ledger.save()
+    assert len(ledger.runs) == 16
+    for name, entry in ledger.runs.items():
+        rd = ledger.run_dir(name)
+        rec = TrainJob({**entry.config, "out": str(rd), "progress": False}, str(ledger.job_record(name)))()
+        rows = pl.read_parquet(rd / "metrics.parquet").to_dicts()
+        (rd / "metrics.parquet").unlink()
+        rundir.atomic_write_json(rd / "run.json", {**rec, "status": "running", "val": None})   # as while training
+        (rd / "finish.pkl").write_bytes(pickle.dumps((rec, rows)))
+    go = base / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", FINISH, str(ledger.run_dir(n)), str(go)]) for n in ledger.runs]
+    wait_until(lambda: all((ledger.run_dir(n) / "ready").exists() for n in ledger.runs)
+               or any(p.poll() is not None for p in procs), 120, "16 processes ready to finish")
+    go.touch()
+    assert [p.wait(timeout=120) for p in procs] == [0] * 16
+    return base
+
+
+def test_16_runs_finishing_at_once_are_all_collected(finished_at_once, capsys):
+    out = finished_at_once / "sweep"
+    assert main(["sweep", "collect", str(out)]) == 0
+    assert "16 runs: 16 completed" in capsys.readouterr().out
+    res = pl.read_parquet(out / "results.parquet")
+    assert res.height == 16 and res["status"].to_list() == ["completed"] * 16 and res["loss"].is_not_null().all()
+    assert pl.read_parquet(out / "curves.parquet")["run"].n_unique() == 16
+    for d in (out / "runs").iterdir():   # every file whole, no temp file left
+        rec = json.loads((d / "run.json").read_text())
+        assert rec["status"] == "completed" and pl.read_parquet(d / "metrics.parquet").height > 0
+        assert json.loads((out / "jobs" / f"{d.name}.json").read_text())["starts"] == 1
+        assert not rundir.stale_temp_files(d)
+
+
+def test_damaged_files_of_one_run_leave_status_and_collect_working_for_the_others(finished_at_once, capsys):
+    """A truncated run.json and an unreadable metrics table: `status` and `collect` report
+    every other run, name each damaged file with its path, and exit 2; a plain relaunch
+    reruns the run without a record (from scratch) and nothing else."""
+    from scaling.sweep.launch import launch
+    from scaling.sweep.spec import load_sweep
+
+    out = finished_at_once / "damaged"
+    shutil.copytree(finished_at_once / "sweep", out)
+    runs = sorted((out / "runs").iterdir())
+    bad_rec, bad_metrics = runs[0] / "run.json", runs[1] / "metrics.parquet"
+    loss_before = json.loads(bad_rec.read_text())["val"]["mixed"]["loss"]
+    bad_rec.write_text(bad_rec.read_text()[:40])
+    bad_metrics.write_bytes(b"PAR1 not really")
+    capsys.readouterr()
+    assert main(["sweep", "status", str(out)]) == 2
+    got = capsys.readouterr()
+    assert "16 runs: 15 completed, 1 corrupt" in got.out
+    assert f"error: {bad_rec}: run record is not valid JSON" in got.err and "Traceback" not in got.err
+    assert main(["sweep", "collect", str(out)]) == 2
+    got = capsys.readouterr()
+    assert f"error: {bad_metrics}: metrics table is unreadable" in got.err and str(bad_rec) in got.err
+    res = pl.read_parquet(out / "results.parquet")
+    assert res.filter(pl.col("status") == "completed").height == 15 and res.height == 16
+    assert set(pl.read_parquet(out / "curves.parquet")["run"]) == {r.name for r in runs[2:]}
+
+    sweep = load_sweep(finished_at_once / "faults.toml")
+    again = launch(sweep, "debug", out, progress=False)
+    assert again.submitted == [runs[0].name] and not again.errors
+    assert list(again.skipped) == ["completed"] and sorted(again.skipped["completed"]) == [r.name for r in runs[1:]]
+    rec = json.loads(bad_rec.read_text())
+    assert rec["status"] == "completed" and rec["val"]["mixed"]["loss"] == pytest.approx(loss_before, rel=0.01)
+    assert Path(f"{bad_rec}.corrupt").exists()
