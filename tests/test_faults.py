@@ -383,3 +383,37 @@ def test_damaged_files_of_one_run_leave_status_and_collect_working_for_the_other
     rec = json.loads(bad_rec.read_text())
     assert rec["status"] == "completed" and rec["val"]["mixed"]["loss"] == pytest.approx(loss_before, rel=0.01)
     assert Path(f"{bad_rec}.corrupt").exists()
+
+
+def test_a_relaunch_after_a_partial_failure_reruns_only_what_failed(finished_at_once, shards, tmp_path, monkeypatch):
+    """Three runs, one of which fails mid-training (a disk error on a checkpoint write): the
+    relaunch reruns that one only, and the sweep's results equal those of the same runs in a
+    sweep that never failed (the 16 above), losses within run-to-run noise."""
+    from scaling.sweep.collect import results_table
+    from scaling.sweep.launch import launch
+    from scaling.sweep.spec import load_sweep
+    from scaling.sweep.status import sweep_states
+
+    f = grid_file(tmp_path / "faults.toml", shards, sizes=SIZES[:3], tokens=TOKENS[-1:])
+    f.write_text(f.read_text().replace("log_every = 50", "log_every = 50\ncheckpoint_every_s = 0.001"))
+    sweep = load_sweep(f)
+    bad = sweep.runs[1].name
+    monkeypatch.setattr(rundir, "FAULT_IN_WRITE", f"eio@runs/{bad}/checkpoints/last.ckpt:3")
+    monkeypatch.setattr(rundir, "_writes", {})
+    out = tmp_path / "sweep"
+    first = launch(sweep, "debug", out, progress=False)
+    assert list(first.errors) == [bad] and "Input/output error" in first.errors[bad]
+    rec = json.loads((out / "runs" / bad / "run.json").read_text())
+    assert rec["status"] == "failed" and 0 < rec["history"][-1]["step"] < rec["steps"]
+
+    monkeypatch.setattr(rundir, "FAULT_IN_WRITE", "")
+    again = launch(load_sweep(f), "debug", out, retry_failed=True, progress=False)
+    assert again.submitted == [bad] and not again.errors
+    assert sorted(again.skipped["completed"]) == sorted(r.name for r in sweep.runs if r.name != bad)
+    assert main(["sweep", "collect", str(out)]) == 0
+    cols = ["run", "params", "params_nonembed", "tokens", "flops", "status"]
+    got = pl.read_parquet(out / "results.parquet").sort("run")
+    ref = results_table(sweep_states(finished_at_once / "sweep")).filter(pl.col("run").is_in(got["run"].to_list())).sort("run")
+    assert got.height == 3 and got.select(cols).equals(ref.select(cols))
+    for a, b in zip(got["loss"], ref["loss"]):
+        assert a == pytest.approx(b, rel=0.01)
