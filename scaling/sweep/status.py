@@ -27,6 +27,7 @@ from scaling.sweep.ledger import JOBS, LAUNCHES, RUNS, Job, Ledger, RunEntry, lo
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
 FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+LOST = {"NODE_FAIL", "BOOT_FAIL"}   # the machine failed, not the run
 # Final states of a run, in the order the summary shows them.
 ORDER = ("completed", "running", "pending", "failed", "diverged", "cancelled", "timeout",
          "preempted", "interrupted", "corrupt", "not launched")
@@ -271,6 +272,10 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
         st.state, st.error = "preempted", rec.get("error")
     elif sstate in ("TIMEOUT", "PREEMPTED"):
         st.state = "timeout"
+    elif sstate in LOST and (status is None or status.resumable):
+        # The node went down under the job: not the run's failure. Its last checkpoint is
+        # whole (atomic writes), so a plain relaunch resumes it.
+        st.state, st.error = "interrupted", f"job {job.job_id} ended {sstate} (its node was lost); a relaunch resumes"
     elif sstate in FAILED:
         st.state = "failed"
         st.error = job_error(dir, job) or f"job {job.job_id} ended {sstate}"
