@@ -10,8 +10,8 @@ paying a Python start-up per kill.
 
 from __future__ import annotations
 
+import fcntl
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -282,18 +282,17 @@ def grid_file(path: Path, shards: Path, sizes=SIZES, tokens=TOKENS) -> Path:
 
 
 # One of 16 processes finishing a run: the run's last writes (rundir.write_metrics, then the
-# record), started together on a signal file. A fresh process: polars (which writes the
-# metrics) is not fork-safe once its threads run.
+# record), all released at once when the parent lets go of its lock on the `go` file. A fresh
+# process: polars (which writes the metrics) is not fork-safe once its threads run.
 FINISH = """
-import json, os, pickle, sys, time
+import fcntl, pickle, sys
 from pathlib import Path
 from scaling import rundir
-run, go = Path(sys.argv[1]), Path(sys.argv[2])
+run, go = Path(sys.argv[1]), open(sys.argv[2])
 record, rows = pickle.loads((run / "finish.pkl").read_bytes())
 (run / "finish.pkl").unlink()
 (run / "ready").touch()
-while not go.exists():
-    time.sleep(0.001)
+fcntl.flock(go, fcntl.LOCK_SH)   # blocks until the parent releases its exclusive lock
 rundir.write_metrics(run, rows)
 rundir.atomic_write_json(run / rundir.RUN_JSON, record)
 (run / "ready").unlink()
@@ -328,10 +327,13 @@ def finished_at_once(shards, tmp_path_factory):
         rundir.atomic_write_json(rd / "run.json", {**rec, "status": "running", "val": None})   # as while training
         (rd / "finish.pkl").write_bytes(pickle.dumps((rec, rows)))
     go = base / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", FINISH, str(ledger.run_dir(n)), str(go)]) for n in ledger.runs]
-    wait_until(lambda: all((ledger.run_dir(n) / "ready").exists() for n in ledger.runs)
-               or any(p.poll() is not None for p in procs), 120, "16 processes ready to finish")
     go.touch()
+    with open(go) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        procs = [subprocess.Popen([sys.executable, "-c", FINISH, str(ledger.run_dir(n)), str(go)]) for n in ledger.runs]
+        wait_until(lambda: all((ledger.run_dir(n) / "ready").exists() for n in ledger.runs)
+                   or any(p.poll() is not None for p in procs), 120, "16 processes ready to finish")
+        time.sleep(0.1)   # from `ready` to the lock call
     assert [p.wait(timeout=120) for p in procs] == [0] * 16
     return base
 
