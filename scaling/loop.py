@@ -42,9 +42,9 @@ def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> 
 
 def example_hashes(idx: np.ndarray) -> np.ndarray:
     """An odd 64-bit number per example index (as int64): the weights of the data digest."""
-    from scaling.objectives import _splitmix
+    from scaling.objectives import splitmix64
 
-    return (_splitmix(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
+    return (splitmix64(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
 
 
 # ------------------------------------------------------------------ the data

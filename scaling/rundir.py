@@ -78,6 +78,16 @@ class RunStatus(str, enum.Enum):
 STATUSES = tuple(s.value for s in RunStatus)
 
 
+def temp_dir_beside(final: Path) -> Path:
+    """A fresh directory next to `final`, to fill and then rename into place whole (the atomic
+    directory write of shards and the corpus cache; a reader never sees half of one). Its mode
+    is the usual one (mkdtemp's 0700 would make a shared cache private); its name,
+    .FINAL.tmp-XXXX, marks a leftover of a killed builder."""
+    tmp = Path(tempfile.mkdtemp(dir=Path(final).parent, prefix=f".{Path(final).name}.tmp-"))
+    usual_mode(tmp, directory=True)
+    return tmp
+
+
 # Fault injection for the tests (tests/test_faults.py), off unless set: "ACTION@NAME:K" acts at
 # the K-th atomic write, in this process, of a file whose path ends in NAME:
 #   kill   SIGKILL this process half-way through the temp file (a kill -9, a node lost mid-write)

@@ -71,7 +71,6 @@ def val_schedule(total_steps: int, points: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- device peak
-_PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "V100": 125e12}
 _cpu_peak_cache: dict[int, float] = {}
 
 
@@ -118,11 +117,13 @@ def measure_cpu_peak(seconds: float = 0.3) -> float:
 def device_peak(device: str, precision: str) -> tuple[float, str]:
     """(peak FLOP/s, device name) used for MFU."""
     if device == "cuda":
+        from scaling.cost import PEAK_BF16, peak_bf16
+
         name = torch.cuda.get_device_name()
-        for key, peak in _PEAKS_BF16.items():
-            if key in name:
-                return (peak if "bf16" in precision else peak / 2), name
-        return 989e12, name
+        peak = peak_bf16(name)
+        if peak is not None:
+            return (peak if "bf16" in precision else peak / 2), name
+        return PEAK_BF16["H100"], name   # an unknown GPU: taken as an H100
     return measure_cpu_peak(), f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -152,7 +153,7 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     world = cfg.devices * cfg.num_nodes
     share = cfg.batch_size // world            # TrainConfig.check: a multiple of world
     micro = cfg.micro_batch or share
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    tokens_per_step = cfg.tokens_per_step
     budget = parse_count(cfg.tokens, "token budget")
     steps = budget // tokens_per_step
     if steps < 1:

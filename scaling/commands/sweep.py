@@ -67,7 +67,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
         total_c += r.flops
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
-                     str(res.world), f"{r.tokens // (r.config.batch_size * r.config.seq_len):,}",
+                     str(res.world), f"{r.tokens // r.config.tokens_per_step:,}",
                      _lr_cell(r), _hms(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]

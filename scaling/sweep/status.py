@@ -61,13 +61,23 @@ class RunState:
         rec = self.record or {}
         if self.state == "running" and self.step is not None:
             cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
-            per_step = rec.get("tokens_per_step") or cfg.get("batch_size", 0) * cfg.get("seq_len", 0)  # global batch
+            per_step = rec.get("tokens_per_step") or _tokens_per_step(cfg)
             return self.step * per_step
         return rec.get("tokens_seen")
 
     def to_dict(self) -> dict:
         return {"run": self.name, "state": self.state, "error": self.error, "requeues": self.requeues,
                 "job_id": self.job_id, "scheduler": self.scheduler}
+
+
+def _tokens_per_step(cfg: dict) -> int:
+    """TrainConfig.tokens_per_step of a stored config; 0 when it does not read as one."""
+    from scaling.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(cfg).tokens_per_step
+    except (UserError, TypeError):
+        return 0
 
 
 # ------------------------------------------------------------------- schedulers

@@ -65,7 +65,7 @@ class TrialJob(TrainJob):
             **spec["template"], **Space.values(trial.params), "progress": False,
             "out": str(out / spec["key"] / TRIALS_DIR / str(n)), "extra": {"tune": str(out), "trial": n},
         })
-        points = val_schedule(cfg.tokens // (cfg.batch_size * cfg.seq_len), cfg.val_points)
+        points = val_schedule(cfg.tokens // cfg.tokens_per_step, cfg.val_points)
 
         def on_validation(step: int, row: dict) -> bool:
             loss = row.get("val_loss")
