@@ -222,18 +222,21 @@ class TrainingRun:
             os.replace(path, aside)
         except FileNotFoundError:
             pass   # another rank of this run moved it first
+        except OSError as e:
+            raise WriteError(f"{path}: {why}, and it cannot be moved aside ({os.strerror(e.errno)})") from None
         self.set_aside.append(f"{why}; moved to {aside.name}")
         print(f"warning: {why}; moved to {aside}", file=sys.stderr)
 
-    def _good_checkpoint(self) -> Path | None:
+    def _good_checkpoint(self, main: bool = True) -> Path | None:
         """checkpoints/last.ckpt if it is whole. Every write is atomic, so a bad one is damage
         from outside (a disk, a copy, a hand): it is set aside and the run starts from scratch,
         which is the last state that can be trusted. A torch checkpoint is a zip archive: its
         directory and every member's CRC are checked (one read of the file, which the load
-        that follows then finds in the page cache)."""
+        that follows then finds in the page cache). Every rank of a DDP run checks, and comes
+        to the same verdict; only the main one cleans up and moves files."""
         import zipfile
 
-        for tmp in stale_temp_files(self.run_dir / CKPT_DIR):
+        for tmp in stale_temp_files(self.run_dir / CKPT_DIR) if main else []:
             tmp.unlink(missing_ok=True)   # a write killed half-way: never read, only in the way
         path = last_checkpoint(self.run_dir)
         if path is None:
@@ -246,7 +249,8 @@ class TrainingRun:
             why = f"{type(e).__name__}: {e}"
         if why is None:
             return path
-        self._set_aside(path, f"{path}: checkpoint is corrupt ({why}); training restarts from step 0")
+        if main:
+            self._set_aside(path, f"{path}: checkpoint is corrupt ({why}); training restarts from step 0")
         return None
 
     def fit(self) -> dict:
@@ -282,7 +286,7 @@ class TrainingRun:
         if train_shards.n_tokens < cfg.seq_len:
             raise UserError(f"{shards_dir}: training split has {train_shards.n_tokens} tokens, fewer than one window of {cfg.seq_len}")
         ckpt_path = self.run_dir / CKPT_DIR / LAST_CKPT
-        resume_from = self._good_checkpoint() if proc.is_main else last_checkpoint(self.run_dir)
+        resume_from = self._good_checkpoint(proc.is_main)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = {
             "name": self.run_dir.name,
@@ -323,8 +327,7 @@ class TrainingRun:
         # The step this start resumes from is known once the checkpoint is read (RunRecorder's
         # on_start replaces this entry); a start that fails before that keeps it unknown.
         self._mark(record, RunStatus.RUNNING, None)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_record(record)   # rank 0 only: the run has one record, whatever its world
+        self._write_record(record)   # makes the run directory (rundir.atomic_file)   # rank 0 only: the run has one record, whatever its world
         try:
             self._train(plan, shards_dir, obj_cfg, ckpt_path, resume_from, record)
         except KeyboardInterrupt:
