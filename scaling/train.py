@@ -564,7 +564,8 @@ def _first_line(e: BaseException) -> str:
 def _versions() -> dict:
     import lightning
 
+    # str(): torch's version is a str subclass, and the record holds plain data only.
     return {
-        "scaling": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+        "scaling": __version__, "torch": str(torch.__version__), "lightning": lightning.__version__,
         "numpy": np.__version__, "python": platform.python_version(),
     }

@@ -325,7 +325,7 @@ def finished_at_once(shards, tmp_path_factory):
         rows = pl.read_parquet(rd / "metrics.parquet").to_dicts()
         (rd / "metrics.parquet").unlink()
         rundir.atomic_write_json(rd / "run.json", {**rec, "status": "running", "val": None})   # as while training
-        (rd / "finish.pkl").write_bytes(pickle.dumps((rec, rows)))
+        (rd / "finish.pkl").write_bytes(pickle.dumps((json.loads(json.dumps(rec)), rows)))   # plain data
     go = base / "go"
     go.touch()
     with open(go) as lock:
