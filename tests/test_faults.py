@@ -99,10 +99,12 @@ def checkpoint_step(path: Path) -> int | None:
 
 
 def history_len(out: Path) -> int:
+    """Entries in the run's status history, counting a start only once it has read its checkpoint."""
     try:
-        return len(json.loads((out / "run.json").read_text())["history"])
+        history = json.loads((out / "run.json").read_text())["history"]
     except (OSError, ValueError, KeyError):
         return 0
+    return len(history) - (1 if history and history[-1]["step"] is None else 0)
 
 
 def wait_until(pred, timeout_s: float, what: str):
@@ -148,7 +150,7 @@ def test_kill_9_anywhere_resumes_from_the_last_complete_checkpoint(shards, refer
             TrainingRun(TrainConfig(**cfg.to_dict())).fit()
         pid = forked(child)
         if kind == "time":
-            wait_until(lambda: history_len(out) > n, 60, "the run to start")
+            wait_until(lambda: history_len(out) > n, 60, "the run to start training")
             time.sleep(at)
             os.kill(pid, signal.SIGKILL)
         assert killed(pid), f"the run was not killed at {kind} {at}"
