@@ -189,12 +189,14 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_with_its_status_histor
     """A job reaching its time limit: its limit is cut to 1 minute while it runs (`scontrol
     update`), less than the 90 s signal delay, so Slurm sends USR2 at its next check; the job
     checkpoints and submitit requeues it; the second start resumes there and finishes, and
-    run.json tells the whole story. (A real 3-minute limit would cost minutes.)"""
+    run.json tells the whole story. (A real 3-minute limit would cost minutes. About 65 s: the
+    controller checks limits every 30 s, and with 300K tokens 2 of 4 runs had finished before
+    the signal came.)"""
     monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
     f = sweep_file(tmp_path, shards, "lim", """
         [grid]
         sizes = ["100K"]
-        tokens = ["300K"]
+        tokens = ["1M"]
     """)
     out = tmp_path / "lim"
     res = launch(load_sweep(f), "slurm", out, progress=False)
@@ -209,7 +211,9 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_with_its_status_histor
         except (OSError, ValueError):
             return {}
 
-    wait_until(lambda: (job_record().get("step") or 0) >= 20, 150, "the run to train 20 steps")
+    # As soon as it trains: Slurm checks time limits every 30 s, and the run must still be
+    # training when the signal comes (1M tokens: about 40 s of steps at least).
+    wait_until(lambda: (job_record().get("step") or 0) >= 1, 150, "the run to train")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], check=True)
     wait_until(lambda: job_record().get("checkpointed"), 90, "USR2 before the time limit, and a checkpoint")
     # The requeued job gets a limit it can finish in (the one minute would signal it again).
@@ -219,7 +223,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_with_its_status_histor
     assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
     rec = job_record()
     k = rec["checkpoint_steps"][0]
-    assert rec["requeues"] == 1 and rec["start_step"] == k and 20 <= k < steps, rec
+    assert rec["requeues"] == 1 and rec["start_step"] == k and 0 < k < steps, rec
     assert [(h["status"], h["step"]) for h in st.record["history"]] == [
         ("running", 0), ("preempted", k), ("running", k), ("completed", steps)]
     assert {h["job"] for h in st.record["history"]} == {job_id}
