@@ -35,8 +35,16 @@ def _load(name: str):
         raise
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in this project's form: one `error:` line, exit code 2 (the
+    usage is one --help away). Sub-commands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="scaling",
         description="Compute-optimal scaling laboratory for encoder-decoder Transformers: "
         "corpus -> token shards (prepare) -> runs (train, sweep) -> results table (sweep collect) "
@@ -62,7 +70,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:   # --help, --version (0) or a bad argument (2, its line printed)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

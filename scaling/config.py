@@ -171,6 +171,12 @@ class TrainConfig:
             raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
         return cls(**d)
 
+    @property
+    def tokens_per_step(self) -> int:
+        """Source tokens per optimizer step: the global batch (over all processes) x seq_len.
+        The one definition: the trainer's plan, a sweep's budgets, tune and status use it."""
+        return self.batch_size * self.seq_len
+
     def identity(self) -> dict:
         """The fields that define WHAT is trained; a run directory may only be resumed with
         the same identity. Execution details (progress bar, logging cadence, device, how many

@@ -31,7 +31,6 @@ import re
 import shutil
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 from scaling.errors import UserError
@@ -251,10 +250,9 @@ def extract_file(path: str) -> list[tuple[str, list[str]]]:
 
 
 def _n_workers() -> int:
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:
-        return max(1, min(os.cpu_count() or 1, 8))
+    from scaling.threads import worker_processes
+
+    return worker_processes()
 
 
 def build_default_corpus(out_dir: Path, progress: bool = True) -> dict:
@@ -346,10 +344,9 @@ def default_corpus_dir(progress: bool = True) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(final.parent)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
-    from scaling.rundir import usual_mode
+    from scaling.rundir import temp_dir_beside
 
-    usual_mode(tmp, directory=True)  # mkdtemp's 0700 would make the shared cache private
+    tmp = temp_dir_beside(final)
     try:
         prov = build_default_corpus(tmp, progress=progress)
         if prov["n_docs"] == 0:

@@ -10,6 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 
 
+# Peak dense bf16 FLOP/s by GPU kind (vendor figures; V100 has no bf16: its fp16 tensor peak).
+# The one table: the bill (default_gpus), the trainer's MFU (train.device_peak) and a sweep's
+# time estimate (sweep.spec) all read it.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "V100": 125e12}
+
+
+def peak_bf16(device_name: str) -> float | None:
+    """The bf16 peak of a GPU from its name as torch reports it ('NVIDIA H100 80GB HBM3'), or None."""
+    return next((peak for key, peak in PEAK_BF16.items() if key in device_name), None)
+
+
 @dataclass
 class GPU:
     name: str
@@ -20,8 +31,8 @@ class GPU:
 
 def default_gpus() -> dict:
     return {
-        "A100": GPU("A100", 312e12, 0.40, 2.0),    # A100 SXM 40/80GB: 312 TFLOP/s bf16, 400 W
-        "H100": GPU("H100", 989e12, 0.70, 4.0),    # H100 SXM: 989 TFLOP/s bf16, 700 W
+        "A100": GPU("A100", PEAK_BF16["A100"], 0.40, 2.0),    # A100 SXM 40/80GB: 312 TFLOP/s bf16, 400 W
+        "H100": GPU("H100", PEAK_BF16["H100"], 0.70, 4.0),    # H100 SXM: 989 TFLOP/s bf16, 700 W
     }
 
 

@@ -30,7 +30,6 @@ import platform
 import re
 import shutil
 import sys
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ from typing import Sequence
 import numpy as np
 
 from scaling.errors import UserError
+from scaling.objectives import GOLDEN, mix64
+from scaling.rundir import temp_dir_beside
 from scaling.tokenizer import (
     CLM_ID,
     EOS_ID,
@@ -318,10 +319,7 @@ def split_mask(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
     if n_docs == 0 or val_fraction <= 0:
         return np.zeros(n_docs, dtype=bool)
     with np.errstate(over="ignore"):
-        z = np.arange(n_docs, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        z = mix64(np.arange(n_docs, dtype=np.uint64) + np.uint64((seed * int(GOLDEN)) % 2**64))
     u = (z >> np.uint64(11)).astype(np.float64) / 2.0**53
     mask = u < val_fraction
     if not mask.any():
@@ -487,8 +485,7 @@ def prepare(
 
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    _usual_mode(tmp)
+    tmp = temp_dir_beside(out)
     ok = False
     try:
         if cfg.tokenizer == "bytes":
@@ -540,13 +537,6 @@ def prepare(
                 except OSError:
                     break
     return out
-
-
-def _usual_mode(path: Path) -> None:
-    """mkdtemp makes 0700 directories; the renamed result should read like any other (umask)."""
-    from scaling.rundir import usual_mode
-
-    usual_mode(path, directory=True)
 
 
 def _install(tmp: Path, out: Path, force: bool, identity: dict, source_hash: str) -> None:

@@ -9,3 +9,10 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class WriteError(UserError, OSError):
+    """A file of a run or a sweep could not be written: the disk is full, the directory is
+    read-only or not ours. One line naming the file and the system's reason, exit code 2; the
+    file it would have replaced is untouched (rundir.atomic_file). Also an OSError, so code that
+    tolerates an unwritable cache (`except OSError`) keeps doing so."""

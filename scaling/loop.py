@@ -42,9 +42,9 @@ def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> 
 
 def example_hashes(idx: np.ndarray) -> np.ndarray:
     """An odd 64-bit number per example index (as int64): the weights of the data digest."""
-    from scaling.objectives import _splitmix
+    from scaling.objectives import splitmix64
 
-    return (_splitmix(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
+    return (splitmix64(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
 
 
 # ------------------------------------------------------------------ the data
@@ -177,6 +177,7 @@ class RunRecorder(L.Callback):
         self.final_val: dict | None = None
         self.diverged: str | None = None      # why, once the run diverged
         self.on_validation = None             # TrainingRun's hook: (step, val row) -> True stops ("pruned")
+        self.on_start = None                  # TrainingRun's hook: (step this start resumed from) -> None
         self.pruned = False
         self.start_step = 0
         self.elapsed_before = 0.0             # wall seconds of earlier attempts (resume)
@@ -202,6 +203,8 @@ class RunRecorder(L.Callback):
     def on_train_start(self, trainer, module):
         self._t_start = self._t_last = time.monotonic()
         self._step_last = self._seen = trainer.global_step
+        if self.on_start is not None:
+            self.on_start(trainer.global_step)
         if trainer.global_step == 0 and not self.rows:
             self.validate(trainer, module, 0)
 
@@ -410,21 +413,21 @@ class Checkpointing(L.Callback):
         return bool(flag)
 
     def save_last(self, trainer) -> None:
-        """Write checkpoints/last.ckpt atomically. Safe between steps and from a signal
-        handler (USR2 is held back during a step)."""
-        path = self.ckpt_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
+        disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
+        a signal handler (USR2 is held back during a step)."""
+        from scaling.rundir import atomic_file
+
         if trainer.world_size > 1:
             # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
             # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
             if trainer.global_rank == 0:
                 state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-                trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
-                os.replace(tmp, path)
+                with atomic_file(self.ckpt_path) as tmp:
+                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
         else:
-            trainer.save_checkpoint(tmp, weights_only=False)
-            os.replace(tmp, path)
+            with atomic_file(self.ckpt_path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
         self._t_ckpt = time.monotonic()
 
 

@@ -33,20 +33,29 @@ _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAM_WINDOW, _STREAM_TASK, _STREAM_SPANS, _STREAM_GAPS, _STREAM_SPLIT = 1, 2, 3, 4, 5
 
 
-def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)   # splitmix64's increment, 2^64 / golden ratio
+
+
+def mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 whose every output bit depends on every
+    input bit. The one copy of these constants (the data split, the objective, the digest)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """One splitmix64 step of state x (uint64, wrapping): a counter-based hash of x."""
+    return mix64(x + GOLDEN)
 
 
 def uniforms(seed: int, idx: np.ndarray, stream: int, n: int) -> np.ndarray:
     """(len(idx), n) uniforms in [0, 1), a pure function of (seed, idx, stream, column)."""
     with np.errstate(over="ignore"):
-        key = _splitmix(np.uint64(seed) * np.uint64(1_000_003) + np.uint64(stream))
-        base = _splitmix(np.asarray(idx, dtype=np.uint64) ^ key)
+        key = splitmix64(np.uint64(seed) * np.uint64(1_000_003) + np.uint64(stream))
+        base = splitmix64(np.asarray(idx, dtype=np.uint64) ^ key)
         cols = np.arange(n, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
-        bits = _splitmix(base[:, None] + cols[None, :])
+        bits = splitmix64(base[:, None] + cols[None, :])
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
@@ -116,12 +125,12 @@ class MixedObjective:
         self._cdf = _poisson_table(cfg.mean_span)
         # A fixed odd multiplier coprime with n_windows gives a bijection of window indices:
         # every epoch visits every window once, in a seed-dependent scrambled order.
-        mult = int(_splitmix(np.array([self.seed], dtype=np.uint64))[0] % np.uint64(max(self.n_windows, 2)))
+        mult = int(splitmix64(np.array([self.seed], dtype=np.uint64))[0] % np.uint64(max(self.n_windows, 2)))
         mult |= 1
         while math.gcd(mult, self.n_windows) != 1:
             mult += 2
         self._mult = mult
-        self._offset = int(_splitmix(np.array([self.seed + 17], dtype=np.uint64))[0] % np.uint64(self.n_windows))
+        self._offset = int(splitmix64(np.array([self.seed + 17], dtype=np.uint64))[0] % np.uint64(self.n_windows))
 
     # ------------------------------------------------------------------ windows
     def window_starts(self, idx: np.ndarray) -> np.ndarray:

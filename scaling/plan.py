@@ -248,12 +248,9 @@ def tokens_for_params(law: Law, n: float, flop: FlopModel, point: bool = True, i
 
 
 def _ci(v) -> list:
-    v = np.asarray(v, float)
-    v = v[np.isfinite(v)]
-    if v.size < 20:
-        return [None, None]
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    from scaling.fit.interval import percentile_interval
+
+    return percentile_interval(v, 20)   # fewer draws than that make no interval worth printing
 
 
 def planned_model(flop: FlopModel, n: float):

@@ -6,19 +6,22 @@
       checkpoints/last.ckpt   Lightning checkpoint with the data position (for resume)
       train.log         what the run printed
 
-``status`` is one of ``running``, ``completed``, ``diverged``, ``failed``. Files are written
-atomically (temp file + rename), so a reader never sees half a run.json.
+``status`` is a RunStatus (below). Files are written atomically (temp file + rename), so a
+reader never sees half a run.json or half a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from scaling.errors import UserError
+from scaling.errors import UserError, WriteError
 
 # Read once, at import: os.umask() can only be read by setting it, which races with threads.
 _UMASK = os.umask(0)
@@ -34,29 +37,135 @@ RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
-# A run record's status. "preempted": checkpointed and requeued by submitit (USR2), resumed by
-# the requeued job or a relaunch. "pruned": stopped early by its caller's verdict (TrainingRun's
-# on_validation, a tuner's pruner): finished, not failed.
-STATUSES = ("running", "completed", "diverged", "failed", "preempted", "pruned")
+
+
+class RunStatus(str, enum.Enum):
+    """A run record's status: written by train (TrainingRun), read by status, collect and tune.
+
+    A str, so ``RunStatus.COMPLETED == "completed"`` and run.json holds the plain word.
+    """
+
+    RUNNING = "running"        # training, or killed / stopped with a checkpoint: a rerun resumes
+    STOPPED = "stopped"        # an attempt that ended on a signal, checkpointed (status history
+                               # only: the record itself stays "running", which a rerun resumes)
+    PREEMPTED = "preempted"    # checkpointed and requeued by submitit (USR2); the requeued job or
+                               # a relaunch resumes it
+    COMPLETED = "completed"    # trained to its budget and validated: the run's score is final
+    DIVERGED = "diverged"      # a non-finite loss or gradient: finished, never retrained
+    FAILED = "failed"          # an exception: retried only when asked (--retry-failed)
+    PRUNED = "pruned"          # stopped early by its caller's verdict (a tuner's pruner):
+                               # finished, not failed
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """TrainingRun.fit() returns the record as it is, without training again."""
+        return self in (RunStatus.COMPLETED, RunStatus.DIVERGED, RunStatus.PRUNED)
+
+    @property
+    def resumable(self) -> bool:
+        """Not finished and not failed: a plain rerun (or relaunch) carries on from the checkpoint."""
+        return self in (RunStatus.RUNNING, RunStatus.STOPPED, RunStatus.PREEMPTED)
+
+    @classmethod
+    def of(cls, record: dict | None) -> "RunStatus | None":
+        """The status of a record read by read_run_json (None for no record)."""
+        return None if record is None else cls(record["status"])
+
+
+STATUSES = tuple(s.value for s in RunStatus)
+
+
+def temp_dir_beside(final: Path) -> Path:
+    """A fresh directory next to `final`, to fill and then rename into place whole (the atomic
+    directory write of shards and the corpus cache; a reader never sees half of one). Its mode
+    is the usual one (mkdtemp's 0700 would make a shared cache private); its name,
+    .FINAL.tmp-XXXX, marks a leftover of a killed builder."""
+    tmp = Path(tempfile.mkdtemp(dir=Path(final).parent, prefix=f".{Path(final).name}.tmp-"))
+    usual_mode(tmp, directory=True)
+    return tmp
+
+
+# Fault injection for the tests (tests/test_faults.py), off unless set: "ACTION@NAME:K" acts at
+# the K-th atomic write, in this process, of a file whose path ends in NAME:
+#   kill   SIGKILL this process half-way through the temp file (a kill -9, a node lost mid-write)
+#   eio    fail the write with EIO (a disk error): the run fails with an error, as it would
+FAULT_IN_WRITE = os.environ.get("SCALING_FAULT_IN_WRITE", "")
+_writes: dict[str, int] = {}
+
+
+def _fault(path: Path, tmp: Path) -> None:
+    action, _, rest = FAULT_IN_WRITE.partition("@")
+    name, _, k = rest.rpartition(":")
+    if not path.as_posix().endswith(name):
+        return
+    _writes[name] = _writes.get(name, 0) + 1
+    if str(_writes[name]) != k:
+        return
+    if action == "kill":
+        with open(tmp, "r+b") as f:
+            f.truncate(os.path.getsize(tmp) // 2)
+            os.fsync(f.fileno())
+        os.kill(os.getpid(), 9)
+    elif action == "eio":
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(tmp))
+
+
+# Errors that mean "this disk or directory refuses the write", not a bug: reported in one line.
+_CANNOT_WRITE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """`with atomic_file(p) as tmp:` write `tmp` (a fresh file beside `p`); on leaving the block
+    it is flushed to disk and renamed over `p` in one step, so a reader, or a rerun after a kill
+    -9 or a full disk, sees the old file or the new one, never part of one. On an error the temp
+    file is removed and `p` is untouched. The one owner of atomic file writes: run records,
+    metrics, checkpoints, ledgers and tables all go through it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        if e.errno in _CANNOT_WRITE:
+            raise WriteError(f"{path}: cannot write ({os.strerror(e.errno)}); the previous file is intact") from None
+        raise
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if FAULT_IN_WRITE:
+            _fault(path, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)   # the data is on disk before the rename makes it visible
+        finally:
+            os.close(fd)
+        usual_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, WriteError) and e.errno in _CANNOT_WRITE:
+            raise WriteError(f"{path}: cannot write ({os.strerror(e.errno)}); the previous file is intact") from None
+        raise
+
+
+def stale_temp_files(dir: Path) -> list[Path]:
+    """Temp files atomic_file left behind in `dir` when its process was killed mid-write."""
+    try:
+        return [p for p in Path(dir).iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    except FileNotFoundError:
+        return []
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        usual_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -65,20 +174,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def write_parquet_atomic(df, path: Path) -> None:
     """Write a polars DataFrame atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         df.write_parquet(tmp)
-        usual_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+
+
+# metrics.parquet: one row per logged step ("train") and per validation point ("val").
+METRICS_SCHEMA = {
+    "split": "Utf8", "step": "Int64", "tokens": "Int64", "flops": "Float64", "lr": "Float64",
+    "train_loss": "Float64", "train_loss_denoise": "Float64", "train_loss_clm": "Float64",
+    "tokens_per_s": "Float64", "mfu": "Float64", "wall_s": "Float64",
+    "val_loss": "Float64", "val_loss_denoise": "Float64", "val_loss_clm": "Float64",
+    "val_bpb": "Float64", "val_bpb_denoise": "Float64", "val_bpb_clm": "Float64",
+    "val_se": "Float64",
+}
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """The run's metrics rows (RunRecorder's) as RUN/metrics.parquet, atomically."""
+    import polars as pl
+
+    schema = {k: getattr(pl, t) for k, t in METRICS_SCHEMA.items()}
+    df = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+    write_parquet_atomic(df, Path(run_dir) / METRICS)
 
 
 def read_run_json(run_dir: Path) -> dict | None:
@@ -94,7 +211,7 @@ def read_run_json(run_dir: Path) -> dict | None:
         rec = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: run record is not valid JSON ({e})") from None
-    if not isinstance(rec, dict) or rec.get("status") not in STATUSES:
+    if not isinstance(rec, dict) or not isinstance(rec.get("status"), str) or rec["status"] not in STATUSES:
         raise UserError(f"{p}: run record has no valid 'status' (one of {', '.join(STATUSES)})")
     return rec
 

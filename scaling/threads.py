@@ -19,12 +19,23 @@ import os
 FLOPS_PER_THREAD = 1.5e9
 
 
+def cpu_affinity() -> int:
+    """Cores the operating system lets this process run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_processes(cap: int = 8) -> int:
+    """Processes for a pool (tokenizing, reading the corpus): one per core this process may
+    run on, at most `cap` (8: beyond that the parent's writing of the results dominates)."""
+    return max(1, min(cpu_affinity(), cap))
+
+
 def cpus_granted() -> int:
     """Cores this process may use: affinity, capped by the scheduler's grant and OMP_NUM_THREADS."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
+    n = cpu_affinity()
     for var in ("SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS"):
         v = os.environ.get(var, "").strip()
         if v.isdigit() and int(v) > 0:

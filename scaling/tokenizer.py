@@ -219,11 +219,10 @@ class TrainedTokenizer:
 
 
 def n_workers() -> int:
-    """CPU cores this process may use (at most 8: beyond that the parent's writing dominates)."""
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:
-        return max(1, min(os.cpu_count() or 1, 8))
+    """Tokenizing processes (threads.worker_processes)."""
+    from scaling.threads import worker_processes
+
+    return worker_processes()
 
 
 _POOL_TOKENIZER = None  # set in the parent before forking, inherited by the workers

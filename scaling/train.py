@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -31,7 +32,7 @@ import torch
 
 from scaling import __version__
 from scaling.config import TrainConfig, parse_count
-from scaling.errors import UserError
+from scaling.errors import UserError, WriteError
 from scaling.model import ModelConfig, objective_lengths
 from scaling.data import resolve_data  # noqa: F401  (re-exported)
 from scaling.shapes import model_config
@@ -41,10 +42,12 @@ from scaling.rundir import (
     LAST_CKPT,
     METRICS,
     RUN_JSON,
+    RunStatus,
     atomic_write_json,
     last_checkpoint,
     read_run_json,
-    write_parquet_atomic,
+    stale_temp_files,
+    write_metrics,
 )
 from scaling.signals import checkpoint_signal_held
 
@@ -68,7 +71,6 @@ def val_schedule(total_steps: int, points: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- device peak
-_PEAKS_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "V100": 125e12}
 _cpu_peak_cache: dict[int, float] = {}
 
 
@@ -115,11 +117,13 @@ def measure_cpu_peak(seconds: float = 0.3) -> float:
 def device_peak(device: str, precision: str) -> tuple[float, str]:
     """(peak FLOP/s, device name) used for MFU."""
     if device == "cuda":
+        from scaling.cost import PEAK_BF16, peak_bf16
+
         name = torch.cuda.get_device_name()
-        for key, peak in _PEAKS_BF16.items():
-            if key in name:
-                return (peak if "bf16" in precision else peak / 2), name
-        return 989e12, name
+        peak = peak_bf16(name)
+        if peak is not None:
+            return (peak if "bf16" in precision else peak / 2), name
+        return PEAK_BF16["H100"], name   # an unknown GPU: taken as an H100
     return measure_cpu_peak(), f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -149,7 +153,7 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     world = cfg.devices * cfg.num_nodes
     share = cfg.batch_size // world            # TrainConfig.check: a multiple of world
     micro = cfg.micro_batch or share
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    tokens_per_step = cfg.tokens_per_step
     budget = parse_count(cfg.tokens, "token budget")
     steps = budget // tokens_per_step
     if steps < 1:
@@ -184,11 +188,19 @@ class TrainingRun:
         from scaling.distributed import Process
 
         self.process = Process(0, 1, 0, 0, "single")   # set by fit()
+        self.set_aside: list[str] = []   # corrupt files of the run found by this start
 
     def _check_existing(self) -> dict | None:
-        rec = read_run_json(self.run_dir)
+        try:
+            rec = read_run_json(self.run_dir)
+        except UserError as e:
+            # A truncated or edited run.json: say where, keep it aside for a post-mortem, and
+            # go on as a run without a record (from its checkpoint if it has a good one).
+            rec = None
+            self._set_aside(self.run_dir / RUN_JSON, str(e))
         if rec is None:
-            if self.run_dir.exists() and any(p.name != CKPT_DIR for p in self.run_dir.iterdir() if not p.name.startswith(".")):
+            if self.run_dir.exists() and any(p.name not in _RUN_FILES and not p.name.endswith(_ASIDE)
+                                             for p in self.run_dir.iterdir() if not p.name.startswith(".")):
                 raise UserError(f"{self.run_dir}: directory exists and is not a run directory (no {RUN_JSON}); choose another --out")
             return None
         try:
@@ -202,6 +214,45 @@ class TrainingRun:
             raise UserError(f"{self.run_dir}: existing run has a different config ({detail}); use a new --out")
         return rec
 
+    def _set_aside(self, path: Path, why: str) -> None:
+        """Rename a corrupt file of the run to NAME.corrupt (kept for a post-mortem) and say so
+        on stderr, with its path; the run then carries on without it."""
+        aside = path.with_name(path.name + _ASIDE)
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:
+            pass   # another rank of this run moved it first
+        except OSError as e:
+            raise WriteError(f"{path}: {why}, and it cannot be moved aside ({os.strerror(e.errno)})") from None
+        self.set_aside.append(f"{why}; moved to {aside.name}")
+        print(f"warning: {why}; moved to {aside}", file=sys.stderr)
+
+    def _good_checkpoint(self, main: bool = True) -> Path | None:
+        """checkpoints/last.ckpt if it is whole. Every write is atomic, so a bad one is damage
+        from outside (a disk, a copy, a hand): it is set aside and the run starts from scratch,
+        which is the last state that can be trusted. A torch checkpoint is a zip archive: its
+        directory and every member's CRC are checked (one read of the file, which the load
+        that follows then finds in the page cache). Every rank of a DDP run checks, and comes
+        to the same verdict; only the main one cleans up and moves files."""
+        import zipfile
+
+        for tmp in stale_temp_files(self.run_dir / CKPT_DIR) if main else []:
+            tmp.unlink(missing_ok=True)   # a write killed half-way: never read, only in the way
+        path = last_checkpoint(self.run_dir)
+        if path is None:
+            return None
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            why = None if bad is None else f"member {bad} fails its CRC check"
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            why = f"{type(e).__name__}: {e}"
+        if why is None:
+            return path
+        if main:
+            self._set_aside(path, f"{path}: checkpoint is corrupt ({why}); training restarts from step 0")
+        return None
+
     def fit(self) -> dict:
         with checkpoint_signal_held():
             return self._fit()
@@ -209,10 +260,8 @@ class TrainingRun:
     def _fit(self) -> dict:
         cfg = self.cfg
         rec = self._check_existing()
-        if rec is not None and rec["status"] == "completed":
-            return rec
-        if rec is not None and rec["status"] in ("diverged", "pruned"):
-            return rec
+        if rec is not None and RunStatus.of(rec).finished:
+            return rec   # completed, diverged or pruned: never trained again
         cfg.check()         # before anything is trained (a finished run keeps its record)
         from scaling import distributed
 
@@ -237,11 +286,11 @@ class TrainingRun:
         if train_shards.n_tokens < cfg.seq_len:
             raise UserError(f"{shards_dir}: training split has {train_shards.n_tokens} tokens, fewer than one window of {cfg.seq_len}")
         ckpt_path = self.run_dir / CKPT_DIR / LAST_CKPT
-        resume_from = last_checkpoint(self.run_dir)
+        resume_from = self._good_checkpoint(proc.is_main)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record = {
             "name": self.run_dir.name,
-            "status": "running",
+            "status": RunStatus.RUNNING.value,
             "config": cfg.to_dict(),
             "model": plan.model.to_dict(),
             "model_shape": plan.model.describe(),
@@ -270,14 +319,26 @@ class TrainingRun:
             "versions": _versions(),
             "host": platform.node(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            # One entry per status an attempt took (started, then how it ended): a requeued or
+            # relaunched run shows each start and stop, with its step, time and job.
+            "history": list((rec or {}).get("history") or []),
+            "set_aside": list((rec or {}).get("set_aside") or []) + self.set_aside,
         }
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_record(record)   # rank 0 only: the run has one record, whatever its world
+        # The step this start resumes from is known once the checkpoint is read (RunRecorder's
+        # on_start replaces this entry); a start that fails before that keeps it unknown.
+        self._mark(record, RunStatus.RUNNING, None)
+        self._write_record(record)   # makes the run directory (rundir.atomic_file)   # rank 0 only: the run has one record, whatever its world
         try:
             self._train(plan, shards_dir, obj_cfg, ckpt_path, resume_from, record)
         except KeyboardInterrupt:
             record["error"] = "interrupted"
+            self._mark(record, RunStatus.STOPPED, self._step())
             self._write_record(record)
+            raise
+        except WriteError:
+            # The disk is full or the directory read-only: the record cannot say so either.
+            # It keeps its last state ("running"), and the last checkpoint is intact (atomic
+            # writes), so a rerun once there is room resumes from it.
             raise
         except BaseException as e:
             if isinstance(e, SystemExit) and e.code in (0, None):
@@ -285,16 +346,21 @@ class TrainingRun:
             if isinstance(e, SystemExit) and self.checkpointed_for_requeue:
                 # submitit's USR2 path: checkpoint() saved the position, the job was requeued,
                 # then sys.exit(-1). Not a failure: a plain relaunch (or the requeued job) resumes.
-                record["status"] = "preempted"
-                step = getattr(self.trainer, "global_step", None)
+                step = self._step()
+                record["status"] = RunStatus.PREEMPTED.value
                 record["error"] = f"preempted at step {step}: checkpointed and requeued; a relaunch resumes"
+                self._mark(record, RunStatus.PREEMPTED, step)
                 self._write_record(record)
                 raise
-            record["status"] = "failed"
+            record["status"] = RunStatus.FAILED.value
+            self._mark(record, RunStatus.FAILED, self._step())
             record["error"] = _first_line(e)
             record["traceback"] = traceback.format_exc(limit=20)
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            self._write_record(record)
+            try:
+                self._write_record(record)
+            except WriteError:
+                pass   # no room to record the failure: the original error is the one to raise
             raise
         return record
 
@@ -330,6 +396,13 @@ class TrainingRun:
         stream = BatchStream(str(shards_dir), obj_cfg, cfg.seed, plan)
         recorder = self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), obj_cfg)
         recorder.on_validation = self.on_validation
+
+        def started(step: int) -> None:
+            # The checkpoint is read: the status history says where this start resumed, at
+            # once, so that it holds even for a start that is then killed.
+            self._mark(record, RunStatus.RUNNING, step)
+            self._write_record(record)
+        recorder.on_start = started
         self.checkpointing = Checkpointing(cfg, plan, ckpt_path)
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.
@@ -393,17 +466,17 @@ class TrainingRun:
                 "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
             }
         if trainer.global_rank == 0:
-            self._write_metrics(recorder.rows)
+            write_metrics(self.run_dir, recorder.rows)
         if recorder.diverged:
-            record["status"] = "diverged"
+            record["status"] = RunStatus.DIVERGED.value
             record["error"] = recorder.diverged
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         elif recorder.pruned:
-            record["status"] = "pruned"
+            record["status"] = RunStatus.PRUNED.value
             record["error"] = f"pruned at step {step} of {plan.steps} by its caller (a tuner's pruner)"
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         elif step >= plan.steps and recorder.final_val is not None:
-            record["status"] = "completed"
+            record["status"] = RunStatus.COMPLETED.value
             record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             if ckpt_path.exists() and trainer.global_rank == 0:
                 ckpt_path.unlink()  # the weights of a finished run are not needed for the fit
@@ -411,22 +484,23 @@ class TrainingRun:
             # Stopped early (a signal or a clean interrupt): keep a checkpoint to resume from.
             self.checkpointing.save_last(trainer)
             record["error"] = f"stopped at step {step} of {plan.steps}; rerun to resume"
+        self._mark(record, RunStatus.STOPPED if record["status"] == RunStatus.RUNNING else RunStatus(record["status"]), step)
         if trainer.global_rank == 0:
             self._write_record(record)
 
-    def _write_metrics(self, rows):
-        import polars as pl
+    def _step(self) -> int | None:
+        return getattr(self.trainer, "global_step", None)
 
-        schema = {
-            "split": pl.Utf8, "step": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "lr": pl.Float64,
-            "train_loss": pl.Float64, "train_loss_denoise": pl.Float64, "train_loss_clm": pl.Float64,
-            "tokens_per_s": pl.Float64, "mfu": pl.Float64, "wall_s": pl.Float64,
-            "val_loss": pl.Float64, "val_loss_denoise": pl.Float64, "val_loss_clm": pl.Float64,
-            "val_bpb": pl.Float64, "val_bpb_denoise": pl.Float64, "val_bpb_clm": pl.Float64,
-            "val_se": pl.Float64,
-        }
-        df = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
-        write_parquet_atomic(df, self.run_dir / METRICS)
+    def _mark(self, record: dict, status: RunStatus, step: int | None) -> None:
+        """Add `status` to the record's history (run.json keeps every attempt's start and end)."""
+        history = record["history"]
+        if status == RunStatus.RUNNING and history and history[-1]["status"] == RunStatus.RUNNING and history[-1]["step"] is None:
+            history.pop()   # this start, until now without its step (the checkpoint was unread)
+        history.append({
+            "status": status.value, "step": step,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "job": os.environ.get("SLURM_JOB_ID") or None,
+        })
 
     def _write_record(self, record):
         if self.process.is_main:
@@ -461,6 +535,9 @@ class TrainingRun:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What a run directory may hold (besides dotfiles and files set aside with _ASIDE).
+_RUN_FILES = {RUN_JSON, METRICS, CKPT_DIR, "train.log"}
+_ASIDE = ".corrupt"
 
 
 def _signal_handlers() -> dict:
@@ -487,7 +564,8 @@ def _first_line(e: BaseException) -> str:
 def _versions() -> dict:
     import lightning
 
+    # str(): torch's version is a str subclass, and the record holds plain data only.
     return {
-        "scaling": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+        "scaling": __version__, "torch": str(torch.__version__), "lightning": lightning.__version__,
         "numpy": np.__version__, "python": platform.python_version(),
     }

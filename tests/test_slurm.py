@@ -3,7 +3,8 @@
 Skipped, with the reason, where no cluster is up; with CI set they FAIL instead, so CI
 cannot pass by skipping them. Tiny real runs (100K parameters, bytes, seq_len 32): a job
 array collected into results; a run preempted with USR2 that checkpoints, is requeued and
-resumes to the same result as an uninterrupted twin; a cancelled run; a run that raises.
+resumes to the same result as an uninterrupted twin; one at its time limit, requeued and
+finished with its status history; a cancelled run; a run that raises.
 `scaling tune` on Slurm: a 2-size study as one array with a trial preempted and resumed
 while `tune status` is polled; trials whose jobs die past their retries or are cancelled.
 """
@@ -173,6 +174,10 @@ def test_preempted_run_resumes_from_its_checkpoint(cluster, shards, tmp_path, mo
     k = rec["checkpoint_steps"][0]
     assert 20 <= k < steps and rec["start_step"] == k, rec
     assert st.record["restarts"] == 1
+    # run.json's status history: each start and how it ended, with its step and job
+    assert [(h["status"], h["step"]) for h in st.record["history"]] == [
+        ("running", 0), ("preempted", k), ("running", k), ("completed", steps)]
+    assert {h["job"] for h in st.record["history"]} == {job_id}
 
     (tw,) = wait_for(tmp_path / "twin", progress=False, poll_s=1, timeout_s=240)
     assert tw.state == "completed" and tw.requeues == 0
@@ -180,6 +185,51 @@ def test_preempted_run_resumes_from_its_checkpoint(cluster, shards, tmp_path, mo
     # the last digit; a resume that restarted from scratch or lost the optimizer would not)
     assert st.record["tokens_seen"] == tw.record["tokens_seen"] == steps * 256
     assert st.record["val"]["mixed"]["loss"] == pytest.approx(tw.record["val"]["mixed"]["loss"], rel=0.05)
+
+
+def test_a_job_at_its_time_limit_is_requeued_and_finishes_with_its_status_history(cluster, shards, tmp_path, monkeypatch):
+    """A job reaching its time limit: its limit is cut to 1 minute while it runs (`scontrol
+    update`), less than the 90 s signal delay, so Slurm sends USR2 at its next check; the job
+    checkpoints and submitit requeues it; the second start resumes there and finishes, and
+    run.json tells the whole story. (A real 3-minute limit would cost minutes. About 65 s: the
+    controller checks limits every 30 s, and with 300K tokens 2 of 4 runs had finished before
+    the signal came.)"""
+    monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
+    f = sweep_file(tmp_path, shards, "lim", """
+        [grid]
+        sizes = ["100K"]
+        tokens = ["1M"]
+    """)
+    out = tmp_path / "lim"
+    res = launch(load_sweep(f), "slurm", out, progress=False)
+    (job_id,) = res.job_ids.values()
+    (name,) = res.submitted
+    record = out / "jobs" / f"{name}.json"
+    steps = load_sweep(f).runs[0].tokens // 256
+
+    def job_record() -> dict:
+        try:
+            return json.loads(record.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # As soon as it trains: Slurm checks time limits every 30 s, and the run must still be
+    # training when the signal comes (1M tokens: about 40 s of steps at least).
+    wait_until(lambda: (job_record().get("step") or 0) >= 1, 150, "the run to train")
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], check=True)
+    wait_until(lambda: job_record().get("checkpointed"), 90, "USR2 before the time limit, and a checkpoint")
+    # The requeued job gets a limit it can finish in (the one minute would signal it again).
+    wait_until(lambda: subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"],
+                                      capture_output=True).returncode == 0, 30, "the requeued job's limit to be reset")
+    (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=240)
+    assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
+    rec = job_record()
+    k = rec["checkpoint_steps"][0]
+    assert rec["requeues"] == 1 and rec["start_step"] == k and 0 < k < steps, rec
+    assert [(h["status"], h["step"]) for h in st.record["history"]] == [
+        ("running", 0), ("preempted", k), ("running", k), ("completed", steps)]
+    assert {h["job"] for h in st.record["history"]} == {job_id}
+    assert st.record["tokens_seen"] == steps * 256
 
 
 def test_cancelled_run_is_reported_and_relaunched(cluster, shards, tmp_path, capsys):

@@ -136,3 +136,24 @@ def test_ledger_runs_without_a_directory_yet_and_recycled_job_ids(sweep_dir):
     assert states["C1e12-N25K"] == "not launched"
     assert states["C1e12-N100K"] == "completed"
     assert states["C1e12-N50K"] == "interrupted"
+
+
+def test_a_job_whose_node_was_lost_is_resubmitted_by_a_plain_relaunch(tmp_path):
+    """NODE_FAIL (the node went down mid-job) is not the run's failure: a run whose record is
+    still resumable reads `interrupted`, which a relaunch resubmits without --retry-failed.
+    A run that recorded a real failure stays failed."""
+    from scaling.sweep.launch import RESUBMIT, RETRY
+    from scaling.sweep.status import _state
+
+    runs = tmp_path / "sw" / "runs"
+    job = Job("slurm", "7_0", "L", "sw-L", 100.0)
+    for status, want in (("running", "interrupted"), ("preempted", "preempted"), ("failed", "failed")):
+        d = make_run(runs, f"r-{status}", status, error="RuntimeError: boom" if status == "failed" else None)
+        entry = RunEntry(d.name, {"params": "100K"}, 100_000, 50_000, 6e5, None, [job])
+        st = _state(tmp_path / "sw", d.name, d, entry, {"7_0": ("NODE_FAIL", "sw-L", 100.0)})
+        assert st.state == want, (status, st.state, st.error)
+        assert (st.state in RESUBMIT) == (status != "failed") and (st.state in RETRY) == (status == "failed")
+    d = runs / "never-started"
+    entry = RunEntry(d.name, {"params": "100K"}, 100_000, 50_000, 6e5, None, [job])
+    st = _state(tmp_path / "sw", d.name, d, entry, {"7_0": ("NODE_FAIL", "sw-L", 100.0)})
+    assert st.state == "interrupted" and "node" in st.error

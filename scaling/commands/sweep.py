@@ -67,7 +67,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
         total_c += r.flops
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
-                     str(res.world), f"{r.tokens // (r.config.batch_size * r.config.seq_len):,}",
+                     str(res.world), f"{r.tokens // r.config.tokens_per_step:,}",
                      _lr_cell(r), _hms(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
@@ -143,23 +143,33 @@ def run_status(args) -> int:
     if args.json:
         for s in states:
             print(json.dumps(s.to_dict()))
-        return 0
+        return _damaged(states)
     import shutil
 
     print(table(states, shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
     print(summary(states))
-    return 0
+    return _damaged(states)
+
+
+def _damaged(states, problems=()) -> int:
+    """Damaged files of single runs (a corrupt run.json, an unreadable metrics table): one
+    `error:` line each, with its path, after every other run has been reported; exit 2."""
+    lines = [s.error for s in states if s.state == "corrupt"] + list(problems)
+    for line in lines:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if lines else 0
 
 
 def run_collect(args) -> int:
     from scaling.sweep.collect import CURVES, RESULTS, collect
     from scaling.sweep.status import summary
 
-    results, curves, states = collect(args.dir)
+    problems: list[str] = []
+    results, curves, states = collect(args.dir, problems)
     incomplete = [s for s in states if s.state != "completed"]
     print(f"{args.dir / RESULTS}: {results.height} runs ({results.height - len(incomplete)} completed)")
     print(f"{args.dir / CURVES}: {curves.height} validation points")
     if incomplete:
         print("not in the fits (not completed): " + ", ".join(f"{s.name} ({s.state})" for s in incomplete))
     print(summary(states))
-    return 0
+    return _damaged(states, problems)

@@ -23,8 +23,9 @@ def fpt_of(a3: dict | None) -> tuple[float, float]:
 
 
 def _band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = np.nanpercentile(ys, [2.5, 97.5], axis=0)
-    return lo, hi
+    from scaling.fit.interval import percentile_band
+
+    return percentile_band(ys, axis=0)
 
 
 def _power_band(rec: dict, c: np.ndarray):

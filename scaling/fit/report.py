@@ -15,9 +15,9 @@ import polars as pl
 
 from scaling.errors import UserError
 from scaling.fit import isoflop, law, repeat
+from scaling.fit.interval import percentile_interval
 from scaling.fit.table import RunTable
 
-CI = (2.5, 97.5)
 FEW_SIZES_3 = 5         # below this, E, alpha and beta trade off against each other
 
 
@@ -40,11 +40,7 @@ class FitOptions:
 
 
 def _ci(samples: np.ndarray) -> list:
-    s = samples[np.isfinite(samples)]
-    if s.size < 2:
-        return [None, None]
-    lo, hi = np.percentile(s, CI)
-    return [float(lo), float(hi)]
+    return percentile_interval(samples, 2)
 
 
 class _Bar:

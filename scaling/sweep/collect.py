@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scaling.errors import UserError
-from scaling.rundir import METRICS, write_parquet_atomic
+from scaling.rundir import METRICS, RunStatus, write_parquet_atomic
 from scaling.sweep.status import RunState, sweep_states
 
 RESULTS = "results.parquet"
@@ -36,7 +36,7 @@ def _row(s: RunState) -> dict:
     e = s.entry
     cfg = rec.get("config") or (e.config if e else {}) or {}
     budget = e.budget if e else (cfg.get("extra") or {}).get("budget")
-    done = s.state == "completed"
+    done = s.state == RunStatus.COMPLETED
     val = rec.get("val") or {}
 
     def v(obj: str, key: str):
@@ -70,29 +70,50 @@ def results_table(states: list[RunState]):
     return pl.DataFrame([_row(s) for s in states], schema=_schema(), orient="row")
 
 
-def curves_table(dir: Path, results) -> "object":
-    """Validation rows of every completed run's metrics.parquet, read in one parallel scan."""
+def curves_table(dir: Path, results, problems: list[str] | None = None) -> "object":
+    """Validation rows of every completed run's metrics.parquet, read in one parallel scan.
+
+    An unreadable metrics table leaves that run's curve out (its final loss, from run.json,
+    stays in the results) and is named, with its path, in `problems`: one damaged file must
+    not stop the collection of every other run. A missing one is refused: the run directory
+    is incomplete (a copy in progress?), not damaged."""
     import polars as pl
 
-    done = results.filter(pl.col("status") == "completed")
+    problems = [] if problems is None else problems
+    done = results.filter(pl.col("status") == RunStatus.COMPLETED.value)
     schema = {"run": pl.Utf8, "params": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "loss": pl.Float64}
-    paths, missing = [], []
-    for name in done["run"]:
-        p = _run_dir(dir, name) / METRICS
-        (paths if p.exists() else missing).append(str(p))
+    runs = {str(_run_dir(dir, name) / METRICS): (name, params) for name, params in zip(done["run"], done["params"])}
+    missing = [p for p in runs if not Path(p).exists()]
     if missing:
         raise UserError(f"{missing[0]}: completed run has no metrics table ({len(missing)} such runs)")
-    if not paths:
+    if not runs:
         return pl.DataFrame(schema=schema)
-    try:
+
+    def scan(paths):
         lf = pl.scan_parquet(paths, include_file_paths="_path", missing_columns="insert")
-        val = (lf.filter(pl.col("split") == "val")
-                 .select("_path", pl.col("tokens").cast(pl.Int64), pl.col("flops").cast(pl.Float64),
-                         pl.col("val_loss").cast(pl.Float64).alias("loss"))
-                 .collect())
-    except (pl.exceptions.PolarsError, OSError) as e:
-        raise UserError(f"{dir}: cannot read the runs' {METRICS} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    names = pl.DataFrame({"_path": paths, "run": done["run"].to_list()[: len(paths)], "params": done["params"]})
+        return (lf.filter(pl.col("split") == "val")
+                  .select("_path", pl.col("tokens").cast(pl.Int64), pl.col("flops").cast(pl.Float64),
+                          pl.col("val_loss").cast(pl.Float64).alias("loss"))
+                  .collect())
+
+    try:
+        val = scan(list(runs))
+    except (pl.exceptions.PolarsError, OSError):
+        # Some file is damaged: read them one by one to name it, and keep the others.
+        parts = []
+        for p in list(runs):
+            try:
+                parts.append(scan([p]))
+            except (pl.exceptions.PolarsError, OSError) as e:
+                problems.append(f"{p}: metrics table is unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                f"its curve is left out of {CURVES}")
+                del runs[p]
+        val = pl.concat(parts) if parts else None
+        if val is None:
+            return pl.DataFrame(schema=schema)
+    names = pl.DataFrame({"_path": list(runs), "run": [v[0] for v in runs.values()],
+                          "params": [v[1] for v in runs.values()]},
+                         schema={"_path": pl.Utf8, "run": pl.Utf8, "params": pl.Int64})
     out = (val.join(names, on="_path", how="left")
               .select("run", "params", "tokens", "flops", "loss")
               .sort("run", "tokens"))
@@ -104,12 +125,14 @@ def _run_dir(dir: Path, name: str) -> Path:
     return p if p.exists() else Path(dir) / name
 
 
-def collect(dir: str | Path) -> tuple[object, object, list[RunState]]:
-    """Write DIR/results.parquet and DIR/curves.parquet; returns (results, curves, states)."""
+def collect(dir: str | Path, problems: list[str] | None = None) -> tuple[object, object, list[RunState]]:
+    """Write DIR/results.parquet and DIR/curves.parquet; returns (results, curves, states).
+    Damaged files of single runs are named in `problems` (runs with a corrupt run.json are
+    in the results with status "corrupt"), and the rest is collected."""
     dir = Path(dir)
     states = sweep_states(dir)
     results = results_table(states)
-    curves = curves_table(dir, results)
+    curves = curves_table(dir, results, problems)
     write_parquet_atomic(results, dir / RESULTS)
     write_parquet_atomic(curves, dir / CURVES)
     return results, curves, states

@@ -21,7 +21,7 @@ from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.sweep.spec import EXECUTORS, RunSpec, Sweep
 from scaling.sweep.status import DONE, RunState, _state, exception_line, slurm_states
 
-RESUBMIT = {"not launched", "cancelled", "timeout", "preempted", "interrupted"}
+RESUBMIT = {"not launched", "cancelled", "timeout", "preempted", "interrupted", "corrupt"}
 RETRY = {"failed", "diverged"}
 
 
@@ -47,7 +47,10 @@ def _merge(ledger: Ledger, sweep: Sweep) -> None:
         cfg = r.config.to_dict()
         cfg["out"] = f"runs/{r.name}"
         entry = ledger.runs.get(r.name)
-        rec = read_run_json(ledger.run_dir(r.name))
+        try:
+            rec = read_run_json(ledger.run_dir(r.name))
+        except UserError:
+            rec = None   # corrupt: `status` reports it; the trainer sets it aside and restarts
         old = (rec or {}).get("config") or (entry.config if entry else None)
         if old is not None and _identity(old) != r.config.identity():
             if rec is not None or (entry and entry.jobs):

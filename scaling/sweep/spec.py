@@ -206,8 +206,10 @@ class Resources:
         if self.achieved_flops:
             return self.achieved_flops
         if self.gpus_per_node:
+            from scaling.cost import PEAK_BF16
+
             # Assumed: an H100's bf16 dense peak (989 TFLOP/s) at 40% MFU, per GPU.
-            return 0.4 * 989e12 * self.gpus_per_node * self.nodes
+            return 0.4 * PEAK_BF16["H100"] * self.gpus_per_node * self.nodes
         # Assumed: ~1e11 FLOP/s per CPU core (measured ~1.5-2.7e11 on 2 laptop-class cores
         # for 1M-10M models: 20-40k tokens/s at 1M, 5k tokens/s at 10M), every process's cores.
         return 1e11 * self.cpus_per_task * self.world
@@ -387,7 +389,7 @@ def _derive(path: Path, r: RunSpec, derived: dict) -> RunSpec:
             value, sources[key] = how["coef"] * r.n_params_nonembed ** how["exp"], f"rule {how['coef']:.3g}·N^{how['exp']:.3g}"
         cfg = replace(cfg, **{key: max(1, round(value)) if key == "batch_size" else float(value)})
     if "batch_size" in derived:
-        bt = _batch_tokens(cfg)
+        bt = cfg.tokens_per_step
         if r.tokens < bt:
             raise UserError(f"{where}: run {r.name} has {format_count(r.tokens)} tokens, less than one batch of "
                             f"{cfg.batch_size} x {cfg.seq_len} = {bt} tokens")
@@ -480,11 +482,6 @@ def _slurm(path: Path, table: Any) -> SlurmSettings:
 
 
 # ---------------------------------------------------------------------- expansion
-def _batch_tokens(cfg: TrainConfig) -> int:
-    """Source tokens per optimizer step (the batch is global, over all processes)."""
-    return cfg.batch_size * cfg.seq_len
-
-
 def _make(name: str, base: TrainConfig, target: int, tokens: int, sweep: str,
           budget: float | None, where: str, vocab: int | None) -> RunSpec:
     params = format_count(target)
@@ -497,7 +494,7 @@ def _make(name: str, base: TrainConfig, target: int, tokens: int, sweep: str,
 
 
 def _whole_batches(tokens: float, cfg: TrainConfig) -> int:
-    bt = _batch_tokens(cfg)
+    bt = cfg.tokens_per_step
     return int(tokens // bt) * bt
 
 
@@ -509,7 +506,7 @@ def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes
     sec.finish()
     if (tokens is None) == (multiples is None):
         raise UserError(f"{path}: [grid] needs exactly one of 'tokens' or 'tokens_per_param'")
-    bt = _batch_tokens(base)
+    bt = base.tokens_per_step
     runs = []
     for i, size in enumerate(sizes):
         target = _count(f"{sec.where('sizes')}[{i}]", size)
@@ -550,7 +547,7 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
             raise UserError(f"{sec.where('spread')} must be at least 1 (a factor either side), got {spread}")
         if center_tpp <= 0:
             raise UserError(f"{sec.where('center_tokens_per_param')} must be positive, got {center_tpp}")
-    bt = _batch_tokens(base)
+    bt = base.tokens_per_step
     fixed = None if explicit is None else [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
     runs = []
     for i, raw in enumerate(budgets):
@@ -568,10 +565,10 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
             if steps is not None:
                 # Every run takes the same number of optimizer steps: its batch grows with its
                 # tokens, so no run of the sweep is favoured for having more updates.
-                per_seq = _batch_tokens(base) // base.batch_size
+                per_seq = base.tokens_per_step // base.batch_size
                 run_base = replace(base, batch_size=max(1, round(c / spec.flops_per_token / (steps * per_seq))))
                 spec = replace(spec, config=replace(spec.config, batch_size=run_base.batch_size))
-                bt = _batch_tokens(run_base)
+                bt = run_base.tokens_per_step
             d = _whole_batches(c / spec.flops_per_token, run_base)
             if d < bt:
                 raise UserError(

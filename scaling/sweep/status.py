@@ -20,17 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaling.errors import UserError
-from scaling.rundir import RUN_JSON, read_run_json
+from scaling.rundir import RUN_JSON, RunStatus, read_run_json
 from scaling.sweep.ledger import JOBS, LAUNCHES, RUNS, Job, Ledger, RunEntry, load_ledger
 
 # Scheduler states in which a job may still run: never submit a run twice while one is.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
           "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
 FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+LOST = {"NODE_FAIL", "BOOT_FAIL"}   # the machine failed, not the run
 # Final states of a run, in the order the summary shows them.
 ORDER = ("completed", "running", "pending", "failed", "diverged", "cancelled", "timeout",
-         "preempted", "interrupted", "not launched")
-DONE = {"completed", "failed", "diverged", "cancelled", "timeout", "preempted", "interrupted", "not launched"}
+         "preempted", "interrupted", "corrupt", "not launched")
+DONE = {"completed", "failed", "diverged", "cancelled", "timeout", "preempted", "interrupted", "corrupt", "not launched"}
 
 
 @dataclass
@@ -60,13 +61,23 @@ class RunState:
         rec = self.record or {}
         if self.state == "running" and self.step is not None:
             cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
-            per_step = rec.get("tokens_per_step") or cfg.get("batch_size", 0) * cfg.get("seq_len", 0)  # global batch
+            per_step = rec.get("tokens_per_step") or _tokens_per_step(cfg)
             return self.step * per_step
         return rec.get("tokens_seen")
 
     def to_dict(self) -> dict:
         return {"run": self.name, "state": self.state, "error": self.error, "requeues": self.requeues,
                 "job_id": self.job_id, "scheduler": self.scheduler}
+
+
+def _tokens_per_step(cfg: dict) -> int:
+    """TrainConfig.tokens_per_step of a stored config; 0 when it does not read as one."""
+    from scaling.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(cfg).tokens_per_step
+    except (UserError, TypeError):
+        return 0
 
 
 # ------------------------------------------------------------------- schedulers
@@ -227,8 +238,14 @@ def sweep_states(dir: str | Path) -> list[RunState]:
 
 
 def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) -> RunState:
-    rec = read_run_json(rd)
     job = entry.job if entry else None
+    corrupt = None
+    try:
+        rec = read_run_json(rd)
+    except UserError as e:
+        # A truncated or edited run.json is this run's problem alone: the others are still
+        # reported. A relaunch resubmits it; the trainer sets the file aside and restarts.
+        rec, corrupt = None, str(e)
     st = RunState(name, "not launched", record=rec, entry=entry, job_id=job.job_id if job else None)
     jrec = _read_json(Path(dir) / JOBS / f"{name}.json") if job is not None else None
     st.requeues = int((rec or {}).get("restarts") or 0)
@@ -246,29 +263,35 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
         active = local_alive(job)
         sstate = "RUNNING" if active else None
     st.scheduler = sstate
-    status = rec.get("status") if rec else None
+    status = RunStatus.of(rec)
 
-    if status == "completed":
+    if status == RunStatus.COMPLETED:
         st.state = "completed"
     elif active:
         st.state = "running" if sstate in ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT") else "pending"
+    elif corrupt:
+        st.state, st.error = "corrupt", corrupt
     elif sstate == "CANCELLED":
         # Before the run record: a cancelled job's trainer may have recorded the kill as a failure.
         st.state = "cancelled"
-    elif status in ("diverged", "failed"):
-        st.state, st.error = status, rec.get("error")
-    elif status == "preempted":
+    elif status in (RunStatus.DIVERGED, RunStatus.FAILED):
+        st.state, st.error = status.value, rec.get("error")
+    elif status == RunStatus.PREEMPTED:
         # Checkpointed and requeued by submitit, and the requeued job is not (or no longer)
         # known to the scheduler: a plain relaunch resumes it.
         st.state, st.error = "preempted", rec.get("error")
     elif sstate in ("TIMEOUT", "PREEMPTED"):
         st.state = "timeout"
+    elif sstate in LOST and (status is None or status.resumable):
+        # The node went down under the job: not the run's failure. Its last checkpoint is
+        # whole (atomic writes), so a plain relaunch resumes it.
+        st.state, st.error = "interrupted", f"job {job.job_id} ended {sstate} (its node was lost); a relaunch resumes"
     elif sstate in FAILED:
         st.state = "failed"
         st.error = job_error(dir, job) or f"job {job.job_id} ended {sstate}"
     elif job is not None and job.executor == "local" and (err := job_error(dir, job)):
         st.state, st.error = "failed", err  # raised before the run could write its record
-    elif status == "running" or job is not None:
+    elif status is not None and status.resumable or job is not None:
         # The job is gone but the run never finished: killed outside the scheduler's view,
         # or the scheduler forgot it. A relaunch resumes it from its last checkpoint.
         st.state = "interrupted"

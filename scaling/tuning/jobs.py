@@ -68,7 +68,7 @@ class TrialJob(TrainJob):
             **spec["template"], **Space.values(trial.params), "progress": False,
             "out": str(out / spec["key"] / TRIALS_DIR / str(n)), "extra": {"tune": str(out), "trial": n},
         })
-        points = val_schedule(cfg.tokens // (cfg.batch_size * cfg.seq_len), cfg.val_points)
+        points = val_schedule(cfg.tokens // cfg.tokens_per_step, cfg.val_points)
 
         def on_validation(step: int, row: dict) -> bool:
             loss = row.get("val_loss")
@@ -87,18 +87,20 @@ class TrialJob(TrainJob):
             raise
         finally:
             stop.set()
-        status = rec.get("status")
+        from scaling.rundir import RunStatus
+
+        status = RunStatus.of(rec)
         loss = ((rec.get("val") or {}).get("mixed") or {}).get("loss")
-        if status in ("running", "preempted"):
+        if status.resumable:
             # Stopped by a signal before its budget, with a checkpoint: a rerun resumes it.
-            update_record(rec_path, stopped=rec.get("error") or status)
+            update_record(rec_path, stopped=rec.get("error") or status.value)
             return {"trial": n, "state": "stopped", "error": rec.get("error")}
-        if status == "completed" and loss is not None and math.isfinite(loss):
+        if status == RunStatus.COMPLETED and loss is not None and math.isfinite(loss):
             state = self._tell(study, n, "completed", loss=loss)
-        elif status in ("pruned", "diverged"):
-            state = self._tell(study, n, status, error=rec.get("error"))
+        elif status in (RunStatus.PRUNED, RunStatus.DIVERGED):
+            state = self._tell(study, n, status.value, error=rec.get("error"))
         else:
-            state = self._tell(study, n, "failed", error=rec.get("error") or f"run ended {status}")
+            state = self._tell(study, n, "failed", error=rec.get("error") or f"run ended {status.value}")
         return {"trial": n, "state": state, "loss": loss, "error": rec.get("error")}
 
     def _trial(self, study, space: Space):

@@ -21,10 +21,10 @@ import numpy as np
 
 from scaling.config import format_count
 from scaling.errors import UserError
+from scaling.fit.interval import CI
 from scaling.rundir import atomic_write_json
 
 TUNED = "tuned.json"
-CI = (2.5, 97.5)
 FITTED = ("lr", "batch_size")
 
 
