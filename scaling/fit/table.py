@@ -97,16 +97,17 @@ def load_runs(path: str | Path, columns: dict[str, str] | None = None, *,
     raw = read_any(path)
     warnings: list[str] = []
     mapping = {k: columns.get(k, k) for k in COLUMNS}
+    present = ", ".join(raw.columns) or "(none)"
     for k, src in columns.items():
         if src not in raw.columns:
-            raise UserError(f"{path}: no column {src!r} (mapped to {k}); columns are: {', '.join(raw.columns)}")
+            raise UserError(f"{path}: no column {src!r} (mapped to {k}); columns are: {present}")
     have = {k: src for k, src in mapping.items() if src in raw.columns}
     if "tokens" not in have and "flops" in have and "params" in have:
         warnings.append("no tokens column: using D = C / (6 N) from the flops column (Chinchilla's convention)")
     missing = [k for k in REQUIRED if k not in have and not (k == "tokens" and "flops" in have)]
     if missing:
         raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; columns are: {', '.join(raw.columns)} "
+            f"{path}: missing column(s) {', '.join(missing)}; columns are: {present} "
             f"(map them with --columns {missing[0]}=COLUMN)")
     n_raw = raw.height
     cols = {}
