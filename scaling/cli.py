@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from scaling.errors import UserError
+from scaling.errors import UserError, one_line
 
 # Order is the order of the data flow, and the order shown in --help.
 COMMANDS = {
@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
     usage is one --help away). Sub-commands' parsers are of this class too."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,6 +1,12 @@
 """The one exception type a user sees: a bad input, reported as a single line with exit code 2."""
 
 
+def one_line(text: str) -> str:
+    """`text` with every unprintable character escaped (newlines, and the record separators
+    str.splitlines also breaks at, from a file name or a TOML value): an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class UserError(Exception):
     """A problem with what the user gave us (file, argument, run directory).
 
