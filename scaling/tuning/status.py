@@ -74,6 +74,9 @@ class Ledger:
         return 1 + max((s.k for s in self.slots if s.key == key), default=-1)
 
 
+SCHEDULER_LAG_S = 30.0   # how long a job Slurm cannot see, but that reported, counts as alive
+
+
 def grace_s() -> float:
     return float(os.environ.get("SCALING_TUNE_GRACE_S", "600"))
 
@@ -163,6 +166,12 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
             if js.alive and js.scheduler in ("RUNNING", None) and beat and now - beat > grace_s():
                 why = f"job {slot.job.job_id} silent for {now - beat:.0f}s (node lost?)"
             elif js.alive:
+                running.append(t.number)
+            elif (slot.job.executor == "slurm" and js.scheduler is None and beat
+                  and now - beat < SCHEDULER_LAG_S):
+                # Slurm does not know the job at this instant (an array task between squeue's
+                # pending and running lists, not yet in sacct) but it reported moments ago: it
+                # is alive. A dead job stops beating and is failed on a later look.
                 running.append(t.number)
             elif rec.get("stopped"):
                 resumable.append(t.number)
