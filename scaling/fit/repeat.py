@@ -51,6 +51,20 @@ _MAX_STEP = 0.1
 Z_LO, Z_HI = np.log(1e-2), np.log(1e6)
 
 
+
+def _lse_huber(u1, u2, u3, log_l, delta, w):
+    """Huber loss of log L = LSE(u1, u2, u3) against log_l, its clipped slope over the sum of
+    exponentials, and the three (shifted) exponentials the gradients need; w weights runs."""
+    m = np.maximum(np.maximum(u1, u2), u3)
+    e1, e2, e3 = np.exp(u1 - m), np.exp(u2 - m), np.exp(u3 - m)
+    s = e1 + e2 + e3
+    r = m + np.log(s) - log_l[None, :]
+    h = law.huber(r, delta)
+    c = np.clip(r, -delta, delta) / s
+    if w is not None:
+        h, c = h * w, c * w
+    return h, c, e1, e2, e3
+
 def n_opt_for_tokens(p: dict, d, fpt: tuple = law.SIX_ND) -> np.ndarray:
     """The compute-optimal size whose optimal data is d, under the law's frontier with FLOPs
     per token k N^e: N = G (C/k)^a and D = (C/k) N^-e give C/k = (d G^e)^(1/b)."""
@@ -101,15 +115,7 @@ def _stage2_objective(xb: np.ndarray, log_un: np.ndarray, r_n: np.ndarray, log_s
         u1 = x[:, 0:1] - x[:, 3:4] * (log_un[idx] + np.log(qn))
         u2 = x[:, 1:2] - x[:, 4:5] * (log_seen[None, :] + np.log(qd))
         u3 = np.broadcast_to(x[:, 2:3], u1.shape)
-        m = np.maximum(np.maximum(u1, u2), u3)
-        e1, e2, e3 = np.exp(u1 - m), np.exp(u2 - m), np.exp(u3 - m)
-        s = e1 + e2 + e3
-        r = m + np.log(s) - log_l[None, :]
-        h = law.huber(r, delta)
-        c = np.clip(r, -delta, delta) / s
-        if weights is not None:
-            h = h * weights[idx]
-            c = c * weights[idx]
+        h, c, e1, e2, e3 = _lse_huber(u1, u2, u3, log_l, delta, None if weights is None else weights[idx])
         # d log(q) / d log R* = R* (s - x e^-x) / q
         dqd = rd * (sd - xd * np.exp(-xd)) / qd
         dqn = rn * (sn - xn * np.exp(-xn)) / qn
@@ -250,15 +256,7 @@ def _joint_objective(n, d, u, loss, weights: np.ndarray | None, fpt, delta):
             L2 = log_seen[None, :] + np.log(qd)
             u1, u2 = a - al * L1, b - be * L2
             u3 = np.broadcast_to(e, u1.shape)
-            m = np.maximum(np.maximum(u1, u2), u3)
-            e1, e2, e3 = np.exp(u1 - m), np.exp(u2 - m), np.exp(u3 - m)
-            s = e1 + e2 + e3
-            r = m + np.log(s) - log_l[None, :]
-            h = law.huber(r, delta)
-            c = np.clip(r, -delta, delta) / s
-            if weights is not None:
-                h = h * weights[idx]
-                c = c * weights[idx]
+            h, c, e1, e2, e3 = _lse_huber(u1, u2, u3, log_l, delta, None if weights is None else weights[idx])
             c1, c2, c3 = c * e1, c * e2, c * e3
             # dL1/dlog_nopt where capped: through log U_N and through R_N = N/U_N - 1.
             k1 = np.where(capped, 1 - (1 + r_n) * np.exp(-xn) / qn, 0.0)
