@@ -20,7 +20,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 HOST="$(hostname -s)"
-CPUS="${SCALING_SLURM_CPUS:-$(nproc)}"
+# Not plain nproc: it answers OMP_NUM_THREADS when that is set (a shell tuned for one run
+# would get a one-CPU cluster).
+CPUS="${SCALING_SLURM_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 # RealMemory above the real RAM marks the node INVALID: advertise 90% of it.
 MEMORY_MB="$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)"
 STATE=/var/lib/slurm
@@ -29,7 +31,13 @@ RUNDIR=/run/slurm
 CONF=/etc/slurm
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
 
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A zombie answers kill -0: a daemon killed with SIGKILL whose parent (here PID 1 of a
+# container, which may not reap) has not waited for it is dead all the same.
+alive() {
+  [ -s "$1" ] || return 1
+  local pid; pid="$(cat "$1")"
+  kill -0 "$pid" 2>/dev/null && ! grep -q '^[0-9]* (.*) Z' "/proc/$pid/stat" 2>/dev/null
+}
 
 wait_for() {  # wait_for SECONDS WHAT COMMAND...
   local secs="$1" what="$2"; shift 2

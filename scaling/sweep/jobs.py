@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import submitit
+from submitit.slurm import slurm as slurm_env
 
 from scaling.rundir import atomic_write_json
 
@@ -115,6 +116,39 @@ def once_per_process():
         yield
     finally:
         signal.signal(signal.SIGUSR2, first)
+
+
+REQUEUE_PATIENCE_S = 60.0   # within submitit's 90 s between the signal and the kill
+
+
+def _requeue_patiently(env, countdown: int) -> None:
+    """submitit's requeue (`scontrol requeue JOB`), retried for up to a minute. Slurm can
+    refuse it for a moment (an array task while the array's other tasks are being
+    scheduled: "Job can not be altered now, try again later"); submitit's own call gives up
+    at the first refusal, and the job then dies with exit 1 although its checkpoint is saved:
+    a preempted trial or run is marked failed instead of resuming. Seen in the Slurm tests,
+    1 preemption in a few dozen."""
+    import subprocess
+    import sys
+
+    from submitit.core import logger
+
+    jid = env.job_id
+    deadline = time.monotonic() + REQUEUE_PATIENCE_S
+    while True:
+        r = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            break
+        why = (r.stderr or r.stdout).strip() or f"exit {r.returncode}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"scontrol requeue {jid} refused for {REQUEUE_PATIENCE_S:.0f} s: {why}")
+        print(f"scontrol requeue {jid}: {why}; retrying", file=sys.stderr, flush=True)
+        time.sleep(2)
+    logger.get_logger().info(f"Requeued job {jid} ({countdown} remaining timeouts)")
+
+
+# Set where the job unpickles TrainJob (this module), so in every process that runs our jobs.
+slurm_env.SlurmJobEnvironment._requeue = _requeue_patiently
 
 
 def report_every_s() -> float:
