@@ -82,7 +82,7 @@ def main() -> int:
                     torch.cuda.empty_cache()
                 continue
             wall = time.perf_counter() - t0
-            rows = [r for r in run.module.rows if r["split"] == "train"][2:]
+            rows = [r for r in run.recorder.rows if r["split"] == "train"][2:]
             tps = statistics.median(r["tokens_per_s"] for r in rows)
             mfu = statistics.median(r["mfu"] for r in rows)
             step_s = cfg.batch_size * cfg.seq_len / tps
