@@ -123,11 +123,11 @@ REQUEUE_PATIENCE_S = 60.0   # within submitit's 90 s between the signal and the 
 
 def _requeue_patiently(env, countdown: int) -> None:
     """submitit's requeue (`scontrol requeue JOB`), retried for up to a minute. Slurm can
-    refuse it for a moment (an array task while the array's other tasks are being
-    scheduled: "Job can not be altered now, try again later"); submitit's own call gives up
-    at the first refusal, and the job then dies with exit 1 although its checkpoint is saved:
-    a preempted trial or run is marked failed instead of resuming. Seen in the Slurm tests,
-    1 preemption in a few dozen."""
+    refuse a request on an array task for a moment ("Job can not be altered now, try again
+    later", as scancel meets while the array's other tasks wait); submitit's own call gives
+    up at the first refusal, and the job then dies with exit 1 although its checkpoint is
+    saved: a preempted trial or run is marked failed instead of resuming. Seen in the Slurm
+    tests: the tune study's preempted trial died so in 1 of 2 runs of the whole file."""
     import subprocess
     import sys
 
