@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -120,6 +121,38 @@ def job_log(out: Path, job_id: str) -> str:
     return "".join(p.read_text(errors="replace") for p in logs)
 
 
+@dataclass
+class OneRun:
+    """A one-run sweep on the cluster: its job, its run's name and steps, and the small record
+    its job keeps (sweep/jobs.py), read as the job rewrites it."""
+
+    out: Path
+    job_id: str
+    name: str
+    steps: int
+
+    def record(self) -> dict:
+        try:
+            return json.loads((self.out / "jobs" / f"{self.name}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def step(self) -> int:
+        return self.record().get("step") or 0
+
+
+def launch_one(f: Path, out: Path) -> OneRun:
+    spec = load_sweep(f)
+    res = launch(spec, "slurm", out, progress=False)
+    ((job_id,), (name,)) = res.job_ids.values(), res.submitted
+    return OneRun(out, job_id, name, spec.runs[0].tokens // 256)  # 8 sequences x 32 tokens a step
+
+
+def scheduler_id(job_id: str) -> str:
+    """The job's own id (an array task's %A), which listpids and process titles use."""
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%A"], capture_output=True, text=True).stdout.strip()
+
+
 def test_job_array_runs_and_collects(cluster, shards, tmp_path, capsys):
     f = sweep_file(tmp_path, shards, "arr", """
         [grid]
@@ -180,27 +213,18 @@ def test_preempted_run_resumes_from_its_checkpoint(cluster, shards, tmp_path, mo
     """
     launch(load_sweep(sweep_file(tmp_path, shards, "twin", body)), "slurm", tmp_path / "twin", progress=False)
     out = tmp_path / "pre"
-    res = launch(load_sweep(sweep_file(tmp_path, shards, "pre", body)), "slurm", out, progress=False)
-    (job_id,) = res.job_ids.values()
-    (name,) = res.submitted
-    record = out / "jobs" / f"{name}.json"
-    steps = load_sweep(tmp_path / "pre.toml").runs[0].tokens // 256  # 8 sequences x 32 tokens a step
-
-    def step() -> int:
-        try:
-            return json.loads(record.read_text()).get("step") or 0
-        except (OSError, ValueError):
-            return 0
+    run = launch_one(sweep_file(tmp_path, shards, "pre", body), out)
+    job_id, steps = run.job_id, run.steps
 
     # Interrupt mid-training, as a preemption or a time limit would.
-    wait_until(lambda: step() >= 20, 150, "the run to train 20 steps")
+    wait_until(lambda: run.step() >= 20, 150, "the run to train 20 steps")
     st = sweep_states(out)[0]
     assert st.state == "running" and 0 < st.tokens_seen < steps * 256
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
 
     (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=240)
     assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
-    rec = json.loads(record.read_text())
+    rec = run.record()
     # checkpointed once mid-run, requeued once, and the second start resumed at that step
     assert rec["checkpointed"] == 1 and rec["requeues"] == 1 and st.requeues == 1, rec
     k = rec["checkpoint_steps"][0]
@@ -223,8 +247,7 @@ def test_preempted_run_resumes_from_its_checkpoint(cluster, shards, tmp_path, mo
 
 def _step_pids(job_id: str) -> list[int]:
     """The processes of a job's step 0 (submitit's srun: the training process) on this node."""
-    real = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%A"], capture_output=True, text=True).stdout.strip()
-    rows = subprocess.run(["scontrol", "listpids", real], capture_output=True, text=True).stdout.splitlines()[1:]
+    rows = subprocess.run(["scontrol", "listpids", scheduler_id(job_id)], capture_output=True, text=True).stdout.splitlines()[1:]
     return [int(r.split()[0]) for r in rows if len(r.split()) >= 3 and r.split()[2] == "0"]
 
 
@@ -253,17 +276,8 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_with_its_status_histor
         tokens = ["300K"]
     """)
     out = tmp_path / "lim"
-    res = launch(load_sweep(f), "slurm", out, progress=False)
-    (job_id,) = res.job_ids.values()
-    (name,) = res.submitted
-    record = out / "jobs" / f"{name}.json"
-    steps = load_sweep(f).runs[0].tokens // 256
-
-    def job_record() -> dict:
-        try:
-            return json.loads(record.read_text())
-        except (OSError, ValueError):
-            return {}
+    run = launch_one(f, out)
+    job_id, steps, job_record = run.job_id, run.steps, run.record
 
     wait_until(lambda: (job_record().get("step") or 0) >= 1, 150, "the run to train")
     pids = _step_pids(job_id)
@@ -343,25 +357,15 @@ def test_a_two_task_ddp_job_is_preempted_requeued_and_resumed(cluster, shards, t
         tokens = ["200K"]
     """
     out = tmp_path / "ddp"
-    res = launch(load_sweep(sweep_file(tmp_path, shards, "ddp", "tasks_per_node = 2\n" + body)), "slurm", out,
-                 progress=False)
-    (job_id,) = res.job_ids.values()
-    (name,) = res.submitted
-    record = out / "jobs" / f"{name}.json"
-    steps = load_sweep(tmp_path / "ddp.toml").runs[0].tokens // 256
+    run = launch_one(sweep_file(tmp_path, shards, "ddp", "tasks_per_node = 2\n" + body), out)
+    job_id, steps = run.job_id, run.steps
 
-    def step() -> int:
-        try:
-            return json.loads(record.read_text()).get("step") or 0
-        except (OSError, ValueError):
-            return 0
-
-    wait_until(lambda: step() >= 20, 180, "the 2-task run to train 20 steps")
+    wait_until(lambda: run.step() >= 20, 180, "the 2-task run to train 20 steps")
     assert sweep_states(out)[0].world == 2
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=300)
     assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
-    rec = json.loads(record.read_text())
+    rec = run.record()
     assert rec["checkpointed"] == 1 and rec["requeues"] == 1 and rec["starts"] == 2, rec
     k = rec["checkpoint_steps"][0]
     assert 20 <= k < steps and rec["start_step"] == k, rec
@@ -651,20 +655,12 @@ def test_a_run_whose_node_goes_down_mid_job_resumes(cluster, shards, tmp_path, m
         tokens = ["1M"]
     """, train="checkpoint_every_s = 1")
     out = tmp_path / "lost"
-    res = launch(load_sweep(f), "slurm", out, progress=False)
-    (job_id,) = res.job_ids.values()
-    (name,) = res.submitted
-    steps = load_sweep(f).runs[0].tokens // 256
+    run = launch_one(f, out)
+    job_id, name, steps, step = run.job_id, run.name, run.steps, run.step
     ckpt = out / "runs" / name / "checkpoints" / "last.ckpt"
 
-    def step() -> int:
-        try:
-            return json.loads((out / "jobs" / f"{name}.json").read_text()).get("step") or 0
-        except (OSError, ValueError):
-            return 0
-
     wait_until(lambda: ckpt.exists() and step() >= 50, 180, "a periodic checkpoint mid-run")
-    real = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%A"], capture_output=True, text=True).stdout.strip()
+    real = scheduler_id(job_id)
     if not requeue:
         subprocess.run(["scontrol", "update", f"JobId={real}", "Requeue=0"], check=True)
     pids = [ln.split()[0] for ln in subprocess.run(["scontrol", "listpids", real], capture_output=True,
