@@ -28,11 +28,13 @@ from scaling.config import TrainConfig  # noqa: E402
 from scaling.train import TrainingRun, measure_cpu_peak  # noqa: E402
 
 # (label, size, seq_len, batch): the old demo's four sizes; the 600-step demo's range at a
-# batch of 32 x 64; the current demo (3,000 steps of 32 bytes, 1+1 layers), each size at the
-# batch the sweep gives it in one of its budgets (its runs take 1-42 sequences a step).
+# batch of 32 x 64; the current demo (3,000 steps of 32 bytes, 1+1 layers, centred on 15
+# tokens/param): the middle size of each of its five budgets and the smallest and largest
+# sizes of the sweep, each at the batch the sweep gives it (its runs take 2-48 sequences a step).
 BEFORE = [("old demo", s, 32, 8) for s in ("13K", "25K", "40K", "80K")]
 MIDDLE = [("600-step", s, 64, 32) for s in ("25K", "60K", "120K", "250K", "500K")]
-AFTER = [("demo", s, 32, b) for s, b in (("25K", 7), ("60K", 14), ("140K", 21), ("250K", 12), ("500K", 5))]
+AFTER = [("demo", s, 32, b) for s, b in (("13.3K", 13), ("33.4K", 5), ("47.4K", 7), ("67.4K", 10),
+                                          ("95.6K", 15), ("136K", 21), ("339K", 9))]
 
 
 def measure(size: str, seq_len: int, batch: int, steps: int, data: str) -> dict:
