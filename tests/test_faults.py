@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import textwrap
 import threading
 import time
 import traceback
@@ -33,6 +32,7 @@ from scaling.cli import main
 from scaling.config import TrainConfig
 from scaling.errors import WriteError
 from scaling.train import TrainingRun
+from sweep_files import write_sweep_file
 
 
 @pytest.fixture(scope="module")
@@ -267,23 +267,9 @@ SIZES, TOKENS = ["20K", "25K", "30K", "40K"], ["2K", "3K", "4K", "5K"]
 
 
 def grid_file(path: Path, shards: Path, sizes=SIZES, tokens=TOKENS) -> Path:
-    path.write_text(textwrap.dedent(f"""
-        [sweep]
-        name = "faults"
-        kind = "grid"
-        vocab_size = 260
-        [train]
-        data = "{shards}"
-        seq_len = 32
-        batch_size = 8
-        val_points = 2
-        val_examples = 16
-        log_every = 50
-        [grid]
-        sizes = {json.dumps(sizes)}
-        tokens = {json.dumps(tokens)}
-    """))
-    return path
+    return write_sweep_file(path, shards, name="faults", kind="grid",
+                            train="val_points = 2\nval_examples = 16\nlog_every = 50",
+                            body=f"[grid]\nsizes = {json.dumps(sizes)}\ntokens = {json.dumps(tokens)}")
 
 
 # One of 16 processes finishing a run: the run's last writes (rundir.write_metrics, then the

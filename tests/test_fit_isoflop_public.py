@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 
 from scaling.fit import FitOptions, fit_all, isoflop, load_runs
 from scaling.fit.law import frontier, optimal_nd, predict_loss

@@ -32,6 +32,7 @@ from scaling.errors import UserError
 from scaling.sweep.launch import launch, wait_for
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
+from sweep_files import write_sweep_file
 
 pytestmark = pytest.mark.slurm
 
@@ -84,26 +85,9 @@ def shards(cluster):
 
 
 def sweep_file(tmp_path: Path, shards: Path, name: str, body: str, train: str = "") -> Path:
-    p = tmp_path / f"{name}.toml"
-    p.write_text(textwrap.dedent(f"""
-        [sweep]
-        name = "{name}"
-        kind = "grid"
-        vocab_size = 260
-        [train]
-        data = "{shards}"
-        seq_len = 32
-        batch_size = 8
-        val_points = 3
-        val_examples = 32
-        log_every = 50
-        {train}
-        [executor]
-        default = "slurm"
-        cpus_per_task = 1
-        time_min = 10
-    """) + textwrap.dedent(body))
-    return p
+    return write_sweep_file(tmp_path / f"{name}.toml", shards, name=name, kind="grid", body=body,
+                            train="val_points = 3\nval_examples = 32\nlog_every = 50\n" + train,
+                            executor='default = "slurm"\ncpus_per_task = 1\ntime_min = 10')
 
 
 def wait_until(pred, timeout_s: float, what: str, every: float = 0.5):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import shutil
 import tempfile
-import textwrap
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +14,7 @@ from scaling.cli import main
 from scaling.sweep.launch import launch
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
+from sweep_files import write_sweep_file
 
 
 def tiny_shards(out: Path) -> Path:
@@ -51,25 +51,9 @@ def shards():
 
 
 def sweep_file(tmp_path: Path, shards: Path, body: str, train: str = "") -> Path:
-    p = tmp_path / "tiny.toml"
-    p.write_text(textwrap.dedent(f"""
-        [sweep]
-        name = "tiny"
-        kind = "isoflop"
-        vocab_size = 260
-        [train]
-        data = "{shards}"
-        seq_len = 32
-        batch_size = 8
-        val_points = 3
-        val_examples = 32
-        log_every = 50
-        {train}
-        [executor]
-        parallelism = 2
-        time_min = 10
-    """) + textwrap.dedent(body))
-    return p
+    return write_sweep_file(tmp_path / "tiny.toml", shards, name="tiny", kind="isoflop", body=body,
+                            train="val_points = 3\nval_examples = 32\nlog_every = 50\n" + train,
+                            executor="parallelism = 2\ntime_min = 10")
 
 
 def test_local_sweep_runs_collects_and_relaunches_idempotently(tmp_path, shards, capsys):

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from scaling.cli import main
 from scaling.tuning.study import storage
+from sweep_files import write_sweep_file
 
 torch.set_num_threads(2)
 
@@ -226,21 +226,8 @@ def test_a_sweep_file_reads_the_tuned_lr(two_sizes, shards, tmp_path, capsys):
     f = tmp_path / "s.toml"
 
     def write(sizes: str, lr: str) -> Path:
-        f.write_text(textwrap.dedent(f"""
-            [sweep]
-            name = "s"
-            kind = "grid"
-            vocab_size = 260
-            [train]
-            data = "{shards}"
-            seq_len = 32
-            batch_size = 8
-            lr = {lr}
-            [grid]
-            sizes = [{sizes}]
-            tokens = ["30K"]
-        """))
-        return f
+        return write_sweep_file(f, shards, name="s", kind="grid", train=f"lr = {lr}",
+                                body=f'[grid]\nsizes = [{sizes}]\ntokens = ["30K"]')
 
     sw = load_sweep(write('"100K", "200K", "300K"', f'{{ tuned = "{two_sizes}" }}'))
     small, mid, big = sw.runs
