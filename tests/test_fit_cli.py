@@ -215,11 +215,26 @@ def test_fit_cli_prints_held_out_check_and_plan_prints_reach(tmp_path, capsys):
     assert main(["fit", str(p), "--bootstrap", "30", "--out", str(fit_json), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Held-out check: fitted without the largest budget (1e+20 FLOPs, 9 runs), 10.00x" in out
+    assert "  its worst: c1e+20-" in out and "below the law" not in out
     assert main(["plan", "--fit", str(fit_json), "--params", "20B", "--tokens", "1T", "--flops", "6nd"]) == 0
     out = capsys.readouterr().out
     n_hi = df["params"].max()
     assert f"reach: this law extrapolates N {20e9 / n_hi:.3g}x its largest model" in out
     assert f"C {6 * 20e9 * 1e12 / df['flops'].max():.3g}x its largest run" in out
+
+
+def test_a_held_out_run_far_below_the_law_is_named(tmp_path, capsys):
+    """A run of the held-out budget that crossed a later transition (at laptop scale: loss 15%
+    under its neighbours) is named as a change of regime, not averaged away."""
+    df = isoflop_table(np.random.default_rng(4), budgets=(1e17, 1e18, 1e19, 1e20))
+    top = df.filter(pl.col("budget") == 1e20).sort("params")["run"][4]
+    df = df.with_columns(pl.when(pl.col("run") == top).then(pl.col("loss") * 0.85).otherwise(pl.col("loss")).alias("loss"))
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    assert main(["fit", str(p), "--bootstrap", "0", "--approach", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"  its worst: {top}, " in out
+    assert f"1 held-out run(s) 10%+ below the law ({top}): more than noise" in out
 
 
 def test_runs_that_straddle_the_copy_transition_are_reported(tmp_path):
