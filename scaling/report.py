@@ -340,6 +340,9 @@ def heldout_section(inp: Inputs) -> str:
         out.append(f"<li>Approach 2 (a = {h2['a']:.3f}) predicts N_opt {h2['N_opt_predicted']:.3g} against "
                    f"{h2['N_opt_observed']:.3g} observed ({100 * h2['rel_error']:+.1f}%).</li>")
     out += [f"<li class='warn'>{_e(w)}</li>" for w in hb.get("warnings", [])]
+    if h3 and h3.get("below_law"):
+        from scaling.fit.report import below_law_line
+        out.append(f"<li class='warn'>{_e(below_law_line(h3['below_law']))}</li>")
     out.append("</ul>")
     if h3:
         out.append(_table(["run", "N", "D", "loss", "predicted", "error"],

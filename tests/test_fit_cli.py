@@ -231,10 +231,16 @@ def test_a_held_out_run_far_below_the_law_is_named(tmp_path, capsys):
     df = df.with_columns(pl.when(pl.col("run") == top).then(pl.col("loss") * 0.85).otherwise(pl.col("loss")).alias("loss"))
     p = tmp_path / "results.parquet"
     df.write_parquet(p)
-    assert main(["fit", str(p), "--bootstrap", "0", "--approach", "3", "--no-progress"]) == 0
+    assert main(["fit", str(p), "--bootstrap", "0", "--approach", "3", "--no-progress",
+                 "--out", str(tmp_path / "fit.json")]) == 0
     out = capsys.readouterr().out
     assert f"  its worst: {top}, " in out
-    assert f"1 held-out run(s) 10%+ below the law ({top}): more than noise" in out
+    line = f"1 held-out run(s) 10%+ below the law ({top}): more than noise"
+    assert line in out
+    # The report says the same, from fit.json.
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert line in page[page.index("id='heldout'"):]
 
 
 def test_runs_that_straddle_the_copy_transition_are_reported(tmp_path):

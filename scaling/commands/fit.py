@@ -136,20 +136,14 @@ def _format_repeat(dc: dict, boot: str) -> list:
     return out
 
 
-# A held-out run this far under its prediction is not noise: at laptop scale it is a run that
-# crossed a later transition of the objective (README, "What the demo recovers").
-REGIME_GAP = 0.10
-
-
-def _held_out_outliers(runs: list[dict]) -> list[str]:
-    """The worst-predicted held-out run, and a plain word when runs fall far below the law."""
-    worst = max(runs, key=lambda r: abs(r["rel_error"]))
+def _held_out_outliers(h3: dict) -> list[str]:
+    """The worst-predicted held-out run, and a plain word on runs far below the law."""
+    worst = max(h3["runs"], key=lambda r: abs(r["rel_error"]))
     lines = [f"  its worst: {worst['run']}, {worst['loss']:.4f} against {worst['predicted']:.4f} predicted "
              f"(the prediction {100 * worst['rel_error']:+.1f}% off)"]
-    under = [r["run"] for r in runs if r["rel_error"] > REGIME_GAP]
-    if under:
-        lines.append(f"  {len(under)} held-out run(s) {100 * REGIME_GAP:.0f}%+ below the law ({', '.join(under)}): "
-                     "more than noise; a change of regime the fitted budgets do not show")
+    if h3.get("below_law"):
+        from scaling.fit.report import below_law_line
+        lines.append(f"  {below_law_line(h3['below_law'])}")
     return lines
 
 
@@ -206,7 +200,7 @@ def format_fit(fit: dict) -> str:
             out += [f"  approach 3 predicts its runs' loss to {100 * h3['mean_abs_rel_error']:.2f}% on average "
                     f"(max {100 * h3['max_abs_rel_error']:.2f}%); its best run: {h3['min_loss']:.4f}, "
                     f"predicted {h3['predicted_min_loss']:.4f}"]
-            out += _held_out_outliers(h3["runs"])
+            out += _held_out_outliers(h3)
         h2 = hb.get("approach2")
         if h2 and h2["rel_error"] is not None:
             out.append(f"  approach 2 (a = {h2['a']:.3f}) predicts N_opt {h2['N_opt_predicted']:.3g} against "
