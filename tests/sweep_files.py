@@ -1,12 +1,29 @@
-"""One writer for the tests' sweep files: tiny runs on the test shards.
+"""The tests' tiny sweeps: their shards of real English and one writer for their sweep files.
 
 Every test sweep shares the [sweep] header and the tiny-run [train] settings; a test adds its
 own [train] lines, an [executor] section and its kind's section ([grid] or [isoflop])."""
 
 from __future__ import annotations
 
+import inspect
 import textwrap
 from pathlib import Path
+
+
+def tiny_shards(out: Path) -> Path:
+    """Byte-level shards of real English: the docstrings of a few standard-library modules."""
+    import argparse, collections, functools, itertools, json, os, pathlib, re, textwrap as tw  # noqa: E401
+
+    from scaling.data import PrepareConfig, prepare
+
+    docs = []
+    for mod in (json, collections, argparse, pathlib, tw, functools, itertools, re, os, inspect):
+        for obj in vars(mod).values():
+            doc = inspect.getdoc(obj) if callable(obj) else None
+            if doc and len(doc) > 200:
+                docs.append(doc)
+    return prepare(docs, out, PrepareConfig(tokenizer="bytes", val_fraction=0.1),
+                   source={"paths": "stdlib docstrings"}, progress=False)
 
 
 def write_sweep_file(path: Path, shards: Path, *, name: str, kind: str, body: str,

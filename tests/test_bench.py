@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_train_runs_and_reports_its_figures(tmp_path):
-    from test_sweep_launch import tiny_shards
+    from sweep_files import tiny_shards
 
     shards = tiny_shards(tmp_path / "shards")
     out = tmp_path / "train.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scaling import demo
-from test_sweep_launch import tiny_shards
+from sweep_files import tiny_shards
 
 
 @pytest.fixture

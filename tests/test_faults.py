@@ -37,7 +37,7 @@ from sweep_files import write_sweep_file
 
 @pytest.fixture(scope="module")
 def shards():
-    from test_sweep_launch import tiny_shards
+    from sweep_files import tiny_shards
 
     d = Path(tempfile.mkdtemp(prefix="scaling-faults-data-"))
     yield tiny_shards(d / "shards")

@@ -26,7 +26,7 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
 
 @pytest.fixture(scope="module")
 def shards():
-    from test_sweep_launch import tiny_shards
+    from sweep_files import tiny_shards
 
     d = Path(tempfile.mkdtemp(prefix="scaling-fuzz-data-"))
     yield tiny_shards(d / "shards")

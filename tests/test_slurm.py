@@ -77,7 +77,7 @@ def tmp_path():
 
 @pytest.fixture(scope="module")
 def shards(cluster):
-    from test_sweep_launch import tiny_shards
+    from sweep_files import tiny_shards
 
     d = Path(tempfile.mkdtemp(prefix="scaling-slurm-data-"))
     yield tiny_shards(d / "shards")

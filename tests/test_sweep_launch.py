@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,23 +13,7 @@ from scaling.cli import main
 from scaling.sweep.launch import launch
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
-from sweep_files import write_sweep_file
-
-
-def tiny_shards(out: Path) -> Path:
-    """Byte-level shards of real English: the docstrings of a few standard-library modules."""
-    import argparse, collections, functools, itertools, json, os, pathlib, re, textwrap as tw  # noqa: E401
-
-    from scaling.data import PrepareConfig, prepare
-
-    docs = []
-    for mod in (json, collections, argparse, pathlib, tw, functools, itertools, re, os, inspect):
-        for obj in vars(mod).values():
-            doc = inspect.getdoc(obj) if callable(obj) else None
-            if doc and len(doc) > 200:
-                docs.append(doc)
-    return prepare(docs, out, PrepareConfig(tokenizer="bytes", val_fraction=0.1),
-                   source={"paths": "stdlib docstrings"}, progress=False)
+from sweep_files import tiny_shards, write_sweep_file
 
 
 @pytest.fixture

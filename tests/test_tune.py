@@ -35,7 +35,7 @@ ARGS = ["--tokens", "30K", "--seq-len", "32", "--batch-size", "8", "--val-points
 
 @pytest.fixture(scope="module")
 def shards():
-    from test_sweep_launch import tiny_shards
+    from sweep_files import tiny_shards
 
     d = Path(tempfile.mkdtemp(prefix="scaling-tune-data-"))
     yield tiny_shards(d / "shards")
