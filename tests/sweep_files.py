@@ -26,6 +26,10 @@ def tiny_shards(out: Path) -> Path:
                    source={"paths": "stdlib docstrings"}, progress=False)
 
 
+# The [train] lines most test sweeps add: a short validation and sparse logging.
+QUICK_VAL = "val_points = 3\nval_examples = 32\nlog_every = 50\n"
+
+
 def write_sweep_file(path: Path, shards: Path, *, name: str, kind: str, body: str,
                      train: str = "", executor: str = "") -> Path:
     """PATH holding a sweep of `kind` named `name`; `train` and `executor` are TOML lines

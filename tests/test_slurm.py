@@ -32,7 +32,7 @@ from scaling.errors import UserError
 from scaling.sweep.launch import launch, wait_for
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
-from sweep_files import write_sweep_file
+from sweep_files import QUICK_VAL, write_sweep_file
 
 pytestmark = pytest.mark.slurm
 
@@ -86,7 +86,7 @@ def shards(cluster):
 
 def sweep_file(tmp_path: Path, shards: Path, name: str, body: str, train: str = "") -> Path:
     return write_sweep_file(tmp_path / f"{name}.toml", shards, name=name, kind="grid", body=body,
-                            train="val_points = 3\nval_examples = 32\nlog_every = 50\n" + train,
+                            train=QUICK_VAL + train,
                             executor='default = "slurm"\ncpus_per_task = 1\ntime_min = 10')
 
 

@@ -13,7 +13,7 @@ from scaling.cli import main
 from scaling.sweep.launch import launch
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
-from sweep_files import tiny_shards, write_sweep_file
+from sweep_files import QUICK_VAL, tiny_shards, write_sweep_file
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def shards():
 
 def sweep_file(tmp_path: Path, shards: Path, body: str, train: str = "") -> Path:
     return write_sweep_file(tmp_path / "tiny.toml", shards, name="tiny", kind="isoflop", body=body,
-                            train="val_points = 3\nval_examples = 32\nlog_every = 50\n" + train,
+                            train=QUICK_VAL + train,
                             executor="parallelism = 2\ntime_min = 10")
 
 
