@@ -9,18 +9,29 @@ larger models on larger steps. Each row trains one of a sweep's sizes through Tr
 the demo runs them, and reports the median of the logged intervals after warm-up: FLOP/s by
 the model's analytic count, and its share of this machine's one-thread fp32 matmul peak,
 measured once (best of five trials, cached; see scaling.train.measure_cpu_peak).
+
+A second table splits a step's time into a fixed per-step cost and a per-sequence cost, by
+training two of the demo's sizes at several batch sizes and fitting time = a + b x batch:
+`a` is what cutting per-step overhead (dispatch, hooks, the optimizer, batch building) could
+win at most; FLOPs per sequence / b is the rate a step would reach at an infinite batch, the
+ceiling for these shapes on one thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
+# Every row on one thread, as the demo's runs (cpus_per_task = 1); the run's own thread rule
+# would give the 600-step demo's larger sizes two. Set before torch loads.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,6 +64,27 @@ def measure(size: str, seq_len: int, batch: int, steps: int, data: str) -> dict:
             "tokens_per_s": tps, "flops_per_s": flops}
 
 
+# Two of the demo's sizes (the middle sizes of its 2e11 and 1.6e12 budgets), each at batches
+# around the ones the sweep gives them.
+SPLIT_SIZES = ("33.4K", "136K")
+SPLIT_BATCHES = (5, 20, 80)
+
+
+def step_split(size: str, steps: int, data: str) -> dict:
+    """Fit step time = a + b * batch over SPLIT_BATCHES (least squares)."""
+    pts = []
+    for batch in SPLIT_BATCHES:
+        r = measure(size, 32, batch, steps, data)
+        pts.append((batch, 32 * batch / r["tokens_per_s"], r["flops_per_s"] * 32 * batch / r["tokens_per_s"]))
+    xs, ts = [p[0] for p in pts], [p[1] for p in pts]
+    mx, mt = statistics.fmean(xs), statistics.fmean(ts)
+    b = sum((x - mx) * (t - mt) for x, t in zip(xs, ts)) / sum((x - mx) ** 2 for x in xs)
+    a = mt - b * mx
+    flops_per_seq = pts[0][2] / pts[0][0]
+    return {"size": size, "points": [{"batch": x, "step_s": t, "flops_per_s": f / t} for x, t, f in pts],
+            "overhead_s": a, "per_sequence_s": b, "ceiling_flops_per_s": flops_per_seq / b}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150, help="steps per size (default 150)")
@@ -79,8 +111,18 @@ def main() -> int:
     new = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "demo")
     print(f"median FLOP/s: old demo {old / 1e9:.1f} G, 600-step demo {mid / 1e9:.1f} G, "
           f"demo {new / 1e9:.1f} G: {new / old:.1f}x the old demo")
+    print(f"\nstep time = a + b x batch ({'/'.join(map(str, SPLIT_BATCHES))} x 32, {args.steps} steps each)")
+    print(f"{'size':>6}{'a (ms)':>9}{'b (ms/seq)':>12}{'ceiling GFLOP/s':>17}{'of peak':>9}{'x old demo':>12}")
+    split = []
+    for size in SPLIT_SIZES:
+        r = step_split(size, args.steps, args.data)
+        split.append(r)
+        print(f"{size:>6}{r['overhead_s'] * 1e3:>9.2f}{r['per_sequence_s'] * 1e3:>12.3f}"
+              f"{r['ceiling_flops_per_s'] / 1e9:>17.1f}{r['ceiling_flops_per_s'] / peak:>9.1%}"
+              f"{r['ceiling_flops_per_s'] / old:>12.1f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": out, "ratio": new / old, "ratio_600_step": mid / old}, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": out, "ratio": new / old, "ratio_600_step": mid / old,
+                                               "step_split": split}, indent=1))
     return 0
 
 
