@@ -17,7 +17,6 @@ import random
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import traceback
@@ -33,15 +32,6 @@ from scaling.config import TrainConfig
 from scaling.errors import WriteError
 from scaling.train import TrainingRun
 from sweep_files import write_sweep_file
-
-
-@pytest.fixture(scope="module")
-def shards():
-    from sweep_files import tiny_shards
-
-    d = Path(tempfile.mkdtemp(prefix="scaling-faults-data-"))
-    yield tiny_shards(d / "shards")
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def config(shards: Path, out: Path, tokens: int = 100_000, **kw) -> TrainConfig:

@@ -24,15 +24,6 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@pytest.fixture(scope="module")
-def shards():
-    from sweep_files import tiny_shards
-
-    d = Path(tempfile.mkdtemp(prefix="scaling-fuzz-data-"))
-    yield tiny_shards(d / "shards")
-    shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.fixture
 def scratch():
     """A fresh directory per example (hypothesis runs many examples in one test call)."""

@@ -75,15 +75,6 @@ def tmp_path():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def shards(cluster):
-    from sweep_files import tiny_shards
-
-    d = Path(tempfile.mkdtemp(prefix="scaling-slurm-data-"))
-    yield tiny_shards(d / "shards")
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def sweep_file(tmp_path: Path, shards: Path, name: str, body: str, train: str = "") -> Path:
     return write_sweep_file(tmp_path / f"{name}.toml", shards, name=name, kind="grid", body=body,
                             train=QUICK_VAL + train,

@@ -13,7 +13,7 @@ from scaling.cli import main
 from scaling.sweep.launch import launch
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
-from sweep_files import QUICK_VAL, tiny_shards, write_sweep_file
+from sweep_files import QUICK_VAL, write_sweep_file
 
 
 @pytest.fixture
@@ -23,13 +23,6 @@ def tmp_path():
     jobs that are still writing there."""
     d = Path(tempfile.mkdtemp(prefix="scaling-sweep-test-"))
     yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def shards():
-    d = Path(tempfile.mkdtemp(prefix="scaling-sweep-data-"))
-    yield tiny_shards(d / "shards")
     shutil.rmtree(d, ignore_errors=True)
 
 

@@ -33,15 +33,6 @@ torch.set_num_threads(2)
 ARGS = ["--tokens", "30K", "--seq-len", "32", "--batch-size", "8", "--val-points", "3"]
 
 
-@pytest.fixture(scope="module")
-def shards():
-    from sweep_files import tiny_shards
-
-    d = Path(tempfile.mkdtemp(prefix="scaling-tune-data-"))
-    yield tiny_shards(d / "shards")
-    shutil.rmtree(d, ignore_errors=True)
-
-
 @pytest.fixture
 def tmp_path():
     """Private, not pytest's (see test_sweep_launch.py): local jobs may still write here."""
