@@ -43,3 +43,14 @@ def test_planning_commands_do_not_import_torch(argv, tmp_path):
     r = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "HEAVY:", r.stdout[-500:]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`scaling ... | head`: the pipe closes before the command writes; it stops without a
+    traceback, with SIGPIPE's conventional status."""
+    p = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", "plan", "sweeps/demo-cpu.toml"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -114,6 +114,10 @@ BAD = [
     ("[isoflop]\nbudgets = [1e12]\n[bogus]\nx = 1\n", "isoflop", TRAIN, ["unknown section [bogus]"]),
     ("[isoflop]\nbudgets = [1e12]\nsize_per_budget = 3\n", "isoflop", TRAIN, ["[isoflop] unknown key 'size_per_budget'"]),
     ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "sequence_length = 64\n", ["[train] unknown key 'sequence_length'"]),
+    # A typo of a [train] key the file does not set: the suggestion and the known list name it.
+    ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "noise_densty = 0.2\n",
+     ["[train] unknown key 'noise_densty'", "did you mean 'noise_density'?", "known: ", ", noise_density,"]),
+    ("[isoflop]\nbudgets = [1e12]\nsizes_per_budgt = 3\n", "isoflop", TRAIN, ["did you mean 'sizes_per_budget'?"]),
     ("[isoflop]\nbudgets = [1e12]\n", "isoflop", "[train]\nseq_len = 32\nbatch_size = \"big\"\n", ["train.batch_size must be an integer", "'big'"]),
     ("[isoflop]\nbudgets = [1e12]\nsizes_per_budget = 2.5\n", "isoflop", TRAIN, ["isoflop.sizes_per_budget must be an integer"]),
     ("[isoflop]\nbudgets = [\"lots\"]\n", "isoflop", TRAIN, ["isoflop.budgets[0]", "'lots'"]),

@@ -15,6 +15,7 @@ the full format.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import types
@@ -22,7 +23,7 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from scaling.config import TrainConfig, format_count, parse_count
 from scaling.config import read_toml
@@ -75,11 +76,15 @@ class _Section:
                 raise UserError(f"{self.where(key)}[{i}] must be {want}, got {v!r}")
         return value
 
-    def finish(self) -> None:
+    def finish(self, also_known: Iterable[str] = ()) -> None:
+        """Refuse keys never read. `also_known`: keys the section accepts but reads only when
+        present (so a typo's list of known keys names them too)."""
         unknown = sorted(set(self.table) - self.read)
         if unknown:
-            known = ", ".join(sorted(self.read))
-            raise UserError(f"{self.path}: [{self.name}] unknown key '{unknown[0]}' (known: {known})")
+            known = sorted(self.read | set(also_known))
+            near = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise UserError(f"{self.path}: [{self.name}] unknown key '{unknown[0]}' ({hint}known: {', '.join(known)})")
 
 
 def _type_name(t: type) -> str:
@@ -345,7 +350,7 @@ def _train(path: Path, table: Any) -> tuple[TrainConfig, dict]:
         if k in _OWNED:
             raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
                             f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
-    sec.finish()
+    sec.finish(also_known=(f.name for f in fields(TrainConfig) if f.name not in _OWNED))
     return TrainConfig(**values).check(sec.where), derived
 
 
