@@ -76,6 +76,11 @@ def summary(fit_path: str, plan_path: str) -> str:
     """What the demo recovered, in a few lines: exponents, held-out error, reach."""
     fit = json.loads(Path(fit_path).read_text())
     lines = [f"What the demo recovered ({fit['n_runs']} runs, N = {fit['params_column']}):"]
+    budgets = (fit.get("approach2") or {}).get("budgets") or []
+    if budgets:
+        refused = [f"{b['flops']:.3g}" for b in budgets if b.get("refused")]
+        lines.append(f"  IsoFLOP profiles with an interior minimum: {len(budgets) - len(refused)} of {len(budgets)} budgets"
+                     + (f" (none at {', '.join(refused)} FLOPs)" if refused else ""))
     for k in (1, 2, 3):
         r = fit.get(f"approach{k}")
         if r:

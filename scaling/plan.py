@@ -368,12 +368,12 @@ def compare_plans(law: Law, flop: FlopModel, plans: list) -> list:
     """Each plan against the compute-optimal allocation of its own compute under the law."""
     rows = []
     samples = len(law.samples) > 1
-    for name, n, d in plans:
-        n, per_token, _ = planned_model(flop, n)
+    for name, target, d in plans:
+        n, per_token, _ = planned_model(flop, target)
         c = float(per_token * d)
         n_o, d_o, l_o, _ = optimum(law, c, flop)
         loss = float(law.loss(n, d)[0, 0])
-        row = {"name": name, "params": n, "tokens": d, "tokens_per_param": d / n, "flops": c,
+        row = {"name": name, "params": n, "params_target": float(target), "tokens": d, "tokens_per_param": d / n, "flops": c,
                "flops_6nd": 6 * n * d, "loss": loss, "optimal_params": float(n_o[0]),
                "optimal_tokens": float(d_o[0]), "optimal_tokens_per_param": float(d_o[0] / n_o[0]),
                # > 1: more tokens per parameter than optimal (over-trained, smaller model).

@@ -58,6 +58,9 @@ def test_reduced_demo_reports_held_out_error_degeneracy_and_reach(work, capsys):
     err = hb["approach3"]["mean_abs_rel_error"]
     assert 0 <= err < 1 and f"{100 * err:.2f}% on average" in text
     assert 0 <= fit["approach3"]["bootstrap_degenerate"] <= 40
+    b2 = fit["approach2"]["budgets"]
+    ok = sum(1 for b in b2 if not b.get("refused"))
+    assert f"IsoFLOP profiles with an interior minimum: {ok} of {len(b2)} budgets" in text and len(b2) == 4
     # Rollout over the 4 budgets of 3 sizes: 2 budgets are 6 runs, too few for approach 3's 8;
     # fitted on the smallest 3 (9 runs), it predicts the largest.
     ro = fit["rollout"]

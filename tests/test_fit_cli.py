@@ -215,7 +215,7 @@ def test_fit_cli_prints_held_out_check_and_plan_prints_reach(tmp_path, capsys):
     assert main(["fit", str(p), "--bootstrap", "30", "--out", str(fit_json), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Held-out check: fitted without the largest budget (1e+20 FLOPs, 9 runs), 10.00x" in out
-    assert "  its worst: c1e+20-" in out and "below the law" not in out
+    assert "  its lowest loss: c1e+20-" in out and "below the law" not in out
     assert main(["plan", "--fit", str(fit_json), "--params", "20B", "--tokens", "1T", "--flops", "6nd"]) == 0
     out = capsys.readouterr().out
     n_hi = df["params"].max()
@@ -234,7 +234,9 @@ def test_a_held_out_run_far_below_the_law_is_named(tmp_path, capsys):
     assert main(["fit", str(p), "--bootstrap", "0", "--approach", "3", "--no-progress",
                  "--out", str(tmp_path / "fit.json")]) == 0
     out = capsys.readouterr().out
-    assert f"  its worst: {top}, " in out
+    # 15% under its neighbours: the budget's lowest loss, and the law's worst prediction
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("  its lowest loss: ")]
+    assert line.startswith(f"  its lowest loss: {top}, ") and line.endswith("also its worst prediction)"), line
     line = f"1 held-out run(s) 10%+ below the law ({top}): more than noise"
     assert line in out
     # The report says the same, from fit.json.
@@ -374,3 +376,17 @@ def test_approach2_bootstrap_adds_the_runs_loss_noise(tmp_path, capsys):
     assert "validation standard error" in a2["bootstrap_covers"]
     assert main(["fit", str(p), "--loss-noise", "-0.1", "--bootstrap", "0"]) == 2
     assert "--loss-noise" in capsys.readouterr().err
+
+
+def test_fit_says_which_parameter_count_it_used(tmp_path, capsys):
+    """A lab results table has both counts; fitting the total one by default says so, once."""
+    df = isoflop_table(np.random.default_rng(4), budgets=(1e17, 1e18, 1e19))
+    p = tmp_path / "results.parquet"
+    df.with_columns((pl.col("params") * 0.8).alias("params_nonembed")).write_parquet(p)
+    assert main(["fit", str(p), "--approach", "3", "--bootstrap", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: N is the total parameter count (column 'params')") == 1
+    assert "--columns params=params_nonembed" in err
+    assert main(["fit", str(p), "--approach", "3", "--bootstrap", "0", "--no-progress",
+                 "--columns", "params=params_nonembed"]) == 0
+    assert "note: N is the total" not in capsys.readouterr().err

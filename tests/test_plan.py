@@ -115,6 +115,11 @@ def test_compare_famous_plans_and_toml(tmp_path, capsys):
     n0, _ = optimal_nd(DEFAULT_LAW, rows["PaLM"]["flops"])
     assert abs(rows["PaLM"]["optimal_params"] / n0 - 1) < 2e-3
     assert (tmp_path / "figs" / "plan.html").exists()
+    # Each row is the size rule's shape for the plan's size; the table says which it built.
+    assert rows["GPT-3"]["params_target"] == 175e9
+    assert main(["plan", "--compare", str(f)]) == 0
+    built = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("N: the size rule's")]
+    assert len(built) == 1 and "GPT-3 175B -> " in built[0], built
     f.write_text('[[plan]]\nname = "x"\n')
     assert main(["plan", "--compare", str(f)]) == 2
     assert "needs name, params and tokens" in capsys.readouterr().err

@@ -137,10 +137,15 @@ def _format_repeat(dc: dict, boot: str) -> list:
 
 
 def _held_out_outliers(h3: dict) -> list[str]:
-    """The worst-predicted held-out run, and a plain word on runs far below the law."""
+    """The held-out budget's lowest-loss run and its worst-predicted one (one line when they are
+    the same run), and a plain word on runs far below the law."""
+    best = min(h3["runs"], key=lambda r: r["loss"])
     worst = max(h3["runs"], key=lambda r: abs(r["rel_error"]))
-    lines = [f"  its worst: {worst['run']}, {worst['loss']:.4f} against {worst['predicted']:.4f} predicted "
-             f"(the prediction {100 * worst['rel_error']:+.1f}% off)"]
+    lines = [f"  its lowest loss: {best['run']}, {best['loss']:.4f} against {best['predicted']:.4f} predicted "
+             f"({100 * best['rel_error']:+.1f}%" + (", also its worst prediction)" if worst is best else ")")]
+    if worst is not best:
+        lines.append(f"  its worst prediction: {worst['run']}, {worst['loss']:.4f} against {worst['predicted']:.4f} "
+                     f"predicted ({100 * worst['rel_error']:+.1f}%)")
     if h3.get("below_law"):
         from scaling.fit.report import below_law_line
         lines.append(f"  {below_law_line(h3['below_law'])}")
@@ -198,8 +203,7 @@ def format_fit(fit: dict) -> str:
             if h3.get("degenerate"):
                 out.append(f"  (the law fitted without it is degenerate: {h3['degenerate']})")
             out += [f"  approach 3 predicts its runs' loss to {100 * h3['mean_abs_rel_error']:.2f}% on average "
-                    f"(max {100 * h3['max_abs_rel_error']:.2f}%); its best run: {h3['min_loss']:.4f}, "
-                    f"predicted {h3['predicted_min_loss']:.4f}"]
+                    f"(max {100 * h3['max_abs_rel_error']:.2f}%)"]
             out += _held_out_outliers(h3)
         h2 = hb.get("approach2")
         if h2 and h2["rel_error"] is not None:
@@ -227,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
     if args.holdout_top < 0:
         raise UserError(f"--holdout-top: must be >= 0, got {args.holdout_top}")
     table = load_runs(args.results, parse_columns(args.columns), drop_top_loss=args.drop_top_loss)
+    if table.hint and not args.json:
+        print(f"note: {table.hint}", file=sys.stderr)
     curves = None
     if 1 in approaches:
         cpath = find_curves(args.results, args.curves)

@@ -161,6 +161,11 @@ def format_compare(r: dict) -> str:
                    f"{c['flops']:>10.3g}  {nci:24}{_n(c['optimal_tokens']):>10}{c['optimal_tokens_per_param']:>7.1f}"
                    f"{c['overtrained']:>8.2f}  {c['loss_given_up']:.4f}{gci}")
     out.append("x over: tokens per parameter over the optimum's (>1 over-trained, <1 under-trained)")
+    built = [f"{c['name']} {_n(c['params_target'])} -> {_n(c['params'])}" for c in r["compare"]
+             if c.get("params_target") and abs(c["params_target"] / c["params"] - 1) > 1e-9]
+    if built:
+        out.append("N: the size rule's encoder-decoder shape for each plan's size, whose loss and compute these are "
+                   f"({', '.join(built)})")
     out += [f"note: {w}" for w in r["warnings"]]
     out += format_reach(r)
     return "\n".join(out)

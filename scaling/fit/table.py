@@ -36,6 +36,7 @@ class RunTable:
     flops_from_6nd: bool = False       # flops were filled as 6 N D
     warnings: list = field(default_factory=list)
     dropped: int = 0
+    hint: str | None = None            # a word for the user on how N was read, printed by the CLI
 
     def col(self, name: str) -> np.ndarray:
         return self.df[name].to_numpy().astype(float)
@@ -155,8 +156,12 @@ def load_runs(path: str | Path, columns: dict[str, str] | None = None, *,
                 f"{copied} of {df.height} runs have learned to copy in denoising (denoise loss more than "
                 f"{COPY_GAP} nats below CLM) and the rest have not: the table mixes two regimes of the "
                 "objective, and a law across them is not a power law")
+    hint = None
+    if mapping["params"] == "params" and "params_nonembed" in raw.columns:
+        hint = ("N is the total parameter count (column 'params'); this table also has Kaplan's non-embedding "
+                "count, which the demo fits: --columns params=params_nonembed")
     return RunTable(df=df, source=str(path), params_column=mapping["params"],
-                    flops_from_6nd=flops_from_6nd, warnings=warnings, dropped=dropped)
+                    flops_from_6nd=flops_from_6nd, warnings=warnings, dropped=dropped, hint=hint)
 
 
 def find_curves(results_path: str | Path, curves: str | Path | None) -> Path | None:
