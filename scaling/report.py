@@ -330,9 +330,10 @@ def heldout_section(inp: Inputs) -> str:
            f"{hb['n_runs']} runs), {hb['extrapolation']:.2f}x the compute of the largest budget fitted.</p><ul>"]
     h3 = hb.get("approach3")
     if h3:
+        best = min(h3["runs"], key=lambda r: r["loss"])
         out.append(f"<li>Approach 3 predicts its runs' loss to <b>{100 * h3['mean_abs_rel_error']:.2f}%</b> on "
-                   f"average (max {100 * h3['max_abs_rel_error']:.2f}%); its best run {h3['min_loss']:.4f}, "
-                   f"predicted {h3['predicted_min_loss']:.4f}"
+                   f"average (max {100 * h3['max_abs_rel_error']:.2f}%); its lowest loss, {_e(best['run'])}: "
+                   f"{best['loss']:.4f}, predicted {best['predicted']:.4f}"
                    + (f" (the law fitted without it is degenerate: {_e(h3['degenerate'])})" if h3.get("degenerate") else "")
                    + ".</li>")
     h2 = hb.get("approach2")

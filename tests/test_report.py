@@ -40,6 +40,8 @@ def test_report_is_one_offline_file_with_every_section(sweep, tmp_path, capsys):
     # The fit's own numbers, not a refit: approach 3's alpha and the held-out error as fit.json has them.
     assert f"{fit['approach3']['alpha']:.6g}" in page
     assert f"{100 * fit['holdout_budget']['approach3']['mean_abs_rel_error']:.2f}%" in page
+    best = min(fit["holdout_budget"]["approach3"]["runs"], key=lambda r: r["loss"])
+    assert f"its lowest loss, {best['run']}: {best['loss']:.4f}" in page
     # Runs table: every row, the failed one marked as not fitted.
     runs = page[page.index("id='runs'"):page.index("id='fits'")]
     assert runs.count("<td class='l'>C1e") == 29 and "failed</td><td class=''>no" in runs
