@@ -64,18 +64,19 @@ def measure(size: str, seq_len: int, batch: int, steps: int, data: str) -> dict:
             "tokens_per_s": tps, "flops_per_s": flops}
 
 
-# Two of the demo's sizes (the middle sizes of its 2e11 and 1.6e12 budgets), each at batches
+# Two of the demo's rows (the middle sizes of its 1e11 and 1.6e12 budgets), each at batches
 # around the ones the sweep gives them.
-SPLIT_SIZES = ("33.4K", "136K")
+SPLIT = (AFTER[1], AFTER[5])
 SPLIT_BATCHES = (5, 20, 80)
 
 
-def step_split(size: str, steps: int, data: str) -> dict:
+def step_split(size: str, seq_len: int, steps: int, data: str) -> dict:
     """Fit step time = a + b * batch over SPLIT_BATCHES (least squares)."""
     pts = []
     for batch in SPLIT_BATCHES:
-        r = measure(size, 32, batch, steps, data)
-        pts.append((batch, 32 * batch / r["tokens_per_s"], r["flops_per_s"] * 32 * batch / r["tokens_per_s"]))
+        r = measure(size, seq_len, batch, steps, data)
+        step_s = seq_len * batch / r["tokens_per_s"]
+        pts.append((batch, step_s, r["flops_per_s"] * step_s))
     xs, ts = [p[0] for p in pts], [p[1] for p in pts]
     mx, mt = statistics.fmean(xs), statistics.fmean(ts)
     b = sum((x - mx) * (t - mt) for x, t in zip(xs, ts)) / sum((x - mx) ** 2 for x in xs)
@@ -111,11 +112,12 @@ def main() -> int:
     new = statistics.median(r["flops_per_s"] for r in out if r["sweep"] == "demo")
     print(f"median FLOP/s: old demo {old / 1e9:.1f} G, 600-step demo {mid / 1e9:.1f} G, "
           f"demo {new / 1e9:.1f} G: {new / old:.1f}x the old demo")
-    print(f"\nstep time = a + b x batch ({'/'.join(map(str, SPLIT_BATCHES))} x 32, {args.steps} steps each)")
+    print(f"\nstep time = a + b x batch (batches {'/'.join(map(str, SPLIT_BATCHES))}, {args.steps} steps each); "
+          f"the ceiling is the rate at an infinite batch, against the old demo's sizes in this run")
     print(f"{'size':>6}{'a (ms)':>9}{'b (ms/seq)':>12}{'ceiling GFLOP/s':>17}{'of peak':>9}{'x old demo':>12}")
     split = []
-    for size in SPLIT_SIZES:
-        r = step_split(size, args.steps, args.data)
+    for _, size, seq_len, _ in SPLIT:
+        r = step_split(size, seq_len, args.steps, args.data)
         split.append(r)
         print(f"{size:>6}{r['overhead_s'] * 1e3:>9.2f}{r['per_sequence_s'] * 1e3:>12.3f}"
               f"{r['ceiling_flops_per_s'] / 1e9:>17.1f}{r['ceiling_flops_per_s'] / peak:>9.1%}"

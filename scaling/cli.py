@@ -89,10 +89,27 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader went away (`scaling sweep status --json DIR | head`): stop quietly, as Unix
-        # tools do, and point stdout at /dev/null so the interpreter's last flush cannot fail.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not _stdout_reader_gone():
+            raise   # another pipe broke (a worker, stderr): that is an error, not the user's `| head`
+        # The reader of stdout went away (`scaling sweep status --json DIR | head`): stop quietly,
+        # as Unix tools do, and point stdout at /dev/null so the interpreter's last flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 128 + 13   # SIGPIPE
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):   # no real file descriptor (captured output)
+        return False
 
 
 if __name__ == "__main__":

@@ -328,12 +328,16 @@ def heldout_section(inp: Inputs) -> str:
                 "(and `scaling fit` without --no-holdout).</p>")
     out = [f"<h2 id='heldout'>Held-out check</h2><p>Fitted without the largest budget ({hb['budget']:.3g} FLOPs, "
            f"{hb['n_runs']} runs), {hb['extrapolation']:.2f}x the compute of the largest budget fitted.</p><ul>"]
+    from scaling.fit.report import below_law_line, held_out_extremes
+
     h3 = hb.get("approach3")
     if h3:
-        best = min(h3["runs"], key=lambda r: r["loss"])
+        best, worst = held_out_extremes(h3)
         out.append(f"<li>Approach 3 predicts its runs' loss to <b>{100 * h3['mean_abs_rel_error']:.2f}%</b> on "
                    f"average (max {100 * h3['max_abs_rel_error']:.2f}%); its lowest loss, {_e(best['run'])}: "
                    f"{best['loss']:.4f}, predicted {best['predicted']:.4f}"
+                   + ("" if worst is best else f"; its worst prediction, {_e(worst['run'])}: {worst['loss']:.4f}, "
+                                               f"predicted {worst['predicted']:.4f}")
                    + (f" (the law fitted without it is degenerate: {_e(h3['degenerate'])})" if h3.get("degenerate") else "")
                    + ".</li>")
     h2 = hb.get("approach2")
@@ -342,7 +346,6 @@ def heldout_section(inp: Inputs) -> str:
                    f"{h2['N_opt_observed']:.3g} observed ({100 * h2['rel_error']:+.1f}%).</li>")
     out += [f"<li class='warn'>{_e(w)}</li>" for w in hb.get("warnings", [])]
     if h3 and h3.get("below_law"):
-        from scaling.fit.report import below_law_line
         out.append(f"<li class='warn'>{_e(below_law_line(h3['below_law']))}</li>")
     out.append("</ul>")
     if h3:

@@ -390,3 +390,27 @@ def test_fit_says_which_parameter_count_it_used(tmp_path, capsys):
     assert main(["fit", str(p), "--approach", "3", "--bootstrap", "0", "--no-progress",
                  "--columns", "params=params_nonembed"]) == 0
     assert "note: N is the total" not in capsys.readouterr().err
+    # Asked for by name, the total count needs no note either.
+    assert main(["fit", str(p), "--approach", "3", "--bootstrap", "0", "--no-progress", "--columns", "params=params"]) == 0
+    assert "note: N is the total" not in capsys.readouterr().err
+
+
+def test_held_out_lowest_loss_and_worst_prediction_are_told_apart(tmp_path, capsys):
+    """When the worst-predicted held-out run is not the budget's best (here the largest model
+    ends 15% high, as a run that did not learn to copy does), both are named, CLI and report."""
+    df = isoflop_table(np.random.default_rng(4), budgets=(1e17, 1e18, 1e19, 1e20))
+    top = df.filter(pl.col("budget") == 1e20).sort("params")["run"][-1]
+    df = df.with_columns(pl.when(pl.col("run") == top).then(pl.col("loss") * 1.15).otherwise(pl.col("loss")).alias("loss"))
+    p = tmp_path / "results.parquet"
+    df.write_parquet(p)
+    fit_json = tmp_path / "fit.json"
+    assert main(["fit", str(p), "--bootstrap", "0", "--approach", "3", "--no-progress", "--out", str(fit_json)]) == 0
+    out = capsys.readouterr().out
+    runs = json.loads(fit_json.read_text())["holdout_budget"]["approach3"]["runs"]
+    best = min(runs, key=lambda r: r["loss"])["run"]
+    assert best != top
+    assert f"  its lowest loss: {best}, " in out and "also its worst prediction" not in out
+    assert f"  its worst prediction: {top}, " in out
+    from scaling import report
+    page = report.render(report.load(p, fit_path=fit_json))
+    assert f"its lowest loss, {best}:" in page and f"its worst prediction, {top}:" in page

@@ -54,3 +54,19 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_only_a_closed_stdout_counts_as_the_reader_gone(monkeypatch):
+    """Another broken pipe (a worker's, stderr's) must still fail loudly: the quiet exit is for
+    stdout's reader only."""
+    import os
+
+    from scaling.cli import _stdout_reader_gone
+
+    r, w = os.pipe()
+    with os.fdopen(w, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        assert not _stdout_reader_gone()      # a reader is there
+        os.close(r)
+        assert _stdout_reader_gone()          # it went away
+        monkeypatch.undo()

@@ -118,6 +118,9 @@ BAD = [
     ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "noise_densty = 0.2\n",
      ["[train] unknown key 'noise_densty'", "did you mean 'noise_density'?", "known: ", ", noise_density,"]),
     ("[isoflop]\nbudgets = [1e12]\nsizes_per_budgt = 3\n", "isoflop", TRAIN, ["did you mean 'sizes_per_budget'?"]),
+    # A typo of a key the sweep sets: pointed at, never listed as known.
+    ("[isoflop]\nbudgets = [1e12]\n", "isoflop", TRAIN + "token = 5\n",
+     ["[train] unknown key 'token'", "'tokens' is set by the sweep itself, not in [train]"]),
     ("[isoflop]\nbudgets = [1e12]\n", "isoflop", "[train]\nseq_len = 32\nbatch_size = \"big\"\n", ["train.batch_size must be an integer", "'big'"]),
     ("[isoflop]\nbudgets = [1e12]\nsizes_per_budget = 2.5\n", "isoflop", TRAIN, ["isoflop.sizes_per_budget must be an integer"]),
     ("[isoflop]\nbudgets = [\"lots\"]\n", "isoflop", TRAIN, ["isoflop.budgets[0]", "'lots'"]),
@@ -240,3 +243,13 @@ def test_shipped_sweep_files_expand(path):
 
 def test_shipped_sweep_files_exist():
     assert {p.stem for p in SHIPPED} >= {"demo-cpu", "isoflop-gpu", "alexatm-ladder"}
+
+
+def test_the_known_keys_of_train_leave_out_what_the_sweep_sets(tmp_path):
+    from scaling.sweep.spec import _OWNED
+
+    p = write(tmp_path, "[isoflop]\nbudgets = [1e12]\n", kind="isoflop", train=TRAIN + "zzz_unrelated = 1\n")
+    with pytest.raises(UserError) as e:
+        load_sweep(p)
+    known = str(e.value).split("known: ", 1)[1].rstrip(")").split(", ")
+    assert "seq_len" in known and not set(known) & _OWNED, known

@@ -139,8 +139,9 @@ def _format_repeat(dc: dict, boot: str) -> list:
 def _held_out_outliers(h3: dict) -> list[str]:
     """The held-out budget's lowest-loss run and its worst-predicted one (one line when they are
     the same run), and a plain word on runs far below the law."""
-    best = min(h3["runs"], key=lambda r: r["loss"])
-    worst = max(h3["runs"], key=lambda r: abs(r["rel_error"]))
+    from scaling.fit.report import held_out_extremes
+
+    best, worst = held_out_extremes(h3)
     lines = [f"  its lowest loss: {best['run']}, {best['loss']:.4f} against {best['predicted']:.4f} predicted "
              f"({100 * best['rel_error']:+.1f}%" + (", also its worst prediction)" if worst is best else ")")]
     if worst is not best:

@@ -157,7 +157,7 @@ def load_runs(path: str | Path, columns: dict[str, str] | None = None, *,
                 f"{COPY_GAP} nats below CLM) and the rest have not: the table mixes two regimes of the "
                 "objective, and a law across them is not a power law")
     hint = None
-    if mapping["params"] == "params" and "params_nonembed" in raw.columns:
+    if "params" not in columns and "params_nonembed" in raw.columns:   # N by default, not by choice
         hint = ("N is the total parameter count (column 'params'); this table also has Kaplan's non-embedding "
                 "count, which the demo fits: --columns params=params_nonembed")
     return RunTable(df=df, source=str(path), params_column=mapping["params"],

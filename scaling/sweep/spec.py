@@ -76,14 +76,19 @@ class _Section:
                 raise UserError(f"{self.where(key)}[{i}] must be {want}, got {v!r}")
         return value
 
-    def finish(self, also_known: Iterable[str] = ()) -> None:
+    def finish(self, also_known: Iterable[str] = (), set_elsewhere: Iterable[str] = ()) -> None:
         """Refuse keys never read. `also_known`: keys the section accepts but reads only when
-        present (so a typo's list of known keys names them too)."""
+        present (so a typo's list of known keys names them too); `set_elsewhere`: keys a typo may
+        be aiming at that this section does not take (the hint says so)."""
         unknown = sorted(set(self.table) - self.read)
         if unknown:
             known = sorted(self.read | set(also_known))
-            near = difflib.get_close_matches(unknown[0], known, n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
+            elsewhere = set(set_elsewhere)
+            near = difflib.get_close_matches(unknown[0], known + sorted(elsewhere), n=1)
+            hint = ""
+            if near:
+                hint = (f"'{near[0]}' is set by the sweep itself, not in [{self.name}]; " if near[0] in elsewhere
+                        else f"did you mean '{near[0]}'? ")
             raise UserError(f"{self.path}: [{self.name}] unknown key '{unknown[0]}' ({hint}known: {', '.join(known)})")
 
 
@@ -350,7 +355,7 @@ def _train(path: Path, table: Any) -> tuple[TrainConfig, dict]:
         if k in _OWNED:
             raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
                             f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
-    sec.finish(also_known=(f.name for f in fields(TrainConfig) if f.name not in _OWNED))
+    sec.finish(also_known=(f.name for f in fields(TrainConfig) if f.name not in _OWNED), set_elsewhere=_OWNED)
     return TrainConfig(**values).check(sec.where), derived
 
 
