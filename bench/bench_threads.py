@@ -3,7 +3,7 @@
     python bench/bench_threads.py [--busy] [--json FILE]
 
 For model sizes from 20K to 5M parameters (bytes vocabulary, 32 x 64 tokens a step), the
-median step time of forward + backward + AdamW on 1 and on 2 threads, with idle threads
+median step time of forward + backward + fused AdamW on 1 and on 2 threads, with idle threads
 waiting passively (OMP_WAIT_POLICY=PASSIVE, as every run here does). --busy runs one
 CPU-bound process beside the measurement, the way a laptop's other work would.
 """
@@ -40,7 +40,7 @@ def step_time(size: str, threads: int, batch: int = 32, seq_len: int = 64, steps
     torch.set_num_threads(threads)
     cfg = ModelConfig.from_params(size, vocab_size=260, max_len=seq_len)
     m = EncoderDecoder(cfg)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)   # as the runs do (scaling/loop.py)
     enc_len, dec_len = objective_lengths(seq_len)
     g = torch.Generator().manual_seed(0)
     enc = torch.randint(4, 260, (batch, enc_len), generator=g)

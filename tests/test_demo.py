@@ -58,9 +58,8 @@ def test_reduced_demo_reports_held_out_error_degeneracy_and_reach(work, capsys):
     err = hb["approach3"]["mean_abs_rel_error"]
     assert 0 <= err < 1 and f"{100 * err:.2f}% on average" in text
     assert 0 <= fit["approach3"]["bootstrap_degenerate"] <= 40
-    b2 = fit["approach2"]["budgets"]
-    ok = sum(1 for b in b2 if not b.get("refused"))
-    assert f"IsoFLOP profiles with an interior minimum: {ok} of {len(b2)} budgets" in text and len(b2) == 4
+    # The count of interior minima comes with approach 2's profiles (these tiny runs give it too few).
+    assert ("approach2" in fit) == ("IsoFLOP profiles with an interior minimum" in text)
     # Rollout over the 4 budgets of 3 sizes: 2 budgets are 6 runs, too few for approach 3's 8;
     # fitted on the smallest 3 (9 runs), it predicts the largest.
     ro = fit["rollout"]
@@ -74,3 +73,15 @@ def test_reduced_demo_reports_held_out_error_degeneracy_and_reach(work, capsys):
     page = (out / "report.html").read_text()
     assert f"Report: {out / 'report.html'}" in text and page.count("plotly.js v") == 1
     assert "Held-out check" in page and "Famous models on the frontier" in page
+
+
+def test_summary_counts_the_budgets_with_an_interior_minimum(tmp_path):
+    """Approach 2's profiles say which budgets have a minimum inside their sizes; the summary
+    counts them and names the ones that do not."""
+    budgets = [{"flops": f, "refused": None} for f in (1e11, 2e11, 4e11)] + [{"flops": 8e11, "refused": "at an edge"}]
+    fit = {"n_runs": 20, "params_column": "params_nonembed",
+           "approach2": {"a": 0.5, "ci": {"a": [0.4, 0.6]}, "budgets": budgets}}
+    (tmp_path / "fit.json").write_text(json.dumps(fit))
+    text = demo.summary(str(tmp_path / "fit.json"), str(tmp_path / "no-plan.json"))
+    assert "  IsoFLOP profiles with an interior minimum: 3 of 4 budgets (none at 8e+11 FLOPs)" in text
+    assert "approach 1: not fitted" in text and "approach 2: a = 0.500 [0.400, 0.600]" in text
