@@ -67,7 +67,7 @@ def main() -> int:
         busy.start()
     print(f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
           f"{'one busy process beside' if busy else 'nothing else of ours running'}; "
-          f"rule: a thread per {FLOPS_PER_THREAD:.0e} FLOPs of a step")
+          f"rule: a thread per {FLOPS_PER_THREAD:.2g} FLOPs of a step")
     print(f"{'size':>6}{'GFLOP/step':>12}{'1 thread ms':>13}{'2 threads ms':>14}{'2 vs 1':>8}{'rule':>6}")
     rows = []
     try:
