@@ -1,9 +1,9 @@
 """How many CPU threads a run uses: what its model can use, on the cores it really gets.
 
 Two rules, measured on 2-core machines (bench/bench_threads.py):
-* Small steps lose to their own threads. Splitting a matmul of a 100K-parameter model over two
-  threads costs more in hand-offs than it saves: such a run is fastest on one thread, and a
-  second thread only pays once a step holds a few GFLOPs (1.29x at 3.6 GFLOP a step, 1.05x at 1.2).
+* Small steps lose to their own threads. Splitting a matmul of a 20K-parameter model over two
+  threads costs more in hand-offs than it saves (0.67x), a 100K one gains little (1.05x at 1.2
+  GFLOP a step), and a second thread only pays once a step holds a few GFLOPs (1.29x at 3.6).
 * Threads must fit the cores the process gets: its CPU affinity, the CPUs a scheduler granted
   (SLURM_CPUS_PER_TASK) and an explicit OMP_NUM_THREADS, whichever is smallest. Idle threads
   wait passively (OMP_WAIT_POLICY=PASSIVE, set before torch loads in scaling/__init__.py), so

@@ -139,7 +139,7 @@ def _format_repeat(dc: dict, boot: str) -> list:
 def _held_out_outliers(h3: dict) -> list[str]:
     """The held-out budget's lowest-loss run and its worst-predicted one (one line when they are
     the same run), and a plain word on runs far below the law."""
-    from scaling.fit.report import held_out_extremes
+    from scaling.fit.report import below_law_line, held_out_extremes
 
     best, worst = held_out_extremes(h3)
     lines = [f"  its lowest loss: {best['run']}, {best['loss']:.4f} against {best['predicted']:.4f} predicted "
@@ -148,7 +148,6 @@ def _held_out_outliers(h3: dict) -> list[str]:
         lines.append(f"  its worst prediction: {worst['run']}, {worst['loss']:.4f} against {worst['predicted']:.4f} "
                      f"predicted ({100 * worst['rel_error']:+.1f}%)")
     if h3.get("below_law"):
-        from scaling.fit.report import below_law_line
         lines.append(f"  {below_law_line(h3['below_law'])}")
     return lines
 

@@ -82,6 +82,11 @@ def _ci(lo_hi, fmt) -> str:
     return f"  [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]"
 
 
+def _built_differs(target: float | None, built: float) -> bool:
+    """Whether the size rule's shape for a requested size has another parameter count."""
+    return bool(target) and abs(target / built - 1) > 1e-9
+
+
 def format_plan(r: dict, assume) -> str:
     L = r["law"]
     out = [f"law ({L['source']}): L = {L['E']:.5g} + {L['A']:.5g}/N^{L['alpha']:.5g} + {L['B']:.5g}/D^{L['beta']:.5g}",
@@ -93,7 +98,7 @@ def format_plan(r: dict, assume) -> str:
         if "shape" in p:
             target = p.get("params_target")
             note = (f" (the size rule's shape for {_n(target)}: loss and compute are both for it)"
-                    if target and abs(target / p["params"] - 1) > 1e-9 else "")
+                    if _built_differs(target, p["params"]) else "")
             out.append(f"  shape: {p['shape']}{note}")
         if "tokens_ci" in p:
             out.append(f"  compute-optimal tokens for this N{_ci(p['tokens_ci'], _n)}")
@@ -162,7 +167,7 @@ def format_compare(r: dict) -> str:
                    f"{c['overtrained']:>8.2f}  {c['loss_given_up']:.4f}{gci}")
     out.append("x over: tokens per parameter over the optimum's (>1 over-trained, <1 under-trained)")
     built = [f"{c['name']} {_n(c['params_target'])} -> {_n(c['params'])}" for c in r["compare"]
-             if c.get("params_target") and abs(c["params_target"] / c["params"] - 1) > 1e-9]
+             if _built_differs(c.get("params_target"), c["params"])]
     if built:
         out.append("N: the size rule's encoder-decoder shape for each plan's size, whose loss and compute these are "
                    f"({', '.join(built)})")
