@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scaling  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch  # noqa: E402
 
-from scaling.model import EncoderDecoder, ModelConfig, objective_lengths  # noqa: E402
-from scaling.threads import FLOPS_PER_THREAD, threads_for  # noqa: E402
+from scaling.train.model import EncoderDecoder, ModelConfig, objective_lengths  # noqa: E402
+from scaling.base.threads import FLOPS_PER_THREAD, threads_for  # noqa: E402
 
 SIZES = ("20K", "100K", "300K", "1M", "2M", "5M")
 

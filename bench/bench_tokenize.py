@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--reference-mb", type=float, default=8.0, help="MB for the (slow) library encoder")
     args = ap.parse_args()
 
-    from scaling.corpus import load_default_corpus
-    from scaling.tokenizer import BytesTokenizer, encode_batches, n_workers, tokenizer_from_json, train_tokenizer
+    from scaling.data.corpus import load_default_corpus
+    from scaling.data.tokenizer import BytesTokenizer, encode_batches, n_workers, tokenizer_from_json, train_tokenizer
 
     docs, prov = load_default_corpus()
     budget, take = int(args.mb * 1e6), []

@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scaling.config import TrainConfig  # noqa: E402
-from scaling.objectives import MixedObjective, ObjectiveConfig  # noqa: E402
-from scaling.train import TrainingRun, device_peak, measure_cpu_peak  # noqa: E402
+from scaling.base.config import TrainConfig  # noqa: E402
+from scaling.data.objectives import MixedObjective, ObjectiveConfig  # noqa: E402
+from scaling.train.run import TrainingRun, device_peak, measure_cpu_peak  # noqa: E402
 
 
 def main() -> int:
@@ -87,7 +87,7 @@ def main() -> int:
             mfu = statistics.median(r["mfu"] for r in rows)
             step_s = cfg.batch_size * cfg.seq_len / tps
             # the batch-building cost of this shape, on this host
-            from scaling.data import TokenShards
+            from scaling.data.shards import TokenShards
 
             shards = TokenShards.open(rec["data"], "train")
             obj = MixedObjective(shards.tokens, shards.doc_starts, ObjectiveConfig(seq_len=seq_len), 0)

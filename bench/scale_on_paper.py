@@ -21,7 +21,7 @@ import math
 import sys
 from collections import defaultdict
 
-from scaling.config import format_count
+from scaling.base.config import format_count
 from scaling.sweep.sizes import model_for
 from scaling.sweep.spec import format_budget, load_sweep
 

@@ -10,3 +10,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+# Jobs pickled under release 0.1's module paths still load (scaling/moved.py).
+from scaling import moved as _moved  # noqa: E402
+
+_moved.install()

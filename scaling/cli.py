@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from scaling.errors import UserError, one_line
+from scaling.base.errors import UserError, one_line
 
 # Order is the order of the data flow, and the order shown in --help.
 COMMANDS = {

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 RESULTS = "results.parquet"
 FIT = "fit.json"
@@ -32,9 +32,9 @@ class Inputs:
     fit_source: str                  # the fit.json read, or how it was fitted here
     plan: dict | None = None         # `scaling plan`'s record for --plan ARGS
     compare: dict | None = None      # the same law's `--compare` record (famous models)
-    law: object | None = None        # scaling.plan.Law of the plan
-    flop: object | None = None       # scaling.plan.FlopModel of the plan
-    assume: object | None = None     # scaling.cost.CostAssumptions
+    law: object | None = None        # scaling.plan.training.Law of the plan
+    flop: object | None = None       # scaling.plan.training.FlopModel of the plan
+    assume: object | None = None     # scaling.base.cost.CostAssumptions
     plan_args: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
@@ -132,7 +132,7 @@ def _plan_for_frontier(inp: Inputs) -> dict | None:
 
 def _cost(inp: Inputs):
     from scaling import figures
-    from scaling.inference import Serving, cost_curve
+    from scaling.plan.inference import Serving, cost_curve
     x = (inp.plan or {}).get("inference")
     if x is None:
         return None
@@ -256,7 +256,7 @@ def _table(head: list[str], rows: list[list], left: int = 1, cls: str = "") -> s
 
 
 def runs_section(inp: Inputs) -> str:
-    from scaling.config import format_count
+    from scaling.base.config import format_count
     from scaling.fit.table import read_any
     raw = read_any(inp.results)
     cols = [c for c in ("run", "params", "params_nonembed", "tokens", "flops", "budget", "loss", "loss_se", "status",
@@ -417,7 +417,7 @@ def render(inp: Inputs) -> str:
 
 
 def write(inp: Inputs, out: str | Path) -> Path:
-    from scaling.rundir import atomic_write_bytes
+    from scaling.base.rundir import atomic_write_bytes
     out = Path(out)
     atomic_write_bytes(out, render(inp).encode())
     return out

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
-from scaling.corpus import clean, extract_file
-from scaling.data import (
+from scaling.data.corpus import clean, extract_file
+from scaling.data.shards import (
     TokenShards,
     PrepareConfig,
     load_tokenizer,
@@ -24,8 +24,8 @@ from scaling.data import (
     spoken_form,
     split_mask,
 )
-from scaling.errors import UserError
-from scaling.tokenizer import EOS_ID
+from scaling.base.errors import UserError
+from scaling.data.tokenizer import EOS_ID
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MODULES = ["argparse.py", "textwrap.py", "difflib.py", "statistics.py", "fractions.py", "inspect.py",
@@ -318,7 +318,7 @@ def test_corpus_extraction_rules(tmp_path):
 @pytest.mark.slow
 def test_default_shards_build_once_and_cache(tmp_path, monkeypatch):
     """The embedded corpus end to end: >= 10M tokens, provenance, cached on the second call."""
-    from scaling.data import ensure_default_shards
+    from scaling.data.shards import ensure_default_shards
 
     monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
     t0 = time.time()

@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
-from scaling.config import TrainConfig
-from scaling.distributed import check_world, current
-from scaling.errors import UserError
-from scaling.train import TrainingRun
+from scaling.base.config import TrainConfig
+from scaling.train.distributed import check_world, current
+from scaling.base.errors import UserError
+from scaling.train.run import TrainingRun
 
 # 60 steps of a global batch of 16 sequences: long enough to checkpoint and kill mid-run.
 ARGS = ["--params", "300K", "--tokens", str(16 * 32 * 60), "--seq-len", "32", "--batch-size", "16",

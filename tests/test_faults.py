@@ -26,11 +26,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from scaling import rundir
+from scaling.base import rundir
 from scaling.cli import main
-from scaling.config import TrainConfig
-from scaling.errors import WriteError
-from scaling.train import TrainingRun
+from scaling.base.config import TrainConfig
+from scaling.base.errors import WriteError
+from scaling.train.run import TrainingRun
 from sweep_files import write_sweep_file
 
 
@@ -268,7 +268,7 @@ def grid_file(path: Path, shards: Path, sizes=SIZES, tokens=TOKENS) -> Path:
 FINISH = """
 import fcntl, pickle, sys
 from pathlib import Path
-from scaling import rundir
+from scaling.base import rundir
 run, go = Path(sys.argv[1]), open(sys.argv[2])
 record, rows = pickle.loads((run / "finish.pkl").read_bytes())
 (run / "finish.pkl").unlink()
@@ -288,9 +288,9 @@ def finished_at_once(shards, tmp_path_factory):
     import pickle
     import sys
 
-    from scaling.sweep.jobs import TrainJob
+    from scaling.jobs.job import TrainJob
     from scaling.sweep.launch import _merge
-    from scaling.sweep.ledger import Ledger
+    from scaling.jobs.ledger import Ledger
     from scaling.sweep.spec import load_sweep
 
     base = tmp_path_factory.mktemp("sixteen")

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 from scaling.fit import FitOptions, fit_all, load_curves, load_runs
 from scaling.fit.law import frontier, optimal_nd, predict_loss
 

@@ -7,9 +7,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import parse_count
-from scaling.errors import UserError
-from scaling.model import IGNORE_INDEX, EncoderDecoder, ModelConfig
+from scaling.base.config import parse_count
+from scaling.base.errors import UserError
+from scaling.train.model import IGNORE_INDEX, EncoderDecoder, ModelConfig
 
 torch.set_num_threads(2)
 

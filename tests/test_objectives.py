@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from scaling.model import IGNORE_INDEX
-from scaling.objectives import MixedObjective, ObjectiveConfig
+from scaling.train.model import IGNORE_INDEX
+from scaling.data.objectives import MixedObjective, ObjectiveConfig
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_batches_are_cheap(stream):
 def test_window_shuffle_does_not_overflow_on_a_trillion_token_shard():
     """A 1T-token shard at seq_len 128 has 7.8e9 windows; pos * mult passed 2^63 and wrapped.
     The shuffle must stay a bijection there: exact against Python's big integers."""
-    from scaling.objectives import _mulmod
+    from scaling.data.objectives import _mulmod
     n = 7_812_500_003                                   # windows of a ~1T-token shard
     m = 6_700_417_417 | 1
     rng = np.random.default_rng(0)

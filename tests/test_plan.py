@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from scaling.cli import main
-from scaling.cost import CostAssumptions
-from scaling.errors import UserError
+from scaling.base.cost import CostAssumptions
+from scaling.base.errors import UserError
 from scaling.fit.law import optimal_nd
-from scaling.plan import DEFAULT_LAW, FlopModel, Law, make_plan, optimum, tokens_for_params
+from scaling.plan.training import DEFAULT_LAW, FlopModel, Law, make_plan, optimum, tokens_for_params
 
 
 def test_6nd_optimum_matches_closed_form():

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from scaling.cli import main
-from scaling.cost import CostAssumptions
-from scaling.errors import UserError
+from scaling.base.cost import CostAssumptions
+from scaling.base.errors import UserError
 from scaling.fit.law import optimal_nd
-from scaling.inference import Serving, compute_of, inference_plan, least_compute, tokens_at_loss
-from scaling.plan import DEFAULT_LAW, FlopModel, Law, optimum
+from scaling.plan.inference import Serving, compute_of, inference_plan, least_compute, tokens_at_loss
+from scaling.plan.training import DEFAULT_LAW, FlopModel, Law, optimum
 
 LAW = Law.default(n_samples=60)
 TARGET = float(LAW.loss(20e9, 1e12)[0, 0])     # AlexaTM 20B / 1T under the default law

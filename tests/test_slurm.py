@@ -28,7 +28,7 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 from scaling.sweep.launch import launch, wait_for
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states

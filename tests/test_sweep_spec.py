@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from scaling.cli import main
-from scaling.errors import UserError
-from scaling.model import ModelConfig
+from scaling.base.errors import UserError
+from scaling.train.model import ModelConfig
 from scaling.sweep.spec import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]

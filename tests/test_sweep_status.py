@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
-from scaling.errors import UserError
-from scaling.rundir import atomic_write_json, write_parquet_atomic
-from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
+from scaling.base.errors import UserError
+from scaling.base.rundir import atomic_write_json, write_parquet_atomic
+from scaling.jobs.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.sweep.status import sweep_states
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling.corpus import extract_file
-from scaling.tokenizer import (
+from scaling.data.corpus import extract_file
+from scaling.data.tokenizer import (
     CLM_ID,
     EOS_ID,
     PAD_ID,
@@ -20,7 +20,7 @@ from scaling.tokenizer import (
     encode_batches,
     train_tokenizer,
 )
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MODULES = ["argparse.py", "textwrap.py", "difflib.py", "statistics.py", "fractions.py", "inspect.py",

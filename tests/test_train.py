@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from scaling.cli import main
-from scaling.model import ModelConfig
+from scaling.train.model import ModelConfig
 
 # Small enough for a 2-core CI machine, long enough for the loss to fall well.
 ARGS = ["--params", "500K", "--tokens", "120K", "--seq-len", "64", "--batch-size", "16",
@@ -108,7 +108,7 @@ def test_existing_run_with_other_config_is_refused(finished, capsys):
     [
         (["--params", "12Q", "--tokens", "1M"], "--params"),
         (["--params", "2M", "--tokens", "lots"], "--tokens"),
-        (["--params", "2M", "--tokens", "100"], "smaller than one batch"),
+        (["--params", "2M", "--tokens", "100"], "--tokens: 100 tokens is less than one batch"),
         (["--params", "2M", "--tokens", "1M", "--corpus", "does/not/exist"], "no such file"),
         (["--params", "2M", "--tokens", "1M", "--clm-ratio", "1.5"], "--clm-ratio"),
     ],
@@ -131,8 +131,8 @@ def test_empty_corpus_is_refused(tmp_path, capsys):
 
 def test_divergence_is_recorded(tmp_path):
     """An absurd learning rate without clipping blows the loss up: status diverged."""
-    from scaling.config import TrainConfig
-    from scaling.train import TrainingRun
+    from scaling.base.config import TrainConfig
+    from scaling.train.run import TrainingRun
 
     cfg = TrainConfig(params="300K", tokens=30_000, out=str(tmp_path / "div"), seq_len=32, lr=1e4,
                       grad_clip=0.0, warmup_frac=0.0, val_points=3, val_examples=16, progress=False, log_every=1)
@@ -152,9 +152,9 @@ def test_a_nan_gradient_never_reaches_the_weights(tmp_path):
     stops as diverged with the weights of the step before."""
     import torch
 
-    from scaling.config import TrainConfig
-    from scaling.loop import EncoderDecoderModule
-    from scaling.train import TrainingRun
+    from scaling.base.config import TrainConfig
+    from scaling.train.loop import EncoderDecoderModule
+    from scaling.train.run import TrainingRun
 
     real = EncoderDecoderModule.training_step
     seen = {}
@@ -204,9 +204,9 @@ def test_one_owner_for_the_limits_of_a_run(capsys):
     """TrainConfig.check is the one place the limits live: the CLI names the flag, a sweep
     file its key (tests/test_sweep_spec.py), and the trainer refuses a bad config itself."""
     from scaling.cli import main
-    from scaling.config import TrainConfig
-    from scaling.errors import UserError
-    from scaling.train import TrainingRun
+    from scaling.base.config import TrainConfig
+    from scaling.base.errors import UserError
+    from scaling.train.run import TrainingRun
 
     for args, words in ((["--clm-ratio", "2"], "--clm-ratio must be in [0, 1], got 2"),
                         (["--lr", "0"], "--lr must be > 0"),
@@ -222,8 +222,8 @@ def test_one_owner_for_the_limits_of_a_run(capsys):
 def test_in_process_run_gives_the_callers_signal_handlers_back(tmp_path):
     """tune --jobs 1, the demo or a notebook trains in-process: after the run, SIGINT and
     SIGTERM must reach the caller's handlers again, not a finished trainer's."""
-    from scaling.config import TrainConfig
-    from scaling.train import TrainingRun
+    from scaling.base.config import TrainConfig
+    from scaling.train.run import TrainingRun
 
     def mine(signum, frame):
         pass
@@ -242,10 +242,10 @@ def test_checkpoint_after_the_final_validation_resumes_as_completed(tmp_path):
     """A checkpoint written after the last step's validation (USR2 at the very end of a job)
     holds the final score in its rows: a resumed run, with no step left, must take it rather
     than end 'stopped at step N of N' on every rerun."""
-    from scaling.config import TrainConfig
-    from scaling.loop import BatchStream, RunRecorder
-    from scaling.objectives import ObjectiveConfig
-    from scaling.train import make_plan, resolve_data
+    from scaling.base.config import TrainConfig
+    from scaling.train.loop import BatchStream, RunRecorder
+    from scaling.data.objectives import ObjectiveConfig
+    from scaling.train.run import make_plan, resolve_data
 
     cfg = TrainConfig(params="300K", tokens=8_192, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
                       val_points=2, val_examples=16, progress=False)
@@ -268,9 +268,9 @@ def test_a_requeued_job_is_recorded_preempted_not_failed(tmp_path):
     submitit's does, sent while the run trains."""
     import threading
 
-    from scaling.config import TrainConfig
+    from scaling.base.config import TrainConfig
     from scaling.sweep.launch import RESUBMIT
-    from scaling.train import TrainingRun
+    from scaling.train.run import TrainingRun
 
     cfg = TrainConfig(params="300K", tokens=51_200, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
                       val_points=2, val_examples=16, progress=False, checkpoint_every_s=1e9)
@@ -310,8 +310,8 @@ def test_a_second_usr2_while_checkpointing_is_ignored(tmp_path):
     submitit-like handler (checkpoint, then sys.exit(-1)) that sends itself the duplicate."""
     import threading
 
-    from scaling.config import TrainConfig
-    from scaling.sweep.jobs import TrainJob
+    from scaling.base.config import TrainConfig
+    from scaling.jobs.job import TrainJob
 
     cfg = TrainConfig(params="300K", tokens=51_200, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
                       val_points=2, val_examples=16, progress=False, checkpoint_every_s=1e9)
@@ -355,7 +355,7 @@ def test_checkpoint_signal_is_blocked_in_every_thread_a_job_starts(tmp_path, mon
     report thread (and torch's) inherit the mask; the caller's mask is restored afterwards."""
     import threading
 
-    from scaling.config import TrainConfig
+    from scaling.base.config import TrainConfig
     from scaling.sweep import jobs
 
     seen = []
@@ -371,7 +371,7 @@ def test_checkpoint_signal_is_blocked_in_every_thread_a_job_starts(tmp_path, mon
     assert seen == [True]                     # the thread started by the job could not take USR2
     assert signal.SIGUSR2 not in signal.pthread_sigmask(signal.SIG_BLOCK, [])   # given back
     # A thread started during an in-process run inherits the block too.
-    from scaling.signals import hold_checkpoint_signal, release_checkpoint_signal
+    from scaling.base.signals import hold_checkpoint_signal, release_checkpoint_signal
     held = hold_checkpoint_signal()
     out = []
     t = threading.Thread(target=lambda: out.append(signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, [])))

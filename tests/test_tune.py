@@ -200,8 +200,8 @@ def test_two_sizes_as_local_jobs_and_their_rule(two_sizes, capsys):
 
 
 def test_the_tuned_lr_beats_a_bad_lr_on_the_same_budget(two_sizes, shards, tmp_path):
-    from scaling.config import TrainConfig
-    from scaling.train import TrainingRun
+    from scaling.base.config import TrainConfig
+    from scaling.train.run import TrainingRun
 
     best = json.loads((two_sizes / "300K" / "best.json").read_text())
     bad = TrainingRun(TrainConfig(params="300K", tokens=30_000, data=str(shards), seq_len=32, batch_size=8,
@@ -284,7 +284,7 @@ def test_a_job_that_asked_but_has_not_recorded_its_trial_is_counted_once(tmp_pat
     trial RUNNING with no job claiming it (running) and the job's record without a trial
     (pending): one job counted twice, and `scaling tune` would submit one trial too few.
     A started job (its record exists) pays for an unclaimed trial; a queued one does not."""
-    from scaling.sweep.ledger import Job
+    from scaling.jobs.ledger import Job
     from scaling.tuning.status import Ledger, Slot, tune_status
 
     out = tmp_path / "t"

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -223,7 +223,7 @@ def format_fit(fit: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from scaling.fit import FitOptions, fit_all, find_curves, load_curves, load_runs, parse_columns
-    from scaling.rundir import atomic_write_json
+    from scaling.base.rundir import atomic_write_json
 
     approaches, explicit = parse_approaches(args.approach)
     if args.bootstrap < 0:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
 
 
 def assumptions_from_args(args):
-    from scaling.cost import CostAssumptions
+    from scaling.base.cost import CostAssumptions
 
     if args.inference_mfu is None:
         args.inference_mfu = args.mfu
@@ -72,7 +72,7 @@ def assumptions_from_args(args):
 
 
 def _n(v) -> str:
-    from scaling.config import format_count
+    from scaling.base.config import format_count
     return "-" if v is None else format_count(v)
 
 
@@ -132,7 +132,7 @@ def format_plan(r: dict, assume) -> str:
 
 def _compare_reach(law, flop, plans: list) -> dict | None:
     """Reach of the largest plan compared (by compute), named in the output."""
-    from scaling.plan import planned_model
+    from scaling.plan.training import planned_model
 
     priced = [(name, *planned_model(flop, n)[:2], d) for name, n, d in plans]
     name, n, per_token, d = max(priced, key=lambda p: p[2] * p[3])
@@ -177,7 +177,7 @@ def format_compare(r: dict) -> str:
 
 
 def format_inference(x: dict, assume) -> str:
-    from scaling.config import format_count
+    from scaling.base.config import format_count
     src = {"plan": "the plan's", "compute-optimal": "the compute-optimal model's", "given": "given"}[x["target_from"]]
     out = [f"inference in the bill: {format_count(x['inference_tokens'])} inference tokens "
            f"({x['input_len']} in + {x['output_len']} out per request: {format_count(x['requests'])} requests), "
@@ -219,8 +219,8 @@ def add_inference(r: dict, law, flop, assume, args, inference_tokens: float) -> 
     """Attach the `inference` record to a plan record, the target loss taken from the plan."""
     import numpy as np
 
-    from scaling.inference import Serving, inference_plan
-    from scaling.plan import optimum
+    from scaling.plan.inference import Serving, inference_plan
+    from scaling.plan.training import optimum
 
     serving = Serving(inference_tokens, args.input_len, args.output_len)
     if args.target_loss is not None:
@@ -238,7 +238,7 @@ def add_inference(r: dict, law, flop, assume, args, inference_tokens: float) -> 
 def compare_inference(r: dict, law, flop, assume, args, inference_tokens: float) -> None:
     """Each famous plan served for the same T tokens, against the least-compute and the
     Chinchilla-optimal models of its own loss."""
-    from scaling.inference import Serving, inference_plan
+    from scaling.plan.inference import Serving, inference_plan
 
     serving = Serving(inference_tokens, args.input_len, args.output_len)
     for row in r["compare"]:
@@ -249,7 +249,7 @@ def compare_inference(r: dict, law, flop, assume, args, inference_tokens: float)
 
 
 def format_compare_inference(r: dict) -> str:
-    from scaling.config import format_count
+    from scaling.base.config import format_count
     x0 = r["compare"][0]["inference"]
     out = [f"served for {format_count(x0['inference_tokens'])} inference tokens ({x0['input_len']} in + "
            f"{x0['output_len']} out per request), each against the models of its own loss:",
@@ -268,8 +268,8 @@ def format_compare_inference(r: dict) -> str:
 def build(args: argparse.Namespace) -> tuple[dict, object, object, object]:
     """The plan record `scaling plan` prints, and the law, FLOP count and cost assumptions it
     used: the one path from arguments to a plan (`scaling report --plan` takes it too)."""
-    from scaling.config import parse_count
-    from scaling.plan import FlopModel, Law, make_plan
+    from scaling.base.config import parse_count
+    from scaling.plan.training import FlopModel, Law, make_plan
 
     params = parse_count(args.params, "--params") if args.params is not None else None
     tokens = parse_count(args.tokens, "--tokens") if args.tokens is not None else None
@@ -296,7 +296,7 @@ def build(args: argparse.Namespace) -> tuple[dict, object, object, object]:
     law = Law.from_fit_file(args.fit) if args.fit else Law.default()
     flop = FlopModel(args.flops, args.seq_len, args.noise_density, parse_count(args.vocab, "--vocab"))
     if args.compare is not None:
-        from scaling.plan import FAMOUS, compare_plans, read_plans_toml
+        from scaling.plan.training import FAMOUS, compare_plans, read_plans_toml
         plans = list(FAMOUS) + (read_plans_toml(args.compare) if args.compare else [])
         if params is not None and tokens is not None:
             plans.append(("this plan", float(params), float(tokens)))
@@ -311,7 +311,7 @@ def build(args: argparse.Namespace) -> tuple[dict, object, object, object]:
     else:
         if args.target_loss is not None:
             # The plan shown is the Chinchilla-optimal model of that loss: its training compute.
-            from scaling.inference import Serving, least_compute
+            from scaling.plan.inference import Serving, least_compute
             if not args.target_loss > law.params["E"]:
                 raise UserError(f"--target-loss {args.target_loss:g} is not above the law's irreducible loss "
                                 f"E = {law.params['E']:.4g}: no model reaches it")
@@ -347,7 +347,7 @@ def parse_plan_args(argv: list[str], prog: str = "scaling plan") -> argparse.Nam
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaling.rundir import atomic_write_json
+    from scaling.base.rundir import atomic_write_json
 
     r, law, flop, assume = build(args)
     if args.plots:
@@ -370,7 +370,7 @@ def plan_figures(r: dict, law, flop) -> list:
     figs = [figures.famous(compare, law, flop, plan=None if "compare" in r else r)]
     x = r.get("inference")
     if x is not None:
-        from scaling.inference import Serving, cost_curve
+        from scaling.plan.inference import Serving, cost_curve
         serving = Serving(x["inference_tokens"], x["input_len"], x["output_len"])
         figs.insert(0, figures.cost(cost_curve(law, flop, serving, x["target_loss"], x)))
     return figs

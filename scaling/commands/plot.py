@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scaling import report
-    from scaling.errors import UserError
+    from scaling.base.errors import UserError
     from scaling.figures.page import PAGE, STATIC, check_out, write_figure
 
     report.check_kind(args.kind)

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def _number(kind, text: str, flag: str):
-    from scaling.errors import UserError
+    from scaling.base.errors import UserError
 
     try:
         return kind(text)
@@ -41,7 +41,7 @@ def _number(kind, text: str, flag: str):
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from scaling.data import PrepareConfig, TokenShards, prepare_corpus
+    from scaling.data.shards import PrepareConfig, TokenShards, prepare_corpus
 
     cfg = PrepareConfig(
         tokenizer=args.tokenizer,

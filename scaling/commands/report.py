@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scaling import report
-    from scaling.errors import UserError
+    from scaling.base.errors import UserError
     from scaling.figures.page import PAGE, check_out
 
     out = check_out(args.out, PAGE)

@@ -53,7 +53,7 @@ def _hms(seconds: float) -> str:
 
 
 def plan_table(sweep, executor: str | None = None) -> str:
-    from scaling.config import format_count
+    from scaling.base.config import format_count
     from scaling.sweep.spec import format_budget
 
     res = sweep.resources

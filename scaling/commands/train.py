@@ -44,27 +44,27 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from scaling.config import TrainConfig, parse_count
+    from scaling.base.config import TrainConfig, parse_count
 
-    cfg = TrainConfig(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data, seed=args.seed)
+    values = dict(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data,
+                  seed=args.seed, tied_embeddings=not args.untied, device=args.device, precision=args.precision,
+                  compile=args.compile, devices=args.devices, progress=not args.no_progress)
     for name in ("lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
-        v = getattr(args, name)
-        if v is not None:
-            setattr(cfg, name, v)
-    cfg.tied_embeddings = not args.untied
-    cfg.device, cfg.precision, cfg.compile, cfg.devices = args.device, args.precision, args.compile, args.devices
-    cfg.progress = not args.no_progress
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
     if args.checkpoint_every is not None:
-        cfg.checkpoint_every_s = args.checkpoint_every
-    flags = {"checkpoint_every_s": "--checkpoint-every"}
-    return cfg.check(lambda key: flags.get(key, "--" + key.replace("_", "-")))
+        values["checkpoint_every_s"] = args.checkpoint_every
+    flags = {"checkpoint_every_s": "--checkpoint-every", "tied_embeddings": "--untied"}
+    cfg = TrainConfig.build(values, lambda key: flags.get(key, "--" + key.replace("_", "-")))
+    cfg.whole_batches(cfg.tokens, "--tokens")   # before any data work
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from scaling.config import parse_count
-    from scaling.train import TrainingRun
+    from scaling.base.config import parse_count
+    from scaling.train.run import TrainingRun
 
     cfg = config_from_args(args)
     parse_count(cfg.params, "--params")  # fail fast on a bad size string, before any data work

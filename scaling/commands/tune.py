@@ -53,7 +53,7 @@ def register(sub) -> None:
 
 
 def _range(text: str | None, flag: str, kind=float):
-    from scaling.errors import UserError
+    from scaling.base.errors import UserError
 
     if text is None:
         return None
@@ -68,8 +68,8 @@ def _range(text: str | None, flag: str, kind=float):
 
 def _sizes(args):
     """(sizes, resources, slurm settings, default executor) from the flags or a sweep file."""
-    from scaling.config import TrainConfig, format_count, parse_count
-    from scaling.errors import UserError
+    from scaling.base.config import TrainConfig, format_count, parse_count
+    from scaling.base.errors import UserError
     from scaling.sweep.spec import Resources, SlurmSettings, load_sweep, model_stats
     from scaling.tuning.study import SizeStudy, size_key
 
@@ -85,7 +85,7 @@ def _sizes(args):
     over = {k: getattr(args, k) for k in ("seq_len", "batch_size", "val_points") if getattr(args, k) is not None}
     if args.sweep:
         sw = load_sweep(args.sweep)
-        base = replace(sw.runs[0].config, **over)
+        base = sw.runs[0].config.updated(lambda key: flags.get(key, f"--{key.replace('_', '-')}"), **over)
         resources, slurm, default = sw.resources, sw.slurm, sw.resources.default
         budgets: dict[str, set] = {}
         for r in sw.runs:
@@ -93,14 +93,14 @@ def _sizes(args):
         keys = list(budgets)
         where = f"{args.sweep}"
     else:
-        base = TrainConfig(data=args.data, seed=args.seed, device=args.device, **over)
+        base = TrainConfig.build(dict(data=args.data, seed=args.seed, device=args.device, **over),
+                                 lambda key: flags.get(key, f"--{key.replace('_', '-')}"))
         resources, slurm, default = Resources(), SlurmSettings(), "local"
         keys = [size_key(args.params)] if args.params else [
             size_key(x) for x in (p.strip() for p in args.sizes.split(",")) if x]
         budgets, where = {}, None
         if tokens is None and args.tokens_per_param is None:
             raise UserError("tune: give the token budget of every trial: --tokens or --tokens-per-param")
-    base.check(lambda key: flags.get(key, f"--{key.replace('_', '-')}") if where is None else f"{where}: train.{key}")
     if len(set(keys)) != len(keys):
         raise UserError(f"--sizes: a size is given twice ({args.sizes})")
     sizes = []
@@ -123,7 +123,7 @@ def _sizes(args):
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace as dc_replace
 
-    from scaling.errors import UserError
+    from scaling.base.errors import UserError
     from scaling.sweep.spec import EXECUTORS
     from scaling.tuning.launch import Tuner
     from scaling.tuning.study import Space, TuneConfig

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from scaling.config import format_count
+from scaling.base.config import format_count
 
 WIDTH, HEIGHT = 980, 560        # fixed, so that label placement knows the plot's pixels
 MARGIN = dict(l=80, r=30, t=70, b=70)

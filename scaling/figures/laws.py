@@ -23,7 +23,7 @@ def fpt_of(a3: dict | None) -> tuple[float, float]:
 
 
 def _band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scaling.fit.interval import percentile_band
+    from scaling.base.intervals import percentile_band
 
     return percentile_band(ys, axis=0)
 
@@ -249,10 +249,10 @@ FAMOUS_MARGIN = dict(l=80, r=140, t=70, b=170)   # room for the colour bar and t
 
 
 def famous(compare: dict, law, flop, plan: dict | None = None):
-    """Famous models (and the plan) on the N-D plane of a law (`scaling.plan.Law`): iso-loss
+    """Famous models (and the plan) on the N-D plane of a law (`scaling.plan.training.Law`): iso-loss
     contours and the efficient frontier under the plan's FLOP count, each model labelled, no
     two labels overlapping. `compare` is `scaling plan --compare`'s record."""
-    from scaling.plan import efficient_frontier
+    from scaling.plan.training import efficient_frontier
     g = go()
     pts = [(c["name"], c["params"], c["tokens"]) for c in compare["compare"]]
     extra = []
@@ -295,7 +295,7 @@ def famous(compare: dict, law, flop, plan: dict | None = None):
 
 
 def cost(curve: dict):
-    """Training, inference and total compute against N at a fixed loss (`scaling.inference.
+    """Training, inference and total compute against N at a fixed loss (`scaling.plan.inference.
     cost_curve`): the minimum, the Chinchilla-optimal N (least training compute) and the plan's
     N marked."""
     g = go()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.rundir import atomic_write_bytes
+from scaling.base.errors import UserError
+from scaling.base.rundir import atomic_write_bytes
 
 STATIC = (".png", ".svg")
 PAGE = (".html", ".htm")

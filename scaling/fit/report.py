@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 from scaling.fit import isoflop, law, repeat
-from scaling.fit.interval import percentile_interval
+from scaling.base.intervals import percentile_interval
 from scaling.fit.table import RunTable
 
 FEW_SIZES_3 = 5         # below this, E, alpha and beta trade off against each other

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 COLUMNS = ("params", "tokens", "loss", "flops", "budget", "unique_tokens", "run", "loss_se")
 REQUIRED = ("params", "tokens", "loss")

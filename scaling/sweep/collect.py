@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.rundir import METRICS, RunStatus, write_parquet_atomic
+from scaling.base.errors import UserError
+from scaling.base.rundir import METRICS, RunStatus, write_parquet_atomic
 from scaling.sweep.status import RunState, sweep_states
 
 RESULTS = "results.parquet"

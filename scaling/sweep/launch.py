@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.config import TrainConfig
-from scaling.errors import UserError
-from scaling.rundir import atomic_write_bytes, read_run_json
-from scaling.sweep.ledger import Job, Ledger, RunEntry, load_ledger
+from scaling.base.config import TrainConfig
+from scaling.base.errors import UserError
+from scaling.base.rundir import atomic_write_bytes, read_run_json
+from scaling.jobs.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.sweep.spec import EXECUTORS, RunSpec, Sweep
 from scaling.sweep.status import DONE, RunState, _state, exception_line, slurm_states
 
@@ -128,7 +128,7 @@ def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
 
 def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, dry_run: bool = False,
            retry_failed: bool = False, wait: bool = False, progress: bool = True, poll_s: float = 2.0) -> LaunchResult:
-    from scaling.sweep.jobs import TrainJob
+    from scaling.jobs.job import TrainJob
 
     kind = executor or sweep.resources.default
     if kind not in EXECUTORS:

@@ -1,7 +1,7 @@
 """The model a run will train, known before it runs: plan and launch need its parameter
 count and FLOPs per token, and must get exactly the shape the trainer builds.
 
-The trainer's own rule (scaling.train.model_config) sizes the model from the data's
+The trainer's own rule (scaling.train.run.model_config) sizes the model from the data's
 vocabulary, so the vocabulary is read from the token shards' meta.json. A sweep
 file may state it (`[sweep] vocab_size`) so that a cluster sweep can be planned on a
 laptop that does not hold the cluster's data; where the data is here, the two must agree.
@@ -13,7 +13,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 
 def _meta_vocab(shards: Path) -> int:
@@ -34,7 +34,7 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
     elif stated is not None:
         return stated
     else:
-        from scaling.data import resolve_data
+        from scaling.data.shards import resolve_data
 
         real = _meta_vocab(Path(resolve_data(data)))
     if stated is not None and stated != real:
@@ -44,7 +44,7 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
 
 def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None,
               stated_vocab: int | None = None):
-    from scaling.shapes import model_config
+    from scaling.base.shapes import model_config
 
     return model_config(params, vocab_size(data, stated_vocab), seq_len, tied_embeddings)
 
@@ -55,7 +55,7 @@ def check_stated_vocab(data: str | None, stated: int) -> None:
     prepares) the data, as the jobs would."""
     path = Path(data) if data not in (None, "", "default") else None
     if path is None or not (path / "meta.json").exists():
-        from scaling.data import resolve_data
+        from scaling.data.shards import resolve_data
 
         path = Path(resolve_data(data))
     real = _meta_vocab(path)

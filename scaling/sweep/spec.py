@@ -25,9 +25,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from scaling.config import TrainConfig, format_count, parse_count
-from scaling.config import read_toml
-from scaling.errors import UserError
+from scaling.base.config import TrainConfig, format_count, parse_count
+from scaling.base.config import read_toml
+from scaling.base.errors import UserError
 
 KINDS = ("grid", "isoflop")
 EXECUTORS = ("local", "slurm", "debug")
@@ -216,7 +216,7 @@ class Resources:
         if self.achieved_flops:
             return self.achieved_flops
         if self.gpus_per_node:
-            from scaling.cost import PEAK_BF16
+            from scaling.base.cost import PEAK_BF16
 
             # Assumed: an H100's bf16 dense peak (989 TFLOP/s) at 40% MFU, per GPU.
             return 0.4 * PEAK_BF16["H100"] * self.gpus_per_node * self.nodes
@@ -304,10 +304,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     resources = _resources(path, doc.get("executor", {}))
     slurm = _slurm(path, doc.get("slurm", {}))
     base, derived = _train(path, doc.get("train", {}))
-    base = replace(base, devices=resources.tasks, num_nodes=resources.nodes)
     # The batch is global: it must split evenly over the world the executor gives each run.
-    base.check(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
-               f"{path}: executor.tasks_per_node x nodes")
+    base = base.updated(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
+                        f"{path}: executor.tasks_per_node x nodes", devices=resources.tasks, num_nodes=resources.nodes)
 
     for other in KINDS:
         if other != kind and other in doc:
@@ -356,7 +355,7 @@ def _train(path: Path, table: Any) -> tuple[TrainConfig, dict]:
             raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
                             f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
     sec.finish(also_known=(f.name for f in fields(TrainConfig) if f.name not in _OWNED), set_elsewhere=_OWNED)
-    return TrainConfig(**values).check(sec.where), derived
+    return TrainConfig.build(values, sec.where), derived
 
 
 def _per_size(where: str, v: Any) -> dict:
@@ -397,14 +396,10 @@ def _derive(path: Path, r: RunSpec, derived: dict) -> RunSpec:
             value, sources[key] = resolve(how["tuned"], key, r.n_params_nonembed, f"{where} (run {r.name})")
         else:
             value, sources[key] = how["coef"] * r.n_params_nonembed ** how["exp"], f"rule {how['coef']:.3g}·N^{how['exp']:.3g}"
-        cfg = replace(cfg, **{key: max(1, round(value)) if key == "batch_size" else float(value)})
+        cfg = cfg.updated(lambda k: f"{path}: train.{k} (run {r.name})",
+                          **{key: max(1, round(value)) if key == "batch_size" else float(value)})
     if "batch_size" in derived:
-        bt = cfg.tokens_per_step
-        if r.tokens < bt:
-            raise UserError(f"{where}: run {r.name} has {format_count(r.tokens)} tokens, less than one batch of "
-                            f"{cfg.batch_size} x {cfg.seq_len} = {bt} tokens")
-        cfg = replace(cfg, tokens=int(r.tokens // bt) * bt)
-    cfg.check(lambda key: f"{path}: train.{key} (run {r.name})")
+        cfg = replace(cfg, tokens=cfg.whole_batches(r.tokens, f"{where}: run {r.name}"))
     return replace(r, config=cfg, sources=tuple(sources.items()))
 
 
@@ -503,11 +498,6 @@ def _make(name: str, base: TrainConfig, target: int, tokens: int, sweep: str,
     return RunSpec(name, replace(cfg, tokens=tokens), n, n_ne, fpt, budget)
 
 
-def _whole_batches(tokens: float, cfg: TrainConfig) -> int:
-    bt = cfg.tokens_per_step
-    return int(tokens // bt) * bt
-
-
 def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str],
                  vocab: int | None) -> list[RunSpec]:
     sizes = sec.get_list("sizes", (str, int, float), required=True)
@@ -516,7 +506,6 @@ def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes
     sec.finish()
     if (tokens is None) == (multiples is None):
         raise UserError(f"{path}: [grid] needs exactly one of 'tokens' or 'tokens_per_param'")
-    bt = base.tokens_per_step
     runs = []
     for i, size in enumerate(sizes):
         target = _count(f"{sec.where('sizes')}[{i}]", size)
@@ -528,11 +517,7 @@ def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes
                   for j, m in enumerate(multiples)]
         )
         for key, d, raw in budgets:
-            d_run = _whole_batches(d, base)
-            if d_run < bt:
-                raise UserError(
-                    f"{path}: grid.{key} = {_show(raw)} for size {format_count(target)}: {format_count(d)} tokens "
-                    f"is less than one batch ({base.batch_size} x {base.seq_len} = {bt} tokens)")
+            d_run = base.whole_batches(d, f"{path}: grid.{key} = {_show(raw)} for size {format_count(target)}")
             name = f"N{format_count(target)}-D{format_count(d_run)}"
             runs.append(replace(spec, name=name, config=replace(
                 spec.config, tokens=d_run, extra={"sweep": sweep, "run": name, "budget": None})))
@@ -557,7 +542,6 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
             raise UserError(f"{sec.where('spread')} must be at least 1 (a factor either side), got {spread}")
         if center_tpp <= 0:
             raise UserError(f"{sec.where('center_tokens_per_param')} must be positive, got {center_tpp}")
-    bt = base.tokens_per_step
     fixed = None if explicit is None else [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
     runs = []
     for i, raw in enumerate(budgets):
@@ -578,13 +562,8 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
                 per_seq = base.tokens_per_step // base.batch_size
                 run_base = replace(base, batch_size=max(1, round(c / spec.flops_per_token / (steps * per_seq))))
                 spec = replace(spec, config=replace(spec.config, batch_size=run_base.batch_size))
-                bt = run_base.tokens_per_step
-            d = _whole_batches(c / spec.flops_per_token, run_base)
-            if d < bt:
-                raise UserError(
-                    f"{where}: size {format_count(target)} costs {spec.flops_per_token:.3g} FLOPs per token, "
-                    f"so the budget buys {format_count(c / spec.flops_per_token)} tokens, less than one batch "
-                    f"({run_base.batch_size} x {base.seq_len} = {bt} tokens)")
+            d = run_base.whole_batches(c / spec.flops_per_token, f"{where}: size {format_count(target)} costs "
+                                       f"{spec.flops_per_token:.3g} FLOPs per token, so the budget buys")
             name = f"C{format_budget(c)}-N{format_count(target)}"
             runs.append(replace(spec, name=name, config=replace(
                 spec.config, tokens=d, extra={"sweep": sweep, "run": name, "budget": c})))

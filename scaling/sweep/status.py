@@ -19,9 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.rundir import RUN_JSON, RunStatus, read_run_json
-from scaling.sweep.ledger import JOBS, LAUNCHES, RUNS, Job, Ledger, RunEntry, load_ledger
+from scaling.base.errors import UserError
+from scaling.base.rundir import RUN_JSON, RunStatus, read_run_json
+from scaling.jobs.ledger import JOBS, LAUNCHES, RUNS, Job, Ledger, RunEntry, load_ledger
 
 # Scheduler states in which a job may still run: never submit a run twice while one is.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -72,7 +72,7 @@ class RunState:
 
 def _tokens_per_step(cfg: dict) -> int:
     """TrainConfig.tokens_per_step of a stored config; 0 when it does not read as one."""
-    from scaling.config import TrainConfig
+    from scaling.base.config import TrainConfig
 
     try:
         return TrainConfig.from_dict(cfg).tokens_per_step
@@ -309,7 +309,7 @@ def summary(states: list[RunState]) -> str:
 
 def table(states: list[RunState], width: int | None = None) -> str:
     """One line per run; errors are cut to the terminal's width only when printing to one."""
-    from scaling.config import format_count
+    from scaling.base.config import format_count
 
     rows = [("run", "state", "N", "tokens", "procs", "requeued", "job", "error")]
     for s in states:

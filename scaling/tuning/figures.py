@@ -13,7 +13,7 @@ def tune_figure(doc: dict):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from scaling.config import format_count
+    from scaling.base.config import format_count
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation loss against peak lr, per size",
                                                        "best lr against N (non-embedding)"))

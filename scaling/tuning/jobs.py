@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.sweep.jobs import TrainJob, limit_threads, record_start, update_record
+from scaling.base.errors import UserError
+from scaling.jobs.job import TrainJob, limit_threads, record_start, update_record
 from scaling.tuning.study import TRIALS_DIR, Space, load, sampler
 
 
@@ -41,8 +41,8 @@ class TrialJob(TrainJob):
 
     def _call(self) -> dict:
         limit_threads()
-        from scaling.config import TrainConfig
-        from scaling.train import TrainingRun, _first_line, val_schedule
+        from scaling.base.config import TrainConfig
+        from scaling.train.run import TrainingRun, _first_line, val_schedule
 
         spec, rec_path = self.spec, Path(self.spec["record"])
         try:
@@ -87,7 +87,7 @@ class TrialJob(TrainJob):
             raise
         finally:
             stop.set()
-        from scaling.rundir import RunStatus
+        from scaling.base.rundir import RunStatus
 
         status = RunStatus.of(rec)
         loss = ((rec.get("val") or {}).get("mixed") or {}).get("loss")

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.sweep.ledger import Job
+from scaling.base.errors import UserError
+from scaling.jobs.ledger import Job
 from scaling.sweep.spec import EXECUTORS, Resources, SlurmSettings
 from scaling.tuning.status import Ledger, Slot, job_states, reap
 from scaling.tuning.study import LOCK, SizeStudy, TuneConfig, open_or_create
@@ -43,7 +43,7 @@ class Tuner:
                  slurm: SlurmSettings | None = None, wait: bool = False, log=None, poll_s: float = 1.0):
         if executor not in EXECUTORS:
             raise UserError(f"--executor {executor!r}: must be one of {', '.join(EXECUTORS)}")
-        self.cfg = cfg.check()
+        self.cfg = cfg.check()   # the sizes and the search space together (TuneConfig.check)
         self.kind = executor
         self.exe = Executing(resources or Resources(), slurm or SlurmSettings())
         self.wait = wait
@@ -61,8 +61,8 @@ class Tuner:
         budget smaller than one batch, before anything is submitted."""
         from dataclasses import replace
 
-        from scaling.data import TokenShards
-        from scaling.train import make_plan, resolve_data
+        from scaling.data.shards import TokenShards
+        from scaling.train.run import make_plan, resolve_data
 
         shards = TokenShards.open(resolve_data(s.template.data), "train")
         plan = make_plan(replace(s.template, lr=None), shards.vocab_size)
@@ -181,7 +181,7 @@ class Tuner:
                     self._finished(slot, job, studies[slot.key], f"{done}/{len(order)}")
         finally:
             for slot, job in running:  # Ctrl-C: stop what we started; a rerun resumes it
-                from scaling.sweep.jobs import update_record
+                from scaling.jobs.job import update_record
 
                 job.cancel(check=False)
                 update_record(slot.record_path(self.out), stopped="cancelled by the tune command")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.config import format_count
-from scaling.errors import UserError
-from scaling.fit.interval import CI
-from scaling.rundir import atomic_write_json
+from scaling.base.config import format_count
+from scaling.base.errors import UserError
+from scaling.base.intervals import CI
+from scaling.base.rundir import atomic_write_json
 
 TUNED = "tuned.json"
 FITTED = ("lr", "batch_size")

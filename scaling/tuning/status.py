@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.rundir import atomic_write_json
-from scaling.sweep.ledger import Job
+from scaling.base.errors import UserError
+from scaling.base.rundir import atomic_write_json
+from scaling.jobs.ledger import Job
 from scaling.sweep.status import ACTIVE, job_error, local_alive, ours, slurm_states
 from scaling.tuning.study import JOBS_DIR, LEDGER, LOCK
 
@@ -226,7 +226,7 @@ def tune_status(out: Path, log=None) -> list[dict]:
 
 
 def format_status(rows: list[dict]) -> str:
-    from scaling.config import format_count
+    from scaling.base.config import format_count
 
     head = ("size", "N", "tokens", "done", "running", "pending", "pruned", "failed", "best lr", "best loss", "trial")
     extra = sorted({k for r in rows if r["best"] for k in r["best"] if k in ("batch_size", "beta2")})

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.config import TrainConfig, format_count, parse_count
-from scaling.errors import UserError
+from scaling.base.config import TrainConfig, format_count, parse_count
+from scaling.base.errors import UserError
 
 JOURNAL = "study.journal"
 LEDGER = "tune.json"
@@ -51,7 +51,7 @@ class Space:
                 continue
             lo, hi = rng
             for v in (lo, hi):  # the limits of a run's settings have one owner: TrainConfig.check
-                TrainConfig(**{name: v}).check(lambda key, n=name: flag(n))
+                TrainConfig.build({name: v}, lambda key, n=name: flag(n))
             if lo >= hi:
                 raise UserError(f"{flag(name)}: the low end ({lo:g}) must be smaller than the high end ({hi:g})")
         if self.lr[1] >= 1:
@@ -133,10 +133,7 @@ class TuneConfig:
                 raise UserError("tune: trials are single-process runs (a pruner's verdict is per process); "
                                 "set [executor] tasks_per_node and nodes to 1")
             batch_hi = self.space.batch_size[1] if self.space.batch_size else s.template.batch_size
-            per_step = batch_hi * s.template.seq_len
-            if s.template.tokens < per_step:
-                raise UserError(f"size {s.key}: {format_count(s.template.tokens)} tokens is less than one batch of "
-                                f"{batch_hi} x {s.template.seq_len} = {per_step} tokens")
+            dataclasses.replace(s.template, batch_size=batch_hi).whole_batches(s.template.tokens, f"size {s.key}")
         return self
 
 

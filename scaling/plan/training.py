@@ -3,7 +3,7 @@
 The law is Approach 3's L(N, D) = E + A/N^alpha + B/D^beta, from `scaling fit --out` (with
 its bootstrap samples, which carry the intervals through every number here) or, without a
 fit, the default below. Compute is counted by the encoder-decoder FLOP formula of
-scaling.model (training FLOPs per source token under the AlexaTM objective, a function of
+scaling.train.model (training FLOPs per source token under the AlexaTM objective, a function of
 the model's shape), so "the compute-optimal N for this compute" is found numerically: along
 the curve D = C / flops_per_token(N), the N of least loss. 6ND is reported beside it.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 
@@ -107,7 +107,7 @@ class Law:
 @dataclass
 class FlopModel:
     """Training FLOPs per token as a function of N: the encoder-decoder formula of the shape
-    scaling.model's size rule picks for N ('encdec'), or 6 N ('6nd')."""
+    scaling.train.model's size rule picks for N ('encdec'), or 6 N ('6nd')."""
 
     kind: str = "encdec"
     seq_len: int = 1024
@@ -141,7 +141,7 @@ class FlopModel:
     def shape(self, n: float):
         if self.kind == "6nd":
             return None
-        from scaling.shapes import ModelConfig
+        from scaling.base.shapes import ModelConfig
         try:
             return ModelConfig.from_params(int(n), vocab_size=self.vocab_size, max_len=max(self.seq_len + 1, 1024))
         except UserError:
@@ -150,7 +150,7 @@ class FlopModel:
     def describe(self) -> str:
         if self.kind == "6nd":
             return "6 N D"
-        return (f"encoder-decoder formula (scaling.shapes), seq_len {self.seq_len}, noise {self.noise_density:g}, "
+        return (f"encoder-decoder formula (scaling.base.shapes), seq_len {self.seq_len}, noise {self.noise_density:g}, "
                 f"vocab {self.vocab_size}")
 
 
@@ -158,7 +158,7 @@ class FlopModel:
 def _size_rule_shapes(vocab: int, max_len: int) -> tuple:
     """The shapes the size rule picks on a log grid of N (ModelConfig.from_params costs tens
     of ms, so every per-token FLOP table below is built from this one cached list)."""
-    from scaling.shapes import ModelConfig
+    from scaling.base.shapes import ModelConfig
     shapes = []
     for n in np.geomspace(1e7, 3e12, 23):
         try:
@@ -248,7 +248,7 @@ def tokens_for_params(law: Law, n: float, flop: FlopModel, point: bool = True, i
 
 
 def _ci(v) -> list:
-    from scaling.fit.interval import percentile_interval
+    from scaling.base.intervals import percentile_interval
 
     return percentile_interval(v, 20)   # fewer draws than that make no interval worth printing
 
@@ -266,7 +266,7 @@ def planned_model(flop: FlopModel, n: float):
 
 def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, compute=None) -> dict:
     """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
-    from scaling.cost import alexatm_reported
+    from scaling.base.cost import alexatm_reported
 
     warnings = list(flop.warnings) + ([law.note] if law.note else [])
     if law.nonembed:
@@ -349,7 +349,7 @@ FAMOUS = [  # (name, parameters, training tokens) as published
 
 def read_plans_toml(path: str | Path) -> list:
     """[[plan]] tables with name, params, tokens (numbers or strings like "20B")."""
-    from scaling.config import parse_count, read_toml
+    from scaling.base.config import parse_count, read_toml
 
     p = Path(path)
     doc = read_toml(p, "plans file")

@@ -24,9 +24,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from scaling.config import TrainConfig
-from scaling.model import IGNORE_INDEX, EncoderDecoder
-from scaling.objectives import MixedObjective, ObjectiveConfig
+from scaling.base.config import TrainConfig
+from scaling.train.model import IGNORE_INDEX, EncoderDecoder
+from scaling.data.objectives import MixedObjective, ObjectiveConfig
 
 VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
 VAL_CHUNK = 64   # validation examples per forward pass (memory only: the examples are fixed)
@@ -42,7 +42,7 @@ def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> 
 
 def example_hashes(idx: np.ndarray) -> np.ndarray:
     """An odd 64-bit number per example index (as int64): the weights of the data digest."""
-    from scaling.objectives import splitmix64
+    from scaling.data.objectives import splitmix64
 
     return (splitmix64(np.asarray(idx, dtype=np.uint64) + np.uint64(0x5CA1AB1E)) | np.uint64(1)).view(np.int64)
 
@@ -73,7 +73,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         self.start_step = int(state["step"])
 
     def __iter__(self):
-        from scaling.data import TokenShards
+        from scaling.data.shards import TokenShards
 
         shards = TokenShards.open(self.shards_dir, "train")
         obj = MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, self.seed)
@@ -195,7 +195,7 @@ class RunRecorder(L.Callback):
 
     # -- lifecycle
     def on_fit_start(self, trainer, module):
-        from scaling.train import device_peak
+        from scaling.train.run import device_peak
 
         self.stream.rank = trainer.global_rank   # ranks are known now; the loader iterates later
         self._peak, self.device_name = device_peak(module.device.type, str(trainer.precision))
@@ -274,7 +274,7 @@ class RunRecorder(L.Callback):
     def validate(self, trainer, module, step):
         cfg, plan = self.cfg, self.plan
         if self._val is None:
-            from scaling.data import TokenShards
+            from scaling.data.shards import TokenShards
 
             shards = TokenShards.open(self.shards_dir, "val")
             self._val = (MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, VAL_SEED), shards.bytes_per_token)
@@ -416,7 +416,7 @@ class Checkpointing(L.Callback):
         """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
         disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
         a signal handler (USR2 is held back during a step)."""
-        from scaling.rundir import atomic_file
+        from scaling.base.rundir import atomic_file
 
         if trainer.world_size > 1:
             # trainer.save_checkpoint has a barrier: from a signal handler under DDP it

@@ -33,7 +33,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 # Bump when the extraction rules change: it is part of the cache key.
 CORPUS_VERSION = 3
@@ -250,7 +250,7 @@ def extract_file(path: str) -> list[tuple[str, list[str]]]:
 
 
 def _n_workers() -> int:
-    from scaling.threads import worker_processes
+    from scaling.base.threads import worker_processes
 
     return worker_processes()
 
@@ -344,7 +344,7 @@ def default_corpus_dir(progress: bool = True) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(final.parent)
-    from scaling.rundir import temp_dir_beside
+    from scaling.base.rundir import temp_dir_beside
 
     tmp = temp_dir_beside(final)
     try:

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 _SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
@@ -63,6 +63,18 @@ def format_count(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g}{suffix}"
     return f"{n:.3g}"
+
+
+class ConfigError(UserError):
+    """A setting outside its limits: raised where a config is made, renamed by `build` for
+    the entry point (a flag, a sweep file's key) that the user wrote it in."""
+
+    def __init__(self, key: str, where, reason: str):
+        super().__init__(f"{where(key)} {reason}")
+        self.key, self.reason = key, reason
+
+    def named(self, where) -> UserError:
+        return UserError(f"{where(self.key)} {self.reason}")
 
 
 @dataclass
@@ -131,45 +143,74 @@ class TrainConfig:
         "checkpoint_every_s": (0.0, None, True, False),
     }
 
+    def __post_init__(self):
+        self.check()
+
     def check(self, where=lambda key: key) -> "TrainConfig":
         """Raise UserError naming the setting (as `where(key)` spells it: a CLI flag, a sweep
-        file's key) and the reason, for the first value outside LIMITS."""
+        file's key) and the reason, for the first value outside LIMITS. Every config checks
+        itself when it is made (__post_init__); `build` puts the entry point's name on it."""
         for key, (lo, hi, lo_open, hi_open) in self.LIMITS.items():
             v = getattr(self, key)
             if v is None and key == "lr":
                 continue                      # the lr rule of N
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-                raise UserError(f"{where(key)} must be a number, got {v!r}")
+                raise ConfigError(key, where, f"must be a number, got {v!r}")
             bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
             bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
             if bad_lo or bad_hi:
                 left = "(" if lo_open else "["
                 right = ")" if hi_open else "]"
                 span = f"{left}{lo:g}, {hi:g}{right}" if hi is not None else (f"> {lo:g}" if lo_open else f">= {lo:g}")
-                raise UserError(f"{where(key)} must be {'in ' if hi is not None else ''}{span}, got {v!r}")
+                raise ConfigError(key, where, f"must be {'in ' if hi is not None else ''}{span}, got {v!r}")
         world = self.devices * self.num_nodes
         if self.batch_size % world:
-            raise UserError(f"{where('batch_size')} ({self.batch_size}) must be a multiple of the world size "
-                            f"devices x num_nodes = {world}: every process takes an equal share of each batch")
+            raise ConfigError("batch_size", where, f"({self.batch_size}) must be a multiple of the world size "
+                              f"devices x num_nodes = {world}: every process takes an equal share of each batch")
         if self.micro_batch and (self.batch_size // world) % self.micro_batch:
-            raise UserError(f"{where('micro_batch')} ({self.micro_batch}) must divide each process's share of the "
-                            f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
+            raise ConfigError("micro_batch", where, f"({self.micro_batch}) must divide each process's share of the "
+                              f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise UserError(f"{where('device')} must be auto, cpu or cuda, got {self.device!r}")
+            raise ConfigError("device", where, f"must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
-            raise UserError(f"{where('precision')} must be auto, 32 or bf16-mixed, got {self.precision!r}")
+            raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
         return self
+
+    @classmethod
+    def build(cls, values: dict, where=lambda key: key) -> "TrainConfig":
+        """The one way an entry point makes a config from what a user wrote (CLI flags, a sweep
+        file, a stored record): unknown keys and values outside LIMITS are refused in one line
+        that names the setting as `where(key)` spells it for that entry point."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UserError(f"unknown training setting(s): {', '.join(where(k) for k in unknown)}")
+        try:
+            return cls(**values)
+        except ConfigError as e:
+            raise e.named(where) from None
+
+    def updated(self, where=lambda key: key, **changes) -> "TrainConfig":
+        """dataclasses.replace, with a refused value named as `where` spells it."""
+        return self.build({**self.to_dict(), **changes}, where)
+
+    def whole_batches(self, tokens: float, what: str = "token budget") -> int:
+        """`tokens` rounded down to whole batches of this config (a run trains whole optimizer
+        steps); UserError when not even one batch fits. The one owner of that rule: the
+        trainer's plan, sweep files and tune all ask here."""
+        bt = self.tokens_per_step
+        if tokens < bt:
+            raise UserError(f"{what}: {format_count(tokens)} tokens is less than one batch "
+                            f"({self.batch_size} x {self.seq_len} = {bt:,} tokens)")
+        return int(tokens // bt) * bt
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, where=lambda key: key) -> "TrainConfig":
+        """A stored config (run.json, a job's pickle): checked as every config is."""
+        return cls.build(d, where)
 
     @property
     def tokens_per_step(self) -> int:

@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 # Variables set by launch_workers for its workers (and read back by current()).
 _RANK, _WORLD, _LOCAL, _ADDR, _PORT = "SCALING_RANK", "SCALING_WORLD", "SCALING_LOCAL_RANK", "SCALING_ADDR", "SCALING_PORT"
@@ -147,7 +147,7 @@ def _detach_with_parent() -> None:
 
 
 def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
-    """Run one training run as `world` local worker processes (`python -m scaling.distributed`)
+    """Run one training run as `world` local worker processes (`python -m scaling.train.distributed`)
     and wait for them. Each worker gets cpus // world threads. Ctrl-C or SIGTERM here is
     passed on (the workers finish their step, checkpoint and stop together); if a worker
     dies, the others are stopped rather than left waiting on it. Returns the exit code of the
@@ -161,7 +161,7 @@ def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
                _PORT: str(port), "OMP_NUM_THREADS": str(threads)}
         # Own process group: a terminal's Ctrl-C reaches the supervisor once, which passes it on
         # once (a second signal is an abrupt stop); workers die with a killed supervisor.
-        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.distributed"], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.train.distributed"], env=env,
                                       stdin=subprocess.PIPE, preexec_fn=_detach_with_parent))
         procs[-1].stdin.write(json.dumps(config).encode())
         procs[-1].stdin.close()
@@ -202,9 +202,9 @@ def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
 
 def _worker() -> None:
     """Entry point of one worker started by launch_workers: the run's config on stdin."""
-    from scaling.config import TrainConfig
-    from scaling.signals import checkpoint_signal_held
-    from scaling.train import TrainingRun
+    from scaling.base.config import TrainConfig
+    from scaling.base.signals import checkpoint_signal_held
+    from scaling.train.run import TrainingRun
 
     cfg = TrainConfig.from_dict(json.loads(sys.stdin.read()))
     with checkpoint_signal_held():

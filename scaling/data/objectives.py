@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.shapes import IGNORE_INDEX, objective_lengths
+from scaling.base.shapes import IGNORE_INDEX, objective_lengths
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAM_WINDOW, _STREAM_TASK, _STREAM_SPANS, _STREAM_GAPS, _STREAM_SPLIT = 1, 2, 3, 4, 5

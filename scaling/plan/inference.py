@@ -9,8 +9,8 @@ a smaller model needs more training tokens but serves cheaper, so the N of least
 training + inference compute shrinks as T grows. With T = 0 it is the Chinchilla-optimal
 (training-compute-optimal) model of that loss, which is what the saving is measured against.
 
-Training FLOPs per token and serving FLOPs per token come from scaling.plan.FlopModel (the
-encoder-decoder formulas of scaling.model, tabulated over the size rule's shapes and
+Training FLOPs per token and serving FLOPs per token come from scaling.plan.training.FlopModel (the
+encoder-decoder formulas of scaling.train.model, tabulated over the size rule's shapes and
 interpolated in log N, or 6N and 2N). Inference tokens count input and output: a request reads
 input_len tokens through the encoder once and generates output_len tokens with the decoder.
 """
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.errors import UserError
-from scaling.plan import FlopModel, Law, _ci
+from scaling.base.errors import UserError
+from scaling.plan.training import FlopModel, Law, _ci
 
 # The search runs in x = ln(N / N_floor), where N_floor is the size whose A/N^alpha alone
 # uses up the loss budget (D -> infinity there). The optimum can sit anywhere from just above

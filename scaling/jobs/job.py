@@ -24,7 +24,7 @@ from pathlib import Path
 import submitit
 from submitit.slurm import slurm as slurm_env
 
-from scaling.rundir import atomic_write_json
+from scaling.base.rundir import atomic_write_json
 
 
 
@@ -165,7 +165,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._lock = threading.Lock()
 
     def __call__(self) -> dict:
-        from scaling.signals import checkpoint_signal_held
+        from scaling.base.signals import checkpoint_signal_held
 
         # Before torch's threads and the report thread start: they inherit the blocked USR2,
         # and only the trainer's step boundaries let it through (see scaling/signals.py).
@@ -174,10 +174,10 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def _call(self) -> dict:
         limit_threads()
-        from scaling.config import TrainConfig
-        from scaling.train import TrainingRun
+        from scaling.base.config import TrainConfig
+        from scaling.train.run import TrainingRun
 
-        from scaling.distributed import current
+        from scaling.train.distributed import current
 
         cfg = TrainConfig.from_dict(self.config)
         # A DDP job is several tasks of one run: only rank 0 keeps the job's record (and

@@ -38,10 +38,10 @@ from typing import Sequence
 
 import numpy as np
 
-from scaling.errors import UserError
-from scaling.objectives import GOLDEN, mix64
-from scaling.rundir import temp_dir_beside
-from scaling.tokenizer import (
+from scaling.base.errors import UserError
+from scaling.data.objectives import GOLDEN, mix64
+from scaling.base.rundir import temp_dir_beside
+from scaling.data.tokenizer import (
     CLM_ID,
     EOS_ID,
     KINDS,
@@ -569,7 +569,7 @@ def prepare_corpus(paths, out, cfg: PrepareConfig = PrepareConfig(), force: bool
     """`scaling prepare`: read --corpus (files, directories, or "default"), then `prepare`."""
     paths = [str(p) for p in (paths or ["default"])]
     if paths == ["default"]:
-        from scaling.corpus import load_default_corpus
+        from scaling.data.corpus import load_default_corpus
 
         docs, provenance = load_default_corpus(progress=progress)
         source = {"paths": "default", "hash": provenance["sha256"], "provenance": provenance}
@@ -590,7 +590,7 @@ def ensure_default_shards(tokenizer: str = "bpe", vocab_size: int = 8192, spoken
     $SCALING_CACHE/shards/default-<tokenizer>-<vocab>[-spoken]-<corpus key>/; concurrent callers
     each build privately and the first rename wins.
     """
-    from scaling.corpus import cache_root, corpus_key
+    from scaling.data.corpus import cache_root, corpus_key
 
     cfg = PrepareConfig(tokenizer=tokenizer, vocab_size=vocab_size, spoken=spoken, val_fraction=val_fraction, seed=seed)
     name = f"default-{tokenizer}-{cfg.effective_vocab}{'-spoken' if spoken else ''}"
@@ -614,7 +614,7 @@ def resolve_data(data: str | None) -> Path:
         return path
     import hashlib
 
-    from scaling.corpus import cache_root
+    from scaling.data.corpus import cache_root
 
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     # Same path, changed content: the cache entry is ours to replace (force=True).

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scaling.errors import UserError, WriteError
+from scaling.base.errors import UserError, WriteError
 
 # Read once, at import: os.umask() can only be read by setting it, which races with threads.
 _UMASK = os.umask(0)

@@ -1,7 +1,7 @@
 """Model shapes, the size rule, and exact parameter and FLOP accounting: torch-free.
 
 `scaling sweep plan`, `scaling fit` and `scaling plan` size and price models without
-importing torch; `scaling.model` builds the modules from these configs. The counts are
+importing torch; `scaling.train.model` builds the modules from these configs. The counts are
 tested against the instantiated module (`n_params()` equals its parameter count exactly)
 and `train_flops()` against `torch.utils.flop_counter.FlopCounterMode` (tests/test_model.py).
 """
@@ -12,8 +12,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from scaling.config import parse_count
-from scaling.errors import UserError
+from scaling.base.config import parse_count
+from scaling.base.errors import UserError
 
 IGNORE_INDEX = -100   # label of a position that takes no loss (torch's cross_entropy default)
 

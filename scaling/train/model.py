@@ -7,7 +7,7 @@ bidirectional in the encoder, causal in the decoder's self-attention, plus cross
 from every decoder layer to the final encoder states.
 
 The shapes, the size rule and the exact parameter and FLOP counts live in the torch-free
-`scaling.shapes` (re-exported here), tested against these modules.
+`scaling.base.shapes` (re-exported here), tested against these modules.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.shapes import (  # noqa: F401  (re-exported for callers of scaling.model)
+from scaling.base.shapes import (  # noqa: F401  (re-exported for callers of scaling.train.model)
     IGNORE_INDEX,
     ALEXATM_ASPECT,
     ALEXATM_ENC_FRACTION,

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.rundir import atomic_write_json
+from scaling.base.errors import UserError
+from scaling.base.rundir import atomic_write_json
 
 LEDGER = "sweep.json"
 RUNS = "runs"

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from scaling import __version__
-from scaling.config import TrainConfig, parse_count
-from scaling.errors import UserError, WriteError
-from scaling.model import ModelConfig, objective_lengths
-from scaling.data import resolve_data  # noqa: F401  (re-exported)
-from scaling.shapes import model_config
-from scaling.objectives import ObjectiveConfig
-from scaling.rundir import (
+from scaling.base.config import TrainConfig, parse_count
+from scaling.base.errors import UserError, WriteError
+from scaling.train.model import ModelConfig, objective_lengths
+from scaling.data.shards import resolve_data  # noqa: F401  (re-exported)
+from scaling.base.shapes import model_config
+from scaling.data.objectives import ObjectiveConfig
+from scaling.base.rundir import (
     CKPT_DIR,
     LAST_CKPT,
     METRICS,
@@ -49,7 +49,7 @@ from scaling.rundir import (
     stale_temp_files,
     write_metrics,
 )
-from scaling.signals import checkpoint_signal_held
+from scaling.base.signals import checkpoint_signal_held
 
 
 
@@ -82,7 +82,7 @@ def measure_cpu_peak(seconds: float = 0.3) -> float:
     each run beside other work reads low and makes MFU meaningless."""
     import json
 
-    from scaling.corpus import cache_root
+    from scaling.data.corpus import cache_root
 
     threads = torch.get_num_threads()
     if threads in _cpu_peak_cache:
@@ -117,7 +117,7 @@ def measure_cpu_peak(seconds: float = 0.3) -> float:
 def device_peak(device: str, precision: str) -> tuple[float, str]:
     """(peak FLOP/s, device name) used for MFU."""
     if device == "cuda":
-        from scaling.cost import PEAK_BF16, peak_bf16
+        from scaling.base.cost import PEAK_BF16, peak_bf16
 
         name = torch.cuda.get_device_name()
         peak = peak_bf16(name)
@@ -155,11 +155,7 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     micro = cfg.micro_batch or share
     tokens_per_step = cfg.tokens_per_step
     budget = parse_count(cfg.tokens, "token budget")
-    steps = budget // tokens_per_step
-    if steps < 1:
-        raise UserError(
-            f"token budget {budget:,} is smaller than one batch ({cfg.batch_size} x {cfg.seq_len} tokens = {tokens_per_step:,})"
-        )
+    steps = cfg.whole_batches(budget, "token budget") // tokens_per_step
     lr = cfg.lr if cfg.lr is not None else lr_rule(model.n_params(embeddings=False))
     return RunPlan(
         model=model, steps=steps, tokens_per_step=tokens_per_step,
@@ -185,7 +181,7 @@ class TrainingRun:
         self.module = None
         self.trainer = None
         self.checkpointed_for_requeue = False   # set by save_checkpoint (submitit's USR2 path)
-        from scaling.distributed import Process
+        from scaling.train.distributed import Process
 
         self.process = Process(0, 1, 0, 0, "single")   # set by fit()
         self.set_aside: list[str] = []   # corrupt files of the run found by this start
@@ -262,15 +258,14 @@ class TrainingRun:
         rec = self._check_existing()
         if rec is not None and RunStatus.of(rec).finished:
             return rec   # completed, diverged or pruned: never trained again
-        cfg.check()         # before anything is trained (a finished run keeps its record)
-        from scaling import distributed
+        from scaling.train import distributed
 
         proc = distributed.current()
         world = cfg.devices * cfg.num_nodes
         distributed.check_world(proc, world)
         self.process = proc
         shards_dir = resolve_data(cfg.data)
-        from scaling.data import TokenShards
+        from scaling.data.shards import TokenShards
 
         train_shards = TokenShards.open(shards_dir, "train")
         plan = make_plan(cfg, train_shards.vocab_size)
@@ -385,12 +380,12 @@ class TrainingRun:
         if accel == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 for anything left in fp32
         if accel == "cpu":
-            from scaling.threads import threads_for
+            from scaling.base.threads import threads_for
 
             torch.set_num_threads(threads_for(plan.flops_per_step / (plan.world * plan.accum)))
         record["threads"] = torch.get_num_threads()
         torch.manual_seed(cfg.seed)
-        from scaling.loop import BatchStream, Checkpointing, EncoderDecoderModule, Progress, RunRecorder
+        from scaling.train.loop import BatchStream, Checkpointing, EncoderDecoderModule, Progress, RunRecorder
 
         module = self.module = EncoderDecoderModule(cfg, plan)
         stream = BatchStream(str(shards_dir), obj_cfg, cfg.seed, plan)
@@ -407,7 +402,7 @@ class TrainingRun:
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.
         callbacks = [recorder, self.checkpointing, Progress(plan, recorder, cfg.progress)]
-        from scaling.distributed import lightning_environment
+        from scaling.train.distributed import lightning_environment
 
         plugins = []
         env = lightning_environment(self.process)
@@ -507,8 +502,8 @@ class TrainingRun:
             atomic_write_json(self.run_dir / RUN_JSON, record)
 
     def _supervise(self, world: int) -> dict:
-        from scaling import distributed
-        from scaling.threads import cpus_granted
+        from scaling.train import distributed
+        from scaling.base.threads import cpus_granted
 
         code = distributed.launch_workers(self.cfg.to_dict(), world, self.run_dir, cpus_granted())
         rec = read_run_json(self.run_dir)

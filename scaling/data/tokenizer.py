@@ -29,7 +29,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from scaling.errors import UserError
+from scaling.base.errors import UserError
 
 PAD_ID, EOS_ID, CLM_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<eos>", "[CLM]", "<unk>")
@@ -220,7 +220,7 @@ class TrainedTokenizer:
 
 def n_workers() -> int:
     """Tokenizing processes (threads.worker_processes)."""
-    from scaling.threads import worker_processes
+    from scaling.base.threads import worker_processes
 
     return worker_processes()
 
