@@ -28,18 +28,6 @@ from scaling.base.rundir import atomic_write_json
 
 
 
-def limit_threads() -> int:
-    """One torch thread per CPU the job was given: Slurm here does no CPU binding, and two
-    1-CPU jobs that each take every core run ~9x slower than with a thread each."""
-    n = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("OMP_NUM_THREADS") or 0)
-    if n > 0:
-        os.environ["OMP_NUM_THREADS"] = str(n)
-        import torch
-
-        torch.set_num_threads(n)
-    return n
-
-
 def job_identity() -> dict:
     """Who is running: scheduler job id (array task included), restart count, host."""
     try:
@@ -173,7 +161,6 @@ class TrainJob(submitit.helpers.Checkpointable):
             return self._call()
 
     def _call(self) -> dict:
-        limit_threads()
         from scaling.base.config import TrainConfig
         from scaling.train.run import TrainingRun
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.jobs.job import TrainJob, limit_threads, record_start, update_record
+from scaling.jobs.job import TrainJob, record_start, update_record
 from scaling.tuning.study import TRIALS_DIR, Space, load, sampler
 
 
@@ -40,7 +40,6 @@ class TrialJob(TrainJob):
         return {**super().__getstate__(), "spec": self.spec, "number": self.number}
 
     def _call(self) -> dict:
-        limit_threads()
         from scaling.base.config import TrainConfig
         from scaling.train.run import TrainingRun, _first_line, val_schedule
 
