@@ -8,7 +8,7 @@ larger models on larger steps. Each row trains one of a sweep's sizes through Tr
 (Lightning, the real objective and data path) for a fixed number of steps on ONE thread, as
 the demo runs them, and reports the median of the logged intervals after warm-up: FLOP/s by
 the model's analytic count, and its share of this machine's one-thread fp32 matmul peak,
-measured once (best of five trials, cached; see scaling.train.run.measure_cpu_peak).
+measured once (best of five trials, cached; see scaling.train.speed.measure_cpu_peak).
 
 A second table splits a step's time into a fixed per-step cost and a per-sequence cost, by
 training two of the demo's sizes at several batch sizes and fitting time = a + b x batch:
@@ -36,7 +36,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaling.base.config import TrainConfig  # noqa: E402
-from scaling.train.run import TrainingRun, measure_cpu_peak  # noqa: E402
+from scaling.train.run import TrainingRun  # noqa: E402
+from scaling.train.speed import measure_cpu_peak  # noqa: E402
 
 # (label, size, seq_len, batch): the old demo's four sizes; the 600-step demo's range at a
 # batch of 32 x 64; the current demo (3,000 steps of 32 bytes, 1+1 layers, centred on 15

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaling.base.config import TrainConfig  # noqa: E402
 from scaling.data.objectives import MixedObjective, ObjectiveConfig  # noqa: E402
-from scaling.train.run import TrainingRun, device_peak, measure_cpu_peak  # noqa: E402
+from scaling.train.run import TrainingRun  # noqa: E402
+from scaling.train.speed import device_peak, measure_cpu_peak  # noqa: E402
 
 
 def main() -> int:

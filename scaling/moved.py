@@ -28,7 +28,6 @@ MOVED = {
     "scaling.tokenizer": "scaling.data.tokenizer",
     "scaling.objectives": "scaling.data.objectives",
     "scaling.model": "scaling.train.model",
-    "scaling.loop": "scaling.train.loop",
     "scaling.distributed": "scaling.train.distributed",
     "scaling.inference": "scaling.plan.inference",
     "scaling.sweep.jobs": "scaling.jobs.job",

@@ -153,7 +153,7 @@ def test_a_nan_gradient_never_reaches_the_weights(tmp_path):
     import torch
 
     from scaling.base.config import TrainConfig
-    from scaling.train.loop import EncoderDecoderModule
+    from scaling.train.module import EncoderDecoderModule
     from scaling.train.run import TrainingRun
 
     real = EncoderDecoderModule.training_step
@@ -243,9 +243,11 @@ def test_checkpoint_after_the_final_validation_resumes_as_completed(tmp_path):
     holds the final score in its rows: a resumed run, with no step left, must take it rather
     than end 'stopped at step N of N' on every rerun."""
     from scaling.base.config import TrainConfig
-    from scaling.train.loop import BatchStream, RunRecorder
+    from scaling.train.callbacks.recorder import RunRecorder
+    from scaling.train.stream import BatchStream
     from scaling.data.objectives import ObjectiveConfig
-    from scaling.train.run import make_plan, resolve_data
+    from scaling.data.shards import resolve_data
+    from scaling.train.schedule import make_plan
 
     cfg = TrainConfig(params="300K", tokens=8_192, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
                       val_points=2, val_examples=16, progress=False)

@@ -1,7 +1,7 @@
 """The model a run will train, known before it runs: plan and launch need its parameter
 count and FLOPs per token, and must get exactly the shape the trainer builds.
 
-The trainer's own rule (scaling.train.run.model_config) sizes the model from the data's
+The trainer's own rule (scaling.base.shapes.model_config) sizes the model from the data's
 vocabulary, so the vocabulary is read from the token shards' meta.json. A sweep
 file may state it (`[sweep] vocab_size`) so that a cluster sweep can be planned on a
 laptop that does not hold the cluster's data; where the data is here, the two must agree.

@@ -11,20 +11,27 @@ one of three places, and `current()` says which:
   demo, `tune`): the calling process becomes a supervisor that starts W worker processes,
   forwards Ctrl-C/SIGTERM to them, stops them all if one dies, and returns their run record.
 
-Torch-free: the supervisor and `sweep plan` never import torch.
+A lone process under Slurm (one task) is "single" too, and Lightning still gets its
+SLURMEnvironment (lightning_environment), with requeueing left to submitit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from scaling.base.errors import UserError
 
@@ -79,14 +86,13 @@ def check_world(proc: Process, world: int) -> None:
 
 
 def lightning_environment(proc: Process):
-    """The Lightning ClusterEnvironment for this process (None for a lone process)."""
+    """The Lightning ClusterEnvironment for this process: None for a lone process outside
+    Slurm. The one place Slurm is told to Lightning: under Slurm (one task or several)
+    Lightning's own SLURMEnvironment, with requeueing left to submitit, which owns it."""
+    if proc.source == "slurm" or (proc.source == "single" and os.environ.get("SLURM_JOB_ID")):
+        return SLURMEnvironment(auto_requeue=False)
     if proc.source == "single":
         return None
-    if proc.source == "slurm":
-        from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-        return SLURMEnvironment(auto_requeue=False)  # submitit owns requeueing
-    from lightning.fabric.plugins.environments import ClusterEnvironment
 
     class Given(ClusterEnvironment):
         """Ranks fixed by whoever started the processes (submitit local, launch_workers)."""
@@ -129,8 +135,6 @@ def lightning_environment(proc: Process):
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -139,15 +143,13 @@ def _free_port() -> int:
 def _detach_with_parent() -> None:
     os.setpgrp()
     try:  # Linux: SIGKILL this worker when the supervisor dies (kill -9 of the run)
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
 
 def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
-    """Run one training run as `world` local worker processes (`python -m scaling.train.distributed`)
+    """Run one training run as `world` local worker processes (`python -m scaling.train.worker`)
     and wait for them. Each worker gets cpus // world threads. Ctrl-C or SIGTERM here is
     passed on (the workers finish their step, checkpoint and stop together); if a worker
     dies, the others are stopped rather than left waiting on it. Returns the exit code of the
@@ -161,7 +163,7 @@ def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
                _PORT: str(port), "OMP_NUM_THREADS": str(threads)}
         # Own process group: a terminal's Ctrl-C reaches the supervisor once, which passes it on
         # once (a second signal is an abrupt stop); workers die with a killed supervisor.
-        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.train.distributed"], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.train.worker"], env=env,
                                       stdin=subprocess.PIPE, preexec_fn=_detach_with_parent))
         procs[-1].stdin.write(json.dumps(config).encode())
         procs[-1].stdin.close()
@@ -172,8 +174,6 @@ def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
                 p.send_signal(signum)
 
     saved = {}
-    import threading
-
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             saved[sig] = signal.signal(sig, forward)
@@ -198,24 +198,3 @@ def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
                 p.wait()
     codes = [p.returncode for p in procs]
     return failed or next((c for c in codes if c != 0), 0)
-
-
-def _worker() -> None:
-    """Entry point of one worker started by launch_workers: the run's config on stdin."""
-    from scaling.base.config import TrainConfig
-    from scaling.base.signals import checkpoint_signal_held
-    from scaling.train.run import TrainingRun
-
-    cfg = TrainConfig.from_dict(json.loads(sys.stdin.read()))
-    with checkpoint_signal_held():
-        try:
-            TrainingRun(cfg).fit()
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-
-
-if __name__ == "__main__":
-    _worker()

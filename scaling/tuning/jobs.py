@@ -1,12 +1,13 @@
-"""One trial as a submitit job: a TrainJob (sweep/jobs.py: USR2 checkpoint and requeue, a
-job record with its step every few seconds) that asks the study for its trial itself.
+"""One trial as a submitit job: a TrainJob (jobs/job.py: USR2 checkpoint and requeue, a job
+record with its step every few seconds) that asks the study for its trial itself.
 
 Asking when the job starts, not when it is submitted, lets TPE see every trial that has
 finished by then. The trial number is written to the job record at once and carried by the
 fresh copy submitit requeues, so a preempted trial resumes its own run directory and keeps
 reporting to the same trial. Each validation point is reported (`trial.report`), and the
 pruner's verdict stops the run there (TrainingRun's on_validation): its run.json says
-"pruned", which is a finished trial, not a failed one.
+"pruned", which is a finished trial, not a failed one. What a trial adds to a TrainJob is
+only this: the asking, the reporting and the telling; the run's lifecycle is TrainJob's.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import json
 import math
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.jobs.job import TrainJob, record_start, update_record
+from scaling.jobs.job import TrainJob, update_record
 from scaling.tuning.study import TRIALS_DIR, Space, load, sampler
 
 
@@ -40,59 +40,51 @@ class TrialJob(TrainJob):
         return {**super().__getstate__(), "spec": self.spec, "number": self.number}
 
     def _call(self) -> dict:
-        from scaling.base.config import TrainConfig
-        from scaling.train.run import TrainingRun, _first_line, val_schedule
-
         spec, rec_path = self.spec, Path(self.spec["record"])
-        try:
-            prev = json.loads(rec_path.read_text())
-        except (OSError, ValueError):
-            prev = {}
         if self.number is None:
-            self.number = prev.get("trial")  # a requeue of the original pickle (no checkpoint)
-        record_start(rec_path)
-        # record_start rewrites the record: put a resumed trial's number back at once, or
-        # `tune status` would count this start both as a waiting job and as an unclaimed trial.
-        update_record(rec_path, pid=os.getpid(), updated_at=time.time(),
-                      **({"trial": self.number} if self.number is not None else {}))
+            self.number = _read(rec_path).get("trial")  # a requeue of the original pickle (no checkpoint)
+        # A resumed trial's number goes back in the record at once, or `tune status` would
+        # count this start both as a waiting job and as an unclaimed trial.
+        self._start_record(pid=os.getpid(), updated_at=time.time(),
+                           **({"trial": self.number} if self.number is not None else {}))
         space = Space(**{k: tuple(v) if v is not None else None for k, v in spec["space"].items()})
-        out = Path(spec["out"])
-        study = load(out, spec["study"], spec["pruner"], sampler(spec["seed"], spec["trials"]))
+        study = load(Path(spec["out"]), spec["study"], spec["pruner"], sampler(spec["seed"], spec["trials"]))
         trial = self._trial(study, space)
         if trial is None:  # finished meanwhile (told by an earlier start, or failed by a reaper)
             return {"trial": self.number, "state": "finished"}
         self.number = n = trial.number
         update_record(rec_path, trial=n)
-        cfg = TrainConfig.from_dict({
-            **spec["template"], **Space.values(trial.params), "progress": False,
-            "out": str(out / spec["key"] / TRIALS_DIR / str(n)), "extra": {"tune": str(out), "trial": n},
-        })
-        points = val_schedule(cfg.tokens // cfg.tokens_per_step, cfg.val_points)
-
-        def on_validation(step: int, row: dict) -> bool:
-            loss = row.get("val_loss")
-            if step == 0 or loss is None or not math.isfinite(loss):
-                return False
-            trial.report(loss, points.index(step))  # the k-th point: the same token fraction for any batch
-            return trial.should_prune()
-
-        self._run = TrainingRun(cfg, on_validation)
-        stop = threading.Event()
-        threading.Thread(target=self._report, args=(stop,), daemon=True, name="job-report").start()
+        cfg = self._config(trial)
+        self._start_run(cfg, _pruning(trial, cfg))
         try:
-            rec = self._run.fit()
+            rec = self._fit()
         except Exception as e:  # KeyboardInterrupt / SystemExit (preempted): the trial stays RUNNING
-            self._tell(study, n, "failed", error=str(e) if isinstance(e, UserError) else _first_line(e))
+            from scaling.train.record import first_line
+
+            self._tell(study, n, "failed", error=str(e) if isinstance(e, UserError) else first_line(e))
             raise
-        finally:
-            stop.set()
+        return self._told(study, n, rec)
+
+    def _config(self, trial):
+        """The trial's run: the template with the trial's values, in OUT/<size>/trials/<n>/."""
+        from scaling.base.config import TrainConfig
+
+        spec, out = self.spec, Path(self.spec["out"])
+        return TrainConfig.from_dict({
+            **spec["template"], **Space.values(trial.params), "progress": False,
+            "out": str(out / spec["key"] / TRIALS_DIR / str(trial.number)),
+            "extra": {"tune": str(out), "trial": trial.number},
+        })
+
+    def _told(self, study, n: int, rec: dict) -> dict:
+        """Tell the study how the run ended, or leave a run stopped by a signal to resume."""
         from scaling.base.rundir import RunStatus
 
         status = RunStatus.of(rec)
         loss = ((rec.get("val") or {}).get("mixed") or {}).get("loss")
         if status.resumable:
             # Stopped by a signal before its budget, with a checkpoint: a rerun resumes it.
-            update_record(rec_path, stopped=rec.get("error") or status.value)
+            update_record(Path(self.spec["record"]), stopped=rec.get("error") or status.value)
             return {"trial": n, "state": "stopped", "error": rec.get("error")}
         if status == RunStatus.COMPLETED and loss is not None and math.isfinite(loss):
             state = self._tell(study, n, "completed", loss=loss)
@@ -128,3 +120,27 @@ class TrialJob(TrainJob):
         except (ValueError, RuntimeError) as e:  # a reaper marked it failed while the job was away
             print(f"trial {n}: could not record {outcome}: {e}", file=sys.stderr)
         return outcome
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _pruning(trial, cfg):
+    """TrainingRun's on_validation: report each validation loss to the trial, as the k-th
+    point (the same token fraction for any batch), and stop the run where the pruner says."""
+    from scaling.train.schedule import val_schedule
+
+    points = val_schedule(cfg.tokens // cfg.tokens_per_step, cfg.val_points)
+
+    def on_validation(step: int, row: dict) -> bool:
+        loss = row.get("val_loss")
+        if step == 0 or loss is None or not math.isfinite(loss):
+            return False
+        trial.report(loss, points.index(step))
+        return trial.should_prune()
+
+    return on_validation

@@ -1,0 +1,99 @@
+"""checkpoints/last.ckpt of a run: saved every few seconds, on a stop signal and on submitit's
+USR2, always at a step boundary and atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from scaling.base.config import TrainConfig
+from scaling.base.rundir import atomic_file
+from scaling.train.callbacks import step_ended
+
+
+class Checkpointing(L.Callback):
+    """checkpoints/last.ckpt: every `checkpoint_every_s` seconds, when asked to stop (Ctrl-C,
+    `kill`: finish the step, save, stop; a second signal is abrupt) and on submitit's USR2.
+    USR2 is blocked before any thread starts (scaling/signals.py) and let through only here,
+    at a step boundary, so a checkpoint never holds half an update."""
+
+    def __init__(self, cfg: TrainConfig, plan, ckpt_path: Path):
+        self.cfg, self.plan, self.ckpt_path = cfg, plan, ckpt_path
+        self.stop_asked = False           # a stop signal seen by this process
+        self._seen = -1
+        self._blocked = False
+        self._t_ckpt = time.monotonic()
+
+    def on_train_start(self, trainer, module):
+        self._seen = trainer.global_step
+        self._t_ckpt = time.monotonic()
+        if os.environ.get("SLURM_JOB_ID"):
+            # Lightning turns SIGTERM into a clean exit 0, which Slurm would record as a
+            # completed job that is never requeued; let submitit's USR2 path own it.
+            signal.signal(signal.SIGTERM, lambda s, f: print("SIGTERM received; waiting for USR2/kill", file=sys.stderr))
+        elif threading.current_thread() is threading.main_thread():
+            def stop(signum, frame):
+                if self.stop_asked:
+                    raise KeyboardInterrupt
+                if trainer.global_rank == 0:
+                    print(f"\n{signal.Signals(signum).name}: stopping after this step; rerun to resume", file=sys.stderr)
+                self.stop_asked = True   # acted on at the step's end, by every rank at once
+
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+            self._blocked = True
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if not step_ended(trainer, self._seen):
+            return
+        step = self._seen = trainer.global_step
+        last = step >= self.plan.steps
+        if self._agree_to_stop(trainer, step, last):
+            trainer.should_stop = True
+        elif not last and not trainer.should_stop and time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s:
+            self.save_last(trainer)
+        if self._blocked:
+            # The step boundary: a pending USR2 is delivered here (its handler runs before
+            # the next line), then the signal is held again until the next boundary.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+
+    def _agree_to_stop(self, trainer, step: int, last: bool) -> bool:
+        if self.plan.world == 1:
+            return self.stop_asked
+        # A signal reaches the ranks at different moments; they must stop after the same
+        # step. Agreed at the logging steps only: the same steps on every rank, which sync
+        # with the host anyway.
+        if step % self.cfg.log_every and not last:
+            return False
+        flag = torch.tensor(int(self.stop_asked), device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flag)
+        return bool(flag)
+
+    def save_last(self, trainer) -> None:
+        """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
+        disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
+        a signal handler (USR2 is held back during a step)."""
+        if trainer.world_size > 1:
+            # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
+            # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
+            if trainer.global_rank == 0:
+                state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+                with atomic_file(self.ckpt_path) as tmp:
+                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
+        else:
+            with atomic_file(self.ckpt_path) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
+        self._t_ckpt = time.monotonic()

@@ -1,0 +1,81 @@
+"""A run's plan, from its config and the data's vocabulary: the model's shape, the number of
+optimizer steps its token budget buys, the batch split over processes, the learning rate and
+its schedule, the validation steps. Torch-free: `sweep plan` and `tune` plan runs without
+loading torch, and the trainer follows the same plan.
+
+The schedule ends at the run's own budget (warmup, then cosine to min_lr_ratio of the peak at
+the last step), as Chinchilla requires of every point of a scaling law.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from scaling.base.config import TrainConfig, parse_count
+from scaling.base.shapes import ModelConfig, model_config, objective_lengths
+
+
+def lr_rule(n_params_nonembed: int) -> float:
+    """Peak learning rate by rule of N rather than by search (OLMo's ladder: lr ∝ N^-1/3),
+    anchored at 2e-3 for 10M non-embedding parameters (1.6e-4 at AlexaTM's 20B, whose
+    paper used 1e-4). Per-size tuning with `scaling tune` refines it."""
+    return min(6e-3, 2e-3 * (max(n_params_nonembed, 1) / 1e7) ** (-1 / 3))
+
+
+def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine from peak down to min_ratio * peak at step == total."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def val_schedule(total_steps: int, points: int) -> list[int]:
+    """Steps at which validation runs: log-spaced over the run, always including the last
+    step, plus step 0 (the untrained model), so Approach 1 gets a loss curve per run."""
+    if total_steps <= 1 or points <= 1:
+        return [0, total_steps]
+    first = max(1, total_steps // 2 ** (points - 1))
+    steps = np.unique(np.round(np.geomspace(first, total_steps, points)).astype(int))
+    return [0] + [int(s) for s in steps]
+
+
+@dataclass
+class RunPlan:
+    model: ModelConfig
+    steps: int
+    tokens_per_step: int
+    warmup_steps: int
+    lr: float
+    val_steps: list[int]
+    flops_per_step: float
+    enc_len: int
+    dec_len: int
+    world: int           # processes sharing each batch (devices x num_nodes)
+    batch_size: int      # global sequences per optimizer step
+    micro_batch: int     # sequences per process per forward/backward
+    accum: int           # micro-batches per process per step (gradient accumulation)
+    tokens_budget: int
+
+
+def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
+    model = model_config(cfg.params, vocab_size, cfg.seq_len, cfg.tied_embeddings)
+    enc_len, dec_len = objective_lengths(cfg.seq_len, cfg.noise_density)
+    world = cfg.devices * cfg.num_nodes
+    share = cfg.batch_size // world            # TrainConfig.check: a multiple of world
+    micro = cfg.micro_batch or share
+    tokens_per_step = cfg.tokens_per_step
+    budget = parse_count(cfg.tokens, "token budget")
+    steps = cfg.whole_batches(budget, "token budget") // tokens_per_step
+    lr = cfg.lr if cfg.lr is not None else lr_rule(model.n_params(embeddings=False))
+    return RunPlan(
+        model=model, steps=steps, tokens_per_step=tokens_per_step,
+        warmup_steps=max(1, round(cfg.warmup_frac * steps)), lr=lr,
+        val_steps=val_schedule(steps, cfg.val_points),
+        flops_per_step=float(model.train_flops(enc_len, dec_len)) * cfg.batch_size,
+        enc_len=enc_len, dec_len=dec_len, world=world, batch_size=cfg.batch_size, micro_batch=micro,
+        accum=share // micro, tokens_budget=budget,
+    )

@@ -1,0 +1,79 @@
+"""The Lightning Trainer of a run, wired once: the accelerator and precision a config asks for,
+the thread count (base/threads.py decides), the cluster environment (distributed.py), DDP when
+the run has several processes, and none of Lightning's own logging, checkpointing or
+validation loops: the callbacks (scaling/train/callbacks/) own those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import warnings
+
+import lightning as L
+import torch
+
+from scaling.base.config import TrainConfig
+from scaling.base.errors import UserError
+from scaling.base.threads import threads_for
+from scaling.train.distributed import Process, lightning_environment
+from scaling.train.schedule import RunPlan
+from scaling.train.stream import BatchStream
+
+
+def accelerator_and_precision(cfg: TrainConfig) -> tuple[str, str]:
+    accel = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if accel == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no GPU is visible")
+    precision = {"auto": "bf16-mixed" if accel == "cuda" else "32-true", "32": "32-true"}.get(cfg.precision, cfg.precision)
+    return accel, precision
+
+
+def build_trainer(cfg: TrainConfig, plan: RunPlan, process: Process, callbacks: list, run_dir) -> tuple[L.Trainer, str, str]:
+    """(trainer, accelerator, precision) for this process of the run."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no GPU/TPU banners, no tips
+    # Our stream is resumable through the checkpoint (start_step); Lightning cannot know.
+    # `srun` hint: submitit launches through srun; a plain `scaling train` on a machine
+    # with Slurm installed is fine too.
+    warnings.filterwarnings("ignore", message=".*(resum|IterableDataset|does not have many workers|srun|LeafSpec).*")
+    accel, precision = accelerator_and_precision(cfg)
+    if accel == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for anything left in fp32
+    # Slurm here binds no CPUs: two 1-CPU jobs that each took every core ran ~9x slower than
+    # with a thread each. threads_for caps at the cores granted.
+    torch.set_num_threads(threads_for(plan.flops_per_step / (plan.world * plan.accum), accelerator=accel))
+    env = lightning_environment(process)
+    trainer = L.Trainer(
+        accelerator="gpu" if accel == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp" if plan.world > 1 else "auto", precision=precision,
+        max_steps=plan.steps, max_epochs=-1, accumulate_grad_batches=plan.accum,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+        default_root_dir=str(run_dir), callbacks=callbacks, plugins=[env] if env is not None else None,
+    )
+    return trainer, accel, precision
+
+
+def loader(stream: BatchStream, accel: str) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=1 if accel == "cuda" else 0,
+                                       pin_memory=accel == "cuda", persistent_workers=False)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def own_stop_signals():
+    """The run installs its own SIGINT/SIGTERM handlers (Checkpointing.on_train_start); an
+    in-process caller (tune --jobs 1, the demo, a notebook) gets its own back when it ends."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:        # None: set from C, not restorable from Python
+                signal.signal(sig, handler)

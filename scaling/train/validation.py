@@ -1,0 +1,80 @@
+"""How a run is scored: the mixed loss (and its denoising and causal-LM parts) on the same
+held-out examples for every run of a sweep, whatever its seed, batch or world size, in nats per
+token and bits per byte, with the standard error of the score. The last point scores the
+whole set (the run's score); earlier points (Approach 1's curves) a fixed quarter of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from scaling.base.config import TrainConfig
+from scaling.data.objectives import MixedObjective, ObjectiveConfig
+from scaling.data.shards import TokenShards
+from scaling.train.model import IGNORE_INDEX
+
+VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
+VAL_CHUNK = 64   # validation examples per forward pass (memory only: the examples are fixed)
+
+
+class Validation:
+    """Scores the model on the validation split; every rank scores its chunks, the sums are
+    reduced once."""
+
+    def __init__(self, cfg: TrainConfig, plan, shards_dir: str, obj_cfg: ObjectiveConfig):
+        self.cfg, self.plan, self.shards_dir, self.obj_cfg = cfg, plan, shards_dir, obj_cfg
+        self._val = None
+
+    @torch.no_grad()
+    def score(self, trainer, module, step: int) -> dict:
+        """The metrics row ("split": "val") of this step."""
+        cfg, plan = self.cfg, self.plan
+        if self._val is None:   # opened at the first point, in the process that trains
+            shards = TokenShards.open(self.shards_dir, "val")
+            self._val = (MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, VAL_SEED), shards.bytes_per_token)
+        obj, bytes_per_token = self._val
+        model = module.model
+        was_training = model.training
+        model.eval()
+        # The same cfg.val_examples examples per task for every run of a sweep, whatever its
+        # batch size or world size; rank r scores chunks r, r + W, ... and the sums are
+        # reduced once. Per-example losses give the standard error of the score. Points
+        # before the last (Approach 1's curves) score a fixed quarter of the set, so
+        # validation stays a small share of a short run.
+        n = cfg.val_examples if step == plan.steps else max(1, cfg.val_examples // 4)
+        chunk = max(plan.micro_batch, VAL_CHUNK)
+        sums = torch.zeros(2, 4, dtype=torch.float64, device=module.device)  # per task: loss, tokens, sum and sum of squares of example means
+        for t, task in enumerate(("denoise", "clm")):
+            for start in range(trainer.global_rank * chunk, n, chunk * plan.world):
+                b = obj.batch(np.arange(start, min(n, start + chunk)), force=task)
+                b = {k: torch.from_numpy(v).to(module.device) for k, v in b.items()}
+                with trainer.precision_plugin.forward_context():
+                    losses = model.token_losses(b["enc"], b["dec"], b["labels"]).double()
+                tok = (b["labels"] != IGNORE_INDEX).sum(1).double()
+                per_ex = losses.sum(1) / tok.clamp(min=1)
+                sums[t] += torch.stack([losses.sum(), tok.sum(), per_ex.sum(), (per_ex * per_ex).sum()])
+        if plan.world > 1:
+            torch.distributed.all_reduce(sums)
+        s = sums.tolist()
+        out = {task: (s[t][0] / max(s[t][1], 1), s[t][1] / n) for t, task in enumerate(("denoise", "clm"))}
+        # Standard error of the mean example loss: the noise of this score.
+        se = {task: math.sqrt(max(s[t][3] / n - (s[t][2] / n) ** 2, 0.0) / max(n - 1, 1))
+              for t, task in enumerate(("denoise", "clm"))}
+        # The mixed loss is what training minimises: the token-weighted mixture.
+        r = cfg.clm_ratio
+        wd, wc = (1 - r) * out["denoise"][1], r * out["clm"][1]
+        mixed = (wd * out["denoise"][0] + wc * out["clm"][0]) / max(wd + wc, 1e-12)
+        to_bpb = 1 / (math.log(2) * bytes_per_token)
+        row = {
+            "split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
+            "val_loss": mixed, "val_loss_denoise": out["denoise"][0], "val_loss_clm": out["clm"][0],
+            "val_bpb": mixed * to_bpb, "val_bpb_denoise": out["denoise"][0] * to_bpb,
+            "val_bpb_clm": out["clm"][0] * to_bpb,
+            "val_se": math.hypot(wd * se["denoise"], wc * se["clm"]) / max(wd + wc, 1e-12),
+        }
+        if was_training:
+            model.train()
+        return row
