@@ -4,18 +4,31 @@ once (it opens offline and can be sent to a colleague).
 
 The report computes nothing of its own: the table is read by `scaling.fit.load_runs`, the fit
 is fit.json (or `scaling.fit.fit_all` where there is none), the plan is `scaling plan`'s own
-record (`scaling.commands.plan.build`), and the text blocks are what those commands print.
+record (`scaling.plan.record.build`), and the text blocks are what those commands print
+(`scaling.fit.text`, `scaling.plan.text`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from scaling import __version__, figures
+from scaling.base.config import format_count
 from scaling.base.errors import UserError
+from scaling.base.rundir import atomic_write_bytes
+from scaling.figures.page import figure_div, page
+from scaling.fit import FitOptions, fit_all, find_curves, load_curves, load_runs, parse_columns
+from scaling.fit.report import read_fit_file
+from scaling.fit.table import read_any
+from scaling.fit.text import below_law_line, format_fit, held_out_extremes
+from scaling.plan.record import build
+from scaling.plan.request import parse_plan_args
+from scaling.plan.text import format_all
 
 RESULTS = "results.parquet"
 FIT = "fit.json"
@@ -53,8 +66,6 @@ def find_results(source: str | Path) -> Path:
 
 def read_fit(path: str | Path) -> dict:
     """A fit.json, checked enough that the report can read it."""
-    from scaling.fit.report import read_fit_file
-
     p = Path(path)
     fit = read_fit_file(p)
     if not any(isinstance(fit.get(f"approach{k}"), dict) for k in (1, 2, 3)):
@@ -70,8 +81,6 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
     """Read a sweep's results (and curves), its fit and, with plan_args (`scaling plan`'s
     arguments), the plan. Without fit.json (given, or beside the results) the runs are
     fitted here with `fit_all`, as `scaling fit` would with --bootstrap `bootstrap`."""
-    from scaling.fit import FitOptions, fit_all, find_curves, load_curves, load_runs, parse_columns
-
     results = find_results(source)
     notes: list[str] = []
     if fit_path is None and (results.parent / FIT).exists():
@@ -99,21 +108,16 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
 
 def add_plan(inp: Inputs, argv: list[str]) -> None:
     """The plan of `scaling plan ARGV`, and the famous models compared under the same law."""
-    import argparse
-
-    from scaling.commands.plan import build, parse_plan_args
-
     if not argv:
         raise UserError("--plan: give `scaling plan`'s arguments after it, e.g. --plan --params 20B --tokens 1T")
-    args = parse_plan_args(argv, "scaling report --plan")
-    inp.plan, inp.law, inp.flop, inp.assume = build(args)
+    req = parse_plan_args(argv, "scaling report --plan")
+    inp.plan, inp.law, inp.flop, inp.assume = build(req)
     if "compare" in inp.plan:
         inp.compare, inp.plan = inp.plan, None
     else:
-        more = argparse.Namespace(**vars(args))
-        more.compare, more.inference_tokens, more.target_loss = "", None, None
-        if args.target_loss is not None or args.compute is not None:
-            more.params = more.tokens = None   # the famous models alone
+        more = dataclasses.replace(req, compare="", inference_tokens=None, target_loss=None)
+        if req.target_loss is not None or req.compute is not None:
+            more = dataclasses.replace(more, params=None, tokens=None)   # the famous models alone
         inp.compare = build(more)[0]
 
 
@@ -131,17 +135,10 @@ def _plan_for_frontier(inp: Inputs) -> dict | None:
 
 
 def _cost(inp: Inputs):
-    from scaling import figures
-    from scaling.plan.inference import Serving, cost_curve
-    x = (inp.plan or {}).get("inference")
-    if x is None:
-        return None
-    serving = Serving(x["inference_tokens"], x["input_len"], x["output_len"])
-    return figures.cost(cost_curve(inp.law, inp.flop, serving, x["target_loss"], x))
+    return figures.plan_cost(inp.plan or {}, inp.law, inp.flop)
 
 
 def _famous(inp: Inputs):
-    from scaling import figures
     if inp.compare is None:
         return None
     return figures.famous(inp.compare, inp.law, inp.flop, plan=inp.plan)
@@ -149,8 +146,6 @@ def _famous(inp: Inputs):
 
 def _builders() -> dict[str, tuple[str, Callable, Callable]]:
     """KIND -> (title, figure of the inputs, caption of the inputs)."""
-    from scaling import figures
-
     def a(k):
         return lambda i: f"approach{k}" in i.fit
 
@@ -206,10 +201,10 @@ def check_kind(kind: str) -> str:
 
 def figure(inp: Inputs, kind: str):
     """One figure of the inputs, or a UserError saying what it needs."""
-    title, build, _ = _builders()[check_kind(kind)]
+    title, draw, _ = _builders()[check_kind(kind)]
     if kind in ("famous", "cost") and inp.plan is None and inp.compare is None:
         raise UserError(f"plot {kind} draws a plan: give --plan ARGS (`scaling plan`'s arguments)")
-    fig = build(inp)
+    fig = draw(inp)
     if fig is None:
         need = {"isoflop": "approach 2 in the fit", "contours": "approach 3 in the fit",
                 "residuals": "approach 3 in the fit", "heldout": "a held-out check in the fit (3 or more budgets)",
@@ -221,8 +216,8 @@ def figure(inp: Inputs, kind: str):
 def figures_of(inp: Inputs) -> list[tuple[str, str, str, object]]:
     """(kind, title, caption, figure) of every figure the inputs allow, in reading order."""
     out = []
-    for kind, (title, build, caption) in _builders().items():
-        fig = build(inp)
+    for kind, (title, draw, caption) in _builders().items():
+        fig = draw(inp)
         if fig is not None:
             out.append((kind, title, caption(inp), fig))
     return out
@@ -256,8 +251,6 @@ def _table(head: list[str], rows: list[list], left: int = 1, cls: str = "") -> s
 
 
 def runs_section(inp: Inputs) -> str:
-    from scaling.base.config import format_count
-    from scaling.fit.table import read_any
     raw = read_any(inp.results)
     cols = [c for c in ("run", "params", "params_nonembed", "tokens", "flops", "budget", "loss", "loss_se", "status",
                         "wall_time_s") if c in raw.columns]
@@ -286,7 +279,6 @@ def runs_section(inp: Inputs) -> str:
 
 
 def fits_section(inp: Inputs) -> str:
-    from scaling.commands.fit import format_fit
     fit = inp.fit
     rows = []
     for k in (1, 2, 3):
@@ -328,8 +320,6 @@ def heldout_section(inp: Inputs) -> str:
                 "(and `scaling fit` without --no-holdout).</p>")
     out = [f"<h2 id='heldout'>Held-out check</h2><p>Fitted without the largest budget ({hb['budget']:.3g} FLOPs, "
            f"{hb['n_runs']} runs), {hb['extrapolation']:.2f}x the compute of the largest budget fitted.</p><ul>"]
-    from scaling.fit.report import below_law_line, held_out_extremes
-
     h3 = hb.get("approach3")
     if h3:
         best, worst = held_out_extremes(h3)
@@ -356,7 +346,6 @@ def heldout_section(inp: Inputs) -> str:
 
 
 def plan_section(inp: Inputs) -> str:
-    from scaling.commands.plan import format_all
     if inp.plan is None and inp.compare is None:
         return ("<h2 id='plan'>Plan</h2><p>No plan in this report: give <code>--plan</code> and "
                 "<code>scaling plan</code>'s arguments, e.g. <code>--plan --params 20B --tokens 1T</code>.</p>")
@@ -389,9 +378,6 @@ def plan_section(inp: Inputs) -> str:
 
 def render(inp: Inputs) -> str:
     """The report as one HTML string."""
-    from scaling import __version__
-    from scaling.figures.page import figure_div, page
-
     figs = figures_of(inp)
     by_kind = {k: (t, c, f) for k, t, c, f in figs}
 
@@ -417,7 +403,6 @@ def render(inp: Inputs) -> str:
 
 
 def write(inp: Inputs, out: str | Path) -> Path:
-    from scaling.base.rundir import atomic_write_bytes
     out = Path(out)
     atomic_write_bytes(out, render(inp).encode())
     return out

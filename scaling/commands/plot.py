@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import argparse
 
+from scaling import report
+from scaling.base.errors import UserError
 from scaling.commands.report import add_inputs
+from scaling.figures.page import PAGE, STATIC, check_out, write_figure
 
 
 def register(subparsers) -> None:
-    from scaling.report import KINDS
-
     p = subparsers.add_parser(
         "plot", help="one figure of a sweep, its fit or a plan, as HTML, PNG or SVG",
-        description="Draw one figure: " + ", ".join(KINDS) + ". HTML embeds plotly.js; PNG and SVG need kaleido "
+        description="Draw one figure: " + ", ".join(report.KINDS) + ". HTML embeds plotly.js; PNG and SVG need kaleido "
                     "and Chrome or Chromium (offline).")
-    p.add_argument("kind", metavar="KIND", help="one of " + ", ".join(KINDS))
+    p.add_argument("kind", metavar="KIND", help="one of " + ", ".join(report.KINDS))
     add_inputs(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaling import report
-    from scaling.base.errors import UserError
-    from scaling.figures.page import PAGE, STATIC, check_out, write_figure
-
     report.check_kind(args.kind)
     out = check_out(args.out, PAGE + STATIC)
     if args.bootstrap < 0:

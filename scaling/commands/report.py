@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from scaling import report
+from scaling.base.errors import UserError
+from scaling.figures.page import PAGE, check_out
+
 
 def add_inputs(p: argparse.ArgumentParser) -> None:
     """The arguments `report` and `plot` share: where the runs, the fit and the plan come from."""
@@ -33,10 +37,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scaling import report
-    from scaling.base.errors import UserError
-    from scaling.figures.page import PAGE, check_out
-
     out = check_out(args.out, PAGE)
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap: must be >= 0, got {args.bootstrap}")

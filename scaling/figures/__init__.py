@@ -11,6 +11,7 @@ laws (fitted and published laws, plans), page (HTML with plotly.js once, PNG and
 
 from scaling.figures.laws import contours, cost, famous, frontier
 from scaling.figures.sweep import heldout, isoflop_profiles, loss_curves, residuals
+from scaling.plan.inference import Serving, cost_curve
 
 
 def fit_figures(fit: dict, table, curves=None) -> list:
@@ -20,5 +21,26 @@ def fit_figures(fit: dict, table, curves=None) -> list:
     return [f for f in figs if f is not None]
 
 
+def plan_cost(plan: dict, law, flop):
+    """The training + serving cost against N of a plan record that serves tokens
+    (`--inference-tokens`); None for one that does not."""
+    x = plan.get("inference")
+    if x is None:
+        return None
+    serving = Serving(x["inference_tokens"], x["input_len"], x["output_len"])
+    return cost(cost_curve(law, flop, serving, x["target_loss"], x))
+
+
+def plan_figures(plan: dict, law, flop) -> list:
+    """The figures of a plan record (`scaling plan --plots`): the training + serving cost when
+    it serves tokens, then the models on the law's frontier (the famous ones for --compare)."""
+    compare = plan if "compare" in plan else {"compare": []}
+    figs = [famous(compare, law, flop, plan=None if "compare" in plan else plan)]
+    c = plan_cost(plan, law, flop)
+    if c is not None:
+        figs.insert(0, c)
+    return figs
+
+
 __all__ = ["loss_curves", "isoflop_profiles", "frontier", "contours", "residuals", "heldout", "famous", "cost",
-           "fit_figures"]
+           "fit_figures", "plan_cost", "plan_figures"]

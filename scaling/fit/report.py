@@ -421,19 +421,6 @@ def holdout(table: RunTable, k: int, opts: FitOptions) -> dict:
 REGIME_GAP = 0.10
 
 
-def below_law_line(runs: list[str]) -> str:
-    """The one sentence on held-out runs more than REGIME_GAP below the law (CLI and report)."""
-    return (f"{len(runs)} held-out run(s) {100 * REGIME_GAP:.0f}%+ below the law ({', '.join(runs)}): "
-            "more than noise; a change of regime the fitted budgets do not show")
-
-
-def held_out_extremes(h3: dict) -> tuple[dict, dict]:
-    """The held-out budget's lowest-loss run and its worst-predicted run (the same dict when one
-    run is both), from the check's `runs` (CLI and report)."""
-    runs = h3["runs"]
-    return min(runs, key=lambda r: r["loss"]), max(runs, key=lambda r: abs(r["rel_error"]))
-
-
 def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
     """Leave the largest budget out: fit Approaches 3 and 2 on the smaller budgets and predict
     the held-out runs' losses (and Approach 2's N_opt there). None when fewer than 3 budgets."""
