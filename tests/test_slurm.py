@@ -362,7 +362,7 @@ def test_the_sbatch_script_of_a_multi_node_ddp_sweep(tmp_path, shards):
     node, starts them with srun, and each task's run asks Lightning for 8 devices x 2 nodes."""
     import submitit
 
-    from scaling.sweep.launch import make_executor
+    from scaling.jobs.executors import make_executor
 
     f = sweep_file(tmp_path, shards, "big", "gpus_per_node = 8\nnodes = 2\n" + """
         [grid]

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from scaling.jobs.executors import EXECUTORS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="plan, launch, watch and collect grids of runs",
@@ -14,14 +16,14 @@ def register(subparsers) -> None:
 
     plan = sub.add_parser("plan", help="the table of runs a sweep file expands to (nothing is launched)")
     plan.add_argument("file", type=Path, help="sweep file (TOML)")
-    plan.add_argument("--executor", choices=("local", "slurm", "debug"),
+    plan.add_argument("--executor", choices=EXECUTORS,
                       help="executor for the time estimate (default: the file's [executor] default)")
     plan.add_argument("--json", action="store_true", help="print the runs as JSON lines")
     plan.set_defaults(func=run_plan)
 
     la = sub.add_parser("launch", help="submit every run that is not complete (idempotent)")
     la.add_argument("file", type=Path, help="sweep file (TOML)")
-    la.add_argument("--executor", choices=("local", "slurm", "debug"),
+    la.add_argument("--executor", choices=EXECUTORS,
                     help="local processes, a Slurm job array, or in-process (default: the file's [executor] default)")
     la.add_argument("--out", type=Path, help="sweep directory (default: the file's sweep.out, else runs/<name>)")
     la.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")

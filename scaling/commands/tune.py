@@ -70,7 +70,8 @@ def _sizes(args):
     """(sizes, resources, slurm settings, default executor) from the flags or a sweep file."""
     from scaling.base.config import TrainConfig, format_count, parse_count
     from scaling.base.errors import UserError
-    from scaling.sweep.spec import Resources, SlurmSettings, load_sweep, model_stats
+    from scaling.jobs.executors import Resources, SlurmSettings
+    from scaling.sweep.spec import load_sweep, model_stats
     from scaling.tuning.study import SizeStudy, size_key
 
     given = [f for f, v in (("--params", args.params), ("--sizes", args.sizes), ("--sweep", args.sweep)) if v]
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace as dc_replace
 
     from scaling.base.errors import UserError
-    from scaling.sweep.spec import EXECUTORS
+    from scaling.jobs.executors import check_executor
     from scaling.tuning.launch import Tuner
     from scaling.tuning.study import Space, TuneConfig
 
@@ -133,9 +134,7 @@ def run(args: argparse.Namespace) -> int:
     space = Space(lr=(args.lr_min, args.lr_max), batch_size=_range(args.batch_range, "--batch-range", int),
                   beta2=_range(args.beta2_range, "--beta2-range"))
     sizes, resources, slurm, default = _sizes(args)
-    kind = args.executor or default
-    if kind not in EXECUTORS:
-        raise UserError(f"--executor {kind!r}: must be one of {', '.join(EXECUTORS)}")
+    kind = check_executor(args.executor or default)
     if args.jobs is not None:
         if args.jobs < 1:
             raise UserError(f"--jobs must be >= 1, got {args.jobs}")

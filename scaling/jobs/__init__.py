@@ -1,1 +1,13 @@
-"""jobs"""
+"""Submitted jobs, the layer a sweep and a tune study share: where a job runs and what the
+scheduler says of it, whatever the job trains.
+
+    executors.py  local | slurm | debug; Resources and SlurmSettings (a sweep's [executor] and
+                  [slurm]); one launch folder and submitit executor per launch
+    states.py     Slurm and local job states, recycled job ids, a failed job's error line
+    job.py        TrainJob: one TrainingRun as a submitit Checkpointable (USR2, requeue) and
+                  its job record; the one seam where the trainer (and torch) enter a job
+    ledger.py     a sweep directory's ledger: its runs and the jobs submitted for each
+
+Above it, scaling.tuning and scaling.sweep submit through it; below it is the trainer, which
+job.py imports only when a job starts training.
+"""

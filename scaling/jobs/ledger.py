@@ -10,13 +10,14 @@ for each, so that relaunching is idempotent and `status` needs no sweep file.
       results.parquet, curves.parquet   from `scaling sweep collect`
 
 A fresh submitit folder per launch matters: Slurm job ids restart at 1 when a cluster's
-state is wiped, and an old folder would hand back an old job's result for a new id.
+state is wiped, and an old folder would hand back an old job's result for a new id
+(jobs/executors.new_launch_folder makes it). `Job` (one submitted job: executor, id, launch
+folder, name) is shared with the tune ledger (tuning/status.py).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from scaling.base.rundir import atomic_write_json
 LEDGER = "sweep.json"
 RUNS = "runs"
 JOBS = "jobs"
-LAUNCHES = "launches"
 VERSION = 1
 
 
@@ -86,16 +86,6 @@ class Ledger:
             "launches": self.launches,
             "runs": {n: r.to_dict() for n, r in self.runs.items()},
         })
-
-    def new_launch_folder(self, executor: str) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = self.dir / LAUNCHES
-        for i in range(1000):
-            name = f"{stamp}-{executor}" + (f"-{i}" if i else "")
-            if not (base / name).exists():
-                (base / name).mkdir(parents=True)
-                return base / name
-        raise UserError(f"{base}: cannot create a fresh launch folder")
 
 
 def load_ledger(dir: Path) -> Ledger | None:

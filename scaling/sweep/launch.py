@@ -3,12 +3,14 @@
 Relaunching is idempotent. Each run's state comes from its run directory and the scheduler
 (see status.py): completed runs are skipped, runs with a job pending or running are not
 submitted twice, failed and diverged runs only with retry_failed. Cancelled, timed-out and
-interrupted runs are resubmitted and resume from their last checkpoint.
+interrupted runs are resubmitted and resume from their last checkpoint. Each run is a TrainJob
+(jobs/job.py) submitted through jobs/executors.open_launch, the launch a tune study uses too;
+`launch` decides what to submit, `_Submission` submits it and keeps the ledger, and
+`_foreground` runs local and debug jobs to their end.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,9 +19,11 @@ from pathlib import Path
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_bytes, read_run_json
+from scaling.jobs.executors import check_executor, open_launch
 from scaling.jobs.ledger import Job, Ledger, RunEntry, load_ledger
-from scaling.sweep.spec import EXECUTORS, RunSpec, Sweep
-from scaling.sweep.status import DONE, RunState, _state, exception_line, slurm_states
+from scaling.jobs.states import error_line, slurm_states
+from scaling.sweep.spec import RunSpec, Sweep
+from scaling.sweep.status import DONE, RunState, _state
 
 RESUBMIT = {"not launched", "cancelled", "timeout", "preempted", "interrupted", "corrupt"}
 RETRY = {"failed", "diverged"}
@@ -86,53 +90,9 @@ def select(sweep: Sweep, states: dict[str, RunState], retry_failed: bool) -> tup
     return todo, skipped
 
 
-def make_executor(kind: str, folder: Path, sweep: Sweep, job_name: str):
-    import submitit
-
-    res, sl = sweep.resources, sweep.slurm
-    if kind == "slurm":
-        if shutil.which("sbatch") is None:
-            raise UserError("--executor slurm: sbatch not found; is this a Slurm login node? (slurm/start.sh starts a local cluster)")
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=sl.max_num_timeout)
-        params = dict(
-            name=job_name, timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, nodes=res.nodes,
-            tasks_per_node=res.tasks,  # one DDP process per GPU (or per tasks_per_node on CPUs)
-            slurm_array_parallelism=res.parallelism or 256,
-            slurm_signal_delay_s=sl.signal_delay_s,
-            # The cluster may not bind CPUs: cap torch's threads at what the job was given.
-            slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_WAIT_POLICY=PASSIVE", *sl.setup],
-        )
-        if res.gpus_per_node:
-            params["gpus_per_node"] = res.gpus_per_node
-        if res.mem_gb is not None:
-            params["mem_gb"] = res.mem_gb
-        for key in ("partition", "account", "qos", "constraint"):
-            if getattr(sl, key):
-                params[f"slurm_{key}"] = getattr(sl, key)
-        if sl.extra:
-            params["slurm_additional_parameters"] = dict(sl.extra)
-        ex.update_parameters(**params)
-        return ex
-    if kind == "local":
-        ex = submitit.AutoExecutor(folder=folder, cluster="local")
-        params = dict(name=job_name, timeout_min=res.time_min, tasks_per_node=res.tasks,
-                      local_setup=[f"export OMP_NUM_THREADS={res.cpus_per_task} OMP_WAIT_POLICY=PASSIVE"])
-        if res.gpus_per_node:
-            params["gpus_per_node"] = res.gpus_per_node
-        ex.update_parameters(**params)
-        return ex
-    if kind == "debug":
-        return submitit.AutoExecutor(folder=folder, cluster="debug")
-    raise UserError(f"--executor {kind!r}: must be one of {', '.join(EXECUTORS)}")
-
-
 def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, dry_run: bool = False,
            retry_failed: bool = False, wait: bool = False, progress: bool = True, poll_s: float = 2.0) -> LaunchResult:
-    from scaling.jobs.job import TrainJob
-
-    kind = executor or sweep.resources.default
-    if kind not in EXECUTORS:
-        raise UserError(f"--executor {kind!r}: must be one of {', '.join(EXECUTORS)}")
+    kind = check_executor(executor or sweep.resources.default)
     dir = Path(out) if out is not None else sweep.out
     if dir.exists() and not dir.is_dir():
         raise UserError(f"{dir}: exists and is not a directory")
@@ -157,35 +117,62 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
                 raise UserError(f"{sweep.path}: {e}") from None
     (dir / "jobs").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dir / "sweep.toml", sweep.path.read_bytes())
-    folder = ledger.new_launch_folder(kind)
-    result.folder = folder
-    job_name = f"{sweep.name}-{folder.name}"
-    ex = make_executor(kind, folder, sweep, job_name)
-    ledger.launches.append({"id": folder.name, "executor": kind, "runs": len(todo), "at": time.time()})
-
-    def config(r: RunSpec) -> dict:
-        c = r.config.to_dict()
-        c["out"] = str(ledger.run_dir(r.name).resolve())  # jobs may start in another cwd
-        c["progress"] = False  # no progress bars in job logs
-        return c
-
-    def record(r: RunSpec, job_id: str) -> None:
-        ledger.runs[r.name].jobs.append(Job(kind, job_id, folder.name, job_name, time.time()))
-        result.job_ids[r.name] = job_id
-
+    sub = _Submission(sweep, ledger, result, len(todo))
     if kind == "slurm":
-        with ex.batch():
-            jobs = [ex.submit(TrainJob(config(r), str(ledger.job_record(r.name).resolve()))) for r in todo]
-        for r, j in zip(todo, jobs):
-            record(r, str(j.job_id))
-        ledger.save()
+        sub.array(todo)
         if wait:
             wait_for(dir, names, progress, poll_s)
         return result
-
     ledger.save()
-    # local and debug run in the foreground, `parallelism` at a time (the local executor
-    # itself would start every job at once).
+    _foreground(sweep, sub, todo, progress, poll_s)
+    return result
+
+
+class _Submission:
+    """One launch of a sweep: its folder and executor (jobs/executors.open_launch), each run's
+    TrainJob, and the ledger's entry of every job submitted."""
+
+    def __init__(self, sweep: Sweep, ledger: Ledger, result: LaunchResult, runs: int):
+        self.ledger, self.result, self.kind = ledger, result, result.executor
+        self.launch = open_launch(self.kind, ledger.dir, sweep, sweep.name)
+        result.folder = self.launch.folder
+        ledger.launches.append({"id": self.launch.folder.name, "executor": self.kind, "runs": runs, "at": time.time()})
+
+    def job(self, r: RunSpec):
+        """The run's TrainJob: its config with an absolute out (jobs may start in another
+        cwd), no progress bars in job logs, and its job record."""
+        from scaling.jobs.job import TrainJob
+
+        c = r.config.to_dict()
+        c["out"] = str(self.ledger.run_dir(r.name).resolve())
+        c["progress"] = False
+        return TrainJob(c, str(self.ledger.job_record(r.name).resolve()))
+
+    def record(self, r: RunSpec, job_id: str) -> None:
+        lch = self.launch
+        self.ledger.runs[r.name].jobs.append(Job(self.kind, job_id, lch.folder.name, lch.job_name, time.time()))
+        self.result.job_ids[r.name] = job_id
+
+    def array(self, todo: list[RunSpec]) -> None:
+        """Slurm: every run in one job array."""
+        ex = self.launch.executor
+        with ex.batch():
+            jobs = [ex.submit(self.job(r)) for r in todo]
+        for r, j in zip(todo, jobs):
+            self.record(r, str(j.job_id))
+        self.ledger.save()
+
+    def submit(self, r: RunSpec):
+        job = self.launch.executor.submit(self.job(r))
+        self.record(r, str(job.job_id) if self.kind == "local" else "-")
+        self.ledger.save()
+        return job
+
+
+def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: bool, poll_s: float) -> None:
+    """Local and debug run in the foreground, `parallelism` at a time (the local executor
+    itself would start every job at once); debug ones in-process, one by one."""
+    kind, result = sub.kind, sub.result
     n = 1 if kind == "debug" else sweep.resources.concurrent()
     bar = _bar(len(todo), progress, f"{sweep.name} ({kind}, {n} at a time)")
     running: list[tuple[RunSpec, object]] = []
@@ -194,10 +181,7 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
         while queue or running:
             while queue and len(running) < n:
                 r = queue.pop(0)
-                job = ex.submit(TrainJob(config(r), str(ledger.job_record(r.name).resolve())))
-                record(r, str(job.job_id) if kind == "local" else "-")
-                ledger.save()
-                running.append((r, job))
+                running.append((r, sub.submit(r)))
             if kind == "debug":
                 r, job = running.pop(0)
                 _finish(r, job, result)
@@ -213,7 +197,6 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
         bar.close()
         for _, job in running:  # Ctrl-C: stop what we started; a relaunch resumes it
             job.cancel(check=False)
-    return result
 
 
 def _finish(r: RunSpec, job, result: LaunchResult) -> None:
@@ -230,7 +213,7 @@ def _finish(r: RunSpec, job, result: LaunchResult) -> None:
     try:
         job.results()   # every task of a multi-process (DDP) job; one for the rest
     except Exception as e:  # the run's own record says failed; report and go on
-        result.errors[r.name] = exception_line(str(e)) or f"{type(e).__name__}: {e}".splitlines()[0]
+        result.errors[r.name] = error_line(e)
 
 
 def _bar(total: int, enabled: bool, desc: str):

@@ -10,14 +10,14 @@ Two kinds of sweep, as in Chinchilla and the OLMo ladder:
 
 Everything is validated before anything runs: an unknown key, a wrong type or an impossible
 budget raises UserError naming the file, the key and the reason. See README (cli-sweep) for
-the full format.
+the full format. The `[executor]` and `[slurm]` sections are read here into the jobs layer's
+`Resources` and `SlurmSettings` (jobs/executors.py), which a launch hands to submitit.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -28,9 +28,9 @@ from typing import Any, Iterable
 from scaling.base.config import TrainConfig, format_count, parse_count
 from scaling.base.config import read_toml
 from scaling.base.errors import UserError
+from scaling.jobs.executors import EXECUTORS, Resources, SlurmSettings
 
 KINDS = ("grid", "isoflop")
-EXECUTORS = ("local", "slurm", "debug")
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 # Settings a sweep may not set in [train]: the expansion owns them.
@@ -175,71 +175,6 @@ class RunSpec:
     @property
     def tokens_per_param(self) -> float:
         return self.tokens / self.n_params
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one job asks for. Used by every executor: local runs honour cpus (threads),
-    gpus and the time limit; Slurm gets all of it."""
-
-    cpus_per_task: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int = 0          # DDP processes per node; 0 = one per GPU (1 without GPUs)
-    nodes: int = 1
-    mem_gb: float | None = None
-    time_min: int = 24 * 60
-    parallelism: int | None = None   # concurrent runs (local) / array parallelism (Slurm)
-    default: str = "local"           # executor used when `launch` gets no --executor
-    # Throughput model for `plan`'s time estimate, per job:
-    #   time = overhead_s + tokens / max_tokens_per_s + FLOPs / achieved_flops
-    # achieved_flops: FLOP/s the model's matmuls sustain; max_tokens_per_s: the rate with
-    # free FLOPs (data, optimizer, framework per step: what limits tiny models); overhead_s:
-    # start-up (imports, data, first validation). Measure yours with bench/.
-    achieved_flops: float | None = None
-    max_tokens_per_s: float | None = None
-    overhead_s: float = 30.0
-
-    @property
-    def tasks(self) -> int:
-        """Processes per node: each run is a DDP job of tasks x nodes processes."""
-        return self.tasks_per_node or max(1, self.gpus_per_node)
-
-    @property
-    def world(self) -> int:
-        return self.tasks * self.nodes
-
-    def run_seconds(self, tokens: float, flops: float) -> float:
-        t = self.overhead_s + flops / self.flops_per_s()
-        return t + (tokens / self.max_tokens_per_s if self.max_tokens_per_s else 0.0)
-
-    def flops_per_s(self) -> float:
-        if self.achieved_flops:
-            return self.achieved_flops
-        if self.gpus_per_node:
-            from scaling.base.cost import PEAK_BF16
-
-            # Assumed: an H100's bf16 dense peak (989 TFLOP/s) at 40% MFU, per GPU.
-            return 0.4 * PEAK_BF16["H100"] * self.gpus_per_node * self.nodes
-        # Assumed: ~1e11 FLOP/s per CPU core (measured ~1.5-2.7e11 on 2 laptop-class cores
-        # for 1M-10M models: 20-40k tokens/s at 1M, 5k tokens/s at 10M), every process's cores.
-        return 1e11 * self.cpus_per_task * self.world
-
-    def concurrent(self) -> int:
-        if self.parallelism:
-            return self.parallelism
-        return max(1, (os.cpu_count() or 1) // max(1, self.cpus_per_task * self.tasks))
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    signal_delay_s: int = 90         # USR2 this long before the time limit: checkpoint, requeue
-    max_num_timeout: int = 3         # requeues after a time limit / preemption
-    setup: tuple[str, ...] = ()      # shell lines run before each job (module load ...)
-    extra: dict = field(default_factory=dict)  # any other sbatch option: {exclusive = "", ...}
 
 
 @dataclass(frozen=True)

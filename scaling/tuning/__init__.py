@@ -7,4 +7,7 @@ rules (power laws of N) that sweeps read back with `lr = { tuned = DIR }`.
     status.py   dead-job reaping and the per-size summary of `scaling tune status`
     rules.py    best value per size, power-law fits with bootstrap intervals, tuned.json
     figures.py  loss against lr per size, with the fitted rule
+
+Executors, Slurm states and the job that trains are scaling.jobs's, shared with sweeps; this
+package imports nothing from scaling.sweep (a sweep reads tuned.json through rules.py).
 """

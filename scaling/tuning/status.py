@@ -6,7 +6,9 @@ trial whose job the scheduler no longer runs (killed, out of requeues, node lost
 process gone) is marked FAIL, and so is one whose job still "runs" but has not written its
 record for SCALING_TUNE_GRACE_S seconds (600). A trial stopped cleanly by a signal, with a
 checkpoint, is left RUNNING for a rerun to resume. `scaling tune` reaps before it counts
-what is missing, and `scaling tune status` before it reports.
+what is missing, and `scaling tune status` before it reports. The scheduler is asked through
+jobs/states.py, as a sweep's status asks it; the tune ledger (`Ledger`, `Slot`: one slot per
+job submitted) is this module's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_json
 from scaling.jobs.ledger import Job
-from scaling.sweep.status import ACTIVE, job_error, local_alive, ours, slurm_states
+from scaling.jobs.states import job_error, scheduler_state, slurm_states
 from scaling.tuning.study import JOBS_DIR, LEDGER, LOCK
 
 STATES = ("completed", "running", "pending", "pruned", "failed")
@@ -111,13 +113,8 @@ def job_states(out: Path, slots: list[Slot], command_running: bool) -> dict[tupl
     out_states = {}
     for s in slots:
         j = s.job
-        if j.executor == "slurm":
-            got = sched.get(j.job_id)
-            state = got[0] if got and ours(j, got[1], got[2]) else None
-            alive = state in ACTIVE
-        elif j.executor == "local":
-            alive = local_alive(j)
-            state = "RUNNING" if alive else None
+        if j.executor in ("slurm", "local"):
+            alive, state = scheduler_state(j, sched)
         else:
             alive, state = command_running, None
         err = None if alive else (job_error(out, j) if j.executor != "debug" else None)
