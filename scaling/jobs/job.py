@@ -1,15 +1,15 @@
-"""What one job of a sweep runs: a submitit Checkpointable around TrainingRun.
+"""What one job runs: a submitit Checkpointable around one TrainingRun, and the job's record.
 
-On preemption or at the time limit submitit sends USR2 and calls `checkpoint()`: we save the
-run's last checkpoint (with its exact data position) and hand submitit a FRESH job with the
-same config to requeue; the requeued job's `fit()` resumes from checkpoints/last.ckpt.
-Submitit is the only owner of requeueing (the trainer gives Lightning
-`SLURMEnvironment(auto_requeue=False)` under Slurm).
-
-The job also keeps a small record of its own next to the run (`<sweep>/jobs/<run>.json`:
-job id, host, how many times it was started and checkpointed), so `scaling sweep status`
-can say how often a run was requeued on any executor. The run directory stays the
-trainer's alone.
+`TrainJob` is a sweep's run; a tune trial (tuning/jobs.py `TrialJob`) is a TrainJob that asks
+its study for its values first. On preemption or at the time limit submitit sends USR2 and
+calls `checkpoint()`: we save the run's last checkpoint (with its exact data position) and hand
+submitit a FRESH job with the same config to requeue; the requeued job's `fit()` resumes from
+checkpoints/last.ckpt. Submitit is the only owner of requeueing (the trainer gives Lightning
+`SLURMEnvironment(auto_requeue=False)` under Slurm). The job also keeps a small record of its
+own next to the run (`<sweep>/jobs/<run>.json`: job id, host, how many times it was started
+and checkpointed, its step every few seconds), so `scaling sweep status` can say how often a
+run was requeued on any executor; the run directory stays the trainer's alone. This module
+imports neither torch nor the trainer: `training_run()` below is the one seam where they enter.
 """
 
 from __future__ import annotations
@@ -143,8 +143,28 @@ def report_every_s() -> float:
     return float(os.environ.get("SCALING_JOB_REPORT_S", "10"))
 
 
+def training_run(cfg, on_validation=None):
+    """A TrainingRun of `cfg` (scaling.train.run), imported when a job starts training.
+
+    THE SEAM where torch and Lightning enter a job: this is the one place TrainJob and
+    TrialJob (tuning/jobs.py) reach the trainer, so submitting, planning and `status` stay
+    torch-free (tests/test_startup.py) and a job pays for torch only once it trains."""
+    from scaling.train.run import TrainingRun
+
+    return TrainingRun(cfg, on_validation)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a DDP job, or a job of one process (torch-free: scaling.train.distributed
+    reads the environment the launcher set)."""
+    from scaling.train.distributed import current
+
+    return current().is_main
+
+
 class TrainJob(submitit.helpers.Checkpointable):
-    """One sweep run. Pickled into the job: holds only the config dict, never a model."""
+    """One sweep run; a TrialJob shares its lifecycle (_start_record, then _fit: the run, the
+    report thread, stopped however fit() ends). Pickled: the config dict only, never a model."""
 
     def __init__(self, config: dict, record: str | None = None):
         self.config = dict(config)
@@ -156,25 +176,33 @@ class TrainJob(submitit.helpers.Checkpointable):
         from scaling.base.signals import checkpoint_signal_held
 
         # Before torch's threads and the report thread start: they inherit the blocked USR2,
-        # and only the trainer's step boundaries let it through (see scaling/signals.py).
+        # and only the trainer's step boundaries let it through (see scaling/base/signals.py).
         with checkpoint_signal_held(), once_per_process():
             return self._call()
 
     def _call(self) -> dict:
         from scaling.base.config import TrainConfig
-        from scaling.train.run import TrainingRun
-
-        from scaling.train.distributed import current
 
         cfg = TrainConfig.from_dict(self.config)
         # A DDP job is several tasks of one run: only rank 0 keeps the job's record (and
         # submitit calls checkpoint() on rank 0 only).
-        keep_record = bool(self.record) and current().is_main
+        keep_record = bool(self.record) and is_main_process()
         if keep_record:
-            record_start(Path(self.record))
-        self._run = TrainingRun(cfg)
+            self._start_record()
+        return self._fit(training_run(cfg), report=keep_record)
+
+    def _start_record(self, **fields) -> None:
+        """Count this start in the job record (record_start rewrites it); `fields` go in at once."""
+        record_start(Path(self.record))
+        if fields:
+            update_record(Path(self.record), **fields)
+
+    def _fit(self, run, report: bool = True) -> dict:
+        """Train `run` (a training_run(): checkpoint() saves it when USR2 comes); with
+        `report`, a thread puts its step in the job record every few seconds (_report)."""
+        self._run = run
         stop = threading.Event()
-        if keep_record:
+        if report:
             threading.Thread(target=self._report, args=(stop,), daemon=True, name="job-report").start()
         try:
             return self._run.fit()

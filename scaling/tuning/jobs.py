@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.jobs.job import TrainJob, update_record
+from scaling.jobs.job import TrainJob, training_run, update_record
 from scaling.tuning.study import TRIALS_DIR, Space, load, sampler
 
 
@@ -49,19 +49,19 @@ class TrialJob(TrainJob):
                            **({"trial": self.number} if self.number is not None else {}))
         space = Space(**{k: tuple(v) if v is not None else None for k, v in spec["space"].items()})
         study = load(Path(spec["out"]), spec["study"], spec["pruner"], sampler(spec["seed"], spec["trials"]))
-        trial = self._trial(study, space)
+        trial = _ask(study, self.number, space)
         if trial is None:  # finished meanwhile (told by an earlier start, or failed by a reaper)
             return {"trial": self.number, "state": "finished"}
         self.number = n = trial.number
         update_record(rec_path, trial=n)
         cfg = self._config(trial)
-        self._start_run(cfg, _pruning(trial, cfg))
+        run = training_run(cfg, _pruning(trial, cfg))
         try:
-            rec = self._fit()
+            rec = self._fit(run)
         except Exception as e:  # KeyboardInterrupt / SystemExit (preempted): the trial stays RUNNING
             from scaling.train.record import first_line
 
-            self._tell(study, n, "failed", error=str(e) if isinstance(e, UserError) else first_line(e))
+            _tell(study, n, "failed", error=str(e) if isinstance(e, UserError) else first_line(e))
             raise
         return self._told(study, n, rec)
 
@@ -87,39 +87,42 @@ class TrialJob(TrainJob):
             update_record(Path(self.spec["record"]), stopped=rec.get("error") or status.value)
             return {"trial": n, "state": "stopped", "error": rec.get("error")}
         if status == RunStatus.COMPLETED and loss is not None and math.isfinite(loss):
-            state = self._tell(study, n, "completed", loss=loss)
+            state = _tell(study, n, "completed", loss=loss)
         elif status in (RunStatus.PRUNED, RunStatus.DIVERGED):
-            state = self._tell(study, n, status.value, error=rec.get("error"))
+            state = _tell(study, n, status.value, error=rec.get("error"))
         else:
-            state = self._tell(study, n, "failed", error=rec.get("error") or f"run ended {status.value}")
+            state = _tell(study, n, "failed", error=rec.get("error") or f"run ended {status.value}")
         return {"trial": n, "state": state, "loss": loss, "error": rec.get("error")}
 
-    def _trial(self, study, space: Space):
-        from optuna.trial import Trial, TrialState
 
-        if self.number is not None:
-            t = study.get_trials(deepcopy=False)[self.number]
-            return Trial(study, t._trial_id) if t.state == TrialState.RUNNING else None
-        return study.ask(space.distributions())
+def _ask(study, number: int | None, space: Space):
+    """The trial to run: trial `number` while the study still has it RUNNING (None when it
+    has finished meanwhile), or a new one asked of the study."""
+    from optuna.trial import Trial, TrialState
 
-    @staticmethod
-    def _tell(study, n: int, outcome: str, loss: float | None = None, error: str | None = None) -> str:
-        """completed -> COMPLETE with its loss; pruned and diverged -> PRUNED (TPE ranks it
-        worst, so it learns to stay away); failed -> FAIL, which a rerun replaces."""
-        from optuna.trial import TrialState
+    if number is not None:
+        t = study.get_trials(deepcopy=False)[number]
+        return Trial(study, t._trial_id) if t.state == TrialState.RUNNING else None
+    return study.ask(space.distributions())
 
-        t = study.get_trials(deepcopy=False)[n]
-        try:
-            study._storage.set_trial_user_attr(t._trial_id, "outcome", outcome)
-            if error:
-                study._storage.set_trial_user_attr(t._trial_id, "error", error)
-            if outcome == "completed":
-                study.tell(n, loss)
-            else:
-                study.tell(n, state=TrialState.PRUNED if outcome in ("pruned", "diverged") else TrialState.FAIL)
-        except (ValueError, RuntimeError) as e:  # a reaper marked it failed while the job was away
-            print(f"trial {n}: could not record {outcome}: {e}", file=sys.stderr)
-        return outcome
+
+def _tell(study, n: int, outcome: str, loss: float | None = None, error: str | None = None) -> str:
+    """completed -> COMPLETE with its loss; pruned and diverged -> PRUNED (TPE ranks it
+    worst, so it learns to stay away); failed -> FAIL, which a rerun replaces."""
+    from optuna.trial import TrialState
+
+    t = study.get_trials(deepcopy=False)[n]
+    try:
+        study._storage.set_trial_user_attr(t._trial_id, "outcome", outcome)
+        if error:
+            study._storage.set_trial_user_attr(t._trial_id, "error", error)
+        if outcome == "completed":
+            study.tell(n, loss)
+        else:
+            study.tell(n, state=TrialState.PRUNED if outcome in ("pruned", "diverged") else TrialState.FAIL)
+    except (ValueError, RuntimeError) as e:  # a reaper marked it failed while the job was away
+        print(f"trial {n}: could not record {outcome}: {e}", file=sys.stderr)
+    return outcome
 
 
 def _read(path: Path) -> dict:
