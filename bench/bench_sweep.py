@@ -80,7 +80,7 @@ def byte_shards(out: Path) -> Path:
     import inspect
     import json as j, os, re, textwrap  # noqa: E401
 
-    from scaling.data.shards import PrepareConfig, prepare
+    from scaling.data.prepare import PrepareConfig, prepare
 
     docs = [d for m in (j, os, re, textwrap, inspect) for o in vars(m).values()
             if callable(o) and (d := inspect.getdoc(o)) and len(d) > 200]

@@ -14,7 +14,7 @@ def tiny_shards(out: Path) -> Path:
     """Byte-level shards of real English: the docstrings of a few standard-library modules."""
     import argparse, collections, functools, itertools, json, os, pathlib, re, textwrap as tw  # noqa: E401
 
-    from scaling.data.shards import PrepareConfig, prepare
+    from scaling.data.prepare import PrepareConfig, prepare
 
     docs = []
     for mod in (json, collections, argparse, pathlib, tw, functools, itertools, re, os, inspect):

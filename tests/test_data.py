@@ -15,15 +15,8 @@ import pytest
 
 from scaling.cli import main
 from scaling.data.corpus import clean, extract_file
-from scaling.data.shards import (
-    TokenShards,
-    PrepareConfig,
-    load_tokenizer,
-    prepare,
-    read_meta,
-    spoken_form,
-    split_mask,
-)
+from scaling.data.prepare import PrepareConfig, prepare, spoken_form, split_mask
+from scaling.data.shards import TokenShards, load_tokenizer, read_meta
 from scaling.base.errors import UserError
 from scaling.data.tokenizer import EOS_ID
 

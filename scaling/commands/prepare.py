@@ -1,8 +1,14 @@
-"""`scaling prepare`: turn a corpus into token shards (see scaling/data.py for the format)."""
+"""`scaling prepare`: turn a corpus into token shards (scaling/data/prepare.py writes them;
+scaling/data/layout.py is their format) and print a one-line JSON summary of what was written."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from scaling.base.errors import UserError
+from scaling.data.prepare import PrepareConfig, prepare_corpus
+from scaling.data.shards import TokenShards
 
 
 def register(subparsers) -> None:
@@ -30,8 +36,6 @@ def register(subparsers) -> None:
 
 
 def _number(kind, text: str, flag: str):
-    from scaling.base.errors import UserError
-
     try:
         return kind(text)
     except ValueError:
@@ -39,10 +43,6 @@ def _number(kind, text: str, flag: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from scaling.data.shards import PrepareConfig, TokenShards, prepare_corpus
-
     cfg = PrepareConfig(
         tokenizer=args.tokenizer,
         vocab_size=_number(int, args.vocab_size, "--vocab-size"),
