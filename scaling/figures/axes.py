@@ -21,6 +21,8 @@ FONT_PX = 12                    # annotation font size; ~0.6 em a character for 
 
 
 def go():
+    """plotly.graph_objects, imported when the first figure is drawn: a command that draws none
+    (`scaling fit` without --plots) never loads plotly."""
     import plotly.graph_objects as go_
     return go_
 
@@ -88,13 +90,13 @@ def style(fig, title: str, height: int = HEIGHT, legend_below: bool = False):
 
 def size_colour(n: float, n_lo: float, n_hi: float) -> str:
     """A run's colour by its size, on Viridis by log N (small: purple, large: yellow)."""
-    from plotly.colors import sample_colorscale
+    from plotly.colors import sample_colorscale   # here, not above: plotly loads with the first figure (go)
     t = 0.5 if n_hi <= n_lo else (math.log(n) - math.log(n_lo)) / (math.log(n_hi) - math.log(n_lo))
     return sample_colorscale("Viridis", [min(max(t, 0.0), 1.0) * 0.92])[0]
 
 
 def budget_colours(k: int) -> list[str]:
-    from plotly.colors import sample_colorscale
+    from plotly.colors import sample_colorscale   # here, not above: plotly loads with the first figure (go)
     return sample_colorscale("Plasma", list(np.linspace(0.0, 0.85, max(k, 1))))
 
 

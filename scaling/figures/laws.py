@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from scaling.base.intervals import percentile_band
 from scaling.figures.axes import (WIDTH, count_label, flops_label, go, place_labels, run_hover,
                                   set_log_axis, style)
+from scaling.fit.isoflop import group_budgets
+from scaling.fit.law import optimal_nd, predict_loss
+from scaling.plan.training import efficient_frontier
 
 # Published laws drawn for reference (both count C = 6ND).
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}   # Hoffmann et al. 2022, eq. 10
@@ -23,8 +27,6 @@ def fpt_of(a3: dict | None) -> tuple[float, float]:
 
 
 def _band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scaling.base.intervals import percentile_band
-
     return percentile_band(ys, axis=0)
 
 
@@ -48,34 +50,30 @@ def _add_band(fig, g, c, band, colour, name, col):
 COLOURS = {1: "#1f77b4", 2: "#2ca02c", 3: "#d62728"}
 
 
-def frontier(fit: dict, table=None, plan: dict | None = None):
-    """N_opt(C) (left) and D_opt(C) (right): the points Approaches 1 (envelope) and 2 (budget
-    minima) read off the runs, the power laws of all three with their 95% bootstrap bands,
-    extrapolated to the plan's compute, the plan itself, and Chinchilla's and Kaplan's
-    published laws for reference."""
-    from plotly.subplots import make_subplots
-    from scaling.fit.law import optimal_nd
-    g = go()
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
-                        subplot_titles=("compute-optimal parameters N_opt", "compute-optimal tokens D_opt"))
+def _compute_grid(fit: dict, table, plan: dict | None) -> np.ndarray:
+    """Training compute from half the smallest run's to three times the largest (or the plan's)."""
     cs = [] if table is None else list(table.col("flops"))
     cs += list((fit.get("range") or {}).get("flops") or [])
-    p = (plan or {}).get("plan")
     c_plan = (plan or {}).get("compute")
     lo = min(cs) if cs else 1e18
     hi = max(cs + ([c_plan] if c_plan else [])) if cs or c_plan else 1e24
-    c = np.geomspace(lo / 2, hi * 3, 160)
-    ys: dict[int, list] = {1: [], 2: []}
-    if table is not None:
-        r_n, r_d, r_c = table.col("params"), table.col("tokens"), table.col("flops")
-        runs = [str(x) for x in table.df["run"].to_list()]
-        text = [run_hover(x, n, d, cc, ll) for x, n, d, cc, ll in zip(runs, r_n, r_d, r_c, table.col("loss"))]
-        for k, y in ((1, r_n), (2, r_d)):
-            fig.add_trace(g.Scatter(x=r_c, y=y, mode="markers", name="runs", legendgroup="runs", showlegend=k == 1,
-                                    marker=dict(color="lightgray", size=6), text=text,
-                                    hovertemplate="%{text}<extra></extra>"), row=1, col=k)
-            ys[k] += list(y)
-    a1, a2, a3 = (fit.get(f"approach{k}") for k in (1, 2, 3))
+    return np.geomspace(lo / 2, hi * 3, 160)
+
+
+def _frontier_runs(fig, g, table, ys: dict) -> None:
+    """Every run, grey, at its N (left) and D (right)."""
+    r_n, r_d, r_c = table.col("params"), table.col("tokens"), table.col("flops")
+    runs = [str(x) for x in table.df["run"].to_list()]
+    text = [run_hover(x, n, d, cc, ll) for x, n, d, cc, ll in zip(runs, r_n, r_d, r_c, table.col("loss"))]
+    for k, y in ((1, r_n), (2, r_d)):
+        fig.add_trace(g.Scatter(x=r_c, y=y, mode="markers", name="runs", legendgroup="runs", showlegend=k == 1,
+                                marker=dict(color="lightgray", size=6), text=text,
+                                hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+        ys[k] += list(y)
+
+
+def _read_off_points(fig, g, a1: dict | None, a2: dict | None) -> None:
+    """The points approaches 1 (the envelope) and 2 (each budget's minimum) read off the runs."""
     if a1:
         env = a1["envelope"]
         step = max(1, len(env["flops"]) // 60)
@@ -95,6 +93,10 @@ def frontier(fit: dict, table=None, plan: dict | None = None):
                                     name="approach 2: IsoFLOP minima", legendgroup="p2", showlegend=k == 1,
                                     marker=dict(color=COLOURS[2], size=11, symbol="x"), text=txt,
                                     hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+
+
+def _power_laws(fig, g, c: np.ndarray, a1: dict | None, a2: dict | None, ys: dict) -> None:
+    """N_opt = k_N C^a and D_opt = k_D C^b of approaches 1 and 2, each with its 95% band."""
     for k, rec in ((1, a1), (2, a2)):
         if not rec:
             continue
@@ -108,22 +110,27 @@ def frontier(fit: dict, table=None, plan: dict | None = None):
                                     "%{y:.3s}<extra></extra>"), row=1, col=col)
             if band:
                 _add_band(fig, g, c, band[col - 1], COLOURS[k], f"approach {k}: 95% band", col)
-    fpt = fpt_of(a3)
-    if a3:
-        n3, d3 = optimal_nd(a3, c, fpt)
-        name = f"approach 3: N ∝ C^{a3['a']:.3f}, D ∝ C^{a3['b']:.3f}"
-        for col, y in ((1, n3), (2, d3)):
-            ys[col] += list(y)
-            fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
-                                    line=dict(color=COLOURS[3], width=2.5), hovertemplate="approach 3: C %{x:.3g}, "
-                                    "%{y:.3s}<extra></extra>"), row=1, col=col)
-        samples = (a3.get("bootstrap") or {}).get("samples")
-        if samples and len(samples) >= 20:
-            ps = [dict(zip(("E", "A", "B", "alpha", "beta"), s)) for s in samples]
-            nd = [optimal_nd(q, c, fpt) for q in ps]
-            for col in (1, 2):
-                _add_band(fig, g, c, _band(np.array([x[col - 1] for x in nd])), COLOURS[3], "approach 3: 95% band", col)
-    # Published laws, under their own count (C = 6ND), over the same compute.
+
+
+def _approach3_frontier(fig, g, c: np.ndarray, a3: dict, fpt: tuple, ys: dict) -> None:
+    """Approach 3's N_opt(C) and D_opt(C) under the runs' FLOP count, with the band of its bootstrap."""
+    n3, d3 = optimal_nd(a3, c, fpt)
+    name = f"approach 3: N ∝ C^{a3['a']:.3f}, D ∝ C^{a3['b']:.3f}"
+    for col, y in ((1, n3), (2, d3)):
+        ys[col] += list(y)
+        fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
+                                line=dict(color=COLOURS[3], width=2.5), hovertemplate="approach 3: C %{x:.3g}, "
+                                "%{y:.3s}<extra></extra>"), row=1, col=col)
+    samples = (a3.get("bootstrap") or {}).get("samples")
+    if samples and len(samples) >= 20:
+        ps = [dict(zip(("E", "A", "B", "alpha", "beta"), s)) for s in samples]
+        nd = [optimal_nd(q, c, fpt) for q in ps]
+        for col in (1, 2):
+            _add_band(fig, g, c, _band(np.array([x[col - 1] for x in nd])), COLOURS[3], "approach 3: 95% band", col)
+
+
+def _published_laws(fig, g, c: np.ndarray) -> None:
+    """Chinchilla's and Kaplan's laws, under their own count (C = 6ND), over the same compute."""
     nc, dc = optimal_nd(CHINCHILLA, c)
     nk = KAPLAN[0] * (c / PF_DAY) ** KAPLAN[1]
     for name, n_, d_, dash in (("Chinchilla (Hoffmann et al. 2022, approach 3, 6ND)", nc, dc, "dash"),
@@ -132,23 +139,50 @@ def frontier(fit: dict, table=None, plan: dict | None = None):
             fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
                                     line=dict(color="gray", dash=dash), hovertemplate=name.split(":")[0].split(" (")[0]
                                     + ": C %{x:.3g}, %{y:.3s}<extra></extra>"), row=1, col=col)
-    if p:
-        o = plan["optimal"]
-        for col, key in ((1, "params"), (2, "tokens")):
-            fig.add_trace(g.Scatter(x=[c_plan], y=[p[key]], mode="markers", name="the plan", legendgroup="plan",
-                                    showlegend=col == 1, marker=dict(symbol="star", size=16, color="orange",
-                                                                     line=dict(color="black", width=1)),
-                                    text=[f"the plan: N {count_label(p['params'])}, D {count_label(p['tokens'])}, "
-                                          f"C {flops_label(c_plan)} FLOPs, loss {p['loss']:.4f}"],
-                                    hovertemplate="%{text}<extra></extra>"), row=1, col=col)
-            fig.add_trace(g.Scatter(x=[c_plan], y=[o[key]], mode="markers", name="the plan's compute-optimal model",
-                                    legendgroup="opt", showlegend=col == 1,
-                                    marker=dict(symbol="diamond", size=11, color="white",
-                                                line=dict(color="black", width=1.5)),
-                                    text=[f"compute-optimal at C {flops_label(c_plan)}: N {count_label(o['params'])}, "
-                                          f"D {count_label(o['tokens'])}, loss {o['loss']:.4f}"],
-                                    hovertemplate="%{text}<extra></extra>"), row=1, col=col)
-            ys[col] += [p[key], o[key]]
+
+
+def _plan_marks(fig, g, plan: dict, ys: dict) -> None:
+    """The plan (star) and the compute-optimal model of its compute (diamond)."""
+    p, o, c_plan = plan["plan"], plan["optimal"], plan.get("compute")
+    for col, key in ((1, "params"), (2, "tokens")):
+        fig.add_trace(g.Scatter(x=[c_plan], y=[p[key]], mode="markers", name="the plan", legendgroup="plan",
+                                showlegend=col == 1, marker=dict(symbol="star", size=16, color="orange",
+                                                                 line=dict(color="black", width=1)),
+                                text=[f"the plan: N {count_label(p['params'])}, D {count_label(p['tokens'])}, "
+                                      f"C {flops_label(c_plan)} FLOPs, loss {p['loss']:.4f}"],
+                                hovertemplate="%{text}<extra></extra>"), row=1, col=col)
+        fig.add_trace(g.Scatter(x=[c_plan], y=[o[key]], mode="markers", name="the plan's compute-optimal model",
+                                legendgroup="opt", showlegend=col == 1,
+                                marker=dict(symbol="diamond", size=11, color="white",
+                                            line=dict(color="black", width=1.5)),
+                                text=[f"compute-optimal at C {flops_label(c_plan)}: N {count_label(o['params'])}, "
+                                      f"D {count_label(o['tokens'])}, loss {o['loss']:.4f}"],
+                                hovertemplate="%{text}<extra></extra>"), row=1, col=col)
+        ys[col] += [p[key], o[key]]
+
+
+def frontier(fit: dict, table=None, plan: dict | None = None):
+    """N_opt(C) (left) and D_opt(C) (right): the points Approaches 1 (envelope) and 2 (budget
+    minima) read off the runs, the power laws of all three with their 95% bootstrap bands,
+    extrapolated to the plan's compute, the plan itself, and Chinchilla's and Kaplan's
+    published laws for reference."""
+    from plotly.subplots import make_subplots   # here, not above: plotly loads with the first figure drawn (axes.go)
+    g = go()
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
+                        subplot_titles=("compute-optimal parameters N_opt", "compute-optimal tokens D_opt"))
+    c = _compute_grid(fit, table, plan)
+    ys: dict[int, list] = {1: [], 2: []}     # every y drawn, per column, for the axes' ranges
+    if table is not None:
+        _frontier_runs(fig, g, table, ys)
+    a1, a2, a3 = (fit.get(f"approach{k}") for k in (1, 2, 3))
+    _read_off_points(fig, g, a1, a2)
+    _power_laws(fig, g, c, a1, a2, ys)
+    fpt = fpt_of(a3)
+    if a3:
+        _approach3_frontier(fig, g, c, a3, fpt, ys)
+    _published_laws(fig, g, c)
+    if (plan or {}).get("plan"):
+        _plan_marks(fig, g, plan, ys)
     count = "6ND" if fpt == (6.0, 1.0) else f"C = D x {fpt[0]:.3g} N^{fpt[1]:.3f}"
     style(fig, f"Compute-optimal allocation against training compute (approach 3 under the runs' count, {count})",
           height=620, legend_below=True)
@@ -167,7 +201,6 @@ def _window(points_n, points_d, pad: float = 3.0):
 def _nd_contours(fig, g, law: dict, n_range, d_range, n_grid: int = 140) -> None:
     """L(N, D) over the window: filled by log10(L - E) (losses crowd near E), with labelled
     iso-loss lines at round losses; the colour bar reads in loss."""
-    from scaling.fit.law import predict_loss
     ns = np.geomspace(*n_range, n_grid)
     ds = np.geomspace(*d_range, n_grid)
     loss = predict_loss(law, ns[None, :], ds[:, None])
@@ -207,8 +240,6 @@ def contours(fit: dict, table=None):
     """Approach 3's L(N, D) on the N-D plane (Chinchilla's Figure 4): iso-loss contours, the
     efficient frontier under the runs' own FLOP count (C = D x k N^e), the IsoFLOP lines of
     the sweep's budgets, and the runs."""
-    from scaling.fit.isoflop import group_budgets
-    from scaling.fit.law import optimal_nd
     g = go()
     a3 = fit.get("approach3")
     if not a3:
@@ -252,7 +283,6 @@ def famous(compare: dict, law, flop, plan: dict | None = None):
     """Famous models (and the plan) on the N-D plane of a law (`scaling.plan.training.Law`): iso-loss
     contours and the efficient frontier under the plan's FLOP count, each model labelled, no
     two labels overlapping. `compare` is `scaling plan --compare`'s record."""
-    from scaling.plan.training import efficient_frontier
     g = go()
     pts = [(c["name"], c["params"], c["tokens"]) for c in compare["compare"]]
     extra = []

@@ -29,7 +29,7 @@ pre { background: #f7f7f7; padding: 0.7em; overflow-x: auto; font-size: 0.78em; 
 
 def plotly_js() -> str:
     """plotly.js itself, inline (the package ships it: no network at report time)."""
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs   # here, not above: plotly loads with the first figure (axes.go)
     return f'<script type="text/javascript">{get_plotlyjs()}</script>'
 
 

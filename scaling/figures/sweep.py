@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.figures.axes import (budget_colours, count_label, flops_label, go, run_hover, set_log_axis,
+from scaling.figures.axes import (budget_colours, count_label, flops_label, go, log_ticks, run_hover, set_log_axis,
                                   size_colour, style)
+from scaling.fit.isoflop import group_budgets
+from scaling.fit.law import predict_loss
+from scaling.fit.repeat import predict as predict_repeated
 
 
 def _runs(table) -> dict:
@@ -71,7 +74,6 @@ def loss_curves(table, curves=None, fit: dict | None = None):
 
 
 def _size_ticks(lo: float, hi: float) -> list[float]:
-    from scaling.figures.axes import log_ticks
     if hi <= lo:
         return [lo]
     return log_ticks(lo, hi, "count")[0]
@@ -79,7 +81,6 @@ def _size_ticks(lo: float, hi: float) -> list[float]:
 
 def _budget_groups(fit: dict, table):
     """The runs of each of Approach 2's budgets, grouped as the fit grouped them."""
-    from scaling.fit.isoflop import group_budgets
     labels, _ = group_budgets(table.col("flops"), table.col("budget") if table.has("budget") else None)
     return labels
 
@@ -88,7 +89,7 @@ def isoflop_profiles(fit: dict, table):
     """Final loss against N (left) and against D (right) per FLOP budget, with each budget's
     fitted parabola and its minimum (Chinchilla's Figure 3). A refused budget's curve is
     dotted; its runs are still shown."""
-    from plotly.subplots import make_subplots
+    from plotly.subplots import make_subplots   # here, not above: plotly loads with the first figure drawn (axes.go)
     g = go()
     a2 = fit.get("approach2")
     if not a2:
@@ -140,9 +141,7 @@ def isoflop_profiles(fit: dict, table):
 def residuals(fit: dict, table):
     """Approach 3's relative residuals, (loss - predicted) / predicted, against N (coloured by
     budget) and against C (coloured by size): a law that fits leaves no trend in either."""
-    from plotly.subplots import make_subplots
-    from scaling.fit.isoflop import group_budgets
-    from scaling.fit.law import predict_loss
+    from plotly.subplots import make_subplots   # here, not above: plotly loads with the first figure drawn (axes.go)
     g = go()
     a3 = fit.get("approach3")
     if not a3:
@@ -151,7 +150,6 @@ def residuals(fit: dict, table):
     dc = a3.get("data_constrained")
     if dc and table.has("unique_tokens"):
         # Repeated data: the law's own prediction there is through D' and N', not D and N.
-        from scaling.fit.repeat import predict as predict_repeated
         fc = a3.get("flop_count") or {}
         pred = predict_repeated(a3, r["params"], r["tokens"], table.col("unique_tokens"), dc["R_star_D"],
                                 dc["R_star_N"], (fc.get("k", 6.0), fc.get("e", 1.0)))
@@ -188,7 +186,6 @@ def heldout(fit: dict, table=None):
     """The held-out check: Approach 3 refitted without the largest budget (or the K largest
     runs, `--holdout-top`) predicts the runs it did not see; predicted against observed loss,
     with the runs it was fitted on beside them. On the diagonal: predicted exactly."""
-    from scaling.fit.law import predict_loss
     g = go()
     hb = fit.get("holdout_budget") or {}
     h3 = hb.get("approach3")

@@ -53,90 +53,124 @@ def minimize_batch(
         return _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks, max_step)
 
 
+@dataclass
+class _Memory:
+    """The last `memory` steps s and gradient changes y of every start, a ring per start."""
+
+    s: np.ndarray       # [m, S, P]
+    y: np.ndarray       # [m, S, P]
+    rho: np.ndarray     # [m, S]: 1 / (s . y); 0 marks an empty or rejected slot
+    head: np.ndarray    # [S]: next slot to write, per start
+
+    @classmethod
+    def empty(cls, memory: int, S: int, P: int) -> "_Memory":
+        return cls(np.zeros((memory, S, P)), np.zeros((memory, S, P)), np.zeros((memory, S)),
+                   np.zeros(S, dtype=np.int64))
+
+    def remember(self, mi: np.ndarray, step: np.ndarray, ydiff: np.ndarray) -> None:
+        """Write each moved start's (s, y) pair into its next slot; a pair that fails the
+        curvature condition is written with rho 0, so the two-loop recursion skips it."""
+        sy = np.einsum("kp,kp->k", step, ydiff)
+        # Curvature condition; a vanishing s.y would make rho overflow, so it is skipped too.
+        keep = (sy > 1e-12 * np.einsum("kp,kp->k", ydiff, ydiff)) & (sy > 1e-300)
+        slot = self.head[mi]
+        self.s[slot, mi] = step
+        self.y[slot, mi] = ydiff
+        self.rho[slot, mi] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
+        self.head[mi] = (slot + 1) % self.rho.shape[0]
+
+
+def _two_loop(mem: _Memory, gi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """-H g for the starts idx by the two-loop recursion (newest pair first; the slot order of
+    each start comes from its head), and |g|."""
+    memory = mem.rho.shape[0]
+    slots = np.arange(memory)
+    order = (mem.head[idx][None, :] - 1 - slots[:, None]) % memory   # [m, k]
+    q = gi.copy()
+    alph = np.zeros((memory, idx.size))
+    for j in range(memory):
+        sl = order[j]
+        sj = mem.s[sl, idx]
+        yj = mem.y[sl, idx]
+        rj = mem.rho[sl, idx]
+        alph[j] = rj * np.einsum("kp,kp->k", sj, q)
+        q -= alph[j][:, None] * yj
+    newest = order[0]
+    yn, rn = mem.y[newest, idx], mem.rho[newest, idx]
+    yy = np.einsum("kp,kp->k", yn, yn)
+    gamma = np.where(rn > 0, 1.0 / np.maximum(rn * yy, 1e-300), 0.0)
+    # No curvature yet: a first step of unit length along -g (scipy does the same).
+    gnorm = np.linalg.norm(gi, axis=1)
+    gamma = np.where(rn > 0, gamma, 1.0 / np.maximum(gnorm, 1e-300))
+    r = gamma[:, None] * q
+    for j in range(memory - 1, -1, -1):
+        sl = order[j]
+        sj = mem.s[sl, idx]
+        yj = mem.y[sl, idx]
+        rj = mem.rho[sl, idx]
+        beta = rj * np.einsum("kp,kp->k", yj, r)
+        r += sj * (alph[j] - beta)[:, None]
+    return -r, gnorm
+
+
+def _descent(mem: _Memory, gi: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The search direction of each start and its slope g . d: L-BFGS's, or, where that is not
+    a descent direction, steepest descent with the start's memory forgotten."""
+    d, gnorm = _two_loop(mem, gi, idx)
+    slope = np.einsum("kp,kp->k", gi, d)
+    bad = ~(slope < 0) | ~np.all(np.isfinite(d), axis=1)
+    if bad.any():   # not a descent direction: forget the memory, use steepest descent
+        d[bad] = -gi[bad] / np.maximum(gnorm[bad], 1e-300)[:, None]
+        slope[bad] = -gnorm[bad]
+        mem.rho[:, idx[bad]] = 0.0
+    return d, slope
+
+
+def _backtrack(f_and_g: Objective, idx, xi, fi, gi, d, slope, max_step, max_backtracks):
+    """Armijo backtracking, only re-evaluating the starts still searching: the step length t,
+    f and g at each accepted point, and which starts found no acceptable step."""
+    t = np.ones(idx.size)
+    if max_step is not None:
+        t = np.minimum(1.0, max_step / np.maximum(np.abs(d).max(axis=1), 1e-300))
+    fn = np.full(idx.size, np.inf)
+    gn = np.zeros_like(gi)
+    searching = np.ones(idx.size, dtype=bool)
+    for _bt in range(max_backtracks):
+        si = np.flatnonzero(searching)
+        if si.size == 0:
+            break
+        xt = xi[si] + t[si, None] * d[si]
+        ft, gt = f_and_g(xt, idx[si])
+        ok = np.isfinite(ft) & (ft <= fi[si] + 1e-4 * t[si] * slope[si])
+        fn[si[ok]] = ft[ok]
+        gn[si[ok]] = gt[ok]
+        searching[si[ok]] = False
+        t[si[~ok]] *= 0.5
+    return t, fn, gn, searching
+
+
 def _minimize_batch(f_and_g, x0, memory, max_iter, ftol, gtol, max_backtracks, max_step) -> BatchResult:
     x = np.array(x0, dtype=np.float64, copy=True)
     S, P = x.shape
-    all_idx = np.arange(S)
-    f, g = f_and_g(x, all_idx)
+    f, g = f_and_g(x, np.arange(S))
     f = np.where(np.isfinite(f), f, np.inf)
-    s_hist = np.zeros((memory, S, P))
-    y_hist = np.zeros((memory, S, P))
-    rho = np.zeros((memory, S))        # 0 marks an empty or rejected slot
-    head = np.zeros(S, dtype=np.int64)  # next slot to write, per start
+    mem = _Memory.empty(memory, S, P)
     active = np.isfinite(f) & (np.abs(g).max(axis=1) > gtol)
     converged = ~active & np.isfinite(f)
     iters = np.zeros(S, dtype=np.int64)
-    slots = np.arange(memory)
 
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
         gi, xi, fi = g[idx], x[idx], f[idx]
-        # Two-loop recursion, newest pair first; slot order per start comes from its head.
-        order = (head[idx][None, :] - 1 - slots[:, None]) % memory   # [m, k]
-        q = gi.copy()
-        alph = np.zeros((memory, idx.size))
-        for j in range(memory):
-            sl = order[j]
-            sj = s_hist[sl, idx]
-            yj = y_hist[sl, idx]
-            rj = rho[sl, idx]
-            alph[j] = rj * np.einsum("kp,kp->k", sj, q)
-            q -= alph[j][:, None] * yj
-        newest = order[0]
-        yn, rn = y_hist[newest, idx], rho[newest, idx]
-        yy = np.einsum("kp,kp->k", yn, yn)
-        gamma = np.where(rn > 0, 1.0 / np.maximum(rn * yy, 1e-300), 0.0)
-        # No curvature yet: a first step of unit length along -g (scipy does the same).
-        gnorm = np.linalg.norm(gi, axis=1)
-        gamma = np.where(rn > 0, gamma, 1.0 / np.maximum(gnorm, 1e-300))
-        r = gamma[:, None] * q
-        for j in range(memory - 1, -1, -1):
-            sl = order[j]
-            sj = s_hist[sl, idx]
-            yj = y_hist[sl, idx]
-            rj = rho[sl, idx]
-            beta = rj * np.einsum("kp,kp->k", yj, r)
-            r += sj * (alph[j] - beta)[:, None]
-        d = -r
-        slope = np.einsum("kp,kp->k", gi, d)
-        bad = ~(slope < 0) | ~np.all(np.isfinite(d), axis=1)
-        if bad.any():   # not a descent direction: forget the memory, use steepest descent
-            d[bad] = -gi[bad] / np.maximum(gnorm[bad], 1e-300)[:, None]
-            slope[bad] = -gnorm[bad]
-            rho[:, idx[bad]] = 0.0
-        # Armijo backtracking, only re-evaluating the starts still searching.
-        t = np.ones(idx.size)
-        if max_step is not None:
-            t = np.minimum(1.0, max_step / np.maximum(np.abs(d).max(axis=1), 1e-300))
-        fn = np.full(idx.size, np.inf)
-        gn = np.zeros_like(gi)
-        searching = np.ones(idx.size, dtype=bool)
-        for _bt in range(max_backtracks):
-            si = np.flatnonzero(searching)
-            if si.size == 0:
-                break
-            xt = xi[si] + t[si, None] * d[si]
-            ft, gt = f_and_g(xt, idx[si])
-            ok = np.isfinite(ft) & (ft <= fi[si] + 1e-4 * t[si] * slope[si])
-            fn[si[ok]] = ft[ok]
-            gn[si[ok]] = gt[ok]
-            searching[si[ok]] = False
-            t[si[~ok]] *= 0.5
-        stuck = searching            # no acceptable step: a minimum to working precision
+        d, slope = _descent(mem, gi, idx)
+        t, fn, gn, stuck = _backtrack(f_and_g, idx, xi, fi, gi, d, slope, max_step, max_backtracks)
+        # stuck: no acceptable step, a minimum to working precision.
         moved = ~stuck
         mi = idx[moved]
         step = t[moved, None] * d[moved]
-        ydiff = gn[moved] - gi[moved]
-        sy = np.einsum("kp,kp->k", step, ydiff)
-        # Curvature condition; a vanishing s.y would make rho overflow, so it is skipped too.
-        keep = (sy > 1e-12 * np.einsum("kp,kp->k", ydiff, ydiff)) & (sy > 1e-300)
-        slot = head[mi]
-        s_hist[slot, mi] = step
-        y_hist[slot, mi] = ydiff
-        rho[slot, mi] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
-        head[mi] = (slot + 1) % memory
+        mem.remember(mi, step, gn[moved] - gi[moved])
         f_old = f[mi]
         x[mi] += step
         f[mi] = fn[moved]

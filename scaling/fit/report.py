@@ -239,61 +239,202 @@ def _run_ids(table: RunTable, mask: np.ndarray) -> list:
     return [r for r, m in zip(ids, mask) if m]
 
 
+# Approach 3's parameters and derived quantities, each with its interval in `ci`.
+_A3_KEYS = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
+
+
+@dataclass
+class _Runs3:
+    """The runs approach 3 is fitted on: their arrays, the FLOP count of the derived quantities,
+    whether some runs repeat their data (`staged`: unique_tokens below tokens) and whether
+    --fix holds every parameter of the base law (`held`)."""
+
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+    u: np.ndarray | None
+    fpt: tuple
+    staged: bool
+    held: bool
+
+    @property
+    def single_epoch(self) -> np.ndarray:
+        return self.d <= self.u * (1 + 1e-9)
+
+
+@dataclass
+class _BaseLaw:
+    """Stage 1: the plain law L(N, D), the runs it was fitted on, and, when all seven parameters
+    were fitted at once (`joint`), R*_D and R*_N of that same fit."""
+
+    fit: law.LawFit
+    base: np.ndarray            # bool per run: the runs the base law was fitted on
+    rounds: int = 0
+    joint: bool = False
+    r_star: dict | None = None  # the joint fit's R* (as repeat.fit_r_star returns them)
+
+
+def _base_law(runs: _Runs3, opts: FitOptions, warnings: list) -> _BaseLaw:
+    """The base law: on every run (no repeated data); on the single-epoch runs (every parameter
+    held); on the runs repeat.stage1 picks; or jointly with R*_D and R*_N on all runs
+    (--repeat-stage1 joint, or where stage 1 alone has too few runs)."""
+    n, d, loss = runs.n, runs.d, runs.loss
+    everyone = np.ones(len(n), bool)
+    if not runs.staged:
+        return _BaseLaw(law.fit(law.LawData.from_arrays(n, d, loss), method=opts.method, refine=opts.refine,
+                                fixed=opts.fixed), everyone)
+    if runs.held:
+        base = runs.single_epoch
+        if not base.any():
+            base = everyone
+        return _BaseLaw(law.fit(law.LawData.from_arrays(n[base], d[base], loss[base]), method=opts.method,
+                                refine=opts.refine, fixed=opts.fixed), base)
+    if opts.repeat_stage1 != "joint":
+        try:
+            fit, base, rounds, w1, joint = repeat.stage1(n, d, runs.u, loss, mode=opts.repeat_stage1,
+                                                         method=opts.method, refine=opts.refine,
+                                                         fixed=opts.fixed, fpt=runs.fpt)
+        except ValueError as e:
+            if opts.repeat_stage1 == "single-epoch":
+                raise _Skip(f"repeated data: {e}") from None
+            w1, joint = [f"data-constrained stage 1: {e}; all seven parameters are fitted jointly on all runs "
+                         "instead"], True
+        warnings += [f"approach 3: {w}" for w in w1]
+        if not joint:
+            return _BaseLaw(fit, base, rounds)
+    return _joint_law(runs, opts)
+
+
+def _joint_law(runs: _Runs3, opts: FitOptions) -> _BaseLaw:
+    """All seven parameters on all runs, started from the plain law of the single-epoch runs (of
+    all runs where those are too few)."""
+    n, d, loss = runs.n, runs.d, runs.loss
+    single = runs.single_epoch
+    first = single if not law.too_few(n[single]) else np.ones(len(n), bool)
+    f1 = law.fit(law.LawData.from_arrays(n[first], d[first], loss[first]), method=opts.method,
+                 refine=opts.refine, fixed=opts.fixed)
+    xj, fj, cj = repeat.fit_joint(n, d, runs.u, loss, f1.x[None, :], fpt=runs.fpt, fixed=opts.fixed)
+    fit = law.LawFit(params=law.to_params(xj[:5]), objective=fj, x=xj[:5], local_optima=xj[None, :5],
+                     n_starts=len(repeat.PAPER_STARTS), n_refined=len(repeat.PAPER_STARTS), converged=cj,
+                     fixed=dict(opts.fixed))
+    r_star = {"R_star_D": float(np.exp(xj[5])), "R_star_N": float(np.exp(xj[6])), "objective": fj, "converged": cj,
+              "z": xj[5:], "wider": None}
+    return _BaseLaw(fit, np.ones(len(n), bool), 0, joint=True, r_star=r_star)
+
+
+def _repeat_record(table: RunTable, runs: _Runs3, s1: _BaseLaw, opts: FitOptions,
+                   warnings: list) -> tuple[dict, dict]:
+    """Stage 2 on repeated data: R*_D and R*_N with the base law held (or the joint fit's), the
+    `data_constrained` record (which runs informed each stage), and stage 2's own result."""
+    n, d, u, fpt, held, joint = runs.n, runs.d, runs.u, runs.fpt, runs.held, s1.joint
+    r = s1.r_star if joint else repeat.fit_r_star(s1.fit.params, n, d, u, runs.loss, fpt=fpt)
+    _, r_d, _, r_n = repeat.excess(s1.fit.params, n, d, u, fpt)
+    informative = (r_d > 0) | (r_n > 0)
+    single = runs.single_epoch
+    dc = {"R_star_D": r["R_star_D"], "R_star_N": r["R_star_N"], "objective": r["objective"],
+          "converged": r["converged"], "wider": r["wider"],
+          "protocol": ("joint: all seven parameters on all runs (too few runs for the base law alone)" if joint
+                       else "staged, as Muennighoff et al. (2023) fit it: base law first, then R*_D, R*_N "
+                            "with it held"),
+          "stage1": {"mode": "held fixed (--fix)" if held else "joint" if joint else opts.repeat_stage1,
+                     "n_runs": 0 if held or joint else int(s1.base.sum()),
+                     "runs": [] if held or joint else _run_ids(table, s1.base),
+                     "rounds": s1.rounds, "n_single_epoch": int(single.sum()),
+                     "n_single_epoch_excess_params": int(np.sum(single & (r_n > 0)))},
+          "stage2": {"n_runs": len(n), "n_repeated": int(np.sum(r_d > 0)), "n_excess_params": int(np.sum(r_n > 0)),
+                     "n_informative": int(informative.sum()), "runs": _run_ids(table, informative)},
+          "n_repeated": int(np.sum(r_d > 0))}
+    if r["wider"]:
+        w = r["wider"]
+        warnings.append(f"approach 3: repeated data: from a wider grid of starts, stage 2 reaches a lower objective "
+                        f"({w['objective']:.6e} against {r['objective']:.6e}) at R*_D = {w['R_star_D']:.4g}, "
+                        f"R*_N = {w['R_star_N']:.4g}; the values reported are those of the paper's starts, and "
+                        "the runs do not pin R* down (read the intervals)")
+    return dc, r
+
+
+def _bootstrap_draws(runs: _Runs3, s1: _BaseLaw, r: dict | None, opts: FitOptions, rng, bar):
+    """The bootstrap's refits: base-law parameters [B, 5] and, on repeated data, R*_D and R*_N
+    [B, 2] (None without)."""
+    n, d, u, loss, base = runs.n, runs.d, runs.u, runs.loss, s1.base
+    data = law.LawData.from_arrays(n[base], d[base], loss[base])
+    if not runs.staged:
+        return law.bootstrap_law(data, s1.fit, opts.n_boot, rng, progress=bar), None
+    # Runs resampled over the whole table; each resample refits stage 1 on its draws of
+    # the stage-1 runs (the set itself is the full fit's) and then stage 2 on all draws.
+    m = len(n)
+    w_all = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(opts.n_boot)]).astype(float)
+    if s1.joint:
+        xr = repeat.bootstrap_joint(np.r_[s1.fit.x, r["z"]], n, d, u, loss, w_all, fpt=runs.fpt, fixed=opts.fixed)
+        bar(opts.n_boot)
+        return xr[:, :5], np.exp(xr[:, 5:])
+    if runs.held:
+        xs = np.tile(s1.fit.x, (opts.n_boot, 1))
+        bar(opts.n_boot)
+    else:
+        xs = law.refit_weighted(data, s1.fit, w_all[:, base], progress=bar)
+    return xs, repeat.bootstrap_r_star(xs, r["z"], n, d, u, loss, w_all, fpt=runs.fpt)
+
+
+def _add_intervals(out: dict, dc: dict | None, runs: _Runs3, s1: _BaseLaw, xs, rs, opts: FitOptions,
+                   c_ref: float, warnings: list) -> None:
+    """95% intervals of every key from the bootstrap's non-degenerate refits (and of R* on
+    repeated data), the E-alpha trade-off, and the samples themselves (for `scaling plan`)."""
+    nb, db = runs.n[s1.base], runs.d[s1.base]
+    ps = [law.to_params(x) for x in xs]
+    ok = [runs.held or law.degenerate(p, nb, db) is None for p in ps]
+    out["bootstrap_degenerate"] = len(ok) - sum(ok)
+    if not all(ok):
+        warnings.append(f"approach 3: {len(ok) - sum(ok)} of {len(ok)} bootstrap fits were degenerate (a term "
+                        "of the law vanished, or an exponent left (0, 3)) and are left out of the intervals")
+    if dc is not None:
+        good = rs[np.array(ok, bool)]
+        dc["ci"] = {"R_star_D": _ci(good[:, 0]), "R_star_N": _ci(good[:, 1])}
+        dc["bootstrap_covers"] = ("runs resampled; stage 2 refitted with the base law held" if runs.held else
+                                  "runs resampled; all seven parameters refitted jointly" if s1.joint else
+                                  "runs resampled over the whole table; stage 1 refitted on each resample's draws "
+                                  "of its runs (the set is the full fit's), then stage 2 on all draws")
+    ps = [p for p, good in zip(ps, ok) if good]
+    if len(ps) < 2:
+        # Kept, not skipped: the user sees the point fit, flagged, with no intervals.
+        warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
+                        "down and it has no intervals")
+        ps = []
+    rows = [{**p, **derived(p, c_ref, runs.fpt)} for p in ps]
+    out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) if rows else [None, None] for k in _A3_KEYS}
+    E = np.array([p["E"] for p in ps])
+    al = np.array([p["alpha"] for p in ps])
+    corr = float(np.corrcoef(E, al)[0, 1]) if len(ps) > 1 and np.std(E) > 0 and np.std(al) > 0 else 0.0
+    out["corr_E_alpha"] = corr
+    if abs(corr) > 0.95:
+        warnings.append(f"approach 3: E and alpha are strongly traded off in the bootstrap "
+                        f"(correlation {corr:.2f}); more sizes would separate them")
+    out["bootstrap"] = {"n": opts.n_boot, "seed": opts.seed,
+                        "samples": [[p[k] for k in law.PARAMS] for p in ps]}
+
+
 def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
+    """Approach 3: the law L(N, D) fitted to every run, its derived allocation, and bootstrap
+    intervals. On repeated data (a unique_tokens column below tokens) the data-constrained law
+    of Muennighoff et al., in stages: the base law first (`_base_law`), then R*_D and R*_N with
+    it held (`_repeat_record`)."""
     why = check_law_data(table)
     if why:
         raise _Skip(why)
     n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
     fpt, count = flop_count(table)
-    # Repeated data: the base law from the runs on which the data-constrained law is the plain
-    # law, then R*_D and R*_N on all runs with it held (scaling/fit/repeat.py).
     u = table.col("unique_tokens") if table.has("unique_tokens") else None
-    staged = u is not None and bool(np.any(d > u * (1 + 1e-9)))
-    held = all(k in opts.fixed for k in law.PARAMS)
-    joint = False
-    warnings = []
-    base = np.ones(len(n), bool)
-    if staged and held:
-        base = d <= u * (1 + 1e-9)
-        if not base.any():
-            base = np.ones(len(n), bool)
-        rounds = 0
-        fit = law.fit(law.LawData.from_arrays(n[base], d[base], loss[base]), method=opts.method,
-                      refine=opts.refine, fixed=opts.fixed)
-    elif staged:
-        joint = opts.repeat_stage1 == "joint"
-        single = d <= u * (1 + 1e-9)
-        if not joint:
-            try:
-                fit, base, rounds, w1, joint = repeat.stage1(n, d, u, loss, mode=opts.repeat_stage1,
-                                                             method=opts.method, refine=opts.refine,
-                                                             fixed=opts.fixed, fpt=fpt)
-            except ValueError as e:
-                if opts.repeat_stage1 == "single-epoch":
-                    raise _Skip(f"repeated data: {e}") from None
-                w1, joint = [f"data-constrained stage 1: {e}; all seven parameters are fitted jointly on all runs "
-                             "instead"], True
-            warnings += [f"approach 3: {w}" for w in w1]
-        if joint:
-            # From the plain law of the single-epoch runs (of all runs where those are too few).
-            first = single if not law.too_few(n[single]) else np.ones(len(n), bool)
-            f1 = law.fit(law.LawData.from_arrays(n[first], d[first], loss[first]), method=opts.method,
-                         refine=opts.refine, fixed=opts.fixed)
-            xj, fj, cj = repeat.fit_joint(n, d, u, loss, f1.x[None, :], fpt=fpt, fixed=opts.fixed)
-            base, rounds = np.ones(len(n), bool), 0
-            fit = law.LawFit(params=law.to_params(xj[:5]), objective=fj, x=xj[:5], local_optima=xj[None, :5],
-                             n_starts=len(repeat.PAPER_STARTS), n_refined=len(repeat.PAPER_STARTS), converged=cj,
-                             fixed=dict(opts.fixed))
-    else:
-        fit = law.fit(law.LawData.from_arrays(n, d, loss), method=opts.method, refine=opts.refine, fixed=opts.fixed)
-    nb, db, lb = n[base], d[base], loss[base]
-    data = law.LawData.from_arrays(nb, db, lb)
+    runs = _Runs3(n, d, loss, u, fpt, staged=u is not None and bool(np.any(d > u * (1 + 1e-9))),
+                  held=all(k in opts.fixed for k in law.PARAMS))
+    warnings: list[str] = []
+    s1 = _base_law(runs, opts, warnings)
+    fit, nb, db = s1.fit, n[s1.base], d[s1.base]
     warnings += list(fit.warnings)
     why_degenerate = law.degenerate(fit.params, nb, db)
     if why_degenerate:
         warnings.append(f"approach 3: the law is degenerate on these data: {why_degenerate}")
     sizes = len(np.unique(np.round(np.log(nb), 6)))
-    if sizes < FEW_SIZES_3 and not held:
+    if sizes < FEW_SIZES_3 and not runs.held:
         warnings.append(f"approach 3: only {sizes} distinct sizes; E, alpha and beta are traded off against "
                         "each other (read the intervals, not the point values)")
     c_ref = float(c.max())
@@ -301,90 +442,17 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
            "objective": fit.objective,
            "degenerate": why_degenerate, "fixed": dict(opts.fixed), "method": opts.method,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
-    if staged and joint:
-        r = {"R_star_D": float(np.exp(xj[5])), "R_star_N": float(np.exp(xj[6])), "objective": fj, "converged": cj,
-             "z": xj[5:], "wider": None}
-    elif staged:
-        r = repeat.fit_r_star(fit.params, n, d, u, loss, fpt=fpt)
-    if staged:
-        _, r_d, _, r_n = repeat.excess(fit.params, n, d, u, fpt)
-        informative = (r_d > 0) | (r_n > 0)
-        single = d <= u * (1 + 1e-9)
-        dc = {"R_star_D": r["R_star_D"], "R_star_N": r["R_star_N"], "objective": r["objective"],
-              "converged": r["converged"], "wider": r["wider"],
-              "protocol": ("joint: all seven parameters on all runs (too few runs for the base law alone)" if joint
-                           else "staged, as Muennighoff et al. (2023) fit it: base law first, then R*_D, R*_N "
-                                "with it held"),
-              "stage1": {"mode": "held fixed (--fix)" if held else "joint" if joint else opts.repeat_stage1,
-                         "n_runs": 0 if held or joint else int(base.sum()),
-                         "runs": [] if held or joint else _run_ids(table, base),
-                         "rounds": rounds, "n_single_epoch": int(single.sum()),
-                         "n_single_epoch_excess_params": int(np.sum(single & (r_n > 0)))},
-              "stage2": {"n_runs": len(n), "n_repeated": int(np.sum(r_d > 0)), "n_excess_params": int(np.sum(r_n > 0)),
-                         "n_informative": int(informative.sum()), "runs": _run_ids(table, informative)},
-              "n_repeated": int(np.sum(r_d > 0))}
-        if r["wider"]:
-            w = r["wider"]
-            warnings.append(f"approach 3: repeated data: from a wider grid of starts, stage 2 reaches a lower objective "
-                            f"({w['objective']:.6e} against {r['objective']:.6e}) at R*_D = {w['R_star_D']:.4g}, "
-                            f"R*_N = {w['R_star_N']:.4g}; the values reported are those of the paper's starts, and "
-                            "the runs do not pin R* down (read the intervals)")
-    keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
+    dc, r = _repeat_record(table, runs, s1, opts, warnings) if runs.staged else (None, None)
     if opts.n_boot > 0:
-        if staged:
-            # Runs resampled over the whole table; each resample refits stage 1 on its draws of
-            # the stage-1 runs (the set itself is the full fit's) and then stage 2 on all draws.
-            m = len(n)
-            w_all = np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(opts.n_boot)]).astype(float)
-            if joint:
-                xr = repeat.bootstrap_joint(np.r_[fit.x, r["z"]], n, d, u, loss, w_all, fpt=fpt, fixed=opts.fixed)
-                xs, rs = xr[:, :5], np.exp(xr[:, 5:])
-                bar(opts.n_boot)
-            else:
-                xs = np.tile(fit.x, (opts.n_boot, 1)) if held else law.refit_weighted(data, fit, w_all[:, base],
-                                                                                     progress=bar)
-                if held:
-                    bar(opts.n_boot)
-                rs = repeat.bootstrap_r_star(xs, r["z"], n, d, u, loss, w_all, fpt=fpt)
-        else:
-            xs = law.bootstrap_law(data, fit, opts.n_boot, rng, progress=bar)
-        ps = [law.to_params(x) for x in xs]
-        ok = [held or law.degenerate(p, nb, db) is None for p in ps]
-        out["bootstrap_degenerate"] = len(ok) - sum(ok)
-        if not all(ok):
-            warnings.append(f"approach 3: {len(ok) - sum(ok)} of {len(ok)} bootstrap fits were degenerate (a term "
-                            "of the law vanished, or an exponent left (0, 3)) and are left out of the intervals")
-        if staged:
-            good = rs[np.array(ok, bool)]
-            dc["ci"] = {"R_star_D": _ci(good[:, 0]), "R_star_N": _ci(good[:, 1])}
-            dc["bootstrap_covers"] = ("runs resampled; stage 2 refitted with the base law held" if held else
-                                      "runs resampled; all seven parameters refitted jointly" if joint else
-                                      "runs resampled over the whole table; stage 1 refitted on each resample's draws "
-                                      "of its runs (the set is the full fit's), then stage 2 on all draws")
-        ps = [p for p, good in zip(ps, ok) if good]
-        if len(ps) < 2:
-            # Kept, not skipped: the user sees the point fit, flagged, with no intervals.
-            warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
-                            "down and it has no intervals")
-            ps = []
-        rows = [{**p, **derived(p, c_ref, fpt)} for p in ps]
-        out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) if rows else [None, None] for k in keys}
-        E = np.array([p["E"] for p in ps])
-        al = np.array([p["alpha"] for p in ps])
-        corr = float(np.corrcoef(E, al)[0, 1]) if len(ps) > 1 and np.std(E) > 0 and np.std(al) > 0 else 0.0
-        out["corr_E_alpha"] = corr
-        if abs(corr) > 0.95:
-            warnings.append(f"approach 3: E and alpha are strongly traded off in the bootstrap "
-                            f"(correlation {corr:.2f}); more sizes would separate them")
-        out["bootstrap"] = {"n": opts.n_boot, "seed": opts.seed,
-                            "samples": [[p[k] for k in law.PARAMS] for p in ps]}
+        xs, rs = _bootstrap_draws(runs, s1, r, opts, rng, bar)
+        _add_intervals(out, dc, runs, s1, xs, rs, opts, c_ref, warnings)
     else:
-        out["ci"] = {k: [None, None] for k in keys}
-        if staged:
+        out["ci"] = {k: [None, None] for k in _A3_KEYS}
+        if dc is not None:
             dc["ci"] = {"R_star_D": [None, None], "R_star_N": [None, None]}
-    if staged:
+    if dc is not None:
         out["data_constrained"] = dc
-    out["n_points"] = int(base.sum())
+    out["n_points"] = int(s1.base.sum())
     out["n_sizes"] = sizes
     out["warnings"] = warnings
     return out
