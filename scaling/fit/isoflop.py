@@ -194,7 +194,7 @@ def _minimum(n: np.ndarray, loss: np.ndarray, method: str):
         xw = x[j - k:j + k + 1]
         return (*_vertex(xw, y[j - k:j + k + 1]), (xw[0], xw[-1]))
     if method == "akima":
-        from scipy.interpolate import Akima1DInterpolator
+        from scipy.interpolate import Akima1DInterpolator   # here, not above: scipy loads for --profile akima alone
 
         xs = np.linspace(x[0], x[-1], 4001)
         ys = Akima1DInterpolator(x, y)(xs)
@@ -220,7 +220,7 @@ def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray, c: np
         loss_opt = float(np.polyval(cn, xn))
     else:
         x, y = _by_size(n, loss)
-        from scipy.interpolate import Akima1DInterpolator
+        from scipy.interpolate import Akima1DInterpolator   # here, not above: scipy loads for --profile akima alone
         loss_opt = float(Akima1DInterpolator(x, y)(xn))
     return Profile(budget, len(n), n_opt, tokens_at(budget, n, d, c, n_opt), loss_opt, cn, None, window)
 

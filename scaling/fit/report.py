@@ -7,8 +7,10 @@ intervals, same keys), `n_points` and `warnings`.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,6 +18,7 @@ import polars as pl
 from scaling.base.errors import UserError
 from scaling.fit import isoflop, law, repeat
 from scaling.base.intervals import percentile_interval
+from scaling.fit.rollout import rollout
 from scaling.fit.table import RunTable
 
 FEW_SIZES_3 = 5         # below this, E, alpha and beta trade off against each other
@@ -47,7 +50,7 @@ class _Bar:
     def __init__(self, total: int, enabled: bool):
         self.bar = None
         if enabled and total > 0:
-            from tqdm import tqdm
+            from tqdm import tqdm   # here, not above: only a bar on a terminal needs it
             self.bar = tqdm(total=total, desc="bootstrap", unit="fit", leave=False)
 
     def __call__(self, k: int):
@@ -584,7 +587,6 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
             if hb is not None:
                 out["holdout_budget"] = hb
         if opts.rollout:
-            from scaling.fit.rollout import rollout
             out["rollout"] = rollout(n, table.col("tokens"), c, table.col("loss"),
                                      table.col("budget") if table.has("budget") else None,
                                      approaches=tuple(k for k in opts.approaches if k in (2, 3)),
@@ -599,9 +601,6 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
 def read_fit_file(path) -> dict:
     """A fit.json written by `scaling fit --out`, as a dict; a missing file, bad JSON or a
     non-object is a UserError naming the path. Callers check the keys they need."""
-    import json
-    from pathlib import Path
-
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such fit file (write one with `scaling fit RESULTS --out {p}`)")

@@ -43,7 +43,7 @@ def _format_repeat(dc: dict, boot: str) -> list:
     s1, s2 = dc["stage1"], dc["stage2"]
     out = ["", "Repeated data (Muennighoff et al.): D' = U + U R*_D (1 - exp(-R_D/R*_D)), "
                "N' = U_N + U_N R*_N (1 - exp(-R_N/R*_N)), fitted in stages",
-           f"  stage 1, the base law above: " + (
+           "  stage 1, the base law above: " + (
                "held fixed (--fix), no runs fitted" if s1["mode"].startswith("held") else
                "none: all seven parameters fitted jointly on all runs" if s1["mode"] == "joint" else
                f"{s1['n_runs']} runs ({s1['mode']}: of {s1['n_single_epoch']} single-epoch runs, "

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling.base.config import parse_count, read_toml
+from scaling.base.cost import alexatm_reported
 from scaling.base.errors import UserError
+from scaling.base.intervals import percentile_interval
+from scaling.base.shapes import ModelConfig
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 
@@ -60,6 +64,7 @@ class Law:
 
     @classmethod
     def from_fit_file(cls, path: str | Path) -> "Law":
+        # Here, not above: scaling.fit loads polars, which a plan from the default law (no --fit) never needs.
         from scaling.fit.report import law_from_fit, read_fit_file
 
         p = Path(path)
@@ -141,7 +146,6 @@ class FlopModel:
     def shape(self, n: float):
         if self.kind == "6nd":
             return None
-        from scaling.base.shapes import ModelConfig
         try:
             return ModelConfig.from_params(int(n), vocab_size=self.vocab_size, max_len=max(self.seq_len + 1, 1024))
         except UserError:
@@ -158,7 +162,6 @@ class FlopModel:
 def _size_rule_shapes(vocab: int, max_len: int) -> tuple:
     """The shapes the size rule picks on a log grid of N (ModelConfig.from_params costs tens
     of ms, so every per-token FLOP table below is built from this one cached list)."""
-    from scaling.base.shapes import ModelConfig
     shapes = []
     for n in np.geomspace(1e7, 3e12, 23):
         try:
@@ -248,8 +251,6 @@ def tokens_for_params(law: Law, n: float, flop: FlopModel, point: bool = True, i
 
 
 def _ci(v) -> list:
-    from scaling.base.intervals import percentile_interval
-
     return percentile_interval(v, 20)   # fewer draws than that make no interval worth printing
 
 
@@ -266,8 +267,6 @@ def planned_model(flop: FlopModel, n: float):
 
 def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, compute=None) -> dict:
     """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
-    from scaling.base.cost import alexatm_reported
-
     warnings = list(flop.warnings) + ([law.note] if law.note else [])
     if law.nonembed:
         # Not converted: the optimum search and the FLOP count are in total N. At 20B the two
@@ -349,8 +348,6 @@ FAMOUS = [  # (name, parameters, training tokens) as published
 
 def read_plans_toml(path: str | Path) -> list:
     """[[plan]] tables with name, params, tokens (numbers or strings like "20B")."""
-    from scaling.base.config import parse_count, read_toml
-
     p = Path(path)
     doc = read_toml(p, "plans file")
     out = []
