@@ -20,7 +20,10 @@ venv: $(BIN)/scaling
 demo: venv
 	$(BIN)/python -m scaling.demo
 
+# The layers point down and no modules import each other in a circle (pyproject.toml's
+# import-linter contracts, drawn in docs/architecture.md), then the tests.
 test: venv
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 
 bench: venv

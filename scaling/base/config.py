@@ -79,7 +79,10 @@ class ConfigError(UserError):
 
 @dataclass
 class TrainConfig:
-    """Everything that determines a run. Defaults suit a CPU laptop; sweeps override them."""
+    """Everything that determines a run. Defaults suit a CPU laptop; sweeps override them.
+
+    One piece: the fields, their limits (LIMITS) and the check of them are the one owner of
+    what a valid run is; every entry point builds its config here (`build`, `from_dict`)."""
 
     params: str = "2M"                 # size target, expanded by ModelConfig.from_params
     tokens: int = 20_000_000           # token budget D: sequences x seq_len (see objectives.py)

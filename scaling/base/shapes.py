@@ -55,6 +55,12 @@ WIDTHS = sorted({int(m * 2**k) for k in range(4, 15) for m in (1, 1.5)} | set(ra
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """One encoder-decoder shape and its exact counts: parameters, and training and inference
+    FLOPs per token, tested against the torch modules (tests/test_model.py).
+
+    One piece: every count reads the same few fields, and the FLOP accounting is audited term
+    by term against the parameter count beside it."""
+
     vocab_size: int = 8192
     d_model: int = 128
     n_heads: int = 4

@@ -1,1 +1,9 @@
-"""data"""
+"""The data layer: corpus -> tokenizer -> token shards, and the objective's examples.
+
+    corpus.py      the embedded default corpus
+    tokenizer.py   train a tokenizer (BPE, unigram) or use bytes
+    prepare.py     a corpus to token shards (`scaling prepare`)
+    layout.py      what a shard directory holds on disk
+    shards.py      token shards read (TokenShards) and found (resolve_data)
+    objectives.py  the AlexaTM mixed objective, a batch at a time (numpy)
+"""

@@ -112,7 +112,11 @@ class ObjectiveConfig:
 
 
 class MixedObjective:
-    """Builds batches of the mixed objective from a token stream and its document starts."""
+    """Builds batches of the mixed objective from a token stream and its document starts.
+
+    One piece: the two tasks share one counter-based random stream per example (the module
+    docstring), and a batch's shapes are fixed across both; the methods are the steps of that
+    one construction, in the order a batch is built."""
 
     def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray, cfg: ObjectiveConfig, seed: int):
         self.tokens, self.doc_starts, self.cfg, self.seed = tokens, np.asarray(doc_starts), cfg, int(seed)

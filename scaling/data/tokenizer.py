@@ -123,7 +123,10 @@ class BytesTokenizer:
 
 
 class TrainedTokenizer:
-    """A Hugging Face `tokenizers.Tokenizer` (byte-level BPE or unigram) with a fast, exact encoder."""
+    """A Hugging Face `tokenizers.Tokenizer` (byte-level BPE or unigram) with a fast, exact encoder.
+
+    One piece: the fast encoder is only exact together with the special-token and byte
+    fallback rules beside it; split, a reader would have to hold two files to check it."""
 
     def __init__(self, hf, kind: str):
         self.hf = hf

@@ -34,6 +34,8 @@ from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from scaling.base.errors import UserError
+from scaling.base.rundir import RUN_JSON, read_run_json
+from scaling.base.threads import cpus_granted
 
 # Variables set by launch_workers for its workers (and read back by current()).
 _RANK, _WORLD, _LOCAL, _ADDR, _PORT = "SCALING_RANK", "SCALING_WORLD", "SCALING_LOCAL_RANK", "SCALING_ADDR", "SCALING_PORT"
@@ -198,3 +200,17 @@ def launch_workers(config: dict, world: int, run_dir: Path, cpus: int) -> int:
                 p.wait()
     codes = [p.returncode for p in procs]
     return failed or next((c for c in codes if c != 0), 0)
+
+
+def supervise(config: dict, world: int, run_dir: Path) -> dict:
+    """Train a run as `world` local workers (launch_workers) and return the record they left."""
+    code = launch_workers(config, world, run_dir, cpus_granted())
+    rec = read_run_json(run_dir)
+    if code == 130 or (rec or {}).get("error") == "interrupted":
+        raise KeyboardInterrupt
+    if code != 0:
+        why = (rec or {}).get("error") or f"worker exited with code {code}"
+        raise RuntimeError(f"{run_dir}: run of {world} processes did not finish: {why}")
+    if rec is None:
+        raise RuntimeError(f"{run_dir}: the workers left no {RUN_JSON}")
+    return rec

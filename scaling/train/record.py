@@ -40,9 +40,36 @@ def versions() -> dict:
     }
 
 
+def fresh(cfg: TrainConfig, plan: RunPlan, shards_dir, prev: dict, set_aside: list[str]) -> dict:
+    """The record of a start: what the run is, nothing trained yet, the previous start's history."""
+    m = plan.model
+    return {
+        "name": Path(cfg.out).name, "status": RunStatus.RUNNING.value, "config": cfg.to_dict(),
+        "model": m.to_dict(), "model_shape": m.describe(),
+        "n_params": m.n_params(), "n_params_nonembed": m.n_params(embeddings=False),
+        "tokens_budget": plan.tokens_budget, "tokens_seen": 0, "steps": plan.steps,
+        "tokens_per_step": plan.tokens_per_step, "world_size": plan.world,
+        "batch_per_rank": plan.batch_size // plan.world, "micro_batch": plan.micro_batch,
+        "accumulation": plan.accum, "lr": plan.lr, "flops": 0.0,
+        "flops_per_token": plan.flops_per_step / plan.tokens_per_step,
+        "flops_6nd_per_token": 6.0 * m.n_params(),
+        "data": str(shards_dir), "val": None, "wall_time_s": None, "error": None, "device": None,
+        "restarts": prev.get("restarts", -1) + 1 if prev else 0,
+        "started_at": prev.get("started_at", now()), "finished_at": None,
+        "versions": versions(), "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        # One entry per status an attempt took (started, then how it ended): a requeued or
+        # relaunched run shows each start and stop, with its step, time and job.
+        "history": list(prev.get("history") or []),
+        "set_aside": list(prev.get("set_aside") or []) + set_aside,
+    }
+
+
 class RunRecord:
     """The run.json of one start of a run: made from the plan and the previous record (a
-    resumed run keeps its history), marked as the run goes, written by the main process."""
+    resumed run keeps its history), marked as the run goes, written by the main process.
+
+    One piece: every way a start can end (finished, stopped, preempted, failed, a full disk)
+    writes the same history the same way, in this one class."""
 
     def __init__(self, run_dir: Path, data: dict, main: bool):
         self.run_dir, self.data, self.main = Path(run_dir), data, main
@@ -50,33 +77,26 @@ class RunRecord:
     @classmethod
     def start(cls, cfg: TrainConfig, plan: RunPlan, shards_dir, prev: dict | None, set_aside: list[str],
               main: bool) -> "RunRecord":
-        prev = prev or {}
-        m = plan.model
-        data = {
-            "name": Path(cfg.out).name, "status": RunStatus.RUNNING.value, "config": cfg.to_dict(),
-            "model": m.to_dict(), "model_shape": m.describe(),
-            "n_params": m.n_params(), "n_params_nonembed": m.n_params(embeddings=False),
-            "tokens_budget": plan.tokens_budget, "tokens_seen": 0, "steps": plan.steps,
-            "tokens_per_step": plan.tokens_per_step, "world_size": plan.world,
-            "batch_per_rank": plan.batch_size // plan.world, "micro_batch": plan.micro_batch,
-            "accumulation": plan.accum, "lr": plan.lr, "flops": 0.0,
-            "flops_per_token": plan.flops_per_step / plan.tokens_per_step,
-            "flops_6nd_per_token": 6.0 * m.n_params(),
-            "data": str(shards_dir), "val": None, "wall_time_s": None, "error": None, "device": None,
-            "restarts": prev.get("restarts", -1) + 1 if prev else 0,
-            "started_at": prev.get("started_at", now()), "finished_at": None,
-            "versions": versions(), "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            # One entry per status an attempt took (started, then how it ended): a requeued or
-            # relaunched run shows each start and stop, with its step, time and job.
-            "history": list(prev.get("history") or []),
-            "set_aside": list(prev.get("set_aside") or []) + set_aside,
-        }
-        record = cls(cfg.out, data, main)
+        record = cls(cfg.out, fresh(cfg, plan, shards_dir, prev or {}, set_aside), main)
         # The step this start resumes from is known once the checkpoint is read (started());
         # a start that fails before that keeps it unknown.
         record.mark(RunStatus.RUNNING, None)
         record.write()   # makes the run directory (rundir.atomic_file)
         return record
+
+    def results(self, plan: RunPlan, step: int, recorder, precision: str, wall_s: float) -> None:
+        """What this start trained, from the trainer's RunRecorder."""
+        self.data.update(
+            tokens_seen=step * plan.tokens_per_step, flops=step * plan.flops_per_step,
+            wall_time_s=recorder.elapsed_before + wall_s, device=recorder.device_name, precision=precision,
+            last_train_loss=recorder.last_loss, data_digest=f"{recorder.digest() & (2**64 - 1):016x}")
+        if recorder.final_val is not None:
+            v = recorder.final_val
+            self.data["val"] = {
+                "mixed": {"loss": v["val_loss"], "bpb": v["val_bpb"], "se": v["val_se"]},
+                "denoise": {"loss": v["val_loss_denoise"], "bpb": v["val_bpb_denoise"]},
+                "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
+            }
 
     def mark(self, status: RunStatus, step: int | None) -> None:
         """Add `status` to the history (run.json keeps every attempt's start and end)."""
@@ -136,3 +156,14 @@ class RunRecord:
                 self.write()
             except WriteError:
                 pass   # no room to record the failure: the original error is the one to raise
+
+
+def outcome(recorder, step: int, steps: int) -> tuple[RunStatus, str | None]:
+    """How a start that returned from training ended, and the error line it leaves."""
+    if recorder.diverged:
+        return RunStatus.DIVERGED, recorder.diverged
+    if recorder.pruned:
+        return RunStatus.PRUNED, f"pruned at step {step} of {steps} by its caller (a tuner's pruner)"
+    if step >= steps and recorder.final_val is not None:
+        return RunStatus.COMPLETED, None
+    return RunStatus.STOPPED, f"stopped at step {step} of {steps}; rerun to resume"

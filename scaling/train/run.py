@@ -23,16 +23,15 @@ from pathlib import Path
 import torch
 
 from scaling.base.config import TrainConfig
-from scaling.base.rundir import CKPT_DIR, LAST_CKPT, RUN_JSON, RunStatus, read_run_json, write_metrics
+from scaling.base.rundir import CKPT_DIR, LAST_CKPT, RunStatus, write_metrics
 from scaling.base.signals import checkpoint_signal_held
-from scaling.base.threads import cpus_granted
 from scaling.data.shards import TokenShards, resolve_data
 from scaling.train import distributed
 from scaling.train.callbacks.checkpointing import Checkpointing
 from scaling.train.callbacks.progress import Progress
 from scaling.train.callbacks.recorder import RunRecorder
 from scaling.train.module import EncoderDecoderModule
-from scaling.train.record import RunRecord
+from scaling.train.record import RunRecord, outcome
 from scaling.train.resume import RunDirectory
 from scaling.train.schedule import RunPlan, make_plan
 from scaling.train.stream import BatchStream, objective_config
@@ -41,7 +40,10 @@ from scaling.train.trainer import build_trainer, loader, own_stop_signals
 
 class TrainingRun:
     """One run directory, trained to its budget. `fit()` is safe to call again: it resumes
-    from checkpoints/last.ckpt, and returns a completed run's record without retraining."""
+    from checkpoints/last.ckpt, and returns a completed run's record without retraining.
+
+    One piece: the lifecycle (`_fit`, one screen), the training of one process (`_train`) and
+    the two calls submitit makes while it runs (save_checkpoint, start_step)."""
 
     def __init__(self, cfg: TrainConfig, on_validation=None):
         self.cfg = cfg
@@ -71,14 +73,14 @@ class TrainingRun:
         if plan.world > 1 and proc.source == "single":
             # Nobody started the other processes (a plain `scaling train --devices 2`, a
             # notebook, tune, the demo): this process supervises `world` workers.
-            return self._supervise(plan.world)
+            return distributed.supervise(cfg.to_dict(), plan.world, self.run_dir)
         objective = objective_config(cfg, shards, shards_dir)
         resume_from = directory.good_checkpoint(proc.is_main)
         self.record = RunRecord.start(cfg, plan, shards_dir, prev, directory.set_aside, proc.is_main)
         try:
             self._train(plan, shards_dir, objective, resume_from)
         except BaseException as e:
-            self.record.broken_off(e, self._step(), self.checkpointed_for_requeue)
+            self.record.broken_off(e, getattr(self.trainer, "global_step", None), self.checkpointed_for_requeue)
             raise
         return self.record.data
 
@@ -87,9 +89,8 @@ class TrainingRun:
         torch.manual_seed(cfg.seed)
         self.module = EncoderDecoderModule(cfg, plan)
         stream = BatchStream(str(shards_dir), objective, cfg.seed, plan)
-        self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), objective)
-        self.recorder.on_validation = self.on_validation
-        self.recorder.on_start = self.record.started
+        self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), objective,
+                                    on_validation=self.on_validation, on_start=self.record.started)
         self.checkpointing = Checkpointing(cfg, plan, self.run_dir / CKPT_DIR / LAST_CKPT)
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.
@@ -104,49 +105,17 @@ class TrainingRun:
 
     def _conclude(self, plan: RunPlan, precision: str, wall_s: float) -> None:
         """What the run did, its metrics file, and how this start ended."""
-        trainer, recorder, data = self.trainer, self.recorder, self.record.data
-        step = trainer.global_step
-        data.update(tokens_seen=step * plan.tokens_per_step, flops=step * plan.flops_per_step,
-                    wall_time_s=recorder.elapsed_before + wall_s, device=recorder.device_name, precision=precision,
-                    last_train_loss=recorder.last_loss, data_digest=f"{recorder.digest() & (2**64 - 1):016x}")
-        if recorder.final_val is not None:
-            v = recorder.final_val
-            data["val"] = {
-                "mixed": {"loss": v["val_loss"], "bpb": v["val_bpb"], "se": v["val_se"]},
-                "denoise": {"loss": v["val_loss_denoise"], "bpb": v["val_bpb_denoise"]},
-                "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
-            }
-        main = trainer.global_rank == 0
+        step, main = self.trainer.global_step, self.trainer.global_rank == 0
         self.record.main = main
+        self.record.results(plan, step, self.recorder, precision, wall_s)
         if main:
-            write_metrics(self.run_dir, recorder.rows)
-        if recorder.diverged:
-            self.record.ended(RunStatus.DIVERGED, step, recorder.diverged)
-        elif recorder.pruned:
-            self.record.ended(RunStatus.PRUNED, step, f"pruned at step {step} of {plan.steps} by its caller (a tuner's pruner)")
-        elif step >= plan.steps and recorder.final_val is not None:
-            if main:
-                (self.run_dir / CKPT_DIR / LAST_CKPT).unlink(missing_ok=True)  # the fit needs no weights
-            self.record.ended(RunStatus.COMPLETED, step)
-        else:
-            # Stopped early (a signal or a clean interrupt): keep a checkpoint to resume from.
-            self.checkpointing.save_last(trainer)
-            self.record.ended(RunStatus.STOPPED, step, f"stopped at step {step} of {plan.steps}; rerun to resume")
-
-    def _step(self) -> int | None:
-        return getattr(self.trainer, "global_step", None)
-
-    def _supervise(self, world: int) -> dict:
-        code = distributed.launch_workers(self.cfg.to_dict(), world, self.run_dir, cpus_granted())
-        rec = read_run_json(self.run_dir)
-        if code == 130 or (rec or {}).get("error") == "interrupted":
-            raise KeyboardInterrupt
-        if code != 0:
-            why = (rec or {}).get("error") or f"worker exited with code {code}"
-            raise RuntimeError(f"{self.run_dir}: run of {world} processes did not finish: {why}")
-        if rec is None:
-            raise RuntimeError(f"{self.run_dir}: the workers left no {RUN_JSON}")
-        return rec
+            write_metrics(self.run_dir, self.recorder.rows)
+        status, error = outcome(self.recorder, step, plan.steps)
+        if status == RunStatus.COMPLETED and main:
+            (self.run_dir / CKPT_DIR / LAST_CKPT).unlink(missing_ok=True)  # the fit needs no weights
+        elif status == RunStatus.STOPPED:
+            self.checkpointing.save_last(self.trainer)   # stopped early (a signal): resume from here
+        self.record.ended(status, step, error)
 
     def save_checkpoint(self) -> None:
         """For submitit's checkpoint(): save the exact position now (main thread)."""

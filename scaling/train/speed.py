@@ -66,3 +66,28 @@ def device_peak(device: str, precision: str) -> tuple[float, str]:
             return (peak if "bf16" in precision else peak / 2), name
         return PEAK_BF16["H100"], name   # an unknown GPU: taken as an H100
     return measure_cpu_peak(), f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class SpeedMonitor:
+    """Tokens per second and MFU between two metrics rows, against the device's peak."""
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.peak: float | None = None
+        self.device_name: str | None = None
+        self._t_last, self._step_last = time.monotonic(), 0
+
+    def measure_peak(self, device: str, precision: str) -> None:
+        self.peak, self.device_name = device_peak(device, precision)
+
+    def restart(self, step: int) -> None:
+        """Count from here (a start, or the end of a validation, which is not training time)."""
+        self._t_last, self._step_last = time.monotonic(), step
+
+    def since_last(self, step: int) -> dict:
+        now = time.monotonic()
+        dt, n = max(now - self._t_last, 1e-9), step - self._step_last
+        self._t_last, self._step_last = now, step
+        return {"tokens_per_s": n * self.plan.tokens_per_step / dt,
+                "mfu": n * self.plan.flops_per_step / dt / self.peak if self.peak else float("nan")}
+

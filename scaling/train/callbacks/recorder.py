@@ -14,7 +14,7 @@ from scaling.base.config import TrainConfig
 from scaling.data.objectives import ObjectiveConfig
 from scaling.train.callbacks import step_ended
 from scaling.train.digest import DataDigest
-from scaling.train.speed import device_peak
+from scaling.train.speed import SpeedMonitor
 from scaling.train.stream import BatchStream
 from scaling.train.validation import Validation
 
@@ -23,36 +23,40 @@ class RunRecorder(L.Callback):
     """A run's record as it trains: a metrics row every `log_every` steps, validation at the
     plan's log-spaced steps (the final one is the run's score), the data digest, and
     divergence. Its state (rows, digest, wall time so far, the stream's position) travels in
-    the checkpoint under "scaling"."""
+    the checkpoint under "scaling".
 
-    def __init__(self, cfg: TrainConfig, plan, stream: BatchStream, shards_dir: str, obj_cfg: ObjectiveConfig):
+    One piece: the metrics rows, the validation points, divergence and the checkpoint state
+    share one list of rows and one clock; the math of each part lives in its own module
+    (validation.py, digest.py, speed.py)."""
+
+    def __init__(self, cfg: TrainConfig, plan, stream: BatchStream, shards_dir: str, obj_cfg: ObjectiveConfig,
+                 on_validation=None, on_start=None):
         self.cfg, self.plan, self.stream, self.shards_dir, self.obj_cfg = cfg, plan, stream, shards_dir, obj_cfg
         self.rows: list[dict] = []
         self.final_val: dict | None = None
         self.diverged: str | None = None      # why, once the run diverged
-        self.on_validation = None             # TrainingRun's hook: (step, val row) -> True stops ("pruned")
-        self.on_start = None                  # TrainingRun's hook: (step this start resumed from) -> None
+        self.on_validation = on_validation    # TrainingRun's hook: (step, val row) -> True stops ("pruned")
+        self.on_start = on_start              # TrainingRun's hook: (step this start resumed from) -> None
         self.pruned = False
         self.start_step = 0
         self.elapsed_before = 0.0             # wall seconds of earlier attempts (resume)
         self.last_loss: float | None = None
-        self.device_name: str | None = None
         self.data = DataDigest(plan.world)
+        self.speed = SpeedMonitor(plan)
+        self.validation = Validation(cfg, plan, shards_dir, obj_cfg)
         self._sums = None                     # loss sums since the last metrics row
         self._seen = -1
-        self.validation = Validation(cfg, plan, shards_dir, obj_cfg)
-        self._peak = None
-        self._t_start = self._t_last = time.monotonic()
-        self._step_last = 0
+        self._t_start = time.monotonic()
 
     # -- lifecycle
     def on_fit_start(self, trainer, module):
         self.stream.rank = trainer.global_rank   # ranks are known now; the loader iterates later
-        self._peak, self.device_name = device_peak(module.device.type, str(trainer.precision))
+        self.speed.measure_peak(module.device.type, str(trainer.precision))
 
     def on_train_start(self, trainer, module):
-        self._t_start = self._t_last = time.monotonic()
-        self._step_last = self._seen = trainer.global_step
+        self._t_start = time.monotonic()
+        self._seen = trainer.global_step
+        self.speed.restart(trainer.global_step)
         if self.on_start is not None:
             self.on_start(trainer.global_step)
         if trainer.global_step == 0 and not self.rows:
@@ -72,7 +76,7 @@ class RunRecorder(L.Callback):
             self._log_train(trainer, step)
         if not self.diverged and step in self.plan.val_steps:
             self.validate(trainer, module, step)
-            self._t_last = time.monotonic()  # keep validation out of tokens/s
+            self.speed.restart(step)  # keep validation out of tokens/s
             if self.on_validation is not None and not last and self.on_validation(step, self.rows[-1]):
                 self.pruned = True
         if self.diverged or self.pruned:
@@ -80,6 +84,10 @@ class RunRecorder(L.Callback):
 
     def digest(self) -> int:
         return self.data.value()
+
+    @property
+    def device_name(self) -> str | None:
+        return self.speed.device_name
 
     # -- metrics rows
     def _log_train(self, trainer, step):
@@ -90,10 +98,6 @@ class RunRecorder(L.Callback):
         ld, nd, lc, nc, lt, nt = self._sums.tolist()  # one host sync per logged step
         self._sums = None
         plan = self.plan
-        now = time.monotonic()
-        dt = max(now - self._t_last, 1e-9)
-        n = step - self._step_last
-        self._t_last, self._step_last = now, step
         loss = lt / max(nt, 1)
         if not math.isfinite(loss) and not self.diverged:
             self.diverged = f"loss became non-finite at step {step}"
@@ -101,9 +105,8 @@ class RunRecorder(L.Callback):
             "split": "train", "step": step, "tokens": step * plan.tokens_per_step,
             "flops": step * plan.flops_per_step, "lr": trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0],
             "train_loss": loss, "train_loss_denoise": ld / nd if nd else None,
-            "train_loss_clm": lc / nc if nc else None, "tokens_per_s": n * plan.tokens_per_step / dt,
-            "mfu": n * plan.flops_per_step / dt / self._peak if self._peak else float("nan"),
-            "wall_s": self.elapsed_before + now - self._t_start,
+            "train_loss_clm": lc / nc if nc else None, **self.speed.since_last(step),
+            "wall_s": self.elapsed_before + time.monotonic() - self._t_start,
         })
         self.last_loss = loss
 
