@@ -236,3 +236,24 @@ def test_slug_follows_github():
         "inference-in-the-bill-after-sardana-et-al-2023-beyond-chinchilla-optimal")
     assert slug("Launch, relaunch, status") == "launch-relaunch-status"
     assert slug("snake_case name") == "snake_case-name"
+
+
+# A relative path of the project (not /etc/slurm/..., not a glob such as bench/results/train-*.json).
+_SOURCE_PATH = re.compile(r"(?<![/\w])(?:scaling|tests|bench|sweeps|slurm|analysis|docs)/[\w./-]*\w(?![\w*-])")
+
+
+def _source_paths():
+    for page in PAGES:
+        for lineno, line in enumerate(page.read_text().splitlines(), 1):
+            for m in _SOURCE_PATH.finditer(line):
+                yield page, lineno, m.group(0)
+
+
+def test_named_source_files_exist():
+    """A path of the project that a page names (`scaling/train/run.py`, `sweeps/demo-cpu.toml`)
+    exists: pages name the code a reader should open, and a move must not leave them stale."""
+    found = list(_source_paths())
+    assert len(found) > 20
+    stale = [f"{_rel(page)}:{lineno}: {path}" for page, lineno, path in found
+             if not (ROOT / path).exists() and not any(ch in path for ch in "*<")]
+    assert not stale, "pages name files that do not exist:\n" + "\n".join(stale)
