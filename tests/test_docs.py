@@ -257,3 +257,33 @@ def test_named_source_files_exist():
     stale = [f"{_rel(page)}:{lineno}: {path}" for page, lineno, path in found
              if not (ROOT / path).exists() and not any(ch in path for ch in "*<")]
     assert not stale, "pages name files that do not exist:\n" + "\n".join(stale)
+
+
+_DOTTED = re.compile(r"`(scaling(?:\.\w+)+)")
+
+
+def test_named_python_objects_exist():
+    """A dotted name a page gives in code (`scaling.fit.text.format_fit`) imports: the module
+    part imports and the rest is an attribute of it."""
+    import importlib
+
+    found = [(page, n, m.group(1)) for page in PAGES for n, line in enumerate(page.read_text().splitlines(), 1)
+             for m in _DOTTED.finditer(line)]
+    assert len(found) > 5
+    stale = []
+    for page, lineno, name in found:
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                stale.append(f"{_rel(page)}:{lineno}: {name}")
+            break
+        else:
+            stale.append(f"{_rel(page)}:{lineno}: {name}")
+    assert not stale, "pages name Python objects that do not exist:\n" + "\n".join(stale)
