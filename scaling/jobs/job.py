@@ -162,6 +162,12 @@ def is_main_process() -> bool:
     return current().is_main
 
 
+def _count_checkpoint(record: Path, step: int | None) -> None:
+    """One more checkpoint in the job record, and the step it was taken at."""
+    update_record(record, checkpointed=lambda n: (n or 0) + 1,
+                  checkpoint_steps=lambda steps: (steps or []) + [step])
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     """One sweep run; a TrialJob shares its lifecycle (_start_record, then _fit: the run, the
     report thread, stopped however fit() ends). Pickled: the config dict only, never a model."""
@@ -226,11 +232,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         if self._run is not None:
             self._run.save_checkpoint()
             if self.record:
-                trainer = getattr(self._run, "trainer", None)
-                step = getattr(trainer, "global_step", None)
+                step = getattr(getattr(self._run, "trainer", None), "global_step", None)
                 with self._lock:  # the report thread may be mid-write; it never waits on us
-                    update_record(Path(self.record), checkpointed=lambda n: (n or 0) + 1,
-                                  checkpoint_steps=lambda steps: (steps or []) + [step])
+                    _count_checkpoint(Path(self.record), step)
         # A fresh instance: `self` holds the live TrainingRun, which must not be pickled.
         return submitit.helpers.DelayedSubmission(self.fresh())
 
