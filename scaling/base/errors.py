@@ -22,3 +22,9 @@ class WriteError(UserError, OSError):
     read-only or not ours. One line naming the file and the system's reason, exit code 2; the
     file it would have replaced is untouched (rundir.atomic_file). Also an OSError, so code that
     tolerates an unwritable cache (`except OSError`) keeps doing so."""
+
+
+def first_line(e: BaseException) -> str:
+    """An unexpected exception in one line: its type and the first line of its message."""
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__

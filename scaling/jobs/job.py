@@ -24,7 +24,10 @@ from pathlib import Path
 import submitit
 from submitit.slurm import slurm as slurm_env
 
+from scaling.base.config import TrainConfig
 from scaling.base.rundir import atomic_write_json
+from scaling.base.signals import checkpoint_signal_held
+from scaling.train.distributed import current
 
 
 
@@ -157,8 +160,6 @@ def training_run(cfg, on_validation=None):
 def is_main_process() -> bool:
     """Rank 0 of a DDP job, or a job of one process (torch-free: scaling.train.distributed
     reads the environment the launcher set)."""
-    from scaling.train.distributed import current
-
     return current().is_main
 
 
@@ -179,16 +180,12 @@ class TrainJob(submitit.helpers.Checkpointable):
         self._lock = threading.Lock()
 
     def __call__(self) -> dict:
-        from scaling.base.signals import checkpoint_signal_held
-
         # Before torch's threads and the report thread start: they inherit the blocked USR2,
         # and only the trainer's step boundaries let it through (see scaling/base/signals.py).
         with checkpoint_signal_held(), once_per_process():
             return self._call()
 
     def _call(self) -> dict:
-        from scaling.base.config import TrainConfig
-
         cfg = TrainConfig.from_dict(self.config)
         # A DDP job is several tasks of one run: only rank 0 keeps the job's record (and
         # submitit calls checkpoint() on rank 0 only).

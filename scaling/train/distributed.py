@@ -11,8 +11,9 @@ one of three places, and `current()` says which:
   demo, `tune`): the calling process becomes a supervisor that starts W worker processes,
   forwards Ctrl-C/SIGTERM to them, stops them all if one dies, and returns their run record.
 
-A lone process under Slurm (one task) is "single" too, and Lightning still gets its
-SLURMEnvironment (lightning_environment), with requeueing left to submitit.
+A lone process under Slurm (one task) is "single" too; what Lightning is told about each
+case is trainer.lightning_environment's. Torch-free: a job (scaling/jobs/job.py) asks which
+process it is before it loads the trainer.
 """
 
 from __future__ import annotations
@@ -29,9 +30,6 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-from lightning.fabric.plugins.environments import ClusterEnvironment
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from scaling.base.errors import UserError
 from scaling.base.rundir import RUN_JSON, read_run_json
@@ -85,55 +83,6 @@ def check_world(proc: Process, world: int) -> None:
             f"the run asks for {world} process(es) (devices x num_nodes) but {proc.source} started "
             f"{proc.world} task(s); set tasks_per_node x nodes to match"
         )
-
-
-def lightning_environment(proc: Process):
-    """The Lightning ClusterEnvironment for this process: None for a lone process outside
-    Slurm. The one place Slurm is told to Lightning: under Slurm (one task or several)
-    Lightning's own SLURMEnvironment, with requeueing left to submitit, which owns it."""
-    if proc.source == "slurm" or (proc.source == "single" and os.environ.get("SLURM_JOB_ID")):
-        return SLURMEnvironment(auto_requeue=False)
-    if proc.source == "single":
-        return None
-
-    class Given(ClusterEnvironment):
-        """Ranks fixed by whoever started the processes (submitit local, launch_workers)."""
-
-        @property
-        def creates_processes_externally(self) -> bool:
-            return True
-
-        @property
-        def main_address(self) -> str:
-            return proc.addr
-
-        @property
-        def main_port(self) -> int:
-            return proc.port
-
-        @staticmethod
-        def detect() -> bool:
-            return True
-
-        def world_size(self) -> int:
-            return proc.world
-
-        def set_world_size(self, size: int) -> None:
-            pass
-
-        def global_rank(self) -> int:
-            return proc.rank
-
-        def set_global_rank(self, rank: int) -> None:
-            pass
-
-        def local_rank(self) -> int:
-            return proc.local_rank
-
-        def node_rank(self) -> int:
-            return proc.node_rank
-
-    return Given()
 
 
 def _free_port() -> int:

@@ -18,18 +18,13 @@ import torch
 
 from scaling import __version__
 from scaling.base.config import TrainConfig
-from scaling.base.errors import WriteError
+from scaling.base.errors import WriteError, first_line
 from scaling.base.rundir import RUN_JSON, RunStatus, atomic_write_json
 from scaling.train.schedule import RunPlan
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def first_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
 
 
 def versions() -> dict:

@@ -1,5 +1,6 @@
 """The Lightning Trainer of a run, wired once: the accelerator and precision a config asks for,
-the thread count (base/threads.py decides), the cluster environment (distributed.py), DDP when
+the thread count (base/threads.py decides), the cluster environment (lightning_environment:
+the one place Slurm is told to Lightning), DDP when
 the run has several processes, and none of Lightning's own logging, checkpointing or
 validation loops: the callbacks (scaling/train/callbacks/) own those.
 """
@@ -8,17 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import warnings
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import ClusterEnvironment
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.base.threads import threads_for
-from scaling.train.distributed import Process, lightning_environment
+from scaling.train.distributed import Process
 from scaling.train.schedule import RunPlan
 from scaling.train.stream import BatchStream
 
@@ -55,6 +59,55 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, process: Process, callbacks: 
         default_root_dir=str(run_dir), callbacks=callbacks, plugins=[env] if env is not None else None,
     )
     return trainer, accel, precision
+
+
+def lightning_environment(proc: Process):
+    """The Lightning ClusterEnvironment for this process: None for a lone process outside
+    Slurm. The one place Slurm is told to Lightning: under Slurm (one task or several)
+    Lightning's own SLURMEnvironment, with requeueing left to submitit, which owns it."""
+    if proc.source == "slurm" or (proc.source == "single" and os.environ.get("SLURM_JOB_ID")):
+        return SLURMEnvironment(auto_requeue=False)
+    if proc.source == "single":
+        return None
+
+    class Given(ClusterEnvironment):
+        """Ranks fixed by whoever started the processes (submitit local, launch_workers)."""
+
+        @property
+        def creates_processes_externally(self) -> bool:
+            return True
+
+        @property
+        def main_address(self) -> str:
+            return proc.addr
+
+        @property
+        def main_port(self) -> int:
+            return proc.port
+
+        @staticmethod
+        def detect() -> bool:
+            return True
+
+        def world_size(self) -> int:
+            return proc.world
+
+        def set_world_size(self, size: int) -> None:
+            pass
+
+        def global_rank(self) -> int:
+            return proc.rank
+
+        def set_global_rank(self, rank: int) -> None:
+            pass
+
+        def local_rank(self) -> int:
+            return proc.local_rank
+
+        def node_rank(self) -> int:
+            return proc.node_rank
+
+    return Given()
 
 
 def loader(stream: BatchStream, accel: str) -> torch.utils.data.DataLoader:

@@ -19,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from scaling.base.errors import UserError
+from scaling.base.config import TrainConfig
+from scaling.base.errors import UserError, first_line
+from scaling.base.rundir import RunStatus
+from scaling.train.schedule import val_schedule
 from scaling.jobs.job import TrainJob, training_run, update_record
 from scaling.tuning.study import TRIALS_DIR, Space, load, sampler
 
@@ -59,16 +62,12 @@ class TrialJob(TrainJob):
         try:
             rec = self._fit(run)
         except Exception as e:  # KeyboardInterrupt / SystemExit (preempted): the trial stays RUNNING
-            from scaling.train.record import first_line
-
             _tell(study, n, "failed", error=str(e) if isinstance(e, UserError) else first_line(e))
             raise
         return self._told(study, n, rec)
 
     def _config(self, trial):
         """The trial's run: the template with the trial's values, in OUT/<size>/trials/<n>/."""
-        from scaling.base.config import TrainConfig
-
         spec, out = self.spec, Path(self.spec["out"])
         return TrainConfig.from_dict({
             **spec["template"], **Space.values(trial.params), "progress": False,
@@ -78,8 +77,6 @@ class TrialJob(TrainJob):
 
     def _told(self, study, n: int, rec: dict) -> dict:
         """Tell the study how the run ended, or leave a run stopped by a signal to resume."""
-        from scaling.base.rundir import RunStatus
-
         status = RunStatus.of(rec)
         loss = ((rec.get("val") or {}).get("mixed") or {}).get("loss")
         if status.resumable:
@@ -135,8 +132,6 @@ def _read(path: Path) -> dict:
 def _pruning(trial, cfg):
     """TrainingRun's on_validation: report each validation loss to the trial, as the k-th
     point (the same token fraction for any batch), and stop the run where the pruner says."""
-    from scaling.train.schedule import val_schedule
-
     points = val_schedule(cfg.tokens // cfg.tokens_per_step, cfg.val_points)
 
     def on_validation(step: int, row: dict) -> bool:
