@@ -1,8 +1,8 @@
 """`scaling` command line: a thin dispatcher over scaling/commands/<name>.py.
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets
-``func`` to a callable taking the parsed args and returning an exit code. Modules are
-imported lazily by name so `scaling fit` never pays for importing torch.
+``func`` to a callable taking the parsed args and returning an exit code. Only the module of
+the command asked for is imported, so `scaling fit` never pays for importing torch.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 
+from scaling import __version__
 from scaling.base.errors import UserError, one_line
 
 # Order is the order of the data flow, and the order shown in --help.
@@ -51,14 +52,14 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         "corpus -> token shards (prepare) -> runs (train, sweep) -> results table (sweep collect) "
         "-> fits (fit) -> plan (plan) -> pictures and report (plot, report).",
     )
-    from scaling import __version__
-
     parser.add_argument("--version", action="version", version=f"scaling {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Import only the command asked for, unless help is wanted.
+    # Import only the command asked for: the one seam where the rest of the package is loaded
+    # (`scaling train` loads torch, `scaling plan` never does). `scaling --help` lists the
+    # commands from COMMANDS without importing any of them.
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
-        if wanted in COMMANDS and name != wanted:
+        if name != wanted:
             sub.add_parser(name, help=help_text)
             continue
         module = _load(name)

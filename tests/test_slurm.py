@@ -99,7 +99,7 @@ def job_log(out: Path, job_id: str) -> str:
 @dataclass
 class OneRun:
     """A one-run sweep on the cluster: its job, its run's name and steps, and the small record
-    its job keeps (sweep/jobs.py), read as the job rewrites it."""
+    its job keeps (jobs/job.py), read as the job rewrites it."""
 
     out: Path
     job_id: str
@@ -411,7 +411,7 @@ def preempt_array_task(task: str) -> None:
     the requeued job gets a second USR2 soon after its restart (and the caller blocks). The
     task's own job id (%A) takes the same path; a bare array id signals every task. The step
     signal itself reached the task twice, 23 ms apart, in one of two runs: the job's USR2
-    handler runs once per process (sweep/jobs.py once_per_process), which this exercises."""
+    handler runs once per process (jobs/job.py once_per_process), which this exercises."""
     t = time.time()
     r = subprocess.run(["scancel", "--signal=USR2", f"{task}.0"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, (r.stderr, subprocess.run(["squeue", "-s", "-r"], capture_output=True, text=True).stdout)

@@ -6,7 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from scaling.base.config import format_count
 from scaling.jobs.executors import EXECUTORS
+from scaling.sweep.collect import CURVES, RESULTS, collect
+from scaling.sweep.launch import launch
+from scaling.sweep.spec import format_budget, load_sweep
+from scaling.sweep.status import summary, sweep_states, table, watch
 
 
 def register(subparsers) -> None:
@@ -55,9 +60,6 @@ def _hms(seconds: float) -> str:
 
 
 def plan_table(sweep, executor: str | None = None) -> str:
-    from scaling.base.config import format_count
-    from scaling.sweep.spec import format_budget
-
     res = sweep.resources
     fps = res.flops_per_s()
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
@@ -95,8 +97,6 @@ def _lr_cell(r) -> str:
 
 
 def run_plan(args) -> int:
-    from scaling.sweep.spec import load_sweep
-
     sweep = load_sweep(args.file)
     if args.json:
         for r in sweep.runs:
@@ -110,10 +110,6 @@ def run_plan(args) -> int:
 
 
 def run_launch(args) -> int:
-    from scaling.sweep.launch import launch
-    from scaling.sweep.spec import load_sweep
-    from scaling.sweep.status import summary
-
     sweep = load_sweep(args.file)
     res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
                  retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
@@ -129,15 +125,11 @@ def run_launch(args) -> int:
     if res.executor == "slurm" and res.submitted and not args.wait:
         print(f"watch with: scaling sweep status {res.dir} --watch")
     if res.executor != "slurm" or args.wait:
-        from scaling.sweep.status import sweep_states
-
         print(summary(sweep_states(res.dir)))
     return 1 if res.errors else 0
 
 
 def run_status(args) -> int:
-    from scaling.sweep.status import summary, sweep_states, table, watch
-
     if args.watch is not None:
         states = watch(args.dir, args.watch)
         return 0
@@ -163,9 +155,6 @@ def _damaged(states, problems=()) -> int:
 
 
 def run_collect(args) -> int:
-    from scaling.sweep.collect import CURVES, RESULTS, collect
-    from scaling.sweep.status import summary
-
     problems: list[str] = []
     results, curves, states = collect(args.dir, problems)
     incomplete = [s for s in states if s.state != "completed"]

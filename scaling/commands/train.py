@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from scaling.base.config import TrainConfig, parse_count
+from scaling.train.run import TrainingRun
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -44,8 +47,6 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from scaling.base.config import TrainConfig, parse_count
-
     values = dict(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data,
                   seed=args.seed, tied_embeddings=not args.untied, device=args.device, precision=args.precision,
                   compile=args.compile, devices=args.devices, progress=not args.no_progress)
@@ -62,9 +63,6 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import sys
-
-    from scaling.base.config import parse_count
-    from scaling.train.run import TrainingRun
 
     cfg = config_from_args(args)
     parse_count(cfg.params, "--params")  # fail fast on a bad size string, before any data work

@@ -9,6 +9,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from scaling.base.config import TrainConfig, format_count, parse_count
+from scaling.base.errors import UserError
+from scaling.jobs.executors import Resources, SlurmSettings, check_executor
+from scaling.sweep.spec import load_sweep, model_stats
+from scaling.tuning.figures import write_figure
+from scaling.tuning.launch import Tuner
+from scaling.tuning.rules import at_edge
+from scaling.tuning.status import format_status, tune_status
+from scaling.tuning.study import SizeStudy, Space, TuneConfig, load, size_key, study_names
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -53,8 +63,6 @@ def register(sub) -> None:
 
 
 def _range(text: str | None, flag: str, kind=float):
-    from scaling.base.errors import UserError
-
     if text is None:
         return None
     lo, sep, hi = text.partition(":")
@@ -68,12 +76,6 @@ def _range(text: str | None, flag: str, kind=float):
 
 def _sizes(args):
     """(sizes, resources, slurm settings, default executor) from the flags or a sweep file."""
-    from scaling.base.config import TrainConfig, format_count, parse_count
-    from scaling.base.errors import UserError
-    from scaling.jobs.executors import Resources, SlurmSettings
-    from scaling.sweep.spec import load_sweep, model_stats
-    from scaling.tuning.study import SizeStudy, size_key
-
     given = [f for f, v in (("--params", args.params), ("--sizes", args.sizes), ("--sweep", args.sweep)) if v]
     if len(given) != 1:
         raise UserError("tune: give exactly one of --params, --sizes or --sweep" + (f" (got {', '.join(given)})" if given else ""))
@@ -124,11 +126,6 @@ def _sizes(args):
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace as dc_replace
 
-    from scaling.base.errors import UserError
-    from scaling.jobs.executors import check_executor
-    from scaling.tuning.launch import Tuner
-    from scaling.tuning.study import Space, TuneConfig
-
     if not args.out:
         raise UserError("tune: --out is required (the study directory, e.g. tune/demo)")
     space = Space(lr=(args.lr_min, args.lr_max), batch_size=_range(args.batch_range, "--batch-range", int),
@@ -151,8 +148,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(report(Path(args.out), doc))
     if doc is not None and args.plots:
-        from scaling.tuning.figures import write_figure
-
         print(f"wrote {write_figure(doc, args.plots)}")
     if tuner.stopped:
         print(f"a trial stopped before its budget: rerun the same command to resume {args.out}")
@@ -165,8 +160,6 @@ def run(args: argparse.Namespace) -> int:
 
 def report(out: Path, doc: dict | None) -> str:
     """Per size: a table of its trials, the best beside the rule of N; then the fits."""
-    from scaling.tuning.study import load, study_names, Space
-
     lines = []
     sizes = {s["study"]: s for s in (doc or {}).get("sizes", [])}
     for name in study_names(out):
@@ -196,7 +189,6 @@ def report(out: Path, doc: dict | None) -> str:
             if s.get("lr_rule_loss") is not None:
                 rule += f", loss {s['lr_rule_loss']:.4f}"
             lo, hi = s["space"]["lr"]
-            from scaling.tuning.rules import at_edge
 
             edge = "  (at the edge of the range: widen --lr-min/--lr-max)" if at_edge(b["lr"], lo, hi) else ""
             more = "".join(f", {k} {b[k]:.4g}" for k in ("batch_size", "beta2") if k in b)
@@ -211,8 +203,6 @@ def report(out: Path, doc: dict | None) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from scaling.tuning.status import format_status, tune_status
-
     rows = tune_status(args.dir, log=lambda line: print(line, file=sys.stderr))
     if args.json:
         for r in rows:

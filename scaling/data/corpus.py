@@ -34,6 +34,8 @@ import sysconfig
 from pathlib import Path
 
 from scaling.base.errors import UserError
+from scaling.base.rundir import temp_dir_beside
+from scaling.base.threads import worker_processes
 
 # Bump when the extraction rules change: it is part of the cache key.
 CORPUS_VERSION = 3
@@ -250,15 +252,13 @@ def extract_file(path: str) -> list[tuple[str, list[str]]]:
 
 
 def _n_workers() -> int:
-    from scaling.base.threads import worker_processes
-
     return worker_processes()
 
 
 def build_default_corpus(out_dir: Path, progress: bool = True) -> dict:
     """Extract the corpus into out_dir (docs.jsonl, provenance.json); return the provenance."""
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
@@ -344,7 +344,6 @@ def default_corpus_dir(progress: bool = True) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(final.parent)
-    from scaling.base.rundir import temp_dir_beside
 
     tmp = temp_dir_beside(final)
     try:

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from scaling.base.errors import UserError
+from scaling.base.threads import worker_processes
 
 PAD_ID, EOS_ID, CLM_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<eos>", "[CLM]", "<unk>")
@@ -223,8 +224,6 @@ class TrainedTokenizer:
 
 def n_workers() -> int:
     """Tokenizing processes (threads.worker_processes)."""
-    from scaling.base.threads import worker_processes
-
     return worker_processes()
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaling.base.cost import PEAK_BF16
 from scaling.base.errors import UserError
 
 EXECUTORS = ("local", "slurm", "debug")
@@ -64,8 +65,6 @@ class Resources:
         if self.achieved_flops:
             return self.achieved_flops
         if self.gpus_per_node:
-            from scaling.base.cost import PEAK_BF16
-
             # Assumed: an H100's bf16 dense peak (989 TFLOP/s) at 40% MFU, per GPU.
             return 0.4 * PEAK_BF16["H100"] * self.gpus_per_node * self.nodes
         # Assumed: ~1e11 FLOP/s per CPU core (measured ~1.5-2.7e11 on 2 laptop-class cores

@@ -1,2 +1,3 @@
-"""Sweeps: sweep files expanded to runs (spec), submitted as submitit job arrays (launch,
-jobs), watched (status) and gathered into one results table (collect)."""
+"""Sweeps: sweep files expanded to runs (spec, sizes), submitted through the jobs layer
+(launch: one job array on Slurm, local processes, or in-process), watched (status) and
+gathered into one results table (collect)."""

@@ -20,10 +20,12 @@ from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_bytes, read_run_json
 from scaling.jobs.executors import check_executor, open_launch
+from scaling.jobs.job import TrainJob
 from scaling.jobs.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.jobs.states import error_line, slurm_states
+from scaling.sweep.sizes import check_stated_vocab
 from scaling.sweep.spec import RunSpec, Sweep
-from scaling.sweep.status import DONE, RunState, _state
+from scaling.sweep.status import DONE, RunState, _state, sweep_states
 
 RESUBMIT = {"not launched", "cancelled", "timeout", "preempted", "interrupted", "corrupt"}
 RETRY = {"failed", "diverged"}
@@ -108,8 +110,6 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
         return result
 
     if sweep.vocab_size is not None:
-        from scaling.sweep.sizes import check_stated_vocab
-
         for data in sorted({r.config.data or "" for r in todo}):
             try:
                 check_stated_vocab(data or None, sweep.vocab_size)
@@ -141,8 +141,6 @@ class _Submission:
     def job(self, r: RunSpec):
         """The run's TrainJob: its config with an absolute out (jobs may start in another
         cwd), no progress bars in job logs, and its job record."""
-        from scaling.jobs.job import TrainJob
-
         c = r.config.to_dict()
         c["out"] = str(self.ledger.run_dir(r.name).resolve())
         c["progress"] = False
@@ -225,8 +223,6 @@ def _bar(total: int, enabled: bool, desc: str):
 def wait_for(dir: Path, names: list[str] | None = None, progress: bool = True, poll_s: float = 5.0,
              timeout_s: float | None = None) -> list[RunState]:
     """Block until no run of the sweep is pending or running; returns the final states."""
-    from scaling.sweep.status import sweep_states
-
     start = time.time()
     bar = None
     try:

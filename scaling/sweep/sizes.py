@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from scaling.base.errors import UserError
+from scaling.base.shapes import model_config
+from scaling.data.shards import resolve_data
 
 
 def _meta_vocab(shards: Path) -> int:
@@ -34,8 +36,6 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
     elif stated is not None:
         return stated
     else:
-        from scaling.data.shards import resolve_data
-
         real = _meta_vocab(Path(resolve_data(data)))
     if stated is not None and stated != real:
         raise UserError(f"sweep.vocab_size = {stated}, but the data {data or '(embedded corpus)'} has a vocabulary of {real}")
@@ -44,8 +44,6 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
 
 def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None,
               stated_vocab: int | None = None):
-    from scaling.base.shapes import model_config
-
     return model_config(params, vocab_size(data, stated_vocab), seq_len, tied_embeddings)
 
 
@@ -55,8 +53,6 @@ def check_stated_vocab(data: str | None, stated: int) -> None:
     prepares) the data, as the jobs would."""
     path = Path(data) if data not in (None, "", "default") else None
     if path is None or not (path / "meta.json").exists():
-        from scaling.data.shards import resolve_data
-
         path = Path(resolve_data(data))
     real = _meta_vocab(path)
     if real != stated:

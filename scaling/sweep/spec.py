@@ -25,10 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from scaling.base.config import TrainConfig, format_count, parse_count
-from scaling.base.config import read_toml
+from scaling.base.config import TrainConfig, format_count, parse_count, read_toml
 from scaling.base.errors import UserError
 from scaling.jobs.executors import EXECUTORS, Resources, SlurmSettings
+from scaling.sweep.sizes import model_for
+from scaling.tuning.rules import resolve
 
 KINDS = ("grid", "isoflop")
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
@@ -200,8 +201,6 @@ class Sweep:
 @lru_cache(maxsize=4096)
 def _model(params: str, tied: bool, seq_len: int, data: str | None, vocab: int | None):
     """The model the trainer will build for this size (cached: the size rule searches shapes)."""
-    from scaling.sweep.sizes import model_for
-
     return model_for(params, tied_embeddings=tied, seq_len=seq_len, data=data, stated_vocab=vocab)
 
 
@@ -326,8 +325,6 @@ def _derive(path: Path, r: RunSpec, derived: dict) -> RunSpec:
     for key, how in derived.items():
         where = f"{path}: train.{key}"
         if "tuned" in how:
-            from scaling.tuning.rules import resolve
-
             value, sources[key] = resolve(how["tuned"], key, r.n_params_nonembed, f"{where} (run {r.name})")
         else:
             value, sources[key] = how["coef"] * r.n_params_nonembed ** how["exp"], f"rule {how['coef']:.3g}·N^{how['exp']:.3g}"

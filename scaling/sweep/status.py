@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.base.config import TrainConfig, format_count
 from scaling.base.errors import UserError
 from scaling.base.rundir import RUN_JSON, RunStatus, read_run_json
 from scaling.jobs.ledger import JOBS, RUNS, Ledger, RunEntry, load_ledger
@@ -67,8 +68,6 @@ class RunState:
 
 def _tokens_per_step(cfg: dict) -> int:
     """TrainConfig.tokens_per_step of a stored config; 0 when it does not read as one."""
-    from scaling.base.config import TrainConfig
-
     try:
         return TrainConfig.from_dict(cfg).tokens_per_step
     except (UserError, TypeError):
@@ -178,8 +177,6 @@ def summary(states: list[RunState]) -> str:
 
 def table(states: list[RunState], width: int | None = None) -> str:
     """One line per run; errors are cut to the terminal's width only when printing to one."""
-    from scaling.base.config import format_count
-
     rows = [("run", "state", "N", "tokens", "procs", "requeued", "job", "error")]
     for s in states:
         rec = s.record or {}

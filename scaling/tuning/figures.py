@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scaling.base.config import format_count
+
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -12,8 +14,6 @@ def tune_figure(doc: dict):
     """doc: tuned.json (rules.write)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
-    from scaling.base.config import format_count
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("validation loss against peak lr, per size",
                                                        "best lr against N (non-embedding)"))

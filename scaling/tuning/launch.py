@@ -27,10 +27,23 @@ import time
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.jobs.executors import ExecutorSettings, Resources, SlurmSettings, check_executor, open_launch, require_sbatch
+from scaling.data.shards import TokenShards, resolve_data
+from scaling.jobs.executors import (
+    ExecutorSettings,
+    Resources,
+    SlurmSettings,
+    check_executor,
+    open_launch,
+    require_sbatch,
+)
+from scaling.jobs.job import update_record
 from scaling.jobs.ledger import Job
+from scaling.jobs.states import error_line
+from scaling.train.schedule import make_plan
+from scaling.tuning import rules
+from scaling.tuning.jobs import TrialJob
 from scaling.tuning.status import Ledger, Slot, job_states, reap
-from scaling.tuning.study import LOCK, SizeStudy, TuneConfig, open_or_create
+from scaling.tuning.study import LOCK, SizeStudy, Space, TuneConfig, fail_trial, open_or_create
 
 
 class Tuner:
@@ -85,8 +98,6 @@ class Tuner:
             time.sleep(max(self.poll_s, 2.0))
 
     def _finish(self) -> dict | None:
-        from scaling.tuning import rules
-
         doc = rules.write(self.out)
         self.sizes = doc["sizes"]
         return doc if any(s["best"] for s in doc["sizes"]) else None
@@ -96,9 +107,6 @@ def _rule(s: SizeStudy) -> dict:
     """The rule-of-N lr for this size on this data; also fails fast on a bad corpus or a
     budget smaller than one batch, before anything is submitted."""
     from dataclasses import replace
-
-    from scaling.data.shards import TokenShards, resolve_data
-    from scaling.train.schedule import make_plan
 
     shards = TokenShards.open(resolve_data(s.template.data), "train")
     plan = make_plan(replace(s.template, lr=None), shards.vocab_size)
@@ -166,8 +174,6 @@ class _Launch:
 
     def job(self, slot: Slot):
         """The TrialJob of a slot."""
-        from scaling.tuning.jobs import TrialJob
-
         s, out, cfg = self.sizes[slot.key], self.out, self.cfg
         t = s.template.to_dict()
         t["data"] = str(Path(t["data"]).resolve()) if t.get("data") else None  # jobs may start elsewhere
@@ -201,8 +207,6 @@ class _Launch:
 def _foreground(tuner: Tuner, launch: _Launch, order: list, studies: dict) -> None:
     """Local and debug: run the trials `parallelism` at a time (debug: one, in-process) until
     every one has ended, or a trial stopped before its budget (then no new one starts)."""
-    from scaling.jobs.job import update_record
-
     n = 1 if tuner.kind == "debug" else tuner.exe.resources.concurrent()
     queue, running = list(order), []
     done = 0
@@ -228,8 +232,6 @@ def _foreground(tuner: Tuner, launch: _Launch, order: list, studies: dict) -> No
 
 def _outcome(kind: str, job) -> tuple[dict | None, str | None]:
     """(result, error) of a local or debug job that ended."""
-    from scaling.jobs.states import error_line
-
     if kind == "debug":
         e = job.exception()  # not result(): a debug job's result() opens pdb post-mortem
         if e is None:
@@ -248,8 +250,6 @@ def _outcome(kind: str, job) -> tuple[dict | None, str | None]:
 def _ended(tuner: Tuner, slot: Slot, job, study, progress: str) -> None:
     """A local or debug job ended: log it; a trial its job left RUNNING without stopping
     cleanly (killed, raised before telling) is marked failed now."""
-    from scaling.tuning.study import fail_trial
-
     res, err = _outcome(tuner.kind, job)
     rec = slot.record(tuner.out)
     n = (res or {}).get("trial", rec.get("trial"))
@@ -268,8 +268,6 @@ def _ended(tuner: Tuner, slot: Slot, job, study, progress: str) -> None:
 
 def _trial_line(study, n: int) -> str:
     """Trial n's values and outcome, and the study's best so far."""
-    from scaling.tuning.study import Space
-
     t = study.get_trials(deepcopy=False)[n]
     vals = Space.values(t.params)
     what = f"loss {t.value:.4f}" if t.value is not None and t.state.name == "COMPLETE" else (

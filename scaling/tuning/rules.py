@@ -23,6 +23,7 @@ from scaling.base.config import format_count
 from scaling.base.errors import UserError
 from scaling.base.intervals import CI
 from scaling.base.rundir import atomic_write_json
+from scaling.tuning.study import BEST, TRIALS_DIR, Space, load, study_names
 
 TUNED = "tuned.json"
 FITTED = ("lr", "batch_size")
@@ -61,8 +62,6 @@ def collect(out: Path) -> list[dict]:
     """Per size (small to large): its identity, best trial, and every completed trial."""
     from optuna.trial import TrialState
 
-    from scaling.tuning.study import Space, load, study_names
-
     sizes = []
     for name in study_names(out):
         study = load(out, name)
@@ -98,8 +97,6 @@ def fits(sizes: list[dict], n_boot: int = 1000) -> dict:
 
 def write(out: Path, n_boot: int = 1000) -> dict:
     """OUT/<size>/best.json per size with a completed trial, and OUT/tuned.json."""
-    from scaling.tuning.study import BEST, TRIALS_DIR
-
     out = Path(out)
     sizes = collect(out)
     for s in sizes:

@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaling.base.config import format_count
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_json
 from scaling.jobs.ledger import Job
 from scaling.jobs.states import job_error, scheduler_state, slurm_states
-from scaling.tuning.study import JOBS_DIR, LEDGER, LOCK
+from scaling.tuning.study import JOBS_DIR, LEDGER, LOCK, Space, fail_trial, load, study_names
 
 STATES = ("completed", "running", "pending", "pruned", "failed")
 
@@ -127,8 +128,6 @@ def reap(out: Path, study, key: str, slots: list[Slot], states: dict, log=None) 
     {"running": [trial numbers alive], "resumable": [...], "pending": [slots not started]}."""
     from optuna.trial import TrialState
 
-    from scaling.tuning.study import fail_trial
-
     mine = [s for s in slots if s.key == key]
     by_trial: dict[int, tuple[Slot, dict]] = {}
     pending, asking = [], []
@@ -187,8 +186,6 @@ def summarize(study, flight: dict) -> dict:
     """Counts per state, and the best completed trial so far."""
     from optuna.trial import TrialState
 
-    from scaling.tuning.study import Space
-
     trials = study.get_trials(deepcopy=False)
     c = {k: 0 for k in STATES}
     for t in trials:
@@ -208,8 +205,6 @@ def summarize(study, flight: dict) -> dict:
 
 
 def tune_status(out: Path, log=None) -> list[dict]:
-    from scaling.tuning.study import load, study_names
-
     out = Path(out)
     names = study_names(out)
     ledger = Ledger.load(out)
@@ -223,8 +218,6 @@ def tune_status(out: Path, log=None) -> list[dict]:
 
 
 def format_status(rows: list[dict]) -> str:
-    from scaling.base.config import format_count
-
     head = ("size", "N", "tokens", "done", "running", "pending", "pruned", "failed", "best lr", "best loss", "trial")
     extra = sorted({k for r in rows if r["best"] for k in r["best"] if k in ("batch_size", "beta2")})
     head = head[:9] + tuple(f"best {k}" for k in extra) + head[9:]
