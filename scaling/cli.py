@@ -24,7 +24,7 @@ COMMANDS = {
     "plan": "extrapolate a fit to a training plan and its cost",
     "report": "one self-contained HTML report: runs, fits, held-out check, plan, figures",
     "plot": "one figure of a sweep, its fit or a plan, as HTML, PNG or SVG",
-    "tune": "per-size learning-rate search with Optuna",
+    "tune": "per-size learning-rate (and batch, beta2) search with Optuna",
 }
 
 

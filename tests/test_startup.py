@@ -70,3 +70,20 @@ def test_only_a_closed_stdout_counts_as_the_reader_gone(monkeypatch):
         os.close(r)
         assert _stdout_reader_gone()          # it went away
         monkeypatch.undo()
+
+
+def test_a_job_unpickles_without_numpy_or_torch():
+    """submitit unpickles a job before the job blocks USR2 (scaling/base/signals.py): the
+    modules that loads must start no threads (numpy's BLAS, torch's), or USR2 could land on
+    one of them and checkpoint in the middle of a step."""
+    probe = """
+import sys, threading
+from submitit.helpers import DelayedSubmission
+for name in ("train_job", "trial_job"):
+    DelayedSubmission.load(f"tests/data/jobs-0.1/{name}.pkl")
+heavy = sorted(m for m in ("numpy", "torch", "lightning") if m in sys.modules)
+print("HEAVY:" + ",".join(heavy), "THREADS:" + str(threading.active_count()))
+"""
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["HEAVY:", "THREADS:1"], r.stdout

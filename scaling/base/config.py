@@ -77,9 +77,12 @@ class ConfigError(UserError):
         return UserError(f"{where(self.key)} {self.reason}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run. Defaults suit a CPU laptop; sweeps override them.
+
+    Frozen: checked once, when it is made, it stays valid (dataclasses.replace and `updated`
+    make a new one, checked again).
 
     One piece: the fields, their limits (LIMITS) and the check of them are the one owner of
     what a valid run is; every entry point builds its config here (`build`, `from_dict`)."""
@@ -197,14 +200,15 @@ class TrainConfig:
         """dataclasses.replace, with a refused value named as `where` spells it."""
         return self.build({**self.to_dict(), **changes}, where)
 
-    def whole_batches(self, tokens: float, what: str = "token budget") -> int:
+    def whole_batches(self, tokens: float, what: str = "token budget", batch_size: int | None = None) -> int:
         """`tokens` rounded down to whole batches of this config (a run trains whole optimizer
-        steps); UserError when not even one batch fits. The one owner of that rule: the
-        trainer's plan, sweep files and tune all ask here."""
-        bt = self.tokens_per_step
+        steps), or of `batch_size` sequences; UserError when not even one batch fits. The one
+        owner of that rule: the trainer's plan, sweep files and tune all ask here."""
+        batch = self.batch_size if batch_size is None else batch_size
+        bt = batch * self.seq_len
         if tokens < bt:
             raise UserError(f"{what}: {format_count(tokens)} tokens is less than one batch "
-                            f"({self.batch_size} x {self.seq_len} = {bt:,} tokens)")
+                            f"({batch} x {self.seq_len} = {bt:,} tokens)")
         return int(tokens // bt) * bt
 
     def to_dict(self) -> dict:

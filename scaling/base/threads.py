@@ -43,12 +43,14 @@ def cpus_granted() -> int:
     return max(1, n)
 
 
-def threads_for(flops_per_step: float, cpus: int | None = None, accelerator: str = "cpu") -> int:
+def threads_for(flops_per_step: float, cpus: int | None = None, accelerator: str = "cpu",
+                default: int | None = None) -> int:
     """Threads for a run whose step costs flops_per_step FLOPs (per process, per micro-batch),
     on `cpus` cores (default: the cores granted to this process). The one place a run's thread
     count is decided: the trainer calls it, a job or a DDP worker only grants cores (Slurm's
-    SLURM_CPUS_PER_TASK, OMP_NUM_THREADS). On a GPU the CPU only feeds it: every granted core."""
+    SLURM_CPUS_PER_TASK, OMP_NUM_THREADS). On a GPU the CPU only feeds it: torch's own
+    `default` (its physical cores), capped at the cores granted."""
     cpus = cpus_granted() if cpus is None else cpus
     if accelerator != "cpu":
-        return cpus
+        return min(cpus, default or cpus)
     return max(1, min(cpus, int(flops_per_step // FLOPS_PER_THREAD)))

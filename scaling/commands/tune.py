@@ -88,7 +88,9 @@ def _sizes(args):
     over = {k: getattr(args, k) for k in ("seq_len", "batch_size", "val_points") if getattr(args, k) is not None}
     if args.sweep:
         sw = load_sweep(args.sweep)
-        base = sw.runs[0].config.updated(lambda key: flags.get(key, f"--{key.replace('_', '-')}"), **over)
+        base = sw.runs[0].config.updated(
+            lambda key: flags.get(key, f"--{key.replace('_', '-')}") if key in over else f"{args.sweep}: train.{key}",
+            **over)
         resources, slurm, default = sw.resources, sw.slurm, sw.resources.default
         budgets: dict[str, set] = {}
         for r in sw.runs:

@@ -492,7 +492,9 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
                 # Every run takes the same number of optimizer steps: its batch grows with its
                 # tokens, so no run of the sweep is favoured for having more updates.
                 per_seq = base.tokens_per_step // base.batch_size
-                run_base = replace(base, batch_size=max(1, round(c / spec.flops_per_token / (steps * per_seq))))
+                bs = max(1, round(c / spec.flops_per_token / (steps * per_seq)))
+                run_base = base.updated(lambda k: f"{where}, size {format_count(target)}: isoflop.steps = {steps} gives "
+                                        f"it a batch of {bs}, and train.{k}", batch_size=bs)
                 spec = replace(spec, config=replace(spec.config, batch_size=run_base.batch_size))
             d = run_base.whole_batches(c / spec.flops_per_token, f"{where}: size {format_count(target)} costs "
                                        f"{spec.flops_per_token:.3g} FLOPs per token, so the budget buys")

@@ -48,7 +48,8 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, process: Process, callbacks: 
         torch.set_float32_matmul_precision("high")  # TF32 for anything left in fp32
     # Slurm here binds no CPUs: two 1-CPU jobs that each took every core ran ~9x slower than
     # with a thread each. threads_for caps at the cores granted.
-    torch.set_num_threads(threads_for(plan.flops_per_step / (plan.world * plan.accum), accelerator=accel))
+    torch.set_num_threads(threads_for(plan.flops_per_step / (plan.world * plan.accum), accelerator=accel,
+                                      default=torch.get_num_threads()))
     env = lightning_environment(process)
     trainer = L.Trainer(
         accelerator="gpu" if accel == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,

@@ -15,10 +15,9 @@ from scaling.train.run import TrainingRun
 
 
 def main() -> None:
-    cfg = TrainConfig.from_dict(json.loads(sys.stdin.read()))
     with checkpoint_signal_held():
         try:
-            TrainingRun(cfg).fit()
+            TrainingRun(TrainConfig.from_dict(json.loads(sys.stdin.read()))).fit()
         except KeyboardInterrupt:
             sys.exit(130)
         except UserError as e:

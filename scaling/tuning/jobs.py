@@ -22,7 +22,6 @@ from pathlib import Path
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError, first_line
 from scaling.base.rundir import RunStatus
-from scaling.train.schedule import val_schedule
 from scaling.jobs.job import TrainJob, training_run, update_record
 from scaling.tuning.study import TRIALS_DIR, Space, load, sampler
 
@@ -57,10 +56,9 @@ class TrialJob(TrainJob):
             return {"trial": self.number, "state": "finished"}
         self.number = n = trial.number
         update_record(rec_path, trial=n)
-        cfg = self._config(trial)
-        run = training_run(cfg, _pruning(trial, cfg))
-        try:
-            rec = self._fit(run)
+        try:   # a config the trial's values make invalid is the trial's failure, told to the study
+            cfg = self._config(trial)
+            rec = self._fit(training_run(cfg, _pruning(trial, cfg)))
         except Exception as e:  # KeyboardInterrupt / SystemExit (preempted): the trial stays RUNNING
             _tell(study, n, "failed", error=str(e) if isinstance(e, UserError) else first_line(e))
             raise
@@ -132,6 +130,10 @@ def _read(path: Path) -> dict:
 def _pruning(trial, cfg):
     """TrainingRun's on_validation: report each validation loss to the trial, as the k-th
     point (the same token fraction for any batch), and stop the run where the pruner says."""
+    # Here, not above: scaling.train.schedule loads numpy, whose threads must start after the
+    # job has blocked USR2 (scaling/base/signals.py); this module is unpickled before that.
+    from scaling.train.schedule import val_schedule
+
     points = val_schedule(cfg.tokens // cfg.tokens_per_step, cfg.val_points)
 
     def on_validation(step: int, row: dict) -> bool:

@@ -133,7 +133,7 @@ class TuneConfig:
                 raise UserError("tune: trials are single-process runs (a pruner's verdict is per process); "
                                 "set [executor] tasks_per_node and nodes to 1")
             batch_hi = self.space.batch_size[1] if self.space.batch_size else s.template.batch_size
-            dataclasses.replace(s.template, batch_size=batch_hi).whole_batches(s.template.tokens, f"size {s.key}")
+            s.template.whole_batches(s.template.tokens, f"size {s.key}", batch_size=batch_hi)
         return self
 
 
