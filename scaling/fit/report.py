@@ -26,6 +26,18 @@ FEW_SIZES_3 = 5         # below this, E, alpha and beta trade off against each o
 
 @dataclass
 class FitOptions:
+    """How `fit_all` fits a table: every field is a flag of `scaling fit` (named beside it).
+
+    approaches: which of Chinchilla's approaches to fit (--approach); explicit: the user named
+    them, so an approach the data refuse is an error, not a skipped warning. n_boot, seed: the
+    bootstrap's resamples and seed (--bootstrap, --seed; 0 resamples: no intervals).
+    holdout_top: also fit without the K largest-compute runs (--holdout-top); holdout_budget:
+    fit without the largest budget and predict it (on unless --no-holdout); rollout: the
+    leave-future-out table (--rollout). refine (--full-grid), method (--method), profile
+    (--profile), loss_noise (--loss-noise), fixed (--fix) and repeat_stage1 (--repeat-stage1)
+    choose how approaches 2 and 3 are fitted; progress: a bar on a terminal.
+    `scaling.fit(data, **options)` takes these same names."""
+
     approaches: tuple = (1, 2, 3)
     explicit: bool = False       # the user named the approaches: refusals are errors
     n_boot: int = 1000
@@ -552,6 +564,16 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
 
 
 def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOptions | None = None) -> dict:
+    """Every approach `opts` asks for (and the data allow) on the runs of `table` (and Approach
+    1 on the loss curves `curves`, from `load_curves`), with bootstrap intervals and the
+    held-out checks: the fit record, a plain dict that is also fit.json (`scaling fit --out`).
+
+    Its keys: source, params_column, n_runs, range (the runs' reach), dropped, flops_from_6ND,
+    bootstrap, seed, warnings; approach1 / approach2 / approach3 for each approach fitted (its
+    values, `ci` with their 95% intervals, n_points, warnings, the bootstrap's samples);
+    holdout_budget, holdout and rollout for the checks asked for. An approach the data refuse
+    is skipped with a warning, or is a UserError when `opts.explicit`; no approach at all is a
+    UserError. `scaling.fit(...)` wraps the record in a `scaling.fit.Fit`."""
     opts = opts or FitOptions()
     n, c = table.col("params"), table.col("flops")
     out: dict = {
