@@ -22,7 +22,7 @@ from scaling.base.config import format_count
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_bytes
 from scaling.figures.page import figure_div, page
-from scaling.fit import FitOptions, fit_all, find_curves, load_curves, load_runs, parse_columns
+from scaling.fit import FitOptions, column_mapping, fit_all, find_curves, load_curves, load_runs
 from scaling.fit.report import read_fit_file
 from scaling.fit.table import read_any
 from scaling.fit.text import below_law_line, format_fit, held_out_extremes
@@ -77,16 +77,17 @@ def read_fit(path: str | Path) -> dict:
 
 
 def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list | None = None,
-         columns: str | None = None, bootstrap: int = 200) -> Inputs:
+         columns: dict | str | None = None, bootstrap: int = 200) -> Inputs:
     """Read a sweep's results (and curves), its fit and, with plan_args (`scaling plan`'s
     arguments), the plan. Without fit.json (given, or beside the results) the runs are
-    fitted here with `fit_all`, as `scaling fit` would with --bootstrap `bootstrap`."""
+    fitted here with `fit_all`, as `scaling fit` would with --bootstrap `bootstrap`. columns:
+    the column mapping, a dict {"params": "N"} or the string "params=N" (as `scaling.fit`)."""
     results = find_results(source)
     notes: list[str] = []
     if fit_path is None and (results.parent / FIT).exists():
         fit_path = results.parent / FIT
     fit = read_fit(fit_path) if fit_path is not None else None
-    cols = parse_columns(columns)
+    cols = column_mapping(columns)
     if fit is not None and "params" not in cols and fit["params_column"] != "params":
         cols["params"] = fit["params_column"]   # read N as the fit did (e.g. params_nonembed)
     table = load_runs(results, cols)

@@ -14,8 +14,8 @@ NOTEBOOKS = sorted((ROOT / "analysis").glob("*.ipynb"))
 PLOTLY = "application/vnd.plotly.v1+json"
 
 
-def test_there_are_two_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["fit.ipynb", "frontier.ipynb"]
+def test_there_are_three_notebooks():
+    assert [p.name for p in NOTEBOOKS] == ["fit.ipynb", "frontier.ipynb", "your_table.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.base.rundir import atomic_write_json
-from scaling.figures import fit_figures
 from scaling.figures.page import write_figures
-from scaling.fit import FitOptions, fit_all, find_curves, load_curves, load_runs, parse_columns
+from scaling.fit import FitOptions, FitWarning
 from scaling.fit.law import PARAMS
-from scaling.fit.text import format_fit
+from scaling.fit.result import fit as fit_runs
 
 
 def register(subparsers) -> None:
@@ -106,19 +104,12 @@ def parse_fixed(spec: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the arguments, fit through the same object a notebook gets (`scaling.fit`), print."""
     approaches, explicit = parse_approaches(args.approach)
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
     if args.holdout_top < 0:
         raise UserError(f"--holdout-top: must be >= 0, got {args.holdout_top}")
-    table = load_runs(args.results, parse_columns(args.columns), drop_top_loss=args.drop_top_loss)
-    if table.hint and not args.json:
-        print(f"note: {table.hint}", file=sys.stderr)
-    curves = None
-    if 1 in approaches:
-        cpath = find_curves(args.results, args.curves)
-        if cpath is not None:
-            curves = load_curves(cpath, table)
     if args.full_grid and args.method != "grid":
         raise UserError("--full-grid runs Chinchilla's 4,500 starts: it needs --method grid")
     if args.loss_noise is not None and not (math.isfinite(args.loss_noise) and 0 <= args.loss_noise < 1):
@@ -133,16 +124,17 @@ def run(args: argparse.Namespace) -> int:
                       profile=args.profile, loss_noise=args.loss_noise, repeat_stage1=args.repeat_stage1,
                       holdout_budget=not args.no_holdout, refine=None if args.full_grid else 256,
                       progress=not args.no_progress and sys.stderr.isatty())
-    fit = fit_all(table, curves, opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitWarning)     # the text prints them, in its own section
+        fit = fit_runs(args.results, args.columns, curves=args.curves, drop_top_loss=args.drop_top_loss,
+                       invalid="drop", options=opts)
+    if fit.table.hint and not args.json:
+        print(f"note: {fit.table.hint}", file=sys.stderr)
     if args.out:
-        atomic_write_json(Path(args.out), fit)
+        fit.to_json(args.out)
     if args.plots:
-        page = write_figures(fit_figures(fit, table, curves), Path(args.plots) / "fit.html",
-                             f"scaling fit: {table.source}")
+        page = write_figures(fit.plot.all(), Path(args.plots) / "fit.html", f"scaling fit: {fit.table.source}")
         if not args.json:
             print(f"figures: {page}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(fit))
-    else:
-        print(format_fit(fit))
+    print(fit.to_json() if args.json else fit.summary())
     return 0

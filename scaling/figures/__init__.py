@@ -1,24 +1,23 @@
 """Figures of a sweep, its fits and a plan: each a function returning a plotly Figure, usable
-from a notebook (`fig.show()`), on the report page (`scaling report`) or alone (`scaling plot`).
+from a notebook (`fig.show()`, or `figures.show(fig)` with a static PNG beside it), on the
+report page (`scaling report`) or alone (`scaling plot`).
 
-    from scaling.fit import load_runs, load_curves, find_curves, fit_all
+    import scaling
     from scaling import figures
-    figures.loss_curves(table, curves, fit).show()
+    fit = scaling.fit("runs/demo-cpu/results.parquet")
+    figures.show(fit.plot.frontier())                          # the Fit's accessor
+    figures.loss_curves(fit.table, fit.curves, fit.record)     # the same, by function
 
 Modules: axes (ticks, hover, colours, label placement), sweep (runs and their fits),
-laws (fitted and published laws, plans), page (HTML with plotly.js once, PNG and SVG).
+laws (fitted and published laws, plans), page (HTML with plotly.js once, PNG and SVG, a
+notebook's display), accessor (`Fit.plot`, and the fit's figures in the report's order).
 """
 
+from scaling.figures.accessor import FitPlots, fit_figures
 from scaling.figures.laws import contours, cost, famous, frontier
+from scaling.figures.page import show
 from scaling.figures.sweep import heldout, isoflop_profiles, loss_curves, residuals
 from scaling.plan.inference import Serving, cost_curve
-
-
-def fit_figures(fit: dict, table, curves=None) -> list:
-    """The figures of a fit, in the report's order (None where the fit lacks the approach)."""
-    figs = [loss_curves(table, curves, fit), isoflop_profiles(fit, table), frontier(fit, table),
-            contours(fit, table), residuals(fit, table), heldout(fit, table)]
-    return [f for f in figs if f is not None]
 
 
 def plan_cost(plan: dict, law, flop):
@@ -43,4 +42,4 @@ def plan_figures(plan: dict, law, flop) -> list:
 
 
 __all__ = ["loss_curves", "isoflop_profiles", "frontier", "contours", "residuals", "heldout", "famous", "cost",
-           "fit_figures", "plan_cost", "plan_figures"]
+           "fit_figures", "plan_cost", "plan_figures", "show", "FitPlots"]

@@ -34,11 +34,13 @@ def plotly_js() -> str:
 
 
 def figure_div(fig, div_id: str) -> str:
+    """A figure as an HTML div for a page that carries plotly.js once (`page`)."""
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": False})
 
 
 def page(title: str, body: str) -> str:
+    """A whole HTML document: the house style, plotly.js inline, then `body`."""
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style>\n{plotly_js()}\n</head><body>\n{body}\n</body></html>\n")
 
@@ -90,3 +92,36 @@ def write_figure(fig, path: Path, title: str) -> Path:
         atomic_write_bytes(path, data)
         return path
     return write_figures([fig], path, title)
+
+
+def _png(fig, width: int | None, height: int | None) -> tuple[bytes | None, str | None]:
+    """The figure as PNG bytes through kaleido, or None and why not (kaleido missing, no browser)."""
+    err = None
+    for _ in range(3):      # kaleido's first page load can lose a race on a busy machine (write_figure)
+        try:
+            return fig.to_image(format="png", width=width or fig.layout.width, height=height or fig.layout.height), None
+        except Exception as e:
+            err = e
+            if isinstance(e, (ImportError, ValueError)):
+                break
+    return None, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:160]}"
+
+
+def show(fig, png: bool = True, width: int | None = None, height: int | None = None) -> None:
+    """Display a figure in a notebook: the interactive plotly figure and, in the same output, a
+    static PNG of it (kaleido and Chrome or Chromium), which is what a page that runs no
+    JavaScript shows (a notebook on GitHub). Without kaleido or a browser: the interactive
+    figure alone, and a line saying why."""
+    import base64
+
+    import plotly.io as pio                    # here, not above: plotly loads with the first figure (axes.go)
+    from IPython.display import display        # here: a notebook's, never needed on the command line
+
+    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict())
+    if png:
+        data, why = _png(fig, width, height)
+        if data is not None:
+            bundle["image/png"] = base64.b64encode(data).decode()
+        else:
+            print(f"(no static image: {why}; pip install kaleido, with Chrome or Chromium, to add one)")
+    display(bundle, raw=True)

@@ -53,6 +53,13 @@ def _a3_errors(params: dict, n, d, loss) -> dict:
 
 def rollout(n, d, c, loss, budget=None, *, approaches=(2, 3), fixed: dict | None = None,
             refine: int | None = 256, method: str = "vp", profile: str = "local") -> dict:
+    """Leave-future-out over the budgets of runs (n, d, c, loss; `budget` per run, or None to
+    group the runs' compute by 0.1 dex): for each cut k (`cut_points`), approaches 3 and 2 fitted
+    on the k smallest budgets predict every larger one. Returns {n_budgets, budgets, fixed,
+    steps (one per fitted k and budget predicted: Approach 3's loss errors, free and with
+    `fixed` held, and Approach 2's N_opt against the budget's own profile), by_factor (the
+    median errors per extrapolation factor, `summarize`), skipped (the k each approach could
+    not be fitted at)}: the record's `rollout` (`scaling fit --rollout`, `Fit.rollout()`)."""
     n, d, c, loss = (np.asarray(v, float) for v in (n, d, c, loss))
     labels, values = isoflop.group_budgets(c, budget)
     order = np.argsort(values)

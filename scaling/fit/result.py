@@ -1,0 +1,554 @@
+"""A fit as an object, for a notebook: `scaling.fit(data, columns=..., **options)` returns a
+`Fit`, which holds the fit record (`fit_all`'s dict, the fit.json file format) and the runs it
+was fitted on, and answers in DataFrames and arrays:
+
+    import scaling
+    fit = scaling.fit("runs/demo-cpu/results.parquet", columns={"params": "params_nonembed"}, n_boot=200)
+    fit.params                   # one row per parameter per approach
+    fit.conf_int(0.9)            # the same, with a 90% bootstrap interval
+    fit.predict(N, D)            # L(N, D) with its interval, over arrays
+    fit.optimal([1e21, 1e23])    # N_opt, D_opt and their loss at each compute, with intervals
+    fit.without(budgets=[max(fit.budgets)]).summary()
+    fit.plot.frontier()          # a plotly Figure (scaling.figures draws it)
+
+Its warnings are raised with `warnings.warn` (category `FitWarning`) as the fit is made, and
+stay in the record (`fit.warnings`, the end of `fit.summary()`). `scaling fit` is a thin layer
+over the same object. docs/fitting-in-a-notebook.md has the table of every name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+import warnings
+from dataclasses import fields, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from scaling.base.errors import UserError
+from scaling.base.intervals import CI
+from scaling.base.rundir import atomic_write_json
+from scaling.fit import isoflop, law
+from scaling.fit.report import FitOptions, fit_all, holdout, holdout_budget, read_fit_file
+from scaling.fit.rollout import rollout
+from scaling.fit.table import RunTable, column_mapping, find_curves, load_curves, load_runs
+from scaling.fit.text import format_fit
+
+# The figures are a layer above the fit (docs/architecture.md): `Fit.plot` reaches them by this
+# name, imported when a figure is asked for, never by a static import (lint-imports would, rightly,
+# refuse one). The one upward seam of the package; scaling/figures/accessor.py is its other end.
+PLOTS_MODULE = "scaling.figures.accessor"
+
+# Approach 3's keys in the record, point and interval: the law, then what it implies.
+LAW_KEYS = law.PARAMS
+DERIVED_KEYS = ("a", "b", "G", "tokens_per_param")
+POWER_KEYS = ("a", "k_N", "b", "k_D")        # approaches 1 and 2: N_opt = k_N C^a, D_opt = k_D C^b
+REPEAT_KEYS = ("R_star_D", "R_star_N")
+
+# The CLI's flag names, for a helpful word when one is given to `scaling.fit` by mistake.
+_FLAG_NAMES = {"bootstrap": "n_boot", "approach": "approaches", "fix": "fixed", "no_holdout": "holdout_budget",
+               "full_grid": "refine", "no_progress": "progress"}
+
+
+class FitWarning(UserWarning):
+    """A warning of a fit (a skipped approach, a degenerate law, runs dropped, a traded-off
+    E and alpha): raised with `warnings.warn` when the fit is made, and kept in its record."""
+
+
+def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str = "raise",
+        options: FitOptions | None = None, **opts) -> "Fit":
+    """Fit Chinchilla's approaches to a table of runs; returns a `Fit`.
+
+    data: a path (.csv, .parquet, as `scaling fit` reads), a polars or pandas DataFrame, or any
+    table with `__arrow_c_stream__` or `__dataframe__`. columns: the column mapping, a dict
+    {"params": "N", ...} or the CLI's string "params=N,tokens=D". curves: loss curves for
+    Approach 1 (a path or a DataFrame; default: curves.parquet beside a results file; False:
+    none). drop_top_loss: drop the K highest-loss runs first. invalid: "raise" (default) makes a
+    run with a missing, NaN or non-positive value a UserError naming the column; "drop" leaves
+    it out with a warning, as `scaling fit` does. options (or keyword arguments, the field names
+    of `scaling.fit.FitOptions`: n_boot, seed, approaches, method, fixed, holdout_top, rollout,
+    ...): how to fit; naming `approaches` makes an approach the data refuse an error, as
+    `--approach` does. Unlike the CLI, no progress bar unless progress=True."""
+    opts = _options(options, opts)
+    table = load_runs(data, columns, drop_top_loss=drop_top_loss, invalid=invalid)
+    curve_table = None
+    if 1 in opts.approaches and curves is not False:
+        if curves is None and isinstance(data, (str, Path)):
+            curves = find_curves(data, None)
+        if curves is not None:
+            curve_table = load_curves(curves, table)
+    f = Fit(fit_all(table, curve_table, opts), table, curve_table, opts)
+    f._warn()
+    return f
+
+
+def _options(options: FitOptions | None, given: dict) -> FitOptions:
+    """FitOptions from an object and/or keyword arguments; the API's defaults: no bar, and
+    named approaches are explicit."""
+    names = {f.name for f in fields(FitOptions)}
+    for k in given:
+        if k not in names:
+            hint = f" (the CLI's --{k.replace('_', '-')} is {_FLAG_NAMES[k]!r} here)" if k in _FLAG_NAMES else ""
+            raise TypeError(f"scaling.fit: unknown option {k!r}{hint}; options are: {', '.join(sorted(names))}")
+    base = options or FitOptions(progress=False)
+    given = dict(given)
+    if "approaches" in given:
+        a = given["approaches"]
+        given["approaches"] = tuple(sorted({int(a)} if isinstance(a, (int, np.integer)) else {int(k) for k in a}))
+        if not given["approaches"] or any(k not in (1, 2, 3) for k in given["approaches"]):
+            raise UserError(f"approaches: expected some of 1, 2, 3, got {a!r}")
+        given.setdefault("explicit", True)
+    if "fixed" in given:
+        given["fixed"] = dict(given["fixed"] or {})
+    return replace(base, **given)
+
+
+def _options_of(record: dict) -> FitOptions:
+    """The options a record was fitted with, as far as it says (for refits of a fit read back)."""
+    a2, a3 = record.get("approach2") or {}, record.get("approach3") or {}
+    return FitOptions(approaches=tuple(k for k in (1, 2, 3) if f"approach{k}" in record) or (1, 2, 3),
+                      n_boot=int(record.get("bootstrap") or 0), seed=int(record.get("seed") or 0),
+                      holdout_top=int((record.get("holdout") or {}).get("k", 0)), rollout="rollout" in record,
+                      method=a3.get("method", "vp"), fixed=dict(a3.get("fixed") or {}),
+                      profile=a2.get("profile_method", "local"), progress=False)
+
+
+def _flop_count(record: dict) -> tuple[float, float]:
+    """How the fit's compute was counted, as FLOPs per token k N^e: (k, e) from
+    approach3.flop_count (6N when the record has none)."""
+    fc = (record.get("approach3") or {}).get("flop_count") or {}
+    return float(fc.get("k", 6.0)), float(fc.get("e", 1.0))
+
+
+def _optimum(record: dict, p: dict, compute) -> tuple[np.ndarray, np.ndarray]:
+    """N_opt, D_opt of the law p at training compute C under the fit's FLOP count. THE seam of
+    the FLOP convention (issue 27, part 2): every optimum and derived quantity of a `Fit`
+    (`optimal`, the a, b, G, D/N of `conf_int`) is read off this one function, so the switch to
+    one exact count is its return line."""
+    return law.optimal_nd(p, compute, _flop_count(record))
+
+
+def _check_level(level: float) -> float:
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise UserError(f"interval level {level!r}: expected a number between 0 and 1, e.g. 0.95")
+    return float(level)
+
+
+def _percentiles(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper percentile of the finite samples along axis 0 (NaN where none):
+    `scaling.base.intervals.CI` at 0.95, so the 95% interval is the project's one."""
+    q = CI if level == 0.95 else (50 * (1 - level), 50 * (1 + level))
+    s = np.where(np.isfinite(samples), samples, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # a column with no finite sample: NaN
+        lo, hi = np.nanpercentile(s, q, axis=0)
+    return lo, hi
+
+
+def _interval_columns(key: str, ys: np.ndarray | None, size: int, level: float | None) -> dict:
+    """{key_lower, key_upper}: the level percentiles of the samples ys [S, size], or nulls."""
+    if ys is None:
+        return {f"{key}_lower": pl.Series([None] * size, dtype=pl.Float64),
+                f"{key}_upper": pl.Series([None] * size, dtype=pl.Float64)}
+    lo, hi = _percentiles(np.asarray(ys, float), level)
+    return {f"{key}_lower": lo, f"{key}_upper": hi}
+
+
+def _f(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+class Fit:
+    """A fit of Chinchilla's approaches to a table of runs: `scaling.fit(...)` makes one,
+    `Fit.from_json(path)` reads one back. `record` is the fit record (fit.json), `table` the
+    cleaned runs (`scaling.fit.table.RunTable`; None for a fit read without its runs), `curves`
+    the loss curves Approach 1 used (or None), `options` how it was fitted.
+
+    One piece: the object a notebook holds, read top to bottom as its API table
+    (docs/fitting-in-a-notebook.md); each method is short, reads the record or refits through
+    `fit_all`, and the private helpers at the end serve them."""
+
+    def __init__(self, record: dict, table: RunTable | None = None, curves: pl.DataFrame | None = None,
+                 options: FitOptions | None = None):
+        self.record = record
+        self.table = table
+        self.curves = curves
+        self.options = options or _options_of(record)
+        self._cache: dict = {}
+
+    # --------------------------------------------------------------------- what it holds
+
+    @property
+    def approaches(self) -> tuple:
+        """The approaches fitted (1, 2, 3), in order."""
+        return tuple(k for k in (1, 2, 3) if isinstance(self.record.get(f"approach{k}"), dict))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning of the fit: the table's, each approach's, the held-out check's."""
+        out = list(self.record.get("warnings") or [])
+        for k in self.approaches:
+            out += self.record[f"approach{k}"].get("warnings") or []
+        out += (self.record.get("holdout_budget") or {}).get("warnings") or []
+        return out
+
+    @property
+    def runs(self) -> pl.DataFrame:
+        """The runs fitted, in canonical columns (params, tokens, loss, flops, run, ...)."""
+        return self._need_table("its runs").df
+
+    @property
+    def budgets(self) -> list[float]:
+        """The runs' compute budgets, smallest first: the budget column, or the runs' FLOPs in
+        0.1-dex groups (as Approach 2 groups them)."""
+        return [float(v) for v in sorted(self._budget_groups()[1])]
+
+    @property
+    def law(self) -> dict:
+        """Approach 3's L(N, D) = E + A/N^alpha + B/D^beta: {E, A, B, alpha, beta}."""
+        a3 = self._a3()
+        return {k: float(a3[k]) for k in LAW_KEYS}
+
+    @property
+    def samples(self) -> pl.DataFrame:
+        """Approach 3's bootstrap refits (the non-degenerate ones), one row each: E, A, B,
+        alpha, beta. Empty without a bootstrap."""
+        s = self._law_samples()
+        return pl.DataFrame(s if len(s) else np.zeros((0, 5)), schema=list(LAW_KEYS), orient="row")
+
+    # --------------------------------------------------------------------- numbers
+
+    @property
+    def params(self) -> pl.DataFrame:
+        """The fitted values, one row per parameter per approach: columns approach (1, 2, 3),
+        name, value. Approach 3: E, A, B, alpha, beta, then a, b, G (N_opt = G (C/k)^a) and
+        tokens_per_param (D/N at the largest compute of the runs), and R_star_D, R_star_N on
+        repeated data; approaches 1 and 2: a, k_N, b, k_D (N_opt = k_N C^a, D_opt = k_D C^b)."""
+        return self.conf_int(None)
+
+    def conf_int(self, level: float | None = 0.95) -> pl.DataFrame:
+        """`params` with the bootstrap's percentile interval at `level` (columns lower, upper;
+        null without a bootstrap). At 0.95 these are the record's own intervals, the numbers
+        `summary()` prints; at another level they are read off the same bootstrap samples."""
+        if level is not None:
+            level = _check_level(level)
+        rows = []
+        for k in self.approaches:
+            rec = self.record[f"approach{k}"]
+            names = self._names(k)
+            lo = hi = None
+            if level is not None and (level != 0.95 or any(self._record_ci(rec, x) is None for x in names)):
+                samples = self._cached(("samples", k), lambda k=k: self._estimates(k))
+                if samples is not None and len(samples) >= 2:
+                    lo, hi = _percentiles(samples, level)
+            for i, name in enumerate(names):
+                row = {"approach": k, "name": name, "value": _f(self._value(rec, name))}
+                if level is not None:
+                    ci = self._record_ci(rec, name) if level == 0.95 else None
+                    if ci is not None:
+                        row["lower"], row["upper"] = _f(ci[0]), _f(ci[1])
+                    else:
+                        row["lower"], row["upper"] = (_f(lo[i]), _f(hi[i])) if lo is not None else (None, None)
+                rows.append(row)
+        schema = {"approach": pl.Int64, "name": pl.Utf8, "value": pl.Float64}
+        if level is not None:
+            schema |= {"lower": pl.Float64, "upper": pl.Float64}
+        return pl.DataFrame(rows, schema=schema)
+
+    def summary(self) -> str:
+        """The text `scaling fit` prints: approach 3's law with intervals, every approach's
+        allocation, the held-out checks, the rollout table, the warnings."""
+        return format_fit(self.record)
+
+    def predict(self, N, D, interval: float | None = 0.95) -> pl.DataFrame:
+        """Approach 3's loss L(N, D) at parameters N and tokens D (numbers or arrays,
+        broadcast against each other), one row per point: params, tokens, loss (the point
+        fit's law), and loss_lower, loss_upper (the `interval` percentiles of the bootstrap's
+        laws at that point; null without a bootstrap or with interval=None). On repeated
+        data this is the base law: each token seen once."""
+        p = self.law
+        n, d = (a.ravel() for a in np.broadcast_arrays(np.asarray(N, float), np.asarray(D, float)))
+        if np.any(~(n > 0)) or np.any(~(d > 0)):
+            raise UserError("predict: N and D must be positive numbers")
+        out = {"params": n, "tokens": d, "loss": law.predict_loss(p, n, d)}
+        s = self._samples_for(interval)
+        ys = law.predict_loss({k: s[:, i:i + 1] for i, k in enumerate(LAW_KEYS)}, n[None, :], d[None, :]) \
+            if s is not None else None
+        out |= _interval_columns("loss", ys, n.size, interval)
+        return pl.DataFrame(out)
+
+    def optimal(self, C, interval: float | None = 0.95) -> pl.DataFrame:
+        """The compute-optimal model at training compute C (FLOPs; a number or an array), by
+        Approach 3's law under the fit's FLOP count: one row per C with compute, params and
+        tokens (N_opt, D_opt) and loss (L at them), each with _lower and _upper, the
+        `interval` percentiles over the bootstrap's laws (null without a bootstrap)."""
+        p = self.law
+        c = np.asarray(C, float).ravel()
+        if np.any(~(c > 0)):
+            raise UserError("optimal: the compute C must be positive FLOPs")
+        n, d = _optimum(self.record, p, c)
+        out = {"compute": c, "params": n, "tokens": d, "loss": law.predict_loss(p, n, d)}
+        s = self._samples_for(interval)
+        # Each bootstrap law's optimum over all of C at once: [S, 3 (N, D, L), len(C)].
+        ys = None if s is None else np.array([self._optimum_with_loss(dict(zip(LAW_KEYS, row)), c) for row in s])
+        for i, key in enumerate(("params", "tokens", "loss")):
+            out |= _interval_columns(key, None if ys is None else ys[:, i, :], c.size, interval)
+        return pl.DataFrame({k: out[k] for k in ("compute", "params", "params_lower", "params_upper", "tokens",
+                                                  "tokens_lower", "tokens_upper", "loss", "loss_lower",
+                                                  "loss_upper")})
+
+    # --------------------------------------------------------------------- refits and checks
+
+    def without(self, budgets=None, runs=None) -> "Fit":
+        """The same fit (same options, same seed) on the runs left when the given compute
+        budgets (FLOPs, as in `budgets`; 1e20 matches the budget within 0.05 dex) and run ids
+        are taken out."""
+        keep = np.ones(self._need_table("its runs, to refit without some").df.height, bool)
+        said = []
+        if budgets is not None:
+            labels, values = self._budget_groups()
+            for b in np.atleast_1d(np.asarray(budgets, float)):
+                g = np.flatnonzero(np.abs(np.log10(values / b)) < 0.05) if b > 0 else []
+                if not len(g):
+                    raise UserError(f"without: no budget {b:.3g}; the budgets are "
+                                    + ", ".join(f"{v:.3g}" for v in sorted(values)))
+                keep &= labels != g[0]
+                said.append(f"{b:.3g}")
+        if runs is not None:
+            ids = self.table.df["run"].cast(pl.Utf8)
+            wanted = [str(r) for r in ([runs] if isinstance(runs, str) else runs)]
+            unknown = [r for r in wanted if r not in set(ids.to_list())]
+            if unknown:
+                raise UserError(f"without: no run {', '.join(map(repr, unknown[:5]))} in the table")
+            keep &= ~ids.is_in(wanted).to_numpy()
+            said.append(f"{len(wanted)} run(s)")
+        return self._refit(keep, "without " + ", ".join(said) if said else "")
+
+    def where(self, mask) -> "Fit":
+        """The same fit on the runs where `mask` holds: a polars expression over the canonical
+        columns (`pl.col("params") > 1e6`) or a boolean array, one value per run of `runs`."""
+        df = self._need_table("its runs, to refit on some").df
+        if isinstance(mask, pl.Expr):
+            try:
+                m = df.select(mask.alias("_keep"))["_keep"]
+            except Exception as e:   # polars names the column or the type it could not use
+                raise UserError(f"where: cannot evaluate {mask} on the runs ({type(e).__name__}: "
+                                f"{(str(e).splitlines() or [''])[0]}); columns are: {', '.join(df.columns)}") from None
+            label = f"where {mask}"
+        else:
+            m, label = pl.Series(np.asarray(mask)), "where a mask"
+        if m.dtype != pl.Boolean or m.len() != df.height:
+            raise UserError(f"where: expected one true/false per run ({df.height}), got {m.len()} of {m.dtype}")
+        return self._refit(m.fill_null(False).to_numpy(), label)
+
+    def holdout(self, top: int | None = None) -> pl.DataFrame:
+        """The held-out check as a table of the held-out runs (run, params, tokens, loss,
+        predicted, rel_error): Approach 3 refitted without the largest budget predicts that
+        budget's runs (the record's holdout_budget, made here if the fit skipped it), or, with
+        top=K, without the K largest-compute runs (`--holdout-top K`)."""
+        if top is not None:
+            h = self.record.get("holdout") if (self.record.get("holdout") or {}).get("k") == top else None
+            if h is None:
+                h = self._cached(("holdout", top), lambda: holdout(self._need_table("its runs"), top, self.options))
+            return pl.DataFrame(h["runs"])
+        hb = self.record.get("holdout_budget") or self._cached(
+            "holdout_budget", lambda: holdout_budget(self._need_table("its runs"), replace(self.options,
+                                                                                          approaches=(3,))))
+        if hb is None:
+            raise UserError("holdout: the runs have fewer than 3 budgets: there is no largest one to hold out")
+        if not hb.get("approach3"):
+            raise UserError("holdout: approach 3 was not refitted without the largest budget: "
+                            + "; ".join(hb.get("warnings") or ["no approach 3"]))
+        return pl.DataFrame(hb["approach3"]["runs"])
+
+    def rollout(self) -> pl.DataFrame:
+        """Leave-future-out (`scaling fit --rollout`): for each k, approaches 3 and 2 fitted on
+        the k smallest budgets predict every larger one; one row per (k, budget predicted),
+        nested results flattened (approach3_mean_abs_rel_error, approach2_rel_error, ...)."""
+        r = self.record.get("rollout") or self._cached("rollout", self._rollout)
+        return pl.json_normalize(r["steps"], separator="_") if r["steps"] else pl.DataFrame()
+
+    @property
+    def plot(self):
+        """The figures of this fit (`scaling.figures.accessor.FitPlots`): fit.plot.frontier(),
+        .isoflop(), .contours(), .residuals(), .loss_curves(), .heldout(), .all(); each a
+        plotly Figure. Loaded when first asked for (plotly is not needed to fit)."""
+        return importlib.import_module(PLOTS_MODULE).FitPlots(self)
+
+    # --------------------------------------------------------------------- the file
+
+    def to_json(self, path: str | Path | None = None):
+        """The record as fit.json: written to `path` (returns the Path), or returned as a
+        JSON string when no path is given (what `scaling fit --json` prints)."""
+        if path is None:
+            return json.dumps(self.record)
+        atomic_write_json(Path(path), self.record)
+        return Path(path)
+
+    @classmethod
+    def from_json(cls, path: str | Path, data=None, columns=None) -> "Fit":
+        """A fit read back from fit.json (`to_json`, `scaling fit --out`). Its runs are read
+        from `data` (a path or a DataFrame, with `columns`), else from the file the record
+        names as its source where that still exists; without them, the numbers, `summary()`,
+        `predict` and `optimal` work, and refits and run figures say what they miss."""
+        record = read_fit_file(path)
+        if not any(isinstance(record.get(f"approach{k}"), dict) for k in (1, 2, 3)):
+            raise UserError(f"{path}: not a fit file from `scaling fit --out` (no approach1, approach2 or approach3)")
+        source = data if data is not None else record.get("source")
+        table = curves = None
+        if data is not None or (isinstance(source, str) and Path(source).is_file()):
+            cols = column_mapping(columns)
+            if record.get("params_column", "params") != "params":
+                cols.setdefault("params", record["params_column"])
+            table = load_runs(source, cols)
+            beside = find_curves(source, None) if isinstance(source, (str, Path)) else None
+            if beside is not None and "approach1" in record and record["approach1"].get("from_curves"):
+                curves = load_curves(beside, table)
+        f = cls(record, table, curves)
+        if table is not None and table.df.height != record.get("n_runs"):
+            warnings.warn(f"{path} was fitted on {record.get('n_runs')} runs; {table.source} now holds "
+                          f"{table.df.height} usable runs (refit with scaling.fit)", FitWarning, stacklevel=2)
+        f._warn()
+        return f
+
+    def __repr__(self) -> str:
+        r = self.record
+        boot = f"{r.get('bootstrap')} bootstrap resamples" if r.get("bootstrap") else "no bootstrap"
+        lines = [f"<scaling.fit.Fit: {r.get('n_runs')} runs from {r.get('source')}, N from "
+                 f"{r.get('params_column')!r}; {boot}>"]
+
+        def v(rec, k, digits=4):
+            lo, hi = ((rec.get("ci") or {}).get(k) or [None, None])
+            x = rec.get(k)
+            s = "-" if x is None else f"{x:.{digits}g}"
+            return s + ("" if lo is None else f" [{lo:.3g}, {hi:.3g}]")
+        for k in reversed(self.approaches):
+            rec = r[f"approach{k}"]
+            head = f"  approach {k}: "
+            if k == 3:
+                head += (f"L = {rec['E']:.4g} + {rec['A']:.4g}/N^{rec['alpha']:.4g} + {rec['B']:.4g}/D^{rec['beta']:.4g}"
+                         f"; alpha {v(rec, 'alpha')}, beta {v(rec, 'beta')}; ")
+            lines.append(head + f"a {v(rec, 'a')}, b {v(rec, 'b')}")
+        n = len(self.warnings)
+        lines.append(f"  {n} warning(s) in .warnings; .summary() for the full text" if n else
+                     "  .summary() for the full text")
+        return "\n".join(lines)
+
+    # --------------------------------------------------------------------- inside
+
+    def _warn(self) -> None:
+        """Raise each of the fit's warnings (they stay in the record), pointing at the caller's
+        line rather than at this package."""
+        here = str(Path(__file__).resolve().parents[1])
+        frame, level = sys._getframe(0), 1
+        while frame is not None and frame.f_code.co_filename.startswith(here):
+            frame, level = frame.f_back, level + 1
+        for w in self.warnings:
+            warnings.warn(w, FitWarning, stacklevel=level)
+
+    def _need_table(self, what: str) -> RunTable:
+        if self.table is None:
+            raise UserError(f"this fit was read without its runs; it needs {what}: "
+                            "Fit.from_json(path, data=RESULTS, columns=...)")
+        return self.table
+
+    def _a3(self) -> dict:
+        a3 = self.record.get("approach3")
+        if not isinstance(a3, dict):
+            raise UserError("this fit has no approach 3 (the law L(N, D)); fit with approaches=(3,) to see why")
+        return a3
+
+    def _cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _law_samples(self) -> np.ndarray:
+        s = ((self._a3().get("bootstrap") or {}).get("samples")) or []
+        return np.asarray(s, float).reshape(-1, 5)
+
+    def _budget_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        t = self._need_table("its runs")
+        return isoflop.group_budgets(t.col("flops"), t.col("budget") if t.has("budget") else None)
+
+    def _optimum_with_loss(self, p: dict, c: np.ndarray):
+        n, d = _optimum(self.record, p, c)
+        return n, d, law.predict_loss(p, n, d)
+
+    def _derived(self, p: dict, c_ref: float) -> list[float]:
+        """a, b, G and D/N of the law p at compute c_ref, read off the optimum (`_optimum`): a
+        and b its slopes d log N_opt / d log C and d log D_opt / d log C (a central difference
+        of 1% in C; exact under a power-law count), G with N_opt = G (C/k)^a, D/N its tokens per
+        parameter."""
+        c = c_ref * np.exp([-0.01, 0.0, 0.01])
+        with np.errstate(all="ignore"):
+            n, d = (np.log(np.asarray(v, float)) for v in _optimum(self.record, p, c))
+            a, b = (n[2] - n[0]) / 0.02, (d[2] - d[0]) / 0.02
+            g = math.exp(n[1]) / (c_ref / _flop_count(self.record)[0]) ** a
+        return [a, b, g, math.exp(d[1] - n[1])]
+
+    def _samples_for(self, interval) -> np.ndarray | None:
+        """Approach 3's bootstrap laws [S, 5] for an interval, or None (no interval asked, or
+        fewer than 2 samples)."""
+        if interval is None:
+            return None
+        _check_level(interval)
+        s = self._law_samples()
+        return s if len(s) >= 2 else None
+
+    @staticmethod
+    def _record_ci(rec: dict, name: str) -> list | None:
+        """The record's own 95% interval of `name` (R* under data_constrained), or None."""
+        ci = (rec.get("ci") or {}).get(name)
+        return ci if ci is not None else ((rec.get("data_constrained") or {}).get("ci") or {}).get(name)
+
+    def _value(self, rec: dict, name: str):
+        if name in REPEAT_KEYS:
+            return (rec.get("data_constrained") or {}).get(name)
+        return rec.get(name)
+
+    def _names(self, k: int) -> tuple:
+        """The names of an approach's rows in `params`."""
+        if k != 3:
+            return POWER_KEYS
+        return LAW_KEYS + DERIVED_KEYS + (REPEAT_KEYS if "data_constrained" in self.record["approach3"] else ())
+
+    def _estimates(self, k: int) -> np.ndarray | None:
+        """An approach's bootstrap samples of each of its `_names` [S, names] (None without)."""
+        rec = self.record[f"approach{k}"]
+        if k != 3:
+            s = np.asarray((rec.get("bootstrap") or {}).get("samples") or [], float).reshape(-1, 4)
+            keys = tuple((rec.get("bootstrap") or {}).get("keys") or POWER_KEYS)
+            return s[:, [keys.index(x) for x in POWER_KEYS]] if len(s) else None
+        s = self._law_samples()
+        if not len(s):
+            return None
+        c_ref = float(rec.get("c_ref") or self.record["range"]["flops"][1])
+        out = np.asarray([[*row, *self._derived(dict(zip(LAW_KEYS, row)), c_ref)] for row in s], float)
+        if "data_constrained" in rec:   # R* samples are not kept in the record: no other level
+            out = np.c_[out, np.full((len(out), 2), np.nan)]
+        return out
+
+    def _refit(self, keep: np.ndarray, label: str) -> "Fit":
+        t = self._need_table("its runs")
+        df = t.df.filter(pl.Series(keep))
+        if df.height == 0:
+            raise UserError(f"{label}: no runs left")
+        table = RunTable(df=df, source=f"{t.source} ({label})" if label else t.source, params_column=t.params_column,
+                         flops_from_6nd=t.flops_from_6nd, warnings=list(t.warnings), dropped=t.dropped, hint=t.hint)
+        curves = None if self.curves is None else self.curves.filter(pl.col("run").is_in(df["run"].to_list()))
+        f = Fit(fit_all(table, curves if curves is not None and curves.height else None, self.options), table,
+                curves, self.options)
+        f._warn()
+        return f
+
+    def _rollout(self) -> dict:
+        t, o = self._need_table("its runs"), self.options
+        return rollout(t.col("params"), t.col("tokens"), t.col("flops"), t.col("loss"),
+                       t.col("budget") if t.has("budget") else None,
+                       approaches=tuple(k for k in o.approaches if k in (2, 3)) or (2, 3), fixed=o.fixed,
+                       refine=o.refine, method=o.method, profile=o.profile)
