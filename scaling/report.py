@@ -195,6 +195,7 @@ KINDS = ("curves", "isoflop", "frontier", "contours", "residuals", "heldout", "f
 
 
 def check_kind(kind: str) -> str:
+    """`kind` if it names a figure (KINDS), else a UserError listing them."""
     if kind not in KINDS:
         raise UserError(f"unknown plot kind {kind!r}; expected one of {', '.join(KINDS)}")
     return kind
@@ -252,6 +253,7 @@ def _table(head: list[str], rows: list[list], left: int = 1, cls: str = "") -> s
 
 
 def runs_section(inp: Inputs) -> str:
+    """The runs table of the report: every row of the results file, the unfitted ones marked."""
     raw = read_any(inp.results)
     cols = [c for c in ("run", "params", "params_nonembed", "tokens", "flops", "budget", "loss", "loss_se", "status",
                         "wall_time_s") if c in raw.columns]
@@ -280,6 +282,7 @@ def runs_section(inp: Inputs) -> str:
 
 
 def fits_section(inp: Inputs) -> str:
+    """The fits of the report: each approach's numbers with intervals, then `scaling fit`'s text."""
     fit = inp.fit
     rows = []
     for k in (1, 2, 3):
@@ -315,6 +318,7 @@ def fits_section(inp: Inputs) -> str:
 
 
 def heldout_section(inp: Inputs) -> str:
+    """The held-out check of the report, in the sentences `scaling fit` prints."""
     hb = inp.fit.get("holdout_budget")
     if not hb:
         return ("<h2 id='heldout'>Held-out check</h2><p>None in this fit: it needs 3 or more budgets "
@@ -347,6 +351,7 @@ def heldout_section(inp: Inputs) -> str:
 
 
 def plan_section(inp: Inputs) -> str:
+    """The plan of the report (`scaling plan`'s text), or how to ask for one."""
     if inp.plan is None and inp.compare is None:
         return ("<h2 id='plan'>Plan</h2><p>No plan in this report: give <code>--plan</code> and "
                 "<code>scaling plan</code>'s arguments, e.g. <code>--plan --params 20B --tokens 1T</code>.</p>")
@@ -404,6 +409,7 @@ def render(inp: Inputs) -> str:
 
 
 def write(inp: Inputs, out: str | Path) -> Path:
+    """The report written to `out`, atomically."""
     out = Path(out)
     atomic_write_bytes(out, render(inp).encode())
     return out

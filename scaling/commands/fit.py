@@ -16,6 +16,7 @@ from scaling.fit.result import fit as fit_runs
 
 
 def register(subparsers) -> None:
+    """The `fit` sub-command and its flags (each a field of `scaling.fit.FitOptions`)."""
     p = subparsers.add_parser(
         "fit", help="fit Chinchilla's three approaches to a results table",
         description="Fit Chinchilla's Approaches 1-3 to a table of runs (results.parquet from "
@@ -69,6 +70,8 @@ def register(subparsers) -> None:
 
 
 def parse_approaches(spec: str) -> tuple[tuple, bool]:
+    """--approach: 'auto' (every approach the data allow), 'all', or a comma list; and
+    whether the user named them (then a refusal is an error)."""
     if spec in ("auto", "all", ""):
         return (1, 2, 3), spec == "all"
     try:

@@ -48,6 +48,7 @@ class PowerLaw:
 
 
 def fit_power(c: np.ndarray, y: np.ndarray) -> PowerLaw:
+    """y = coef c^exponent, least squares in logs."""
     slope, icpt = np.polyfit(np.log(c), np.log(y), 1)
     return PowerLaw(float(slope), float(np.exp(icpt)))
 
@@ -56,6 +57,8 @@ def fit_power(c: np.ndarray, y: np.ndarray) -> PowerLaw:
 
 @dataclass
 class Envelope:
+    """Approach 1's envelope: at each compute, the lowest loss any run reached, and that run's N and D."""
+
     c: np.ndarray         # FLOP values on the envelope
     n: np.ndarray         # size of the best run at each
     d: np.ndarray         # its tokens at that point
@@ -77,6 +80,8 @@ def curve_matrix(runs, curves: list[tuple[float, np.ndarray, np.ndarray, np.ndar
 
 
 def envelope_from_matrix(params: np.ndarray, grid, ll, lt, rows=None) -> Envelope:
+    """The envelope of the curves of `curve_matrix` (of the runs `rows` only, for a bootstrap
+    resample): at each compute of the grid some run covers, the run of lowest loss."""
     if rows is not None:
         ll, lt, params = ll[rows], lt[rows], params[rows]
     covered = ~np.all(np.isnan(ll), axis=0)
@@ -101,6 +106,8 @@ def final_point_frontier(n, d, c, loss) -> Envelope:
 
 @dataclass
 class EnvelopeFit:
+    """Approach 1: N_opt and D_opt as power laws of compute, fitted to the envelope's points."""
+
     n_law: PowerLaw
     d_law: PowerLaw
     env: Envelope
@@ -138,6 +145,9 @@ def group_budgets(flops: np.ndarray, budget: np.ndarray | None,
 
 @dataclass
 class Profile:
+    """Approach 2 at one budget: the minimum of its loss against N (N_opt, D_opt, its loss),
+    or why it has none (`refused`)."""
+
     budget: float
     n_runs: int
     n_opt: float | None
@@ -207,6 +217,7 @@ def _minimum(n: np.ndarray, loss: np.ndarray, method: str):
 
 def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray, c: np.ndarray,
             method: str = "local") -> Profile:
+    """The IsoFLOP profile of one budget's runs and its minimum, by `method` (local, parabola, akima)."""
     sizes = len(_by_size(n, loss)[0])
     if sizes < 3:
         return Profile(budget, len(n), None, None, None, None,
@@ -227,6 +238,8 @@ def profile(budget: float, n: np.ndarray, d: np.ndarray, loss: np.ndarray, c: np
 
 @dataclass
 class IsoFlopFit:
+    """Approach 2: N_opt and D_opt as power laws of compute, fitted to the profiles' minima."""
+
     n_law: PowerLaw
     d_law: PowerLaw
     profiles: list
@@ -234,6 +247,8 @@ class IsoFlopFit:
 
 
 def fit_isoflop(labels, values, n, d, loss, c, method: str = "local") -> IsoFlopFit:
+    """Approach 2 on runs grouped by budget (`group_budgets`' labels and values): each budget's
+    profile, then power laws through the minima of those that have one (at least 2)."""
     profs = [profile(values[g], n[labels == g], d[labels == g], loss[labels == g], c[labels == g], method)
              for g in range(len(values))]
     ok = [p for p in profs if p.n_opt is not None]

@@ -22,6 +22,9 @@ Objective = Callable[[np.ndarray, np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
 @dataclass
 class BatchResult:
+    """What `minimize_batch` returns: each problem's final point, objective, iterations, and
+    whether a tolerance (not the iteration limit) stopped it."""
+
     x: np.ndarray          # [S, P] final points
     f: np.ndarray          # [S] final objectives
     iterations: np.ndarray  # [S] iterations taken

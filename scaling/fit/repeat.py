@@ -92,6 +92,8 @@ def effective(p: dict, n, d, u, r_star_d: float, r_star_n: float, fpt: tuple = l
 
 
 def predict(p: dict, n, d, u, r_star_d: float, r_star_n: float, fpt: tuple = law.SIX_ND) -> np.ndarray:
+    """The data-constrained loss: the base law p at the effective N' and D' of runs that repeat
+    their U unique tokens (`effective`)."""
     ne, de = effective(p, n, d, u, r_star_d, r_star_n, fpt)
     return law.predict_loss(p, ne, de)
 

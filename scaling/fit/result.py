@@ -421,7 +421,7 @@ class Fit:
         lines = [f"<scaling.fit.Fit: {r.get('n_runs')} runs from {r.get('source')}, N from "
                  f"{r.get('params_column')!r}; {boot}>"]
 
-        def v(rec, k, digits=4):
+        def _v(rec, k, digits=4):
             lo, hi = ((rec.get("ci") or {}).get(k) or [None, None])
             x = rec.get(k)
             s = "-" if x is None else f"{x:.{digits}g}"
@@ -431,8 +431,8 @@ class Fit:
             head = f"  approach {k}: "
             if k == 3:
                 head += (f"L = {rec['E']:.4g} + {rec['A']:.4g}/N^{rec['alpha']:.4g} + {rec['B']:.4g}/D^{rec['beta']:.4g}"
-                         f"; alpha {v(rec, 'alpha')}, beta {v(rec, 'beta')}; ")
-            lines.append(head + f"a {v(rec, 'a')}, b {v(rec, 'b')}")
+                         f"; alpha {_v(rec, 'alpha')}, beta {_v(rec, 'beta')}; ")
+            lines.append(head + f"a {_v(rec, 'a')}, b {_v(rec, 'b')}")
         n = len(self.warnings)
         lines.append(f"  {n} warning(s) in .warnings; .summary() for the full text" if n else
                      "  .summary() for the full text")
