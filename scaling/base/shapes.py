@@ -107,18 +107,38 @@ class ModelConfig:
         """
         n = parse_count(target, "model size")
         best, best_score, closest = None, math.inf, None
+        lo_ratio = 1 / 1.1 * 1.0001
         for d in WIDTHS:
             heads = _n_heads(d)
-            for total in range(2, 513):
+
+            def shape(total: int) -> "ModelConfig":
                 n_enc = min(total - 1, max(1, round(total * enc_fraction)))
-                cfg = cls(vocab_size, d, heads, n_enc, total - n_enc, max_len, tied_embeddings)
-                ratio = cfg.n_params() / n
-                if closest is None or abs(math.log(ratio)) < abs(math.log(closest.n_params() / n)):
-                    closest = cfg
-                if ratio > 1.1:
-                    break
-                if ratio < 1 / 1.1 * 1.0001:
+                return cls(vocab_size, d, heads, n_enc, total - n_enc, max_len, tied_embeddings)
+
+            # N grows strictly with the depth (each step adds an encoder or a decoder layer), so
+            # the depths within 10% of the target are one run, found by bisection: the same
+            # shapes, in the same order, as trying every depth from 2 to 512.
+            def first(ratio_at_least: float) -> int:
+                lo, hi = 2, 513
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if shape(mid).n_params() / n >= ratio_at_least:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                return lo
+
+            over = first(math.nextafter(1.1, math.inf))      # the first depth over 10% above
+            # The closest shape of this width: either side of N = target (ties: the shallower).
+            for total in sorted({max(2, min(512, t)) for t in (first(1.0) - 1, first(1.0))}):
+                cfg = shape(total)
+                if total > over:
                     continue
+                if closest is None or abs(math.log(cfg.n_params() / n)) < abs(math.log(closest.n_params() / n)):
+                    closest = cfg
+            for total in range(first(lo_ratio), min(over, 513)):
+                cfg = shape(total)
+                ratio = cfg.n_params() / n
                 # Shape first, size second: half weight on the size error lets the rule
                 # return AlexaTM's exact shape (aspect 4096/78) for a 20B target.
                 score = abs(math.log(d / total / aspect)) + 0.5 * abs(math.log(ratio))

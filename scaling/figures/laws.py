@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from scaling.base.flops import SIX_ND, FlopCount
 from scaling.base.intervals import percentile_band
 from scaling.figures.axes import (WIDTH, count_label, flops_label, go, place_labels, run_hover,
                                   set_log_axis, style)
+from scaling.fit.compute import count_of, optimal
 from scaling.fit.isoflop import group_budgets
-from scaling.fit.law import optimal_nd, predict_loss
+from scaling.fit.law import predict_loss
 from scaling.plan.training import efficient_frontier
 
 # Published laws drawn for reference (both count C = 6ND).
@@ -20,10 +22,14 @@ PF_DAY = 1e15 * 86400                                                          #
 KAPLAN = (1.3e9, 0.73)   # Kaplan et al. 2020: N_opt = 1.3e9 (C / PF-day)^0.73, non-embedding N
 
 
-def fpt_of(a3: dict | None) -> tuple[float, float]:
-    """FLOPs per token (k, e) as k N^e, the count the fit's derived quantities used (6N if none)."""
-    fc = (a3 or {}).get("flop_count") or {}
-    return float(fc.get("k", 6.0)), float(fc.get("e", 1.0))
+def count_label_of(count: FlopCount) -> str:
+    """The count in a figure's words: 6ND, C = D x k N^e, or the encoder-decoder formula."""
+    if count.kind == "6nd":
+        return "6ND"
+    if count.kind == "power":
+        return f"C = D x {count.k:.3g} N^{count.e:.3f}"
+    return (f"encoder-decoder FLOPs by shape, vocab {count.vocab_size}, seq_len {count.seq_len}"
+            + (", N non-embedding" if count.nonembed else ""))
 
 
 def _band(ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +118,12 @@ def _power_laws(fig, g, c: np.ndarray, a1: dict | None, a2: dict | None, ys: dic
                 _add_band(fig, g, c, band[col - 1], COLOURS[k], f"approach {k}: 95% band", col)
 
 
-def _approach3_frontier(fig, g, c: np.ndarray, a3: dict, fpt: tuple, ys: dict) -> None:
-    """Approach 3's N_opt(C) and D_opt(C) under the runs' FLOP count, with the band of its bootstrap."""
-    n3, d3 = optimal_nd(a3, c, fpt)
-    name = f"approach 3: N ∝ C^{a3['a']:.3f}, D ∝ C^{a3['b']:.3f}"
+def _approach3_frontier(fig, g, c: np.ndarray, a3: dict, count: FlopCount, ys: dict) -> None:
+    """Approach 3's N_opt(C) and D_opt(C) under the fit's FLOP count (exact at every C drawn),
+    with the band of its bootstrap."""
+    n3, d3, _ = optimal(a3, c, count)
+    at = "" if count.is_power else f" at {flops_label(a3.get('c_ref', c[-1]))}"
+    name = f"approach 3: N ∝ C^{a3['a']:.3f}, D ∝ C^{a3['b']:.3f}{at}"
     for col, y in ((1, n3), (2, d3)):
         ys[col] += list(y)
         fig.add_trace(g.Scatter(x=c, y=y, mode="lines", name=name, legendgroup=name, showlegend=col == 1,
@@ -123,15 +131,14 @@ def _approach3_frontier(fig, g, c: np.ndarray, a3: dict, fpt: tuple, ys: dict) -
                                 "%{y:.3s}<extra></extra>"), row=1, col=col)
     samples = (a3.get("bootstrap") or {}).get("samples")
     if samples and len(samples) >= 20:
-        ps = [dict(zip(("E", "A", "B", "alpha", "beta"), s)) for s in samples]
-        nd = [optimal_nd(q, c, fpt) for q in ps]
-        for col in (1, 2):
-            _add_band(fig, g, c, _band(np.array([x[col - 1] for x in nd])), COLOURS[3], "approach 3: 95% band", col)
+        ns, ds, _ = optimal(np.asarray(samples, float), c, count)
+        for col, y in ((1, ns), (2, ds)):
+            _add_band(fig, g, c, _band(y), COLOURS[3], "approach 3: 95% band", col)
 
 
 def _published_laws(fig, g, c: np.ndarray) -> None:
     """Chinchilla's and Kaplan's laws, under their own count (C = 6ND), over the same compute."""
-    nc, dc = optimal_nd(CHINCHILLA, c)
+    nc, dc, _ = optimal(CHINCHILLA, c, SIX_ND)
     nk = KAPLAN[0] * (c / PF_DAY) ** KAPLAN[1]
     for name, n_, d_, dash in (("Chinchilla (Hoffmann et al. 2022, approach 3, 6ND)", nc, dc, "dash"),
                                ("Kaplan et al. 2020: N = 1.3e9 (C/PF-day)^0.73", nk, c / (6 * nk), "dot")):
@@ -177,15 +184,16 @@ def frontier(fit: dict, table=None, plan: dict | None = None):
     a1, a2, a3 = (fit.get(f"approach{k}") for k in (1, 2, 3))
     _read_off_points(fig, g, a1, a2)
     _power_laws(fig, g, c, a1, a2, ys)
-    fpt = fpt_of(a3)
+    count = count_of(fit)
     if a3:
-        _approach3_frontier(fig, g, c, a3, fpt, ys)
+        _approach3_frontier(fig, g, c, a3, count, ys)
     _published_laws(fig, g, c)
     if (plan or {}).get("plan"):
         _plan_marks(fig, g, plan, ys)
-    count = "6ND" if fpt == (6.0, 1.0) else f"C = D x {fpt[0]:.3g} N^{fpt[1]:.3f}"
-    style(fig, f"Compute-optimal allocation against training compute (approach 3 under the runs' count, {count})",
-          height=620, legend_below=True)
+    title = f"Compute-optimal allocation against training compute (approach 3 under the fit's count, {count_label_of(count)})"
+    if plan and plan.get("flop_model") and count.describe() != plan["flop_model"]:
+        title += f"; the plan counts by {plan['flop_model']}"
+    style(fig, title, height=620, legend_below=True)
     for col, name in ((1, "parameters N"), (2, "tokens D")):
         set_log_axis(fig, "x", c, "flops", "training compute C (FLOPs)", row=1, col=col)
         set_log_axis(fig, "y", ys[col], "count", name, row=1, col=col)
@@ -221,12 +229,11 @@ def _nd_contours(fig, g, law: dict, n_range, d_range, n_grid: int = 140) -> None
                             name="iso-loss", showlegend=False))
 
 
-def _isoflop_lines(fig, g, budgets, fpt, n_range, d_range):
-    k, e = fpt
+def _isoflop_lines(fig, g, budgets, count: FlopCount, n_range, d_range):
     first = True
     for cb in budgets:
         ns = np.geomspace(*n_range, 40)
-        ds = cb / (k * ns ** e)
+        ds = cb / count.per_token(ns)
         keep = (ds >= d_range[0]) & (ds <= d_range[1])
         if keep.sum() < 2:
             continue
@@ -250,16 +257,16 @@ def contours(fit: dict, table=None):
     n_range, d_range = _window(pn, pd, pad=4.0)
     fig = g.Figure()
     _nd_contours(fig, g, a3, n_range, d_range)
-    fpt = fpt_of(a3)
+    count = count_of(fit)
     if table is not None:
         _, values = group_budgets(table.col("flops"), table.col("budget") if table.has("budget") else None)
-        _isoflop_lines(fig, g, values if len(values) <= 12 else values[:: len(values) // 8], fpt, n_range, d_range)
-    c = np.geomspace(fpt[0] * n_range[0] ** fpt[1] * d_range[0], fpt[0] * n_range[1] ** fpt[1] * d_range[1], 200)
-    fn, fd = optimal_nd(a3, c, fpt)
+        _isoflop_lines(fig, g, values if len(values) <= 12 else values[:: len(values) // 8], count, n_range, d_range)
+    c = np.geomspace(float(count.per_token(n_range[0])) * d_range[0], float(count.per_token(n_range[1])) * d_range[1], 200)
+    fn, fd, _ = optimal(a3, c, count)
     keep = (fn >= n_range[0]) & (fn <= n_range[1]) & (fd >= d_range[0]) & (fd <= d_range[1])
-    count = "6ND" if fpt == (6.0, 1.0) else f"C = D x {fpt[0]:.3g} N^{fpt[1]:.3f}, the runs' count"
     fig.add_trace(g.Scatter(x=fn[keep], y=fd[keep], mode="lines", line=dict(color="red", width=3),
-                            name=f"efficient frontier ({count})", hovertemplate="frontier: N %{x:.3s}, D %{y:.3s}"
+                            name=f"efficient frontier ({count_label_of(count)}, the fit's count)",
+                            hovertemplate="frontier: N %{x:.3s}, D %{y:.3s}"
                             "<extra></extra>"))
     if table is not None:
         runs = [str(x) for x in table.df["run"].to_list()]

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scaling.base.allocation import compute_optimal
+from scaling.base.flops import FlopCount
 from scaling.fit.lbfgs import minimize_batch
 
 HUBER_DELTA = 1e-3
@@ -214,14 +216,25 @@ def from_params(p: dict) -> np.ndarray:
 SIX_ND = (6.0, 1.0)    # FLOPs per token = k N^e; Chinchilla's C = 6 N D
 
 
-def frontier(p: dict, fpt: tuple = SIX_ND) -> dict:
+def _power(fpt) -> tuple[float, float]:
+    """(k, e) of a power-law count given as a tuple or a power-law FlopCount."""
+    if isinstance(fpt, FlopCount):
+        if not fpt.is_power:
+            raise ValueError("the encoder-decoder FLOP count has no constant a, b, G: use "
+                             "scaling.fit.compute.derived(p, c_ref, count) for the slopes at a compute")
+        return float(fpt.k), float(fpt.e)
+    return float(fpt[0]), float(fpt[1])
+
+
+def frontier(p: dict, fpt=SIX_ND) -> dict:
     """Compute-optimal allocation when C = D * k N^e (FLOPs per token k N^e; 6ND is k=6, e=1).
 
     Minimising E + A N^-alpha + B (C / (k N^e))^-beta over N: N_opt = G (C/k)^a and
     D_opt = (C/k) / N_opt^e, with a = beta / (alpha + e beta), b = 1 - e a and
-    G = (alpha A / (e beta B))^(1 / (alpha + e beta)); Chinchilla's eq. 4 at k=6, e=1."""
+    G = (alpha A / (e beta B))^(1 / (alpha + e beta)); Chinchilla's eq. 4 at k=6, e=1.
+    fpt: (k, e), or a power-law FlopCount (scaling.base.flops)."""
     al, be = p["alpha"], p["beta"]
-    k, e = fpt
+    k, e = _power(fpt)
     if al <= 0 or be <= 0:
         return {"a": float("nan"), "b": float("nan"), "G": float("nan")}
     a = be / (al + e * be)
@@ -229,18 +242,27 @@ def frontier(p: dict, fpt: tuple = SIX_ND) -> dict:
     return {"a": a, "b": 1.0 - e * a, "G": G}
 
 
-def optimal_nd(p: dict, compute, fpt: tuple = SIX_ND) -> tuple[np.ndarray, np.ndarray]:
-    """N_opt, D_opt at compute C (FLOPs) when FLOPs per token are k N^e (default 6N)."""
-    fr = frontier(p, fpt)
-    ck = np.asarray(compute, float) / fpt[0]
+def optimal_nd(p: dict, compute, fpt=SIX_ND) -> tuple[np.ndarray, np.ndarray]:
+    """N_opt, D_opt at compute C (FLOPs) under a FLOP count: FLOPs per token k N^e as (k, e)
+    (default 6N, Chinchilla's eq. 4), or a FlopCount (scaling.base.flops), whose
+    encoder-decoder count is solved exactly at every N (scaling.base.allocation)."""
+    if isinstance(fpt, FlopCount) and not fpt.is_power:
+        c = np.asarray(compute, float)
+        al = compute_optimal(p, c.reshape(1, -1), fpt)
+        return al.n.reshape(c.shape), al.d.reshape(c.shape)
+    k, e = _power(fpt)
+    fr = frontier(p, (k, e))
+    ck = np.asarray(compute, float) / k
     n = fr["G"] * ck ** fr["a"]
-    return n, ck / n ** fpt[1]
+    return n, ck / n ** e
 
 
 def flops_per_token_law(n, tokens, flops) -> tuple[tuple, float]:
     """FLOPs per token as k N^e from runs (least squares in logs) and the largest relative
-    deviation of a run from it. A 6ND table gives (6, 1) exactly; this lab's encoder-decoder
-    runs, counted in non-embedding N, give e != 1 and k != 6."""
+    deviation of a run from it. A 6ND table gives (6, 1) exactly. The last resort of
+    scaling.fit.compute for a foreign table whose flops are not 6ND and that says nothing of its
+    models (it is extrapolated beyond the runs, and the fit warns); this lab's runs are counted
+    by the encoder-decoder formula instead (scaling.base.flops)."""
     ln = np.log(np.asarray(n, float))
     lf = np.log(np.asarray(flops, float) / np.asarray(tokens, float))
     if np.ptp(ln) < 1e-9:

@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 
 from scaling.base.errors import UserError
-from scaling.fit import isoflop, law, repeat
+from scaling.base.flops import FlopCount
+from scaling.fit import compute, isoflop, law, repeat
 from scaling.base.intervals import percentile_interval
 from scaling.fit.rollout import rollout
 from scaling.fit.table import RunTable
@@ -35,7 +36,9 @@ class FitOptions:
     fit without the largest budget and predict it (on unless --no-holdout); rollout: the
     leave-future-out table (--rollout). refine (--full-grid), method (--method), profile
     (--profile), loss_noise (--loss-noise), fixed (--fix) and repeat_stage1 (--repeat-stage1)
-    choose how approaches 2 and 3 are fitted; progress: a bar on a terminal.
+    choose how approaches 2 and 3 are fitted; flops: how the runs' compute is counted for
+    approach 3's a, b, G and D/N (None: read off the table; scaling/fit/compute.py); progress: a
+    bar on a terminal.
     `scaling.fit(data, **options)` takes these same names."""
 
     approaches: tuple = (1, 2, 3)
@@ -52,6 +55,10 @@ class FitOptions:
     loss_noise: float | None = None  # approach 2's bootstrap: relative seed noise added to each loss
     fixed: dict = field(default_factory=dict)   # approach 3 parameters held, e.g. {"E": 1.69}
     repeat_stage1: str = "unpenalised"          # repeated data: which runs fit the base law (repeat.py)
+    # How the runs' compute is counted (scaling/fit/compute.py): None reads it off the table (the
+    # encoder-decoder formula for the lab's runs, 6ND for a foreign table); a FlopCount, its
+    # record or a string ('6nd', '8*N^1', 'encdec:vocab=260,seq_len=32') states it.
+    flops: FlopCount | dict | str | None = None
 
 
 def _ci(samples: np.ndarray) -> list:
@@ -227,22 +234,14 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
 
 # ----------------------------------------------------------------------------- Approach 3
 
-def derived(p: dict, c_ref: float, fpt: tuple = law.SIX_ND) -> dict:
-    fr = law.frontier(p, fpt)
-    n_opt, d_opt = law.optimal_nd(p, c_ref, fpt)
-    return {**fr, "tokens_per_param": float(d_opt / n_opt)}
+def derived(p: dict, c_ref: float, count: FlopCount = compute.SIX_ND) -> dict:
+    """a, b, G and D/N of law p at compute c_ref under the FLOP count (scaling/fit/compute.py)."""
+    return compute.derived(p, c_ref, count)
 
 
-def flop_count(table: RunTable) -> tuple[tuple, dict]:
-    """The FLOP count the runs' compute used, for the derived quantities: 6ND when the table's
-    FLOPs are (or were filled as) 6ND, else the runs' own FLOPs per token as k N^e."""
-    if table.flops_from_6nd:
-        return law.SIX_ND, {"flops_count": "6ND (the table has no flops column)", "k": 6.0, "e": 1.0}
-    fpt, dev = law.flops_per_token_law(table.col("params"), table.col("tokens"), table.col("flops"))
-    if abs(fpt[1] - 1) < 1e-3 and abs(fpt[0] / 6 - 1) < 1e-3:
-        return law.SIX_ND, {"flops_count": "6ND (the table's flops are 6ND)", "k": 6.0, "e": 1.0}
-    return fpt, {"flops_count": f"the runs' FLOPs per token, {fpt[0]:.4g} N^{fpt[1]:.4f} (within {100 * dev:.1f}% "
-                                f"of every run)", "k": fpt[0], "e": fpt[1], "max_deviation": dev}
+def flop_count(table: RunTable, stated=None) -> tuple[FlopCount, dict, list]:
+    """The FLOP count of the runs, its fit.json record and warnings (compute.count_for_table)."""
+    return compute.count_for_table(table, stated)
 
 
 def check_law_data(table: RunTable) -> str | None:
@@ -268,9 +267,10 @@ class _Runs3:
     d: np.ndarray
     loss: np.ndarray
     u: np.ndarray | None
-    fpt: tuple
+    fpt: tuple                  # the count as k N^e over the runs' own sizes (repeat.py takes a power law)
     staged: bool
     held: bool
+    count: FlopCount = field(default_factory=lambda: compute.SIX_ND)   # the FLOP count of the derived quantities
 
     @property
     def single_epoch(self) -> np.ndarray:
@@ -415,8 +415,11 @@ def _add_intervals(out: dict, dc: dict | None, runs: _Runs3, s1: _BaseLaw, xs, r
         warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
                         "down and it has no intervals")
         ps = []
-    rows = [{**p, **derived(p, c_ref, runs.fpt)} for p in ps]
-    out["ci"] = {k: _ci(np.array([r[k] for r in rows], float)) if rows else [None, None] for k in _A3_KEYS}
+    # Every sample's a, b, G and D/N at once, under the fit's own FLOP count.
+    rows = {k: np.array([p[k] for p in ps], float) for k in law.PARAMS}
+    if ps:
+        rows.update(compute.derived(np.array([[p[k] for k in law.PARAMS] for p in ps]), c_ref, runs.count))
+    out["ci"] = {k: _ci(rows[k]) if ps else [None, None] for k in _A3_KEYS}
     E = np.array([p["E"] for p in ps])
     al = np.array([p["alpha"] for p in ps])
     corr = float(np.corrcoef(E, al)[0, 1]) if len(ps) > 1 and np.std(E) > 0 and np.std(al) > 0 else 0.0
@@ -437,11 +440,12 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     if why:
         raise _Skip(why)
     n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
-    fpt, count = flop_count(table)
+    count, count_rec, count_warnings = flop_count(table, opts.flops)
     u = table.col("unique_tokens") if table.has("unique_tokens") else None
-    runs = _Runs3(n, d, loss, u, fpt, staged=u is not None and bool(np.any(d > u * (1 + 1e-9))),
-                  held=all(k in opts.fixed for k in law.PARAMS))
-    warnings: list[str] = []
+    runs = _Runs3(n, d, loss, u, count.power_over(float(n.min()), float(n.max())),
+                  staged=u is not None and bool(np.any(d > u * (1 + 1e-9))),
+                  held=all(k in opts.fixed for k in law.PARAMS), count=count)
+    warnings: list[str] = [f"approach 3: {w}" for w in count_warnings]
     s1 = _base_law(runs, opts, warnings)
     fit, nb, db = s1.fit, n[s1.base], d[s1.base]
     warnings += list(fit.warnings)
@@ -453,7 +457,11 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         warnings.append(f"approach 3: only {sizes} distinct sizes; E, alpha and beta are traded off against "
                         "each other (read the intervals, not the point values)")
     c_ref = float(c.max())
-    out = {**fit.params, **derived(fit.params, c_ref, fpt), "c_ref": c_ref, "flop_count": count,
+    note = compute.slopes_note(count, c_ref)
+    if not count.is_power:
+        count_rec = {**count_rec, "flops_count": f"{count_rec['flops_count']}; {note}"}
+    out = {**fit.params, **derived(fit.params, c_ref, count), "c_ref": c_ref, "flop_count": count_rec,
+           "slopes": note,
            "objective": fit.objective,
            "degenerate": why_degenerate, "fixed": dict(opts.fixed), "method": opts.method,
            "n_starts": fit.n_starts, "n_refined": fit.n_refined, "converged": fit.converged}
@@ -571,7 +579,9 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
     Its keys: source, params_column, n_runs, range (the runs' reach), dropped, flops_from_6ND,
     bootstrap, seed, warnings; approach1 / approach2 / approach3 for each approach fitted (its
     values, `ci` with their 95% intervals, n_points, warnings, the bootstrap's samples);
-    holdout_budget, holdout and rollout for the checks asked for. An approach the data refuse
+    holdout_budget, holdout and rollout for the checks asked for; flop_count, how the runs'
+    compute is counted (scaling/fit/compute.py), which approach 3's a, b, G and D/N, the plan
+    and the figures all use. An approach the data refuse
     is skipped with a warning, or is a UserError when `opts.explicit`; no approach at all is a
     UserError. `scaling.fit(...)` wraps the record in a `scaling.fit.Fit`."""
     opts = opts or FitOptions()
@@ -617,6 +627,10 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
         bar.close()
     if not any(f"approach{k}" in out for k in (1, 2, 3)):
         raise UserError(f"{table.source}: no approach could be fitted: " + "; ".join(out["warnings"]))
+    # How the runs' compute is counted: the one count of approach 3's derived quantities, the
+    # plan (`scaling plan --fit`) and the figures (`compute.count_of` reads it back).
+    out["flop_count"] = (out["approach3"]["flop_count"] if "approach3" in out
+                         else flop_count(table, opts.flops)[1])
     return out
 
 

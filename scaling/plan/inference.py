@@ -9,9 +9,9 @@ a smaller model needs more training tokens but serves cheaper, so the N of least
 training + inference compute shrinks as T grows. With T = 0 it is the Chinchilla-optimal
 (training-compute-optimal) model of that loss, which is what the saving is measured against.
 
-Training FLOPs per token and serving FLOPs per token come from scaling.plan.training.FlopModel (the
-encoder-decoder formulas of scaling.train.model, tabulated over the size rule's shapes and
-interpolated in log N, or 6N and 2N). Inference tokens count input and output: a request reads
+Training FLOPs per token and serving FLOPs per token come from the plan's FlopCount
+(scaling.base.flops: the encoder-decoder formulas of scaling.base.shapes, tabulated over the
+size rule's shapes and interpolated in log N, or 6N and 2N). Inference tokens count input and output: a request reads
 input_len tokens through the encoder once and generates output_len tokens with the decoder.
 """
 
@@ -61,8 +61,13 @@ def tokens_at_loss(law: Law, n, target, point: bool = True) -> np.ndarray:
         return np.where(gap > 0, (B / np.where(gap > 0, gap, 1.0)) ** (1.0 / be), np.nan)
 
 
-def compute_of(flop: FlopModel, serving: Serving, n, d):
-    """(training FLOPs, inference FLOPs) of N parameters trained on D tokens, then served."""
+def compute_of(flop: FlopModel, serving: Serving, n, d, shape=None):
+    """(training FLOPs, inference FLOPs) of N parameters trained on D tokens, then served; of
+    `shape` itself when given (a plan's model: its own formulas, as its bill counts it)."""
+    if shape is not None and flop.kind == "encdec":
+        per_request = shape.inference_flops(serving.input_len, serving.output_len)
+        return (shape.flops_per_token(flop.seq_len, flop.noise_density) * np.asarray(d, float),
+                per_request / (serving.input_len + serving.output_len) * serving.tokens)
     train = flop.per_token(n) * d
     inf = flop.inference_per_token(n, serving.input_len, serving.output_len) * serving.tokens
     return train, inf
@@ -120,9 +125,9 @@ def _sum_bills(a: dict, b: dict) -> dict:
     return {gpu: {k: a[gpu][k] + b[gpu][k] for k in a[gpu]} for gpu in a}
 
 
-def _entry(flop: FlopModel, serving: Serving, cost, n: float, d: float) -> dict:
+def _entry(flop: FlopModel, serving: Serving, cost, n: float, d: float, shape=None) -> dict:
     """One model's whole bill: training, serving, and their sum, in FLOPs and per GPU."""
-    tr, inf = (float(v) for v in compute_of(flop, serving, n, d))
+    tr, inf = (float(v) for v in compute_of(flop, serving, n, d, shape))
     bt, bi = cost.bill(tr), cost.bill(inf, inference=True)
     return {"params": n, "tokens": d, "tokens_per_param": d / n, "train_flops": tr, "inference_flops": inf,
             "total_flops": tr + inf, "cost": {"train": bt, "inference": bi, "total": _sum_bills(bt, bi)}}
@@ -144,8 +149,9 @@ def inference_plan(law: Law, flop: FlopModel, cost, serving: Serving, target: fl
                    plan: tuple | None = None) -> dict:
     """The `inference` record of `scaling plan`: the model of least training + inference
     compute at the target loss, the Chinchilla-optimal model of the same loss, the given
-    plan (if any) served the same way, and the savings. target_samples (one target per
-    bootstrap sample, e.g. each sample's own loss for the plan) gives the intervals."""
+    plan (if any: (N, D), or (N, D, its shape) to bill the shape's own FLOPs) served the same
+    way, and the savings. target_samples (one target per bootstrap sample, e.g. each sample's
+    own loss for the plan) gives the intervals."""
     if objective not in ("flops", "gpu-hours"):
         raise UserError(f"--objective: expected flops or gpu-hours, got {objective!r}")
     E = law.params["E"]
@@ -169,7 +175,7 @@ def inference_plan(law: Law, flop: FlopModel, cost, serving: Serving, target: fl
                "chinchilla": float(flop.inference_per_token(ref["params"], serving.input_len, serving.output_len))},
            "optimal": opt, "chinchilla": ref, "saving": _saving(ref, opt)}
     if plan is not None:
-        p = _entry(flop, serving, cost, float(plan[0]), float(plan[1]))
+        p = _entry(flop, serving, cost, float(plan[0]), float(plan[1]), plan[2] if len(plan) > 2 else None)
         p["loss"] = float(law.loss(plan[0], plan[1])[0, 0])
         out["plan"] = p
         out["plan_saving"] = _saving(ref, p)
@@ -195,7 +201,7 @@ def inference_plan(law: Law, flop: FlopModel, cost, serving: Serving, target: fl
             out["saving"]["flops_ci"] = _ci(c_tot - b_tot)
             out["saving"]["flops_pct_ci"] = _ci(100.0 * (1.0 - b_tot / c_tot))
             if plan is not None:
-                p_tot = sum(compute_of(flop, serving, plan[0], plan[1]))
+                p_tot = sum(compute_of(flop, serving, plan[0], plan[1], plan[2] if len(plan) > 2 else None))
                 out["plan_saving"]["flops_pct_ci"] = _ci(100.0 * (1.0 - float(p_tot) / c_tot))
     out["warnings"] = warnings
     return out

@@ -13,6 +13,7 @@ import numpy as np
 from scaling.base.config import parse_count
 from scaling.base.cost import CostAssumptions
 from scaling.base.errors import UserError
+from scaling.base.flops import FlopCount
 from scaling.plan.inference import Serving, inference_plan, least_compute
 from scaling.plan.request import PlanRequest
 from scaling.plan.training import (FAMOUS, FlopModel, Law, compare_plans, make_plan, optimum, planned_model,
@@ -61,10 +62,32 @@ def _check(req: PlanRequest, params, tokens, compute) -> None:
         raise UserError("give --params and --tokens, --compute, --params alone, --target-loss, or --compare")
     if req.compare is not None and req.target_loss is not None:
         raise UserError("--target-loss does not combine with --compare (each plan's own loss is the target)")
-    if req.seq_len < 8:
+    if req.seq_len is not None and req.seq_len < 8:
         raise UserError(f"--seq-len: must be at least 8, got {req.seq_len}")
-    if not 0 <= req.noise_density < 1:
+    if req.noise_density is not None and not 0 <= req.noise_density < 1:
         raise UserError(f"--noise-density: must be in [0, 1), got {req.noise_density}")
+
+
+def plan_count(req: PlanRequest, law: Law) -> FlopCount:
+    """The plan's FLOP count: the fit's own (fit.json's flop_count) when the request states
+    none, so that the plan, the fit's a, b, G and the figures count compute one way; else
+    `--flops 6nd`, or the encoder-decoder formula with the stated window, noise and vocabulary
+    over the fit's (or AlexaTM's 1024, 0.15 and 150000). A stated count that differs from the
+    fit's is said in the plan's warnings."""
+    stated = {k: v for k, v in (("seq_len", req.seq_len), ("noise_density", req.noise_density),
+                                ("vocab_size", None if req.vocab is None else int(parse_count(req.vocab, "--vocab"))))
+              if v is not None}
+    if req.flops is None and not stated:
+        return law.count_for(None)
+    if req.flops == "6nd":
+        flop = FlopCount("6nd")
+    else:
+        base = law.flop_count if law.flop_count is not None and law.flop_count.kind == "encdec" else FlopCount()
+        flop = FlopCount(**{**vars(base), **stated, "kind": req.flops or "encdec", "warnings": []})
+    if law.flop_count is not None and flop != law.flop_count:
+        flop.warnings.append(f"this plan counts compute by {flop.describe()}; the fit counted its runs by "
+                             f"{law.flop_count.describe()} (its a, b, G and figures use that)")
+    return flop
 
 
 def _compare_reach(law: Law, flop: FlopModel, plans: list) -> dict | None:
@@ -82,7 +105,8 @@ def add_inference(r: dict, law: Law, flop: FlopModel, assume, req: PlanRequest, 
         target, samples, src, plan = req.target_loss, np.full(len(law.samples), req.target_loss), "given", None
     elif "plan" in r:
         n, d = r["plan"]["params"], r["plan"]["tokens"]
-        target, samples, src, plan = r["plan"]["loss"], law.loss(n, d, point=False)[:, 0], "plan", (n, d)
+        plan = (n, d, flop.shape(r["plan"]["params_target"]))        # billed as its own shape, as the plan is
+        target, samples, src = r["plan"]["loss"], law.loss(n, d, point=False)[:, 0], "plan"
     else:
         target, src, plan = r["optimal"]["loss"], "compute-optimal", None
         samples = optimum(law, r["compute"], flop, point=False)[2]
@@ -98,7 +122,7 @@ def compare_inference(r: dict, law: Law, flop: FlopModel, assume, req: PlanReque
         n, d = row["params"], row["tokens"]
         row["inference"] = inference_plan(law, flop, assume, serving, row["loss"],
                                           target_samples=law.loss(n, d, point=False)[:, 0], target_from="plan",
-                                          objective=req.objective, plan=(n, d))
+                                          objective=req.objective, plan=(n, d, flop.shape(row["params_target"])))
 
 
 def _compare_record(req: PlanRequest, law: Law, flop: FlopModel, params, tokens) -> dict:
@@ -131,7 +155,7 @@ def build(req: PlanRequest) -> tuple[dict, Law, FlopModel, CostAssumptions]:
     _check(req, params, tokens, compute)
     assume = assumptions(req)
     law = Law.from_fit_file(req.fit) if req.fit else Law.default()
-    flop = FlopModel(req.flops, req.seq_len, req.noise_density, parse_count(req.vocab, "--vocab"))
+    flop = plan_count(req, law)
     if req.compare is not None:
         r = _compare_record(req, law, flop, params, tokens)
         if inference_tokens is not None:

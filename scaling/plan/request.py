@@ -27,10 +27,14 @@ class PlanRequest:
     tokens: str | float | None = None            # training tokens D
     compute: str | float | None = None           # training FLOPs alone (the plan is the optimum)
     fit: str | None = None                       # fit.json; None: the default law
-    flops: str = "encdec"                        # how compute is counted: encdec | 6nd
-    seq_len: int = 1024
-    noise_density: float = 0.15
-    vocab: str | int = "150000"
+    # How compute is counted: encdec | 6nd, and the encoder-decoder formula's window, noise and
+    # vocabulary. None: the fit's own count (its fit.json's flop_count), else encdec with
+    # AlexaTM's window (1024), noise (0.15) and vocabulary (150000); a value given replaces the
+    # fit's (scaling.plan.record.plan_count).
+    flops: str | None = None
+    seq_len: int | None = None
+    noise_density: float | None = None
+    vocab: str | int | None = None
     inference_tokens: str | float | None = None  # tokens served over the model's life
     input_len: int = 512
     output_len: int = 128
@@ -64,10 +68,14 @@ def add_plan_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fit", default=_D.fit, metavar="FILE",
                    help="fit.json from `scaling fit --out` (default: the Chinchilla 240-point refit)")
     p.add_argument("--flops", default=_D.flops, choices=("encdec", "6nd"),
-                   help="how compute is counted for the optimum (default: encoder-decoder formula)")
-    p.add_argument("--seq-len", type=int, default=_D.seq_len, help="source window length (default 1024)")
-    p.add_argument("--noise-density", type=float, default=_D.noise_density, help="denoising noise (default 0.15)")
-    p.add_argument("--vocab", default=_D.vocab, help="vocabulary for the FLOP formula (default AlexaTM's 150000)")
+                   help="how compute is counted (default: the fit's own count; without --fit, the "
+                        "encoder-decoder formula)")
+    p.add_argument("--seq-len", type=int, default=_D.seq_len,
+                   help="source window length (default: the fit's, else 1024)")
+    p.add_argument("--noise-density", type=float, default=_D.noise_density,
+                   help="denoising noise (default: the fit's, else 0.15)")
+    p.add_argument("--vocab", default=_D.vocab,
+                   help="vocabulary for the FLOP formula (default: the fit's, else AlexaTM's 150000)")
     i = p.add_argument_group("inference in the bill (Sardana et al. 2023)")
     i.add_argument("--inference-tokens", default=_D.inference_tokens, metavar="T",
                    help="tokens the model will serve over its life, input + output (e.g. 2T): find the N, D "

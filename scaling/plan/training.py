@@ -2,26 +2,28 @@
 
 The law is Approach 3's L(N, D) = E + A/N^alpha + B/D^beta, from `scaling fit --out` (with
 its bootstrap samples, which carry the intervals through every number here) or, without a
-fit, the default below. Compute is counted by the encoder-decoder FLOP formula of
-scaling.train.model (training FLOPs per source token under the AlexaTM objective, a function of
-the model's shape), so "the compute-optimal N for this compute" is found numerically: along
-the curve D = C / flops_per_token(N), the N of least loss. 6ND is reported beside it.
+fit, the default below. Compute is counted by a `scaling.base.flops.FlopCount`: the fit's own
+count (fit.json's `flop_count`) unless the plan states one, else the encoder-decoder FLOP
+formula (training FLOPs per source token under the AlexaTM objective, a function of the
+model's shape), so "the compute-optimal N for this compute" is found numerically: along the
+curve D = C / flops_per_token(N), the N of least loss (`scaling.base.allocation`, the function
+the fit's derived quantities and the figures call too). 6ND is reported beside it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scaling.base.allocation import compute_optimal, tokens_for_optimal
 from scaling.base.config import parse_count, read_toml
 from scaling.base.cost import alexatm_reported
 from scaling.base.errors import UserError
+from scaling.base.flops import FlopCount
 from scaling.base.intervals import percentile_interval
-from scaling.base.shapes import ModelConfig
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 
@@ -52,6 +54,7 @@ class Law:
     note: str | None = None
     fitted_range: dict | None = None   # the fit's data: {"params": [lo, hi], "flops": [lo, hi], ...}
     params_column: str = "params"      # which N the law was fitted on (params_nonembed: Kaplan's)
+    flop_count: FlopCount | None = None  # how the fit counted its runs' compute (None: the default law)
 
     @classmethod
     def default(cls, n_samples: int = 1000, seed: int = 0) -> "Law":
@@ -83,7 +86,17 @@ class Law:
                 + ("" if have else " (fit with --bootstrap N)"))
             samples = np.array([[params[k] for k in PARAMS]])
         rng = fit.get("range") if isinstance(fit.get("range"), dict) else None
-        return cls(params, samples, str(p), note, rng, str(fit.get("params_column") or "params"))
+        return cls(params, samples, str(p), note, rng, str(fit.get("params_column") or "params"), _fit_count(fit))
+
+    def count_for(self, stated: FlopCount | None) -> FlopCount:
+        """The plan's FLOP count: the one stated, else the fit's own (so that the plan, the fit's
+        derived quantities and the figures count compute one way), else the encoder-decoder
+        formula with AlexaTM's vocabulary and window."""
+        if stated is not None:
+            return stated
+        if self.flop_count is not None:
+            return FlopCount(**{**vars(self.flop_count), "warnings": []})
+        return FlopCount("encdec")
 
     @property
     def nonembed(self) -> bool:
@@ -109,152 +122,65 @@ class Law:
             return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
 
 
-@dataclass
-class FlopModel:
-    """Training FLOPs per token as a function of N: the encoder-decoder formula of the shape
-    scaling.train.model's size rule picks for N ('encdec'), or 6 N ('6nd')."""
-
-    kind: str = "encdec"
-    seq_len: int = 1024
-    noise_density: float = 0.15
-    vocab_size: int = 150_000          # AlexaTM's SentencePiece vocabulary
-    warnings: list = field(default_factory=list)
-
-    def __post_init__(self):
-        if self.kind not in ("encdec", "6nd"):
-            raise UserError(f"--flops: expected encdec or 6nd, got {self.kind!r}")
-
-    def per_token(self, n) -> np.ndarray:
-        n = np.asarray(n, float)
-        if self.kind == "6nd":
-            return 6.0 * n
-        ln, lk = _kappa_table(self.seq_len, self.noise_density, self.vocab_size)
-        # FLOPs per token per parameter varies slowly with N (attention and LM head shares):
-        # interpolate it in log N between the shapes of the size rule; constant beyond them.
-        return n * np.exp(np.interp(np.log(n), ln, lk))
-
-    def inference_per_token(self, n, input_len: int, output_len: int) -> np.ndarray:
-        """Forward FLOPs per inference token (input + output) for requests of input_len
-        tokens in and output_len out: the encoder-decoder's own inference formula, or 2 N
-        (a forward pass, Sardana et al.'s count) under 6ND."""
-        n = np.asarray(n, float)
-        if self.kind == "6nd":
-            return 2.0 * n
-        ln, lk = _serve_table(int(input_len), int(output_len), self.seq_len, self.vocab_size)
-        return n * np.exp(np.interp(np.log(n), ln, lk))
-
-    def shape(self, n: float):
-        if self.kind == "6nd":
-            return None
-        try:
-            return ModelConfig.from_params(int(n), vocab_size=self.vocab_size, max_len=max(self.seq_len + 1, 1024))
-        except UserError:
-            return None
-
-    def describe(self) -> str:
-        if self.kind == "6nd":
-            return "6 N D"
-        return (f"encoder-decoder formula (scaling.base.shapes), seq_len {self.seq_len}, noise {self.noise_density:g}, "
-                f"vocab {self.vocab_size}")
+# The FLOP count of a plan: scaling.base.flops.FlopCount, the one count of fits, plans and
+# figures. FlopModel("encdec") / FlopModel("6nd", ...) as before.
+FlopModel = FlopCount
 
 
-@functools.lru_cache(maxsize=8)
-def _size_rule_shapes(vocab: int, max_len: int) -> tuple:
-    """The shapes the size rule picks on a log grid of N (ModelConfig.from_params costs tens
-    of ms, so every per-token FLOP table below is built from this one cached list)."""
-    shapes = []
-    for n in np.geomspace(1e7, 3e12, 23):
-        try:
-            shapes.append(ModelConfig.from_params(int(n), vocab_size=vocab, max_len=max_len))
-        except UserError:
-            continue
-    if len(shapes) < 2:
-        raise UserError(f"no model shape fits vocabulary {vocab}: cannot count encoder-decoder FLOPs")
-    return tuple(sorted(shapes, key=lambda c: c.n_params()))
-
-
-def _per_param_table(shapes: tuple, flops_of) -> tuple:
-    """(log N, log(FLOPs per token / N)) over the shapes: interpolated in log N by callers."""
-    ln = np.array([math.log(c.n_params()) for c in shapes])
-    lk = np.array([math.log(flops_of(c) / c.n_params()) for c in shapes])
-    return ln, lk
-
-
-@functools.lru_cache(maxsize=8)
-def _kappa_table(seq_len: int, noise: float, vocab: int):
-    shapes = _size_rule_shapes(vocab, max(seq_len + 1, 1024))
-    return _per_param_table(shapes, lambda c: c.flops_per_token(seq_len, noise))
-
-
-@functools.lru_cache(maxsize=16)
-def _serve_table(input_len: int, output_len: int, seq_len: int, vocab: int):
-    # Serving FLOPs per inference token (input and output tokens both counted): one request
-    # encodes input_len tokens once and generates output_len tokens with a KV cache.
-    shapes = _size_rule_shapes(vocab, max(seq_len + 1, 1024))
-    return _per_param_table(shapes, lambda c: c.inference_flops(input_len, output_len) / (input_len + output_len))
+def _fit_count(fit: dict) -> FlopCount | None:
+    """The FLOP count a fit.json recorded (`flop_count`, or approach 3's); None for a record of
+    before the kinds, whose count was a power law fitted on its runs."""
+    a3 = fit.get("approach3") if isinstance(fit.get("approach3"), dict) else {}
+    rec = a3.get("flop_count") or fit.get("flop_count")
+    if not isinstance(rec, dict) or "kind" not in rec:
+        return None
+    try:
+        return FlopCount.from_dict(rec)
+    except (KeyError, TypeError, ValueError, UserError):
+        return None
 
 
 # ----------------------------------------------------------------------------- optimisation
 
-def optimum(law: Law, compute, flop: FlopModel, point: bool = True, n_grid: int = 1401):
+def _rows(law: Law, point: bool) -> np.ndarray:
+    return np.array([[law.params[k] for k in PARAMS]]) if point else law.samples
+
+
+def optimum(law: Law, compute, flop: FlopCount, point: bool = True):
     """For each parameter set: the N (and D = C / per_token(N)) of least loss at this compute
-    (a scalar, or one per parameter set). A log grid of N over 7 decades around sqrt(C/6),
-    refined by the parabola through the best grid point. Returns N, D, loss, at_edge [S]."""
-    E, A, B, al, be = law.arrays(point)
-    S = E.shape[0]
-    c = np.broadcast_to(np.asarray(compute, float).reshape(-1, 1), (S, 1))
-    lg = 0.5 * np.log10(c / 6.0) + np.linspace(-4.0, 3.0, n_grid)[None, :]   # [S, G]
-    n = 10.0 ** lg
-    d = c / flop.per_token(n)
-    with np.errstate(over="ignore"):  # a degenerate law's huge exponent: that term is 0
-        L = E + A / n ** al + B / d ** be
-    j = np.argmin(L, axis=1)
-    i = np.clip(j, 1, n_grid - 2)
-    rows = np.arange(S)
-    y0, y1, y2 = L[rows, i - 1], L[rows, i], L[rows, i + 1]
-    den = y0 - 2 * y1 + y2
-    shift = np.where(den > 0, 0.5 * (y0 - y2) / np.where(den > 0, den, 1.0), 0.0)
-    step = 7.0 / (n_grid - 1)
-    n_opt = 10.0 ** (lg[rows, i] + np.clip(shift, -1, 1) * step)
-    d_opt = c[:, 0] / flop.per_token(n_opt)
-    with np.errstate(over="ignore"):
-        l_opt = E[:, 0] + A[:, 0] / n_opt ** al[:, 0] + B[:, 0] / d_opt ** be[:, 0]
-    return n_opt, d_opt, l_opt, (j == 0) | (j == n_grid - 1)
+    (a scalar, or one per parameter set), by `scaling.base.allocation.compute_optimal` (the
+    function the fit's derived quantities and the figures call): closed form under a power-law
+    count, the root of its first-order condition under the encoder-decoder one. Returns N, D,
+    loss, at_edge [S] (at_edge: the optimum lies outside 7 decades around sqrt(C/6), a
+    degenerate law)."""
+    rows = _rows(law, point)
+    c = np.broadcast_to(np.asarray(compute, float).reshape(-1, 1), (len(rows), 1))
+    al = compute_optimal(rows, c, flop)
+    return al.n[:, 0], al.d[:, 0], al.loss[:, 0], al.at_edge[:, 0]
 
 
-def efficient_frontier(law: Law, flop: FlopModel, n_range, d_range, n_points: int = 120):
+def efficient_frontier(law: Law, flop: FlopCount, n_range, d_range, n_points: int = 120):
     """(N, D) of the compute-optimal models under this FLOP count, over the computes that
     keep them inside the N-D window (for the N-D plane figure)."""
     lo = float(flop.per_token(n_range[0]) * d_range[0])
     hi = float(flop.per_token(n_range[1]) * d_range[1])
-    pts = [optimum(law, c, flop, n_grid=701)[:2] for c in np.geomspace(lo, hi, n_points)]
-    n = np.array([p[0][0] for p in pts])
-    d = np.array([p[1][0] for p in pts])
+    al = compute_optimal(law.params, np.geomspace(lo, hi, n_points)[None, :], flop)
+    n, d = al.n[0], al.d[0]
     keep = (n >= n_range[0]) & (n <= n_range[1]) & (d >= d_range[0]) & (d <= d_range[1])
     return n[keep], d[keep]
 
 
-def tokens_for_params(law: Law, n: float, flop: FlopModel, point: bool = True, iters: int = 40):
-    """The D that makes N compute-optimal, per parameter set: bisection on the compute
-    C = per_token(N) D, since the optimal N grows with C."""
-    S = 1 if point else len(law.samples)
-    lo = np.full(S, math.log(1e-2))    # log tokens per parameter
-    hi = np.full(S, math.log(1e5))
-    pt = float(flop.per_token(n))
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        n_opt = optimum(law, pt * n * np.exp(mid), flop, point, n_grid=701)[0]
-        bigger = n_opt > n
-        hi = np.where(bigger, mid, hi)
-        lo = np.where(bigger, lo, mid)
-    return n * np.exp(0.5 * (lo + hi))
+def tokens_for_params(law: Law, n: float, flop: FlopCount, point: bool = True):
+    """The D that makes N compute-optimal, per parameter set: the first-order condition of the
+    optimum solved for the compute at this N (`scaling.base.allocation.tokens_for_optimal`)."""
+    return tokens_for_optimal(_rows(law, point), float(n), flop)[:, 0]
 
 
 def _ci(v) -> list:
     return percentile_interval(v, 20)   # fewer draws than that make no interval worth printing
 
 
-def planned_model(flop: FlopModel, n: float):
+def planned_model(flop: FlopCount, n: float):
     """(exact N, training FLOPs per token, shape or None) of the model a plan of size n trains:
     the shape the size rule builds for n under the encoder-decoder count (AlexaTM's 46+32 x
     4096 for "20B", 18.48B parameters), so that loss and compute describe one model; n itself
@@ -262,13 +188,14 @@ def planned_model(flop: FlopModel, n: float):
     shape = flop.shape(float(n))
     if shape is None:
         return float(n), float(flop.per_token(float(n))), None
-    return float(shape.n_params()), float(shape.flops_per_token(flop.seq_len, flop.noise_density)), shape
+    # N as the count reads it (non-embedding under a fit on Kaplan's N): the law's own N.
+    return float(flop.n_of(shape)), float(shape.flops_per_token(flop.seq_len, flop.noise_density)), shape
 
 
-def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, compute=None) -> dict:
+def make_plan(law: Law, flop: FlopCount, cost, *, params=None, tokens=None, compute=None) -> dict:
     """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
     warnings = list(flop.warnings) + ([law.note] if law.note else [])
-    if law.nonembed:
+    if law.nonembed and not flop.nonembed:
         # Not converted: the optimum search and the FLOP count are in total N. At 20B the two
         # counts differ by the embeddings' share (18.48B total, 17.86B without them).
         warnings.append(f"the law was fitted on non-embedding N ({law.params_column}); this plan reads N as the "
@@ -314,7 +241,7 @@ def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, comp
         plan = {"params": n_plan, "params_target": float(params), "tokens": d_plan, "tokens_per_param": d_plan / n_plan,
                 "loss": float(law.loss(n_plan, d_plan)[0, 0]),
                 "flops": c, "flops_encdec": c if flop.kind == "encdec" else None,
-                "flops_6nd": 6.0 * n_plan * d_plan}
+                "flops_6nd": 6.0 * (n_plan if shape is None else shape.n_params()) * d_plan}
         if shape is not None:
             plan["shape"] = shape.describe()
         if samples:
@@ -324,9 +251,7 @@ def make_plan(law: Law, flop: FlopModel, cost, *, params=None, tokens=None, comp
         if samples:
             plan["loss_given_up_ci"] = _ci(law.loss(n_plan, d_plan, point=False)[:, 0] - ls)
         if mode == "params" and samples:
-            # Per-sample optimal tokens are a nested search; 200 samples bound its cost.
-            sub = Law(law.params, law.samples[:200], law.source)
-            plan["tokens_ci"] = _ci(tokens_for_params(sub, n_plan, flop, point=False))
+            plan["tokens_ci"] = _ci(tokens_for_params(law, n_plan, flop, point=False))
         out["plan"] = plan
     out["cost"] = cost.bill(c)
     out["alexatm_reported"] = alexatm_reported(cost)
@@ -361,17 +286,17 @@ def read_plans_toml(path: str | Path) -> list:
     return out
 
 
-def compare_plans(law: Law, flop: FlopModel, plans: list) -> list:
+def compare_plans(law: Law, flop: FlopCount, plans: list) -> list:
     """Each plan against the compute-optimal allocation of its own compute under the law."""
     rows = []
     samples = len(law.samples) > 1
     for name, target, d in plans:
-        n, per_token, _ = planned_model(flop, target)
+        n, per_token, shape = planned_model(flop, target)
         c = float(per_token * d)
         n_o, d_o, l_o, _ = optimum(law, c, flop)
         loss = float(law.loss(n, d)[0, 0])
         row = {"name": name, "params": n, "params_target": float(target), "tokens": d, "tokens_per_param": d / n, "flops": c,
-               "flops_6nd": 6 * n * d, "loss": loss, "optimal_params": float(n_o[0]),
+               "flops_6nd": 6 * (n if shape is None else shape.n_params()) * d, "loss": loss, "optimal_params": float(n_o[0]),
                "optimal_tokens": float(d_o[0]), "optimal_tokens_per_param": float(d_o[0] / n_o[0]),
                # > 1: more tokens per parameter than optimal (over-trained, smaller model).
                "overtrained": float((d / n) / (d_o[0] / n_o[0])),

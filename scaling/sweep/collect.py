@@ -1,7 +1,8 @@
 """Gather a sweep's runs into the two tables the fits read.
 
 - results.parquet: one row per run, completed or not (the `status` column says which; losses
-  are null unless completed, so an unfinished run is listed but never mixed into a fit).
+  are null unless completed, so an unfinished run is listed but never mixed into a fit), with
+  the vocabulary and window its FLOPs were counted by (the fit counts any N the same way).
 - curves.parquet: every validation point of every completed run (run, params, tokens,
   flops, loss), the loss curves Chinchilla's Approach 1 takes its lower envelope from.
 """
@@ -28,6 +29,9 @@ def _schema():
         "loss": pl.Float64, "loss_denoise": pl.Float64, "loss_clm": pl.Float64, "loss_se": pl.Float64,
         "bpb": pl.Float64, "bpb_denoise": pl.Float64, "bpb_clm": pl.Float64,
         "status": pl.Utf8, "wall_time_s": pl.Float64, "device": pl.Utf8, "error": pl.Utf8,
+        # What the encoder-decoder FLOP count needs to count any N as these runs were counted
+        # (scaling.base.flops): the vocabulary, the window, the noise, tied embeddings.
+        "vocab_size": pl.Int64, "seq_len": pl.Int64, "noise_density": pl.Float64, "tied_embeddings": pl.Boolean,
     }
 
 
@@ -61,6 +65,9 @@ def _row(s: RunState) -> dict:
         "wall_time_s": rec.get("wall_time_s"),
         "device": rec.get("device"),
         "error": s.error,
+        "vocab_size": (rec.get("model") or {}).get("vocab_size"),
+        "seq_len": cfg.get("seq_len"), "noise_density": cfg.get("noise_density"),
+        "tied_embeddings": cfg.get("tied_embeddings"),
     }
 
 
