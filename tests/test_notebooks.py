@@ -37,3 +37,21 @@ def test_notebook_runs_on_a_fresh_kernel(path, tmp_path, monkeypatch):
     assert len(figs) >= 3, f"{path.name} drew {len(figs)} figures"
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "runs" in text
+
+
+def test_a_relative_sweep_is_read_from_where_jupyter_started(tmp_path, monkeypatch):
+    """Jupyter runs the kernel in analysis/; a relative SCALING_SWEEP is read against the
+    directory it was started from ($PWD, inherited by the kernel), not against analysis/."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    path = ROOT / "analysis" / "fit.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if c.cell_type == "code"][:1]      # the cell that reads the sweep
+    write_sweep(tmp_path / "my-sweep")
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("SCALING_SWEEP", "my-sweep")
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.output_type == "stream")
+    assert f"28 runs from {tmp_path / 'my-sweep' / 'results.parquet'}" in text, text
