@@ -124,11 +124,11 @@ def add_plan(inp: Inputs, argv: list[str]) -> None:
 
 # ----------------------------------------------------------------------------- figures
 
-STAIRCASE = ("Under the encoder-decoder FLOP count, the frontier is a staircase, not noise: the FLOPs per token "
-             "of a model are those of the shape the size rule builds for its N (depth and width move in steps, "
-             "and the attention and LM-head shares with them), so the cost of a parameter jumps between shapes "
-             "and the optimal N holds on a shape over a range of compute before it moves to the next. Under 6ND "
-             "(`--flops 6nd`) the same law's frontier is a straight line.")
+ENCDEC_FRONTIER = ("Under the encoder-decoder FLOP count the frontier bends where the FLOPs per parameter change "
+                   "(attention over the window and the LM head weigh more in small models): compute is counted by "
+                   "the trend of the formula over the shapes the size rule builds (scaling/base/flops.py), so the "
+                   "optimal N moves smoothly with compute. Under 6ND (`--flops 6nd`) the same law's frontier is a "
+                   "straight line.")
 
 
 def _plan_for_frontier(inp: Inputs) -> dict | None:
@@ -183,7 +183,7 @@ def _builders() -> dict[str, tuple[str, Callable, Callable]]:
         "famous": ("Famous models on the frontier", _famous,
                    lambda i: f"Under the plan's law ({i.law.source}): iso-loss contours, the efficient frontier "
                              f"({i.flop.describe()}) and GPT-3, MT-NLG, PaLM, Chinchilla, AlexaTM and the plan. "
-                             + (STAIRCASE if i.flop.kind == "encdec" else "") if i.law else ""),
+                             + (ENCDEC_FRONTIER if i.flop.kind == "encdec" else "") if i.law else ""),
         "cost": ("Training + inference cost at the target loss", _cost,
                  lambda i: "Along the iso-loss curve of the plan's loss: a smaller N needs more tokens but serves "
                            "cheaper. The least total compute, the Chinchilla-optimal N (least training compute) "

@@ -85,7 +85,7 @@ def count_for_table(table, stated=None) -> tuple[FlopCount, dict, list]:
         count, source = SIX_ND, "the table's flops are 6ND"
     else:
         count = _lab_count(table, warnings)
-        source = "the runs' shapes (vocab_size, seq_len columns)"
+        source = "the runs' vocab_size and seq_len"
         if count is None:
             (k, e), _ = law.flops_per_token_law(n, d, c)
             count = FlopCount("power", k=k, e=e)
@@ -105,9 +105,13 @@ def count_for_table(table, stated=None) -> tuple[FlopCount, dict, list]:
                 f"their sizes (at 2e10 parameters it gives {float(count.per_param(2e10)):.3g} FLOPs per parameter per "
                 "token); a table with vocab_size and seq_len columns (`scaling sweep collect`) is counted by the "
                 "encoder-decoder formula instead, or state the count (flops=...)")
+    elif count.kind == "power":
+        rec["flops_count"] = f"{count.k:.4g} N^{count.e:.4g} per token ({source}), within {100 * dev[worst]:.1f}% of every run"
     else:
-        rec["flops_count"] = (f"{count.describe()} ({source}), within {100 * dev[worst]:.1f}% of every run's own "
-                              "FLOPs per token")
+        rec["flops_count"] = (f"the encoder-decoder formula by shape (vocab {count.vocab_size}, seq_len {count.seq_len}, "
+                              f"noise {count.noise_density:g}{', N non-embedding' if count.nonembed else ''}"
+                              f"{'' if count.tied_embeddings else ', untied'}; {source}), within "
+                              f"{100 * dev[worst]:.1f}% of every run's own")
     if dev[worst] > DEVIATION_WARN and source != "the runs' own FLOPs per token, fitted as k N^e":
         run = table.df["run"][worst] if table.has("run") else worst
         warnings.append(f"FLOP count {count.describe()} is {100 * dev[worst]:.1f}% off run {run}'s own FLOPs per token "
@@ -157,5 +161,5 @@ def slopes_note(count: FlopCount, c_ref: float) -> str:
     """What a and b are, for the record and the printed fit."""
     if count.is_power:
         return "a, b: the closed forms under a power-law FLOP count (the same at every compute)"
-    return (f"a, b: the local slopes d log N_opt / d log C and d log D_opt / d log C at C = {c_ref:.3g} FLOPs "
-            "(the largest run's), under the encoder-decoder count")
+    return (f"a, b: local slopes d log N_opt/d log C, d log D_opt/d log C at C = {c_ref:.3g} FLOPs "
+            "(the largest run's)")
