@@ -17,7 +17,7 @@ import pytest
 import scaling
 from scaling.base.errors import UserError
 from scaling.cli import main
-from scaling.fit import Fit, FitOptions, FitWarning, fit_all, load_curves, load_runs
+from scaling.fit import Fit, FitOptions, FitWarning, compute, fit_all, load_curves, load_runs
 from scaling.fit.law import optimal_nd, predict_loss
 from sweep_fixture import LAW, write_sweep
 
@@ -158,6 +158,30 @@ def test_optimal_is_the_optimum_of_the_law_under_the_fits_count(fit):
     n0, _ = optimal_nd(dict(zip(["E", "A", "B", "alpha", "beta"], fit.samples.row(0))), 1e21)
     assert op["params_lower"][1] <= float(n0) <= op["params_upper"][1]
     assert fit.optimal(1e21).height == 1
+
+
+def test_a_labs_table_is_counted_by_its_shapes_and_optimal_uses_that_count():
+    """The lab's runs (their shape columns, as `scaling sweep collect` writes them) are counted
+    by the encoder-decoder formula (scaling/fit/compute.py): `Fit.optimal` and the intervals of
+    a, b, G and D/N use that count, not 6ND (issue 27: one answer to one question)."""
+    from test_flop_convention import LAB, lab_table
+
+    f = scaling.fit(lab_table(), columns="params=params_nonembed", n_boot=BOOT, approaches=3, holdout_budget=False)
+    assert compute.count_of(f.record) == LAB and f.runs["vocab_size"].unique().to_list() == [260]
+    c = np.array([1e12, 1e15, 1e18])
+    op = f.optimal(c)
+    n, d, loss = compute.optimal(f.law, c, LAB)
+    np.testing.assert_allclose(op["params"].to_numpy(), n, rtol=1e-12)
+    np.testing.assert_allclose(op["tokens"].to_numpy(), d, rtol=1e-12)
+    np.testing.assert_allclose(op["loss"].to_numpy(), loss, rtol=1e-12)
+    assert np.all(np.abs(op["params"].to_numpy() / optimal_nd(f.law, c)[0] - 1) > 0.02)    # 6ND: another answer
+    s = f.samples.to_numpy()
+    lo_hi = np.percentile(compute.optimal(s, c, LAB)[0], [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(op[["params_lower", "params_upper"]].to_numpy().T, lo_hi, rtol=1e-12)
+    a3 = f.conf_int(0.9).filter(pl.col("approach") == 3)
+    a_s = compute.derived(s, f.record["approach3"]["c_ref"], LAB)["a"]
+    assert a3.filter(pl.col("name") == "a")["lower"][0] == pytest.approx(np.percentile(a_s, 5), rel=1e-9)
+    assert f.conf_int().filter(pl.col("name") == "a")["value"][0] == f.record["approach3"]["a"]
 
 
 def test_without_the_largest_budget_is_fit_all_on_the_table_without_it(fit, sweep, tmp_path):

@@ -32,7 +32,7 @@ import polars as pl
 from scaling.base.errors import UserError
 from scaling.base.intervals import CI
 from scaling.base.rundir import atomic_write_json
-from scaling.fit import isoflop, law
+from scaling.fit import compute, isoflop, law
 from scaling.fit.report import FitOptions, fit_all, holdout, holdout_budget, read_fit_file
 from scaling.fit.rollout import rollout
 from scaling.fit.table import RunTable, column_mapping, find_curves, load_curves, load_runs
@@ -110,26 +110,21 @@ def _options(options: FitOptions | None, given: dict) -> FitOptions:
 def _options_of(record: dict) -> FitOptions:
     """The options a record was fitted with, as far as it says (for refits of a fit read back)."""
     a2, a3 = record.get("approach2") or {}, record.get("approach3") or {}
+    stated = (a3.get("flop_count") or {}).get("source") == "stated"     # a count the user gave is kept
     return FitOptions(approaches=tuple(k for k in (1, 2, 3) if f"approach{k}" in record) or (1, 2, 3),
                       n_boot=int(record.get("bootstrap") or 0), seed=int(record.get("seed") or 0),
                       holdout_top=int((record.get("holdout") or {}).get("k", 0)), rollout="rollout" in record,
                       method=a3.get("method", "vp"), fixed=dict(a3.get("fixed") or {}),
-                      profile=a2.get("profile_method", "local"), progress=False)
+                      profile=a2.get("profile_method", "local"), progress=False,
+                      flops=compute.count_of(record) if stated else None)
 
 
-def _flop_count(record: dict) -> tuple[float, float]:
-    """How the fit's compute was counted, as FLOPs per token k N^e: (k, e) from
-    approach3.flop_count (6N when the record has none)."""
-    fc = (record.get("approach3") or {}).get("flop_count") or {}
-    return float(fc.get("k", 6.0)), float(fc.get("e", 1.0))
-
-
-def _optimum(record: dict, p: dict, compute) -> tuple[np.ndarray, np.ndarray]:
-    """N_opt, D_opt of the law p at training compute C under the fit's FLOP count. THE seam of
-    the FLOP convention (issue 27, part 2): every optimum and derived quantity of a `Fit`
-    (`optimal`, the a, b, G, D/N of `conf_int`) is read off this one function, so the switch to
-    one exact count is its return line."""
-    return law.optimal_nd(p, compute, _flop_count(record))
+def _optimum(record: dict, p, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """N_opt, D_opt and the loss there, of the law p (a dict, or bootstrap rows [S, 5]) at
+    training compute C, under the FLOP count the fit's record was derived under
+    (`scaling.fit.compute`, exact at every N). The one seam of the FLOP convention: every
+    optimum of a `Fit` goes through here."""
+    return compute.optimal(p, c, compute.count_of(record))
 
 
 def _check_level(level: float) -> float:
@@ -290,13 +285,13 @@ class Fit:
         c = np.asarray(C, float).ravel()
         if np.any(~(c > 0)):
             raise UserError("optimal: the compute C must be positive FLOPs")
-        n, d = _optimum(self.record, p, c)
-        out = {"compute": c, "params": n, "tokens": d, "loss": law.predict_loss(p, n, d)}
+        n, d, loss = _optimum(self.record, p, c)
+        out = {"compute": c, "params": n, "tokens": d, "loss": loss}
         s = self._samples_for(interval)
-        # Each bootstrap law's optimum over all of C at once: [S, 3 (N, D, L), len(C)].
-        ys = None if s is None else np.array([self._optimum_with_loss(dict(zip(LAW_KEYS, row)), c) for row in s])
+        # Every bootstrap law's optimum over all of C at once: N, D, L each [S, len(C)].
+        ys = None if s is None else _optimum(self.record, s, c)
         for i, key in enumerate(("params", "tokens", "loss")):
-            out |= _interval_columns(key, None if ys is None else ys[:, i, :], c.size, interval)
+            out |= _interval_columns(key, None if ys is None else ys[i], c.size, interval)
         return pl.DataFrame({k: out[k] for k in ("compute", "params", "params_lower", "params_upper", "tokens",
                                                   "tokens_lower", "tokens_upper", "loss", "loss_lower",
                                                   "loss_upper")})
@@ -475,22 +470,6 @@ class Fit:
         t = self._need_table("its runs")
         return isoflop.group_budgets(t.col("flops"), t.col("budget") if t.has("budget") else None)
 
-    def _optimum_with_loss(self, p: dict, c: np.ndarray):
-        n, d = _optimum(self.record, p, c)
-        return n, d, law.predict_loss(p, n, d)
-
-    def _derived(self, p: dict, c_ref: float) -> list[float]:
-        """a, b, G and D/N of the law p at compute c_ref, read off the optimum (`_optimum`): a
-        and b its slopes d log N_opt / d log C and d log D_opt / d log C (a central difference
-        of 1% in C; exact under a power-law count), G with N_opt = G (C/k)^a, D/N its tokens per
-        parameter."""
-        c = c_ref * np.exp([-0.01, 0.0, 0.01])
-        with np.errstate(all="ignore"):
-            n, d = (np.log(np.asarray(v, float)) for v in _optimum(self.record, p, c))
-            a, b = (n[2] - n[0]) / 0.02, (d[2] - d[0]) / 0.02
-            g = math.exp(n[1]) / (c_ref / _flop_count(self.record)[0]) ** a
-        return [a, b, g, math.exp(d[1] - n[1])]
-
     def _samples_for(self, interval) -> np.ndarray | None:
         """Approach 3's bootstrap laws [S, 5] for an interval, or None (no interval asked, or
         fewer than 2 samples)."""
@@ -528,7 +507,9 @@ class Fit:
         if not len(s):
             return None
         c_ref = float(rec.get("c_ref") or self.record["range"]["flops"][1])
-        out = np.asarray([[*row, *self._derived(dict(zip(LAW_KEYS, row)), c_ref)] for row in s], float)
+        # a, b, G and D/N of every sample, as the record's are derived (scaling/fit/compute.py)
+        dv = compute.derived(s, c_ref, compute.count_of(self.record))
+        out = np.c_[s, np.column_stack([dv[k] for k in DERIVED_KEYS])]
         if "data_constrained" in rec:   # R* samples are not kept in the record: no other level
             out = np.c_[out, np.full((len(out), 2), np.nan)]
         return out

@@ -22,6 +22,9 @@ import polars as pl
 from scaling.base.errors import UserError
 
 COLUMNS = ("params", "tokens", "loss", "flops", "budget", "unique_tokens", "run", "loss_se")
+# The model a run trained, as `scaling sweep collect` writes it: kept as they are, so that the
+# fit counts the runs' compute by their shapes (scaling/fit/compute.py).
+SHAPE_COLUMNS = ("vocab_size", "seq_len", "noise_density", "tied_embeddings")
 REQUIRED = ("params", "tokens", "loss")
 CURVE_COLUMNS = ("run", "tokens", "flops", "loss")
 CURVES_FILE = "curves.parquet"
@@ -33,7 +36,8 @@ COPY_GAP = 0.3
 @dataclass
 class RunTable:
     """Runs with canonical numeric columns params, tokens, loss, flops (always present here),
-    optionally budget and unique_tokens, and run (a string id)."""
+    optionally budget, unique_tokens and loss_se, run (a string id), and the runs' shape
+    (SHAPE_COLUMNS) where the table has it."""
 
     df: pl.DataFrame
     source: str
@@ -238,6 +242,9 @@ def _canonical(raw: pl.DataFrame, columns: dict, mapping: dict, path: str, from_
     cols = {}
     for k, src in have.items():
         cols[k] = raw[src].cast(pl.Utf8) if k == "run" else _numeric(raw, src, k, path)
+    for k in SHAPE_COLUMNS:
+        if k in raw.columns and k not in cols:
+            cols[k] = raw[k]
     if "loss_denoise" in raw.columns and "loss_clm" in raw.columns:
         # This lab's runs: how far denoising has pulled below CLM tells whether the decoder
         # has learned to copy the kept tokens (see COPY_GAP).
