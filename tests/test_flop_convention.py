@@ -132,7 +132,7 @@ def test_under_6nd_everything_is_chinchillas_closed_form():
         def is_power(self):
             return False
 
-        def log_per_param(self, x):
+        def log_per_param(self, x, order=2):
             x = np.asarray(x, float)
             return np.full(x.shape, math.log(6.0)), np.zeros(x.shape), np.zeros(x.shape)
 

@@ -15,8 +15,9 @@ per parameter) (`FlopCount.log_per_param`). The optimum is where
 Under a power-law count k N^e (h' = e - 1, h'' = 0; 6ND is k = 6, e = 1) these are Chinchilla's
 closed forms (eq. 4): N_opt = G (C/k)^a, a = beta / (alpha + e beta), b = 1 - e a, and they are
 used as such. Under the encoder-decoder count the root is bracketed on a log grid of N (7
-decades around sqrt(C/6), the least loss on it) and refined by bisection of F to machine
-precision, vectorised over parameter sets and computes together.
+decades around sqrt(C/6), the least loss on it) and refined by bisection of F, then Newton's
+steps (F' = -(alpha + beta + beta h' + h''/(1 + h'))) to machine precision, vectorised over
+parameter sets and computes together.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from scaling.base.flops import FlopCount
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 DECADES = (-4.0, 3.0)        # searched around sqrt(C/6): an optimum at the edge flags a degenerate law
-GRID = 141                   # grid points over those 7 decades (0.05 decades apart)
-BISECTIONS = 44
+GRID = 71                    # grid points over those 7 decades (0.1 decades apart): the bracket
+BISECTIONS = 12              # the bracket (0.2 decades) to 1e-4 of a decade, then
+NEWTON = 3                   # Newton's steps on F to machine precision
 _CHUNK = 4096                # (parameter set, compute) pairs searched at once: bounds memory
 
 
@@ -80,10 +82,14 @@ def _closed_form(E, A, B, al, be, log_c, count: FlopCount) -> Allocation:
 def _root(A, B, al, be, log_c, count: FlopCount):
     """Flat arrays [P] in, (x, at_edge) out: the least loss on the grid, then bisection of F
     between its neighbours."""
-    lo, hi = _window(log_c)
-    t = np.linspace(0.0, 1.0, GRID)
-    xg = lo[:, None] + (hi - lo)[:, None] * t[None, :]                     # [P, G]
-    h = count.log_per_param(xg)[0]
+    # Every row's window on one grid of log N (0.1 decades apart, aligned to its multiples), so
+    # that the count is evaluated once per grid point, not once per row and point.
+    lo, _ = _window(log_c)
+    step = (DECADES[1] - DECADES[0]) * math.log(10) / (GRID - 1)
+    k0 = np.floor(lo / step).astype(np.int64)
+    xs = np.arange(k0.min(), k0.max() + GRID) * step
+    idx = (k0 - k0.min())[:, None] + np.arange(GRID)[None, :]              # [P, G]
+    xg, h = xs[idx], count.log_per_param(xs, 0)[0][idx]
     with np.errstate(over="ignore", invalid="ignore"):
         L = A[:, None] * np.exp(-al[:, None] * xg) + B[:, None] * np.exp(-be[:, None] * (log_c[:, None] - xg - h))
     L = np.where(np.isfinite(L), L, np.inf)
@@ -92,11 +98,12 @@ def _root(A, B, al, be, log_c, count: FlopCount):
     x_lo = xg[rows, np.clip(j - 1, 0, GRID - 1)]
     x_hi = xg[rows, np.clip(j + 1, 0, GRID - 1)]
 
-    def F(x):
-        hx, h1, _ = count.log_per_param(x)
+    def F(x, slope: bool = False):
+        hx, h1, h2 = count.log_per_param(x)
+        g = np.maximum(1.0 + h1, 1e-12)
         with np.errstate(all="ignore"):
-            return (np.log(al * A) - al * x - np.log(be * B) - np.log(np.maximum(1.0 + h1, 1e-12))
-                    + be * (log_c - x - hx))
+            f = np.log(al * A) - al * x - np.log(be * B) - np.log(g) + be * (log_c - x - hx)
+            return (f, -(al + be + be * h1 + h2 / g)) if slope else f
 
     ok = (F(x_lo) > 0) & (F(x_hi) < 0)
     a_, b_ = x_lo.copy(), x_hi.copy()
@@ -105,7 +112,13 @@ def _root(A, B, al, be, log_c, count: FlopCount):
         pos = F(mid) > 0
         a_ = np.where(pos, mid, a_)
         b_ = np.where(pos, b_, mid)
-    x = np.where(ok, 0.5 * (a_ + b_), xg[rows, j])
+    x = 0.5 * (a_ + b_)
+    for _ in range(NEWTON):      # F is smooth inside the bracket: Newton's steps, kept in it
+        f, df = F(x, slope=True)
+        with np.errstate(all="ignore"):
+            step = np.where(df < 0, f / df, 0.0)
+        x = np.clip(x - step, a_, b_)
+    x = np.where(ok, x, xg[rows, j])
     return x, (j == 0) | (j == GRID - 1)
 
 

@@ -80,25 +80,27 @@ class _Curve:
         if len(x) <= m:
             return cls.through(x, y)
         knots = np.linspace(x[0], x[-1], m)
-        basis = np.stack([cls.through(knots, unit)(x)[0] for unit in np.eye(m)], axis=1)
+        basis = np.stack([cls.through(knots, unit)(x, 0)[0] for unit in np.eye(m)], axis=1)
         return cls.through(knots, np.linalg.lstsq(basis, y, rcond=None)[0])
 
-    def __call__(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(y, dy/dx, d2y/dx2) at x."""
+    def __call__(self, x, order: int = 2) -> tuple[np.ndarray, ...]:
+        """(y, dy/dx, d2y/dx2) at x; (y,) alone for order 0."""
         x = np.asarray(x, float)
         xs, ys, ms = self.x, self.y, self.m
         if len(xs) == 1:
-            return np.full(x.shape, ys[0]), np.zeros(x.shape), np.zeros(x.shape)
-        j = np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2)
+            return (np.full(x.shape, ys[0]),) + ((np.zeros(x.shape), np.zeros(x.shape)) if order else ())
+        xc = np.clip(x, xs[0], xs[-1])             # held constant outside the knots
+        j = np.clip(np.searchsorted(xs, xc) - 1, 0, len(xs) - 2)
         x0, x1, h = xs[j], xs[j + 1], xs[j + 1] - xs[j]
-        t0, t1 = x1 - x, x - x0
-        m0, m1, y0, y1 = ms[j], ms[j + 1], ys[j], ys[j + 1]
-        y = (m0 * t0**3 + m1 * t1**3) / (6 * h) + (y0 / h - m0 * h / 6) * t0 + (y1 / h - m1 * h / 6) * t1
-        dy = (-m0 * t0**2 + m1 * t1**2) / (2 * h) - (y0 / h - m0 * h / 6) + (y1 / h - m1 * h / 6)
+        t0, t1 = x1 - xc, xc - x0
+        m0, m1 = ms[j], ms[j + 1]
+        c0, c1 = ys[j] / h - m0 * h / 6, ys[j + 1] / h - m1 * h / 6
+        y = (m0 * t0**3 + m1 * t1**3) / (6 * h) + c0 * t0 + c1 * t1
+        if not order:
+            return (y,)
+        out = (x < xs[0]) | (x > xs[-1])
+        dy = (-m0 * t0**2 + m1 * t1**2) / (2 * h) - c0 + c1
         d2 = (m0 * t0 + m1 * t1) / h
-        lo, hi = x < xs[0], x > xs[-1]
-        y = np.where(lo, ys[0], np.where(hi, ys[-1], y))
-        out = lo | hi
         return y, np.where(out, 0.0, dy), np.where(out, 0.0, d2)
 
 
@@ -190,12 +192,14 @@ class FlopCount:
         return _train_curve(int(self.vocab_size), int(self.seq_len), float(self.noise_density),
                             bool(self.tied_embeddings), bool(self.nonembed))
 
-    def log_per_param(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """h(x) = log(FLOPs per token / N) at x = log N, and its first two derivatives in x."""
+    def log_per_param(self, x, order: int = 2) -> tuple[np.ndarray, ...]:
+        """h(x) = log(FLOPs per token / N) at x = log N, and its first two derivatives in x
+        ((h,) alone for order 0)."""
         x = np.asarray(x, float)
         if self.is_power:
-            return (math.log(self.k) + (self.e - 1) * x, np.full(x.shape, self.e - 1.0), np.zeros(x.shape))
-        return self._curve()(x)
+            h = math.log(self.k) + (self.e - 1) * x
+            return (h,) + ((np.full(x.shape, self.e - 1.0), np.zeros(x.shape)) if order else ())
+        return self._curve()(x, order)
 
     def per_token(self, n) -> np.ndarray:
         """Training FLOPs per token of a model of N parameters."""
@@ -204,7 +208,7 @@ class FlopCount:
             return 6.0 * n
         if self.kind == "power":
             return self.k * n ** self.e
-        return n * np.exp(self.log_per_param(np.log(n))[0])
+        return n * np.exp(self.log_per_param(np.log(n), 0)[0])
 
     def per_param(self, n) -> np.ndarray:
         """Training FLOPs per token per parameter (6 under 6ND)."""
@@ -222,7 +226,7 @@ class FlopCount:
             return self.per_token(n) / 3.0
         curve = _serve_curve(int(input_len), int(output_len), int(self.vocab_size), int(self.seq_len),
                              bool(self.tied_embeddings), bool(self.nonembed))
-        return n * np.exp(curve(np.log(n))[0])
+        return n * np.exp(curve(np.log(n), 0)[0])
 
     # ------------------------------------------------------------------ shapes
     def shape(self, n: float) -> ModelConfig | None:
@@ -245,7 +249,7 @@ class FlopCount:
         if self.is_power:
             return float(self.k), float(self.e)
         x = np.linspace(math.log(lo), math.log(max(hi, lo * 1.0001)), 64)
-        y = x + self.log_per_param(x)[0]
+        y = x + self.log_per_param(x, 0)[0]
         e, lk = np.polyfit(x, y, 1)
         return float(math.exp(lk)), float(e)
 
