@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from scaling.base.errors import UserError
+from scaling.base.flops import parse_flop_count
 from scaling.figures.page import write_figures
 from scaling.fit import FitOptions, FitWarning
 from scaling.fit.law import PARAMS
@@ -62,6 +63,10 @@ def register(subparsers) -> None:
                         "joint = all seven parameters on all runs at once")
     p.add_argument("--full-grid", action="store_true",
                    help="with --method grid: run all 4,500 starts to convergence instead of the best-scoring 256")
+    p.add_argument("--flops", default=None, metavar="COUNT",
+                   help="how the runs' compute is counted, for the optimum, a, b and the frontier: 6nd, k*N^e, "
+                   "or encdec:vocab=V,seq_len=S[,nonembed] (default: the lab's formula from the table's shape "
+                   "columns, else 6ND)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (for `scaling plan --fit`)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write DIR/fit.html with the figures")
@@ -126,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
                       holdout_top=args.holdout_top, rollout=args.rollout, fixed=fixed, method=args.method,
                       profile=args.profile, loss_noise=args.loss_noise, repeat_stage1=args.repeat_stage1,
                       holdout_budget=not args.no_holdout, refine=None if args.full_grid else 256,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=not args.no_progress and sys.stderr.isatty(),
+                      flops=parse_flop_count(args.flops) if args.flops else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)     # the text prints them, in its own section
         fit = fit_runs(args.results, args.columns, curves=args.curves, drop_top_loss=args.drop_top_loss,
