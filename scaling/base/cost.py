@@ -38,6 +38,10 @@ def default_gpus() -> dict:
 
 @dataclass
 class CostAssumptions:
+    """What a FLOP costs: utilisation in training and serving, the data centre's PUE, the
+    grid's carbon, the GPU and its price. Every number of a plan's bill comes from these
+    fields; `scaling plan` sets them with flags, a notebook by keyword."""
+
     mfu: float = 0.40                  # model FLOP utilisation achieved in training
     inference_mfu: float = 0.40        # ... and in serving (often lower: small batches)
     pue: float = 1.1                   # power usage effectiveness of the data centre

@@ -117,6 +117,8 @@ class Law:
         return [s[:, i:i + 1] for i in range(5)]
 
     def loss(self, n, d, point: bool = True) -> np.ndarray:
+        """L(N, D) = E + A/N^alpha + B/D^beta, broadcast over n and d: at the point estimate, or
+        (point=False) one value per bootstrap sample along a leading axis."""
         E, A, B, al, be = self.arrays(point)
         with np.errstate(over="ignore"):  # a degenerate law's huge exponent: that term is 0
             return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
