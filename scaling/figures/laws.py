@@ -190,10 +190,14 @@ def frontier(fit: dict, table=None, plan: dict | None = None):
     _published_laws(fig, g, c)
     if (plan or {}).get("plan"):
         _plan_marks(fig, g, plan, ys)
-    title = f"Compute-optimal allocation against training compute (approach 3 under the fit's count, {count_label_of(count)})"
+    # The count on a line of its own: it is long, and a title wider than the figure is cut.
+    title = (f"Compute-optimal allocation against training compute<br><sup>approach 3 under the fit's count: "
+             f"{count_label_of(count)}")
     if plan and plan.get("flop_model") and count.describe() != plan["flop_model"]:
-        title += f"; the plan counts by {plan['flop_model']}"
-    style(fig, title, height=620, legend_below=True)
+        title += f"<br>the plan counts by {plan['flop_model']}"
+    title += "</sup>"
+    style(fig, title, height=660, legend_below=True)
+    fig.update_layout(margin=dict(t=140))   # the title and the count's lines above the panels
     for col, name in ((1, "parameters N"), (2, "tokens D")):
         set_log_axis(fig, "x", c, "flops", "training compute C (FLOPs)", row=1, col=col)
         set_log_axis(fig, "y", ys[col], "count", name, row=1, col=col)
