@@ -218,6 +218,7 @@ def _nd_contours(fig, g, law: dict, n_range, d_range, n_grid: int = 140) -> None
     loss = predict_loss(law, ns[None, :], ds[:, None])
     gap = np.log10(np.maximum(loss - law["E"], 1e-12))
     levels = np.unique(np.round(law["E"] + 10 ** np.linspace(np.quantile(gap, 0.03), np.quantile(gap, 0.97), 6), 3))
+    levels = levels[levels > law["E"]]   # rounding can bring the lowest to E itself: no log of 0
     bar_vals = np.log10(levels - law["E"])
     fig.add_trace(g.Contour(x=ns, y=ds, z=gap, colorscale="Viridis", contours=dict(showlines=False), ncontours=30,
                             colorbar=dict(title="loss", tickvals=list(bar_vals), ticktext=[f"{v:.3f}" for v in levels],

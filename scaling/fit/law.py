@@ -301,7 +301,9 @@ def _distinct(x: np.ndarray, f: np.ndarray, k: int, rtol: float = 1e-4) -> tuple
 
 def fit_law(data: LawData, *, starts: np.ndarray | None = None, refine: int | None = 256,
             delta: float = HUBER_DELTA, fixed: dict | None = None) -> LawFit:
-    """Best of the grid of starts (Chinchilla's 4,500 by default).
+    """Best of the grid of starts (Chinchilla's 4,500 by default): Chinchilla's own method.
+    `fit_all`, `scaling.fit` and `scaling fit` default to variable projection (`fit_law_vp`,
+    method "vp"); `fit(data, method=...)` chooses either.
 
     refine: how many starts to run to convergence after scoring all of them; None runs every
     start (the literal full grid, ~5 s). The default keeps the 256 lowest-objective starts
