@@ -36,26 +36,23 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _prose_lines(text: str):
-    """(line number, line) of the lines outside fenced code blocks."""
+def _lines(text: str, in_code: bool):
+    """(line number, line) of the lines inside fenced code blocks (in_code) or outside them."""
     fence = False
     for i, line in enumerate(text.splitlines(), 1):
         if FENCE.match(line):
             fence = not fence
             continue
-        if not fence:
+        if fence == in_code:
             yield i, line
+
+
+def _prose_lines(text: str):
+    return _lines(text, in_code=False)
 
 
 def _code_lines(text: str):
-    """(line number, line) of the lines inside fenced code blocks."""
-    fence = False
-    for i, line in enumerate(text.splitlines(), 1):
-        if FENCE.match(line):
-            fence = not fence
-            continue
-        if fence:
-            yield i, line
+    return _lines(text, in_code=True)
 
 
 def slug(heading: str) -> str:
