@@ -28,7 +28,7 @@ from scaling.fit.table import read_any
 from scaling.fit.text import below_law_line, format_fit, held_out_extremes
 from scaling.plan.record import build
 from scaling.plan.request import parse_plan_args
-from scaling.plan.text import format_all
+from scaling.plan.text import amount, format_all
 
 RESULTS = "results.parquet"
 FIT = "fit.json"
@@ -370,8 +370,8 @@ def plan_section(inp: Inputs) -> str:
                 _table(["model", "N", "D", "D/N", "FLOPs", "predicted loss [95%]"], rows),
                 "<h3>The bill</h3>",
                 _table(["GPU", "GPU-hours", "GPU-days", "energy kWh", "CO2 kg", "USD"],
-                       [[g, f"{b['gpu_hours']:,.0f}", f"{b['gpu_days']:,.0f}", f"{b['energy_kwh']:,.0f}",
-                         f"{b['co2_kg']:,.0f}", f"{b['usd']:,.0f}"] for g, b in r["cost"].items()]),
+                       [[g, amount(b['gpu_hours']), amount(b['gpu_days']), amount(b['energy_kwh']),
+                         amount(b['co2_kg']), amount(b['usd'])] for g, b in r["cost"].items()]),
                 f"<p>Assumptions: {_e(inp.assume.describe())}.</p>"]
         out += [f"<p class='warn'>{_e(w)}</p>" for w in r.get("warnings", [])]
         out.append(f"<details open><summary>What <code>scaling plan</code> prints</summary>"

@@ -140,3 +140,22 @@ def test_plan_loss_and_compute_describe_the_same_model():
     assert p["flops"] == pytest.approx(shape.flops_per_token(flop.seq_len, flop.noise_density) * 1e12, rel=1e-12)
     assert p["loss"] == pytest.approx(float(law.loss(shape.n_params(), 1e12)[0, 0]), rel=1e-12)
     assert r["compute"] == p["flops"]
+
+
+def test_cli_plan_reads_a_small_nonembed_fit_without_false_notes(tmp_path, capsys):
+    """A laptop-sized fit on non-embedding N, without a bootstrap: the plan reads N as the fit
+    did (no 'off by the embeddings' note), names no interval it has not got, and a bill of a
+    fraction of a GPU-hour is not printed as 0."""
+    from sweep_fixture import write_sweep
+
+    sweep = write_sweep(tmp_path / "sweep")
+    assert main(["fit", str(sweep / "results.parquet"), "--columns", "params=params_nonembed", "--bootstrap", "0",
+                 "--out", str(tmp_path / "fit.json")]) == 0
+    capsys.readouterr()
+    assert main(["plan", "--fit", str(tmp_path / "fit.json"), "--compute", "1e15"]) == 0
+    text = capsys.readouterr().out
+    assert "non-embedding" not in text
+    assert "(95% interval)" not in text and "intervals are not available" in text
+    a100 = next(line for line in text.splitlines() if line.strip().startswith("A100") and "reported" not in line)
+    hours = float(a100.split()[1].replace(",", ""))
+    assert hours == pytest.approx(1e15 / (312e12 * 0.4) / 3600, rel=0.01)

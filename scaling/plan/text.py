@@ -14,6 +14,14 @@ def _n(v) -> str:
     return "-" if v is None else format_count(v)
 
 
+def amount(v: float) -> str:
+    """A cost: whole units with thousands separators from 100 up, three significant figures
+    below, so that a small plan's bill never reads 0."""
+    if abs(v) >= 100 or v == 0:
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.1e}"
+
+
 def _ci(lo_hi, fmt) -> str:
     if not lo_hi or lo_hi[0] is None:
         return ""
@@ -45,7 +53,8 @@ def format_plan(r: dict, assume) -> str:
                     f" (encoder-decoder formula); 6ND = {p['flops_6nd']:.4g}" if p["flops_encdec"] else " (6ND)"),
                 ""]
     o = r["optimal"]
-    out += [f"compute-optimal at {r['compute']:.4g} FLOPs (95% interval):",
+    # The interval is named only where the fit's bootstrap gave one.
+    out += [f"compute-optimal at {r['compute']:.4g} FLOPs{' (95% interval)' if o.get('params_ci') else ''}:",
             f"  N {_n(o['params'])}{_ci(o.get('params_ci'), _n)}",
             f"  D {_n(o['tokens'])}{_ci(o.get('tokens_ci'), _n)}",
             f"  tokens/param {o['tokens_per_param']:.1f}{_ci(o.get('tokens_per_param_ci'), lambda v: f'{v:.1f}')}",
@@ -57,8 +66,8 @@ def format_plan(r: dict, assume) -> str:
     out += ["", f"cost of {r['compute']:.4g} training FLOPs ({assume.describe()}):",
             f"  {'GPU':6}{'GPU-hours':>14}{'GPU-days':>12}{'energy kWh':>14}{'CO2 kg':>12}{'USD':>14}"]
     for gpu, b in r["cost"].items():
-        out.append(f"  {gpu:6}{b['gpu_hours']:>14,.0f}{b['gpu_days']:>12,.0f}{b['energy_kwh']:>14,.0f}"
-                   f"{b['co2_kg']:>12,.0f}{b['usd']:>14,.0f}")
+        out.append(f"  {gpu:6}{amount(b['gpu_hours']):>14}{amount(b['gpu_days']):>12}{amount(b['energy_kwh']):>14}"
+                   f"{amount(b['co2_kg']):>12}{amount(b['usd']):>14}")
     a = r["alexatm_reported"]
     out.append(f"  AlexaTM reported {a['gpus']} A100 x {a['days']} days = {a['gpu_hours']:,} A100-hours, "
                f"{a['energy_kwh']:,.0f} kWh, {a['co2_kg']:,.0f} kg CO2 under these assumptions "
@@ -124,16 +133,16 @@ def format_inference(x: dict, assume) -> str:
                f"{'CO2 kg':>12}{'USD':>14}")
     for name, e in rows:
         for gpu, t in e["cost"]["total"].items():
-            out.append(f"  {name[:20]:20}{gpu:6}{e['cost']['train'][gpu]['gpu_days']:>12,.0f}"
-                       f"{e['cost']['inference'][gpu]['gpu_days']:>12,.0f}{t['gpu_days']:>12,.0f}"
-                       f"{t['energy_kwh']:>14,.0f}{t['co2_kg']:>12,.0f}{t['usd']:>14,.0f}")
+            out.append(f"  {name[:20]:20}{gpu:6}{amount(e['cost']['train'][gpu]['gpu_days']):>12}"
+                       f"{amount(e['cost']['inference'][gpu]['gpu_days']):>12}{amount(t['gpu_days']):>12}"
+                       f"{amount(t['energy_kwh']):>14}{amount(t['co2_kg']):>12}{amount(t['usd']):>14}")
     pct = lambda v: f"{v:.1f}%"  # noqa: E731
     for label, key in (("least compute", "saving"), ("the plan", "plan_saving")):
         if key not in x:
             continue
         sv = x[key]
-        gpus = "; ".join(f"{g}: {b['gpu_days']:,.0f} GPU-days, {b['energy_kwh']:,.0f} kWh, {b['co2_kg']:,.0f} kg CO2, "
-                         f"${b['usd']:,.0f}" for g, b in sv["by_gpu"].items())
+        gpus = "; ".join(f"{g}: {amount(b['gpu_days'])} GPU-days, {amount(b['energy_kwh'])} kWh, {amount(b['co2_kg'])} kg CO2, "
+                         f"${amount(b['usd'])}" for g, b in sv["by_gpu"].items())
         out.append(f"  {label} saves {sv['flops']:.3g} FLOPs ({pct(sv['flops_pct'])}"
                    f"{_ci(sv.get('flops_pct_ci'), pct)}) against the Chinchilla-optimal model of the same loss; "
                    f"{gpus}")

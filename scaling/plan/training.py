@@ -197,9 +197,10 @@ def planned_model(flop: FlopCount, n: float):
 def make_plan(law: Law, flop: FlopCount, cost, *, params=None, tokens=None, compute=None) -> dict:
     """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
     warnings = list(flop.warnings) + ([law.note] if law.note else [])
-    if law.nonembed and not flop.nonembed:
+    if law.nonembed and flop.kind == "encdec" and not flop.nonembed:
         # Not converted: the optimum search and the FLOP count are in total N. At 20B the two
-        # counts differ by the embeddings' share (18.48B total, 17.86B without them).
+        # counts differ by the embeddings' share (18.48B total, 17.86B without them). A 6ND or
+        # power count fitted on the law's own runs already reads N as the law does.
         warnings.append(f"the law was fitted on non-embedding N ({law.params_column}); this plan reads N as the "
                         "total count, off by the embeddings' share of the model")
     if params is not None and tokens is not None:
