@@ -76,10 +76,10 @@ def _collected(sweep_dir: Path) -> Path:
     return sweep_dir / "results.parquet"
 
 
-def _fit(results: Path):
+def _fit(results: Path, **how):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return scaling.fit(str(results), n_boot=0, holdout_budget=False, approaches=(2,), invalid="drop")
+        return scaling.fit(str(results), n_boot=0, holdout_budget=False, invalid="drop", **how)
 
 
 def test_fit_names_the_edge_budgets_and_which_way(tmp_path, capsys):
@@ -121,7 +121,7 @@ def test_extend_writes_new_runs_only_and_recentres(tmp_path, capsys):
     _add_to_ledger(out, sweep_dir)
     results = _collected(sweep_dir)
     assert pl.read_parquet(results).height == len(old) + 4
-    fit = _fit(results)
+    fit = _fit(results, approaches=(2,))
     assert fit.edges == []
     a2 = fit.record["approach2"]
     assert a2["n_budgets"] == 3 and all(b["refused"] is None for b in a2["budgets"])
@@ -179,3 +179,22 @@ def test_grid_table_gets_flop_slices_not_nan(tmp_path):
     sparse = df.filter(pl.col("run").is_in(["g00", "g11", "g22", "g06", "g60"]))   # no slice of 3 sizes
     with pytest.raises(UserError, match="approach 2: it needs IsoFLOP budgets: .* 0 of the .* slices hold 3 or more sizes"):
         fit_all(load_runs(sparse), None, FitOptions(n_boot=0, holdout_budget=False, approaches=(2,), progress=False))
+
+
+def test_isoflop_figure_drawn_without_approach_2_edges_ringed_report_says_why(tmp_path):
+    from scaling import report
+
+    results = _collected(_launched(tmp_path))
+    fit = _fit(results, options=FitOptions(approaches=(1, 2), n_boot=0, holdout_budget=False, progress=False))
+    assert "approach2" not in fit.record                     # 1 budget with an interior optimum
+    fig = fit.plot.isoflop()
+    ringed = [t for t in fig.data if t.marker.symbol == "circle-open"]
+    assert len(ringed) == 4                                  # 2 edge budgets x (N, D) panels
+    assert "move the sizes up" in " ".join(t.text[0] for t in ringed)
+    assert "no approach 2 in this fit (1 FLOP budget(s) with an interior optimum" in fig.layout.title.text
+
+    page = report.render(report.load(sweep_dir := results.parent, bootstrap=0))
+    assert 'id="fig-isoflop-plot"' in page and "ringed" in page
+    # A figure that cannot be drawn is there, saying why: the plan figures without a plan.
+    assert page.count("Not drawn: it draws a plan") == 2
+    assert sweep_dir.is_dir()

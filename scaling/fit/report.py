@@ -176,7 +176,9 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         fit = isoflop.fit_isoflop(labels, values, n, d, loss, c, opts.profile)
     except ValueError as e:
         raise _Skip(str(e)) from None
-    warnings = [sliced] if sliced else []
+    # Said where the table has a budget column without values (a grid sweep's, from `collect`):
+    # a table without the column is sliced by FLOPs as documented, and says so in the record.
+    warnings = [sliced] if sliced and budget is not None else []
     warnings += [f"approach 2: budget {p.budget:.3g} FLOPs refused: {p.refused}"
                  for p in fit.profiles if p.refused and p.n_runs >= 3]
     few = sum(1 for p in fit.profiles if p.refused and p.n_runs < 3)
@@ -220,6 +222,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
         "n_points": int(sum(p.n_runs for p in fit.profiles)),
         "n_budgets": len(fit.used), "profile_method": opts.profile, "bootstrap_covers": covers,
+        "budgets_from": sliced[len("approach 2: "):] if sliced else "the budget column",
         "bootstrap": {"keys": list(POWER_KEYS), "samples": laws},
         # D_opt is the budget spent at N_opt, with the runs' own FLOPs per token.
         "d_opt_from": "budget / (6 N_opt): the table's FLOPs are 6ND" if table.flops_from_6nd else

@@ -105,6 +105,8 @@ def _new_sizes(ledger, budget: float, side: str, count: int, vocab: int | None, 
 def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, float) and abs(v) >= 1e6:
+        return _exact_sci(v)
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
@@ -114,6 +116,17 @@ def _toml_value(v) -> str:
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def _exact_sci(v: float) -> str:
+    """1.6e13 -> '1.6e13': the shortest scientific form that reads back as the same float
+    (a budget must stay exactly the budget its old runs were named and counted by)."""
+    for digits in range(17):
+        t = f"{v:.{digits}e}"
+        if float(t) == v:
+            break
+    mant, exp = t.split("e")
+    return f"{mant.rstrip('0').rstrip('.') if '.' in mant else mant}e{int(exp)}"
 
 
 def to_toml(doc: dict, header: str = "") -> str:
