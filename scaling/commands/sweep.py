@@ -9,6 +9,7 @@ from pathlib import Path
 from scaling.base.config import format_count
 from scaling.base.errors import UserError
 from scaling.jobs.executors import EXECUTORS
+from scaling.sweep.advice import plan_warnings
 from scaling.sweep.collect import CURVES, RESULTS, collect
 from scaling.sweep.launch import launch
 from scaling.sweep.spec import format_budget, load_sweep
@@ -113,8 +114,12 @@ def run_plan(args) -> int:
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
                               "budget": r.budget, "tokens_per_param": r.tokens_per_param,
                               "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources)}))
+        for w in plan_warnings(sweep):
+            print(f"warning: {w}", file=sys.stderr)
         return 0
     print(plan_table(sweep, args.executor))
+    for w in plan_warnings(sweep):
+        print(f"warning: {w}")
     return 0
 
 
