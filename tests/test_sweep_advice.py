@@ -1,4 +1,4 @@
-"""`scaling sweep plan` warns, one line each, when embeddings are more than half a model's
+"""`scaling sweep plan` warns on stderr, one line each, when embeddings are more than half a model's
 parameters (naming the sizes) and when the lr rule's cap sets the runs' lr (counting them)."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def _plan(tmp_path, capsys, vocab: int, lr: str = "") -> tuple[str, list[str]]:
     f = tmp_path / "w.toml"
     f.write_text(SWEEP.format(vocab=vocab, lr=lr))
     assert main(["sweep", "plan", str(f)]) == 0
-    out = capsys.readouterr().out
-    return out, [line for line in out.splitlines() if line.startswith("warning: ")]
+    said = capsys.readouterr()
+    return said.out, [line for line in said.err.splitlines() if line.startswith("warning: ")]
 
 
 def test_embeddings_over_half_named_by_size(tmp_path, capsys):

@@ -114,12 +114,11 @@ def run_plan(args) -> int:
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
                               "budget": r.budget, "tokens_per_param": r.tokens_per_param,
                               "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources)}))
-        for w in plan_warnings(sweep):
-            print(f"warning: {w}", file=sys.stderr)
-        return 0
-    print(plan_table(sweep, args.executor))
+    else:
+        print(plan_table(sweep, args.executor))
+    # On stderr, after the table: the table (or JSON) on stdout stays what scripts read.
     for w in plan_warnings(sweep):
-        print(f"warning: {w}")
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

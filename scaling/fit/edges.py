@@ -104,7 +104,8 @@ def find_edges(n: np.ndarray, loss: np.ndarray, flops: np.ndarray, budget: np.nd
 def edges_of_table(table) -> list[Edge]:
     """`find_edges` on a RunTable (scaling.fit.table)."""
     return find_edges(table.col("params"), table.col("loss"), table.col("flops"),
-                      table.col("budget") if table.has("budget") else None, table.df["run"].to_list())
+                      table.col("budget") if table.has("budget") else None,
+                      table.df["run"].to_list() if table.has("run") else None)
 
 
 def edge_lines(edges: list[dict]) -> list[str]:
