@@ -138,6 +138,8 @@ def test_extend_from_a_fit_file_and_bad_inputs(tmp_path, capsys):
     assert load_sweep(sweep_dir / "extend.toml").out == sweep_dir
     capsys.readouterr()
 
+    assert main(["sweep", "extend", str(sweep_dir), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is a directory" in capsys.readouterr().err
     assert main(["sweep", "extend", str(tmp_path / "nowhere")]) == 2
     assert "no such sweep directory or fit file" in capsys.readouterr().err
     (results).unlink()
@@ -191,7 +193,7 @@ def test_isoflop_figure_drawn_without_approach_2_edges_ringed_report_says_why(tm
     ringed = [t for t in fig.data if t.marker.symbol == "circle-open"]
     assert len(ringed) == 4                                  # 2 edge budgets x (N, D) panels
     assert "move the sizes up" in " ".join(t.text[0] for t in ringed)
-    assert "no approach 2 in this fit (1 FLOP budget(s) with an interior optimum" in fig.layout.title.text
+    assert "no approach 2 in this fit:<br>1 FLOP budget(s) with an interior optimum" in fig.layout.title.text
 
     page = report.render(report.load(sweep_dir := results.parent, bootstrap=0))
     assert 'id="fig-isoflop-plot"' in page and "ringed" in page

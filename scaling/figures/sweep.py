@@ -132,12 +132,16 @@ def isoflop_profiles(fit: dict, table):
                 fig.add_trace(g.Scatter(x=[x], y=[r["loss"][at]], mode="markers", legendgroup=name, showlegend=False,
                                         marker=dict(symbol="circle-open", size=18, color="black", line=dict(width=2)),
                                         text=[edge.line()], hovertemplate="%{text}<extra></extra>"), row=1, col=k)
-    title = ("IsoFLOP profiles (Approach 2): final loss per budget, parabola and minimum (x); "
-             "dotted: refused, no minimum inside the sizes" if a2 else
-             f"IsoFLOP profiles: final loss per budget; no approach 2 in this fit ({_why_no_approach2(fit)})")
+    lines = (["IsoFLOP profiles (Approach 2): final loss per budget, parabola and minimum (x); "
+              "dotted: refused, no minimum inside the sizes"] if a2 else
+             ["IsoFLOP profiles: final loss per budget; no approach 2 in this fit:",
+              _why_no_approach2(fit).removesuffix(" (skipped)")])
     if edges:
-        title += f"<br>ringed: the lowest loss of {len(edges)} budget(s) sits at an edge of its sizes (`scaling sweep extend`)"
-    style(fig, title, legend_below=True)
+        lines.append(f"ringed: {len(edges)} budget(s) with the lowest loss at an edge of the sizes "
+                     "(scaling sweep extend adds the sizes beyond)")
+    style(fig, "<br>".join(lines), legend_below=True)
+    # Room above the panels' own titles for every line of the figure's title.
+    fig.update_layout(margin=dict(t=60 + 22 * len(lines)), title=dict(font=dict(size=14), y=0.975, yanchor="top"))
     set_log_axis(fig, "x", r["params"], "count", "parameters N", row=1, col=1)
     set_log_axis(fig, "x", r["tokens"], "count", "tokens D", row=1, col=2)
     fig.update_yaxes(title="final validation loss (nats/token)", row=1, col=1)

@@ -56,8 +56,9 @@ class Edge:
         way = "up" if self.side == "largest" else "down"
         factor = self.move if self.move >= 1 else 1 / self.move
         budget = f"{self.budget:.3g}".replace("e+", "e")
+        run = f", run {self.run}" if self.run else ""
         return (f"budget {budget}: lowest loss at the {self.side} size (N={_label(self.n_edge)}, "
-                f"loss {self.loss:.4f}, run {self.run}); move the sizes {way} ~{factor:.2g}x: add N="
+                f"loss {self.loss:.4f}{run}); move the sizes {way} ~{factor:.2g}x: add N="
                 + ", ".join(_label(n) for n in self.add) + f" (its spacing, x{self.step:.2g} per size)")
 
     def to_dict(self) -> dict:

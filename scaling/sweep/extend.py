@@ -16,8 +16,9 @@ scaling/fit/edges.py) needs sizes beyond that edge. `extend` writes them as a sw
 The sizes: the edge run's own size target times the budget's spacing (the geometric mean
 ratio of neighbouring targets), one step further for each size to add; a target whose model
 is no larger (or smaller) than the budget's edge model (small sizes share shapes) is stepped
-past; a model too small to build, or too large for the budget to buy a batch, ends that side
-and is named in the notes. The file is checked by expanding it (`load_sweep`) before it is
+past; a model too small to build, or too large for the budget to buy a batch, is tried half a
+step back (the last model the budget allows may lie between), and then ends that side, named
+in the notes. The file is checked by expanding it (`load_sweep`) before it is
 written, atomically: nothing half-written.
 """
 
@@ -52,8 +53,16 @@ class Extension:
         return sum(len(v) for v in self.added.values())
 
 
-def _budget_runs(ledger, budget: float) -> list:
-    return [e for e in ledger.runs.values() if e.budget is not None and math.isclose(e.budget, budget, rel_tol=1e-6)]
+def _budget_runs(ledger, budget: float) -> tuple[float, list]:
+    """The sweep's budget nearest `budget` (a fit of a table without its budget column names a
+    budget by its runs' mean FLOPs: within 0.05 dex of the sweep's) and its runs."""
+    budgets = {e.budget for e in ledger.runs.values() if e.budget is not None}
+    near = min(budgets, key=lambda b: abs(math.log10(b / budget)), default=None)
+    if near is None or abs(math.log10(near / budget)) > 0.05:
+        raise UserError(f"{ledger.path}: no budget of this sweep is {format_budget(budget)} FLOPs "
+                        f"(its budgets: {', '.join(format_budget(b) for b in sorted(budgets)) or 'none'}); "
+                        "is this the sweep the fit was of?")
+    return near, [e for e in ledger.runs.values() if e.budget == near]
 
 
 def _spacing(entries: list) -> float:
@@ -74,9 +83,7 @@ def _round(x: float) -> int:
 def _new_sizes(ledger, budget: float, side: str, count: int, vocab: int | None, notes: list) -> list[int]:
     """`count` size targets beyond the `side` edge of the budget's runs, each a model the
     budget's runs do not already hold, in order from the edge outwards."""
-    entries = _budget_runs(ledger, budget)
-    if not entries:
-        raise UserError(f"{ledger.path}: no run of budget {format_budget(budget)} (is this the sweep the fit was of?)")
+    budget, entries = _budget_runs(ledger, budget)
     sign = 1 if side == "largest" else -1
     edge = (max if sign > 0 else min)(entries, key=lambda e: e.n_params)
     step = _spacing(entries)
@@ -86,20 +93,30 @@ def _new_sizes(ledger, budget: float, side: str, count: int, vocab: int | None, 
     while len(out) < count and tries < MAX_TRIES * count:
         tries += 1
         x *= step ** sign
-        target = _round(x)
-        try:
-            n, _, fpt = model_stats(replace(cfg, params=format_count(target)), vocab)
-        except UserError as e:
-            notes.append(f"budget {format_budget(budget)}: no smaller size than {format_count(beyond)} ({e})")
-            break
-        if budget / fpt < cfg.tokens_per_step:
-            notes.append(f"budget {format_budget(budget)}: size {format_count(target)} would see less than one batch "
-                         f"of tokens; stopped there")
-            break
+        n, why = _model_at(cfg, _round(x), budget, vocab)
+        if n is None:
+            # Half a step back: the smallest (or largest) model the budget allows may lie between.
+            x /= step ** (sign / 2)
+            n, _ = _model_at(cfg, _round(x), budget, vocab)
+            if n is None or (n - beyond) * sign <= 0:
+                notes.append(f"budget {format_budget(budget)}: nothing {'larger' if sign > 0 else 'smaller'} than "
+                             f"N={format_count(beyond)} added after {len(out)} size(s): {why}")
+                break
         if (n - beyond) * sign > 0:
-            out.append(target)
+            out.append(_round(x))
             beyond = n
     return out
+
+
+def _model_at(cfg: TrainConfig, target: int, budget: float, vocab: int | None) -> tuple[int | None, str]:
+    """(parameters of size `target`'s model, "") if the budget can train it, else (None, why)."""
+    try:
+        n, _, fpt = model_stats(replace(cfg, params=format_count(target)), vocab)
+    except UserError as e:
+        return None, str(e)
+    if budget / fpt < cfg.tokens_per_step:
+        return None, f"size {format_count(target)} would see less than one batch of tokens"
+    return n, ""
 
 
 def _toml_value(v) -> str:
@@ -152,15 +169,20 @@ def extend(dir: str | Path, edges, out: str | Path | None = None) -> Extension:
     doc = read_toml(dir / SWEEP_FILE, "sweep file")
     vocab = (doc.get("sweep") or {}).get("vocab_size")
     out = Path(out) if out is not None else dir / "extend.toml"
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; give the sweep file to write (e.g. {out / 'extend.toml'})")
     ext = Extension(out, dir)
     budgets, sizes = [], []
     for e in edges:
-        new = _new_sizes(ledger, float(e.budget), e.side, len(e.add), vocab, ext.notes)
+        budget = _budget_runs(ledger, float(e.budget))[0]
+        new = _new_sizes(ledger, budget, e.side, len(e.add), vocab, ext.notes)
         if new:
-            budgets.append(float(e.budget))
+            budgets.append(budget)
             sizes.append([format_count(t) for t in new])
     if not budgets:
-        raise UserError(f"{dir}: no size can be added beyond the edges: " + "; ".join(ext.notes))
+        raise UserError(f"{dir}: no size can be added beyond the edges (a budget whose optimum lies below the "
+                        "smallest model it can build needs a larger budget or a smaller vocabulary): "
+                        + "; ".join(ext.notes))
     iso = {"budgets": budgets, "sizes": sizes}
     if "steps" in (doc.get("isoflop") or {}):
         iso["steps"] = doc["isoflop"]["steps"]
