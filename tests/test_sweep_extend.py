@@ -200,3 +200,30 @@ def test_isoflop_figure_drawn_without_approach_2_edges_ringed_report_says_why(tm
     # A figure that cannot be drawn is there, saying why: the plan figures without a plan.
     assert page.count("Not drawn: it draws a plan") == 2
     assert sweep_dir.is_dir()
+
+
+def test_an_edge_at_the_smallest_buildable_model(tmp_path, capsys):
+    """Below about 13K parameters no model of this vocabulary can be built: extend adds the
+    last one half a step down, says why it stops, and refuses once nothing can be added."""
+    (tmp_path / "small.toml").write_text(OFF_CENTRE.replace(
+        'budgets = [1e12, 4e12, 1.6e13]', 'budgets = [2e10]').replace(
+        'sizes = [["320K", "640K", "1.28M"], ["80K", "160K", "320K", "640K"], ["40K", "80K", "160K"]]',
+        'sizes = ["20K", "40K", "80K"]'))
+    sweep_dir = tmp_path / "runs" / "edge"
+    _add_to_ledger(tmp_path / "small.toml", sweep_dir)
+
+    def collect_rising_with_n():
+        rows = [{"run": e.name, "params": e.n_params, "tokens": e.config["tokens"], "budget": e.budget,
+                 "flops": e.config["tokens"] * e.flops_per_token, "status": "completed", "loss": 2 + e.n_params / 1e5}
+                for e in load_ledger(sweep_dir).runs.values()]
+        pl.DataFrame(rows).write_parquet(sweep_dir / "results.parquet")
+
+    collect_rising_with_n()
+    assert main(["sweep", "extend", str(sweep_dir)]) == 0
+    said = capsys.readouterr().out
+    assert "adds C2e10-N14.1K (N 12.9K)" in said and "nothing smaller than N=12.9K added after 1 size(s)" in said
+    _add_to_ledger(sweep_dir / "extend.toml", sweep_dir)
+    collect_rising_with_n()
+    assert main(["sweep", "extend", str(sweep_dir), "--out", str(tmp_path / "none.toml")]) == 2
+    assert "needs a larger budget or a smaller vocabulary" in capsys.readouterr().err
+    assert not (tmp_path / "none.toml").exists()
