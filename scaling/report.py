@@ -159,10 +159,13 @@ def _builders() -> dict[str, tuple[str, Callable, Callable]]:
                              "the optimum may lie beyond the sizes tried)." + (
                                  "" if i.curves is not None else " No curves.parquet: final points only.")),
         "isoflop": ("IsoFLOP profiles (Approach 2)", lambda i: figures.isoflop_profiles(i.fit, i.table),
-                    lambda i: "Final loss against N (left) and D (right) at each FLOP budget, the parabola the "
-                              f"profile minimum was read from ({i.fit['approach2'].get('profile_method', 'local')}) "
-                              "and its minimum (x). A budget whose lowest run is at an edge of its sizes is refused, "
-                              "never extrapolated." if "approach2" in i.fit else ""),
+                    lambda i: ("Final loss against N (left) and D (right) at each FLOP budget, the parabola the "
+                               f"profile minimum was read from ({i.fit['approach2'].get('profile_method', 'local')}) "
+                               "and its minimum (x). " if "approach2" in i.fit else
+                               "Final loss against N (left) and D (right) at each FLOP budget; the fit has no "
+                               "approach 2, so no parabola or minimum is drawn. ")
+                    + "A budget whose lowest run is at an edge of its sizes is refused, never extrapolated: that "
+                      "run is ringed, and `scaling sweep extend` writes the sizes to add beyond it."),
         "frontier": ("The compute-optimal frontier N_opt(C), D_opt(C)",
                      lambda i: figures.frontier(i.fit, i.table, _plan_for_frontier(i)),
                      lambda i: "Points read off the runs by Approaches 1 (envelope) and 2 (IsoFLOP minima); the power "
@@ -201,6 +204,24 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+NEEDS = {"contours": "approach 3 in the fit", "residuals": "approach 3 in the fit",
+         "heldout": "a held-out check in the fit (3 or more budgets, and no --no-holdout)",
+         "famous": "a plan: give --plan ARGS (`scaling plan`'s arguments)",
+         "cost": "--inference-tokens in the plan's arguments"}
+
+
+def _why_not(inp: Inputs, kind: str) -> str:
+    """Why a figure the inputs do not allow is not drawn, in words: what it needs, and for
+    an approach the fit skipped, the fit's own reason."""
+    if kind in ("famous", "cost") and inp.plan is None and inp.compare is None:
+        return "it draws a plan: give --plan ARGS (`scaling plan`'s arguments)"
+    why = f"it needs {NEEDS.get(kind, 'more data')}"
+    if kind in ("contours", "residuals"):
+        said = [w for w in inp.fit.get("warnings") or [] if w.startswith("approach 3:")]
+        why += f" ({said[0]})" if said else ""
+    return why
+
+
 def figure(inp: Inputs, kind: str):
     """One figure of the inputs, or a UserError saying what it needs."""
     title, draw, _ = _builders()[check_kind(kind)]
@@ -208,21 +229,28 @@ def figure(inp: Inputs, kind: str):
         raise UserError(f"plot {kind} draws a plan: give --plan ARGS (`scaling plan`'s arguments)")
     fig = draw(inp)
     if fig is None:
-        need = {"isoflop": "approach 2 in the fit", "contours": "approach 3 in the fit",
-                "residuals": "approach 3 in the fit", "heldout": "a held-out check in the fit (3 or more budgets)",
-                "cost": "--inference-tokens in the plan's arguments"}.get(kind, "more data")
-        raise UserError(f"plot {kind}: nothing to draw for {inp.results}: it needs {need}")
+        raise UserError(f"plot {kind}: nothing to draw for {inp.results}: {_why_not(inp, kind)}")
     return fig
+
+
+def all_figures(inp: Inputs) -> list[tuple[str, str, str, object, str | None]]:
+    """(kind, title, caption, figure or None, why not drawn or None) of every figure, in
+    reading order: the report shows a figure, or in its place why it is not there."""
+    out = []
+    for kind, (title, draw, caption) in _builders().items():
+        try:
+            fig = draw(inp)
+        except UserError as e:   # one figure that cannot be drawn must not take the report down
+            fig, why = None, str(e)
+        else:
+            why = None if fig is not None else _why_not(inp, kind)
+        out.append((kind, title, caption(inp) if fig is not None else "", fig, why))
+    return out
 
 
 def figures_of(inp: Inputs) -> list[tuple[str, str, str, object]]:
     """(kind, title, caption, figure) of every figure the inputs allow, in reading order."""
-    out = []
-    for kind, (title, draw, caption) in _builders().items():
-        fig = draw(inp)
-        if fig is not None:
-            out.append((kind, title, caption(inp), fig))
-    return out
+    return [(k, t, c, f) for k, t, c, f, _ in all_figures(inp) if f is not None]
 
 
 # ----------------------------------------------------------------------------- the page
@@ -384,13 +412,12 @@ def plan_section(inp: Inputs) -> str:
 
 def render(inp: Inputs) -> str:
     """The report as one HTML string."""
-    figs = figures_of(inp)
-    by_kind = {k: (t, c, f) for k, t, c, f in figs}
+    by_kind = {k: (t, c, f, why) for k, t, c, f, why in all_figures(inp)}
 
     def fig_block(kind: str) -> str:
-        if kind not in by_kind:
-            return ""
-        t, c, f = by_kind[kind]
+        t, c, f, why = by_kind[kind]
+        if f is None:   # never dropped silently: its place says why it is not drawn
+            return f"<h3 id='fig-{kind}'>{_e(t)}</h3><p class='warn not-drawn'>Not drawn: {_e(why)}.</p>"
         return (f"<h3 id='fig-{kind}'>{_e(t)}</h3><div class='figure'>{figure_div(f, f'fig-{kind}-plot')}</div>"
                 f"<p class='caption'>{_e(c)}</p>")
 

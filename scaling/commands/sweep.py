@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from scaling.base.config import format_count
+from scaling.base.errors import UserError
 from scaling.jobs.executors import EXECUTORS
+from scaling.sweep.advice import plan_warnings
 from scaling.sweep.collect import CURVES, RESULTS, collect
 from scaling.sweep.launch import launch
 from scaling.sweep.spec import format_budget, load_sweep
@@ -46,6 +48,14 @@ def register(subparsers) -> None:
     co = sub.add_parser("collect", help="write results.parquet and curves.parquet for the fits")
     co.add_argument("dir", type=Path, help="sweep directory")
     co.set_defaults(func=run_collect)
+
+    ex = sub.add_parser("extend", help="write the runs that move edge budgets' sizes as a sweep file to launch",
+                        description="Name every budget whose lowest loss is at an edge of its sizes and write "
+                                    "the runs beyond that edge as a sweep file for the same sweep directory.")
+    ex.add_argument("source", type=Path, metavar="SWEEP_DIR_OR_FIT",
+                    help="sweep directory (after `sweep collect`) or a fit.json of its results")
+    ex.add_argument("--out", type=Path, help="sweep file to write (default: SWEEP_DIR/extend.toml)")
+    ex.set_defaults(func=run_extend)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -104,8 +114,11 @@ def run_plan(args) -> int:
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
                               "budget": r.budget, "tokens_per_param": r.tokens_per_param,
                               "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources)}))
-        return 0
-    print(plan_table(sweep, args.executor))
+    else:
+        print(plan_table(sweep, args.executor))
+    # On stderr, after the table: the table (or JSON) on stdout stays what scripts read.
+    for w in plan_warnings(sweep):
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -164,3 +177,41 @@ def run_collect(args) -> int:
         print("not in the fits (not completed): " + ", ".join(f"{s.name} ({s.state})" for s in incomplete))
     print(summary(states))
     return _damaged(states, problems)
+
+
+def run_extend(args) -> int:
+    # The fit (numpy, polars) loads here, not at the top: the other sweep commands start without it.
+    from scaling.fit.edges import Edge, edges_of_table
+    from scaling.fit.report import read_fit_file
+    from scaling.fit.table import load_runs
+    from scaling.sweep.extend import extend
+
+    src = args.source
+    if src.is_file():
+        record = read_fit_file(src)
+        results = Path(str(record.get("source", "")))
+        if not results.is_file():
+            raise UserError(f"{src}: its results table {results} is not here; give the sweep directory instead")
+        edges = ([Edge.from_dict(e) for e in record["edges"]] if "edges" in record
+                 else edges_of_table(load_runs(results)))
+    elif src.is_dir():
+        results = src / RESULTS
+        if not results.is_file():
+            raise UserError(f"{src}: no {RESULTS} (write it with `scaling sweep collect {src}`)")
+        edges = edges_of_table(load_runs(results))
+    else:
+        raise UserError(f"{src}: no such sweep directory or fit file")
+    if not edges:
+        print(f"{results}: every budget's lowest loss is inside its sizes; nothing to add")
+        return 0
+    for e in edges:
+        print(e.line())
+    ext = extend(results.parent, edges, args.out)
+    for budget, runs in ext.added.items():
+        print(f"budget {format_budget(budget)}: adds " + ", ".join(f"{name} (N {format_count(n)})" for _, n, name in runs))
+    for note in ext.notes:
+        print(f"note: {note}")
+    print(f"wrote {ext.path}: {ext.runs} new runs for {len(ext.added)} budget(s) of {ext.dir}; launch them with\n"
+          f"  scaling sweep launch {ext.path}\n"
+          f"then `scaling sweep collect {ext.dir}` and `scaling fit {ext.dir / RESULTS}` over old and new runs")
+    return 0

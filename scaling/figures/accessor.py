@@ -4,7 +4,7 @@ The fit is a layer below the figures (docs/architecture.md), so it never imports
 imports this module by name (`scaling.fit.result.PLOTS_MODULE`) when a figure is first asked
 for, and this class reads the fit's record, runs and curves. Each method returns a plotly
 Figure (`.show()` it, or `scaling.figures.show(fig)` for a static PNG beside it); a figure the
-fit cannot draw (no approach 2, no runs read back) is a UserError saying why.
+fit cannot draw (no approach 3, no runs read back) is a UserError saying why.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ class FitPlots:
         return frontier(self._fit.record, self._fit.table, plan)
 
     def isoflop(self):
-        """Approach 2's IsoFLOP profiles: loss against N at each budget, with each profile's minimum."""
-        return self._drawn(isoflop_profiles(self._fit.record, self._runs("isoflop")),
-                           "isoflop: this fit has no approach 2 (no IsoFLOP profiles to draw)")
+        """The IsoFLOP profiles: loss against N at each budget, with Approach 2's minimum where it
+        has one; the budgets whose lowest loss is at an edge of their sizes ringed."""
+        return isoflop_profiles(self._fit.record, self._runs("isoflop"))
 
     def contours(self):
         """Approach 3's L(N, D) on the N-D plane, its efficient frontier, the budgets' IsoFLOP lines."""

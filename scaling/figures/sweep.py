@@ -9,6 +9,7 @@ import numpy as np
 
 from scaling.figures.axes import (budget_colours, count_label, flops_label, go, log_ticks, run_hover, set_log_axis,
                                   size_colour, style)
+from scaling.fit.edges import Edge, edges_of_table
 from scaling.fit.isoflop import group_budgets
 from scaling.fit.law import predict_loss
 from scaling.fit.repeat import predict as predict_repeated
@@ -80,62 +81,102 @@ def _size_ticks(lo: float, hi: float) -> list[float]:
 
 
 def _budget_groups(fit: dict, table):
-    """The runs of each of Approach 2's budgets, grouped as the fit grouped them."""
-    labels, _ = group_budgets(table.col("flops"), table.col("budget") if table.has("budget") else None)
-    return labels
+    """Each run's budget group and the groups' FLOPs, as Approach 2 groups them."""
+    return group_budgets(table.col("flops"), table.col("budget") if table.has("budget") else None)
+
+
+def _edges(fit: dict, table) -> list[Edge]:
+    """The fit's edge budgets (a fit.json from before they were recorded: found on the runs)."""
+    if "edges" in fit:
+        return [Edge.from_dict(e) for e in fit["edges"]]
+    return edges_of_table(table)
+
+
+def _why_no_approach2(fit: dict) -> str:
+    """The fit's own words on why approach 2 is missing."""
+    for w in fit.get("warnings") or []:
+        if w.startswith("approach 2:"):
+            return w[len("approach 2: "):]
+    return "not asked for"
 
 
 def isoflop_profiles(fit: dict, table):
     """Final loss against N (left) and against D (right) per FLOP budget, with each budget's
     fitted parabola and its minimum (Chinchilla's Figure 3). A refused budget's curve is
-    dotted; its runs are still shown."""
+    dotted; its runs are still shown. A budget whose lowest loss is at an edge of its sizes
+    has that run ringed (open circle) and says which way its sizes should move. Drawn for
+    every fit with runs: without Approach 2, the profiles alone, and the title says why."""
     from plotly.subplots import make_subplots   # here, not above: plotly loads with the first figure drawn (axes.go)
     g = go()
-    a2 = fit.get("approach2")
-    if not a2:
-        return None
+    a2 = fit.get("approach2") or {}
     r = _runs(table)
-    labels = _budget_groups(fit, table)
-    budgets = a2["budgets"]
-    colours = budget_colours(len(budgets))
+    labels, values = _budget_groups(fit, table)
+    fitted = a2.get("budgets") or []
+    fitted = fitted if len(fitted) == len(values) else [None] * len(values)
+    edges = _edges(fit, table)
+    colours = budget_colours(len(values))
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
                         subplot_titles=("against parameters N", "against tokens D"))
-    for gi, b in enumerate(budgets):
+    for gi in np.argsort(values):
         idx = np.flatnonzero(labels == gi)
-        if not len(idx):
-            continue
-        name = f"C = {flops_label(b['flops'])} FLOPs" + ("" if b["refused"] is None else " (refused)")
-        col = colours[gi]
+        b = fitted[gi]
+        edge = next((e for e in edges if np.isclose(e.budget, values[gi], rtol=1e-6)), None)
+        name = f"C = {flops_label(values[gi])} FLOPs" + ("" if b is None or b["refused"] is None else " (refused)")
+        if edge is not None:
+            name += f" (lowest at its {edge.side} size: move the sizes {'up' if edge.side == 'largest' else 'down'})"
         order = idx[np.argsort(r["params"][idx])]
-        n, d = r["params"][order], r["tokens"][order]
-        hov = _hovers(r, order)
-        for k, x in ((1, n), (2, d)):
-            fig.add_trace(g.Scatter(x=x, y=r["loss"][order], mode="markers", name=name, legendgroup=name,
-                                    showlegend=k == 1, marker=dict(color=col, size=8), text=hov,
-                                    hovertemplate="%{text}<extra></extra>"), row=1, col=k)
-        if b["parabola_logN"] is not None and len(order) >= 2:
-            lo, hi = b.get("parabola_N_range") or (n.min(), n.max())
-            xs = np.geomspace(lo, hi, 60)
-            ys = np.polyval(b["parabola_logN"], np.log(xs))
-            # D along the budget at each N: the runs' own log D against log N (an IsoFLOP line).
-            ds = np.exp(np.interp(np.log(xs), np.log(n), np.log(d)))
-            line = dict(color=col, dash="solid" if b["refused"] is None else "dot")
-            for k, x in ((1, xs), (2, ds)):
-                fig.add_trace(g.Scatter(x=x, y=ys, mode="lines", line=line, legendgroup=name, showlegend=False,
-                                        hoverinfo="skip"), row=1, col=k)
-        if b["N_opt"]:
-            txt = (f"minimum at C {flops_label(b['flops'])}: N_opt {count_label(b['N_opt'])}, "
-                   f"D_opt {count_label(b['D_opt'])}, loss {b['loss_opt']:.4f}")
-            for k, x in ((1, b["N_opt"]), (2, b["D_opt"])):
-                fig.add_trace(g.Scatter(x=[x], y=[b["loss_opt"]], mode="markers", legendgroup=name, showlegend=False,
-                                        marker=dict(symbol="x", size=12, color="black"), text=[txt],
-                                        hovertemplate="%{text}<extra></extra>"), row=1, col=k)
-    style(fig, "IsoFLOP profiles (Approach 2): final loss per budget, parabola and minimum (x); "
-               "dotted: refused, no minimum inside the sizes", legend_below=True)
+        _profile_traces(fig, g, r, order, b, name, colours[gi])
+        if edge is not None:
+            at = order[np.argmin(r["loss"][order])]
+            for k, x in ((1, r["params"][at]), (2, r["tokens"][at])):
+                fig.add_trace(g.Scatter(x=[x], y=[r["loss"][at]], mode="markers", legendgroup=name, showlegend=False,
+                                        marker=dict(symbol="circle-open", size=18, color="black", line=dict(width=2)),
+                                        text=[edge.line()], hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+    lines = (["IsoFLOP profiles (Approach 2): final loss per budget, parabola and minimum (x); "
+              "dotted: refused, no minimum inside the sizes"] if a2 else
+             ["IsoFLOP profiles: final loss per budget; no approach 2 in this fit:",
+              _why_no_approach2(fit).removesuffix(" (skipped)")])
+    if edges:
+        lines.append(f"ringed: {len(edges)} budget(s) with the lowest loss at an edge of the sizes "
+                     "(scaling sweep extend adds the sizes beyond)")
+    style(fig, "<br>".join(lines), legend_below=True)
+    # Room above the panels' own titles for every line of the figure's title.
+    fig.update_layout(margin=dict(t=60 + 22 * len(lines)), title=dict(font=dict(size=14), y=0.975, yanchor="top"))
     set_log_axis(fig, "x", r["params"], "count", "parameters N", row=1, col=1)
     set_log_axis(fig, "x", r["tokens"], "count", "tokens D", row=1, col=2)
     fig.update_yaxes(title="final validation loss (nats/token)", row=1, col=1)
     return fig
+
+
+def _profile_traces(fig, g, r: dict, order, b: dict | None, name: str, col) -> None:
+    """One budget's runs (sorted by N), and where Approach 2 fitted it (`b`, its record), its
+    parabola and minimum; without `b`, a line through the runs."""
+    n, d = r["params"][order], r["tokens"][order]
+    hov = _hovers(r, order)
+    for k, x in ((1, n), (2, d)):
+        fig.add_trace(g.Scatter(x=x, y=r["loss"][order], mode="markers" if b else "markers+lines", name=name,
+                                legendgroup=name, showlegend=k == 1, marker=dict(color=col, size=8),
+                                line=dict(color=col, width=1, dash="dot"), text=hov,
+                                hovertemplate="%{text}<extra></extra>"), row=1, col=k)
+    if b is None:
+        return
+    if b["parabola_logN"] is not None and len(order) >= 2:
+        lo, hi = b.get("parabola_N_range") or (n.min(), n.max())
+        xs = np.geomspace(lo, hi, 60)
+        ys = np.polyval(b["parabola_logN"], np.log(xs))
+        # D along the budget at each N: the runs' own log D against log N (an IsoFLOP line).
+        ds = np.exp(np.interp(np.log(xs), np.log(n), np.log(d)))
+        line = dict(color=col, dash="solid" if b["refused"] is None else "dot")
+        for k, x in ((1, xs), (2, ds)):
+            fig.add_trace(g.Scatter(x=x, y=ys, mode="lines", line=line, legendgroup=name, showlegend=False,
+                                    hoverinfo="skip"), row=1, col=k)
+    if b["N_opt"]:
+        txt = (f"minimum at C {flops_label(b['flops'])}: N_opt {count_label(b['N_opt'])}, "
+               f"D_opt {count_label(b['D_opt'])}, loss {b['loss_opt']:.4f}")
+        for k, x in ((1, b["N_opt"]), (2, b["D_opt"])):
+            fig.add_trace(g.Scatter(x=[x], y=[b["loss_opt"]], mode="markers", legendgroup=name, showlegend=False,
+                                    marker=dict(symbol="x", size=12, color="black"), text=[txt],
+                                    hovertemplate="%{text}<extra></extra>"), row=1, col=k)
 
 
 def residuals(fit: dict, table):

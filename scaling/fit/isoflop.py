@@ -133,14 +133,25 @@ def group_budgets(flops: np.ndarray, budget: np.ndarray | None,
                   step_dex: float = BUDGET_STEP_DEX) -> tuple[np.ndarray, np.ndarray]:
     """Budget label per run and the budgets' FLOP values. Use the budget column if present;
     else round log10 FLOPs to a multiple of step_dex (a run's FLOPs land near, not on, its
-    sweep's budget) and use the geometric mean of each group's FLOPs as its budget."""
-    if budget is not None:
+    sweep's budget) and use the geometric mean of each group's FLOPs as its budget. A budget
+    column with a missing value (a grid sweep's is all null) is no budget column."""
+    if has_budgets(budget):
         values, labels = np.unique(budget, return_inverse=True)
         return labels, values.astype(float)
     key = np.round(np.log10(flops) / step_dex).astype(np.int64)
     uniq, labels = np.unique(key, return_inverse=True)
     values = np.array([10 ** np.log10(flops[labels == g]).mean() for g in range(len(uniq))])
     return labels, values
+
+
+def has_budgets(budget: np.ndarray | None) -> bool:
+    """Whether a budget column can group the runs: present, with a finite value in every row."""
+    return budget is not None and len(budget) > 0 and bool(np.all(np.isfinite(budget)))
+
+
+def slice_tolerance(step_dex: float = BUDGET_STEP_DEX) -> str:
+    """How far apart two runs' FLOPs may be and share a slice: 0.1 dex -> '12%'."""
+    return f"{100 * (10 ** (step_dex / 2) - 1):.0f}%"
 
 
 @dataclass

@@ -17,7 +17,7 @@ import polars as pl
 
 from scaling.base.errors import UserError
 from scaling.base.flops import FlopCount
-from scaling.fit import compute, isoflop, law, repeat
+from scaling.fit import compute, edges, isoflop, law, repeat
 from scaling.base.intervals import percentile_interval
 from scaling.fit.rollout import rollout
 from scaling.fit.table import RunTable
@@ -168,6 +168,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     n, d, c, loss = (table.col(k) for k in ("params", "tokens", "flops", "loss"))
     budget = table.col("budget") if table.has("budget") else None
     labels, values = isoflop.group_budgets(c, budget)
+    sliced = None if isoflop.has_budgets(budget) else _slices(n, labels, len(values))
     if len(values) < 2:
         raise _Skip(f"all runs share one FLOP budget ({values[0]:.3g}); it needs at least 2 budgets "
                     "of at least 3 sizes each")
@@ -175,8 +176,11 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         fit = isoflop.fit_isoflop(labels, values, n, d, loss, c, opts.profile)
     except ValueError as e:
         raise _Skip(str(e)) from None
-    warnings = [f"approach 2: budget {p.budget:.3g} FLOPs refused: {p.refused}"
-                for p in fit.profiles if p.refused and p.n_runs >= 3]
+    # Said where the table has a budget column without values (a grid sweep's, from `collect`):
+    # a table without the column is sliced by FLOPs as documented, and says so in the record.
+    warnings = [sliced] if sliced and budget is not None else []
+    warnings += [f"approach 2: budget {p.budget:.3g} FLOPs refused: {p.refused}"
+                 for p in fit.profiles if p.refused and p.n_runs >= 3]
     few = sum(1 for p in fit.profiles if p.refused and p.n_runs < 3)
     if few:
         warnings.append(f"approach 2: {few} budget(s) with fewer than 3 runs left out")
@@ -218,6 +222,7 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
         "ci": {"a": _ci(np.array(a_s)), "b": _ci(np.array(b_s))},
         "n_points": int(sum(p.n_runs for p in fit.profiles)),
         "n_budgets": len(fit.used), "profile_method": opts.profile, "bootstrap_covers": covers,
+        "budgets_from": sliced[len("approach 2: "):] if sliced else "the budget column",
         "bootstrap": {"keys": list(POWER_KEYS), "samples": laws},
         # D_opt is the budget spent at N_opt, with the runs' own FLOPs per token.
         "d_opt_from": "budget / (6 N_opt): the table's FLOPs are 6ND" if table.flops_from_6nd else
@@ -230,6 +235,19 @@ def approach2(table: RunTable, opts: FitOptions, rng, bar) -> dict:
                     for g, p in enumerate(fit.profiles)],
         "warnings": warnings,
     }
+
+
+def _slices(n: np.ndarray, labels: np.ndarray, groups: int) -> str:
+    """Runs without a FLOP budget (a grid sweep, a table without the column): approach 2's
+    IsoFLOP slices are the runs of equal FLOPs, within a tolerance. The line that says so, or
+    a refusal when fewer than 2 slices hold the 3 sizes a profile needs."""
+    usable = sum(len(np.unique(n[labels == g])) >= 3 for g in range(groups))
+    how = (f"the runs have no FLOP budget (no budget column, or an empty one, as a grid sweep's), so IsoFLOP "
+           f"slices are the runs whose FLOPs agree within {isoflop.slice_tolerance()}")
+    if usable < 2:
+        raise _Skip(f"it needs IsoFLOP budgets: {how}, and {usable} of the {groups} slices hold 3 or more sizes "
+                    "(2 are needed); an isoflop sweep (sweep.kind = \"isoflop\") gives every budget its sizes")
+    return f"approach 2: {how}: {usable} of {groups} slices hold 3 or more sizes and are fitted"
 
 
 # ----------------------------------------------------------------------------- Approach 3
@@ -625,6 +643,8 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
                                      fixed=opts.fixed, refine=opts.refine, method=opts.method, profile=opts.profile)
     finally:
         bar.close()
+    # Budgets whose lowest loss is at an edge of their sizes: which way to move them.
+    out["edges"] = [e.to_dict() for e in edges.edges_of_table(table)]
     if not any(f"approach{k}" in out for k in (1, 2, 3)):
         raise UserError(f"{table.source}: no approach could be fitted: " + "; ".join(out["warnings"]))
     # How the runs' compute is counted: the one count of approach 3's derived quantities, the

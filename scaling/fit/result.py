@@ -33,6 +33,7 @@ from scaling.base.errors import UserError
 from scaling.base.intervals import CI
 from scaling.base.rundir import atomic_write_json
 from scaling.fit import compute, isoflop, law
+from scaling.fit.edges import Edge, edges_of_table
 from scaling.fit.report import FitOptions, fit_all, holdout, holdout_budget, read_fit_file
 from scaling.fit.rollout import rollout
 from scaling.fit.table import RunTable, column_mapping, find_curves, load_curves, load_runs
@@ -201,6 +202,15 @@ class Fit:
         """The runs' compute budgets, smallest first: the budget column, or the runs' FLOPs in
         0.1-dex groups (as Approach 2 groups them)."""
         return [float(v) for v in sorted(self._budget_groups()[1])]
+
+    @property
+    def edges(self) -> list[Edge]:
+        """The budgets whose lowest loss is at an edge of their sizes, smallest first: each an
+        `Edge` (budget, side "smallest"/"largest", n_edge, add: the sizes to add, move, line());
+        empty when every budget's minimum is interior. `scaling sweep extend` writes the runs."""
+        if "edges" in self.record:
+            return [Edge.from_dict(e) for e in self.record["edges"]]
+        return edges_of_table(self._need_table("its runs"))   # a fit.json written before edges were recorded
 
     @property
     def law(self) -> dict:

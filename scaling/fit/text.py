@@ -7,6 +7,7 @@ report shows the same text (`format_fit`) and the same sentences on the held-out
 
 from __future__ import annotations
 
+from scaling.fit.edges import edge_lines
 from scaling.fit.report import REGIME_GAP
 from scaling.fit.rollout import format_rollout
 
@@ -158,6 +159,7 @@ def format_fit(fit: dict) -> str:
     if fit.get("approach3"):
         out += _approach3_lines(fit["approach3"], fit, boot)
     out += _allocation_lines(fit)
+    out += edge_lines(fit.get("edges") or [])
     if fit.get("holdout"):
         out += _holdout_top_lines(fit["holdout"])
     if fit.get("holdout_budget"):

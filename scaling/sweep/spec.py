@@ -227,7 +227,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     kind = s.get("kind", (str,), required=True)
     if kind not in KINDS:
         raise UserError(f"{s.where('kind')} must be one of {', '.join(KINDS)}, got {kind!r}")
-    out_dir = Path(out) if out is not None else Path(s.get("out", (str,), default=f"runs/{name}"))
+    # Read even when `out` is given (launch --out): a file's own out is then overridden, not unknown.
+    file_out = s.get("out", (str,), default=f"runs/{name}")
+    out_dir = Path(out) if out is not None else Path(file_out)
     # The data's vocabulary sizes the models; stating it lets a laptop plan a cluster's sweep.
     vocab = s.get("vocab_size", (int,))
     if vocab is not None and vocab < 2:
@@ -459,7 +461,7 @@ def _expand_grid(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes
 def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, notes: list[str],
                     vocab: int | None) -> list[RunSpec]:
     budgets = sec.get_list("budgets", (str, int, float), required=True)
-    explicit = sec.get_list("sizes", (str, int, float))
+    explicit = sec.get_list("sizes", (str, int, float, list))
     k = sec.get("sizes_per_budget", (int,), 5)
     spread = float(sec.get("spread", (int, float), 4.0))
     center_tpp = float(sec.get("center_tokens_per_param", (int, float), CHINCHILLA_TOKENS_PER_PARAM))
@@ -474,13 +476,13 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
             raise UserError(f"{sec.where('spread')} must be at least 1 (a factor either side), got {spread}")
         if center_tpp <= 0:
             raise UserError(f"{sec.where('center_tokens_per_param')} must be positive, got {center_tpp}")
-    fixed = None if explicit is None else [_count(f"{sec.where('sizes')}[{j}]", s) for j, s in enumerate(explicit)]
+    fixed = None if explicit is None else _sizes_by_budget(sec.where("sizes"), explicit, len(budgets))
     runs = []
     for i, raw in enumerate(budgets):
         c = _flops(f"{sec.where('budgets')}[{i}]", raw)
         where = f"{path}: isoflop.budgets[{i}] = {_show(raw)}"
         if fixed is not None:
-            targets = fixed
+            targets = fixed[i]
         else:
             center = _center(c, center_tpp, base, where, vocab)
             exps = [0.0] if k == 1 else [-1 + 2 * j / (k - 1) for j in range(k)]
@@ -502,6 +504,25 @@ def _expand_isoflop(path: Path, sec: _Section, base: TrainConfig, sweep: str, no
             runs.append(replace(spec, name=name, config=replace(
                 spec.config, tokens=d, extra={"sweep": sweep, "run": name, "budget": c})))
     return runs
+
+
+def _sizes_by_budget(where: str, sizes: list, n_budgets: int) -> list[list[int]]:
+    """isoflop.sizes: one list for every budget (["1M", "2M"]), or one list per budget
+    ([["1M", "2M"], ["4M", "8M"]], what `scaling sweep extend` writes: each budget its own sizes)."""
+    nested = [isinstance(s, list) for s in sizes]
+    if not any(nested):
+        one = [_count(f"{where}[{j}]", s) for j, s in enumerate(sizes)]
+        return [one] * n_budgets
+    if not all(nested) or len(sizes) != n_budgets:
+        raise UserError(f"{where}: give one list of sizes for all budgets, or one list per budget "
+                        f"({n_budgets} lists, as many as isoflop.budgets), not {len(sizes)} entries of which "
+                        f"{sum(nested)} are lists")
+    out = []
+    for i, row in enumerate(sizes):
+        if not row:
+            raise UserError(f"{where}[{i}] must not be empty")
+        out.append([_count(f"{where}[{i}][{j}]", s) for j, s in enumerate(row)])
+    return out
 
 
 def _center(c: float, tpp: float, base: TrainConfig, where: str, vocab: int | None) -> float:

@@ -18,11 +18,24 @@ from scaling.base.config import TrainConfig, parse_count
 from scaling.base.shapes import ModelConfig, model_config, objective_lengths
 
 
+LR_CAP = 6e-3   # the rule's ceiling: small models' rule of N would climb past where they train stably
+
+
+def _lr_uncapped(n_params_nonembed: int) -> float:
+    return 2e-3 * (max(n_params_nonembed, 1) / 1e7) ** (-1 / 3)
+
+
 def lr_rule(n_params_nonembed: int) -> float:
     """Peak learning rate by rule of N rather than by search (OLMo's ladder: lr ∝ N^-1/3),
     anchored at 2e-3 for 10M non-embedding parameters (1.6e-4 at AlexaTM's 20B, whose
-    paper used 1e-4). Per-size tuning with `scaling tune` refines it."""
-    return min(6e-3, 2e-3 * (max(n_params_nonembed, 1) / 1e7) ** (-1 / 3))
+    paper used 1e-4), at most LR_CAP. Per-size tuning with `scaling tune` refines it."""
+    return min(LR_CAP, _lr_uncapped(n_params_nonembed))
+
+
+def lr_capped(n_params_nonembed: int) -> bool:
+    """Whether the rule's cap sets this size's lr (below about 370K non-embedding parameters):
+    every such size gets the same lr, so the rule does not follow N there."""
+    return _lr_uncapped(n_params_nonembed) >= LR_CAP
 
 
 def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> float:

@@ -1,0 +1,51 @@
+"""What `scaling sweep plan` warns about a sweep before it runs: one line each.
+
+- Embeddings more than half of a model's parameters: the loss of such a model follows its few
+  non-embedding parameters, a law in total N bends with the vocabulary, and the sizes differ
+  mostly in a table they share; the lines name the sizes.
+- The lr rule's cap (scaling/train/schedule.py, `lr_capped`): below it every size trains at
+  the same peak lr, so the rule no longer follows N; the line counts the runs there.
+"""
+
+from __future__ import annotations
+
+from scaling.base.config import format_count
+from scaling.sweep.spec import Sweep
+from scaling.train.schedule import LR_CAP, lr_capped
+
+EMBEDDING_SHARE = 0.5
+
+
+def embedding_warning(sweep: Sweep) -> str | None:
+    """The sizes (and how many runs) whose embeddings are more than half their parameters."""
+    share: dict[str, float] = {}
+    runs = 0
+    for r in sweep.runs:
+        f = 1 - r.n_params_nonembed / r.n_params
+        if f > EMBEDDING_SHARE:
+            share[format_count(r.n_params)] = f
+            runs += 1
+    if not share:
+        return None
+    sizes = ", ".join(f"N={n}: {100 * f:.0f}%" for n, f in sorted(share.items(), key=lambda kv: -kv[1]))
+    vocab = sweep.vocab_size or "the data's"
+    return (f"embeddings are more than half the parameters of {len(share)} size(s), {runs} run(s) ({sizes}; "
+            f"vocabulary {vocab}): their loss follows the non-embedding part; take larger sizes or a smaller "
+            f"vocabulary, or fit N without embeddings (--columns params=params_nonembed)")
+
+
+def lr_cap_warning(sweep: Sweep) -> str | None:
+    """How many of the runs whose lr is the rule of N sit at the rule's cap."""
+    ruled = [r for r in sweep.runs if r.config.lr is None]
+    capped = [r for r in ruled if lr_capped(r.n_params_nonembed)]
+    if not capped:
+        return None
+    every = "every run" if len(capped) == len(sweep.runs) else f"{len(capped)} of {len(sweep.runs)} runs"
+    return (f"lr: {every} sit{'s' if every == 'every run' else ''} at the lr rule's cap of {LR_CAP:g} "
+            f"(non-embedding N up to {format_count(max(r.n_params_nonembed for r in capped))}): the rule does not "
+            f"vary lr across them; set train.lr, or tune it per size (`scaling tune`, then lr = {{ tuned = ... }})")
+
+
+def plan_warnings(sweep: Sweep) -> list[str]:
+    """Every warning of `sweep plan`, one line each."""
+    return [w for w in (embedding_warning(sweep), lr_cap_warning(sweep)) if w]
