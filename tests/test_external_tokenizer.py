@@ -45,7 +45,7 @@ def _jsonl(path: Path, docs) -> Path:
 def files(tmp_path_factory):
     """Two corpora (halves of the stdlib's docstrings) and three real tokenizer files."""
     import sentencepiece as spm
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     d = tmp_path_factory.mktemp("ext")
     docs = _stdlib_docs()
@@ -65,6 +65,7 @@ def files(tmp_path_factory):
     hf = Tokenizer(models.BPE(unk_token="<unk>"))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     hf.decoder = decoders.ByteLevel()
+    hf.post_processor = processors.ByteLevel(trim_offsets=True)   # GPT-2's: trims the offsets the fast path reads
     hf.train_from_iterator(docs, trainers.BpeTrainer(
         vocab_size=700, special_tokens=["<mask>", "<cls>", "<sep>", "<sys>", "<unk>", "<s>", "<user>", "</s>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
@@ -278,3 +279,30 @@ def test_train_never_tokenizes_a_raw_corpus_itself(files, tmp_path, capsys):
     assert main([*base, "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert f"data {tmp_path / 'nowhere'}: no such directory" in err and not out.exists()
+
+
+def _word_level(vocab: dict, specials: list[str]):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]" if "[UNK]" in vocab else None))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(specials)
+    return tok
+
+
+def test_only_special_tokens_take_a_role_and_a_files_truncation_is_ignored():
+    from scaling.data.tokenizer_files import hf_tokenizer
+
+    # "<pad>" and "</s>" are ordinary words here: text produces them, so they cannot be pad or eos.
+    words = ["<pad>", "</s>", "the", "cat", "sat"]
+    hf = _word_level({"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(words)}}, ["<|endoftext|>"])
+    hf.enable_truncation(max_length=4)
+    hf.enable_padding(length=8, pad_id=1, pad_token="<pad>")
+    tok = hf_tokenizer(hf.to_str(), "gpt2-like.json")
+    assert tok.special_ids == {"eos": 0, "pad": 6, "clm": 7, "unk": 8} and tok.vocab_size == 9
+    assert tok.added == {"pad": 6, "clm": 7, "unk": 8}
+    assert [tok.hf.id_to_token(i) for i in (6, 7, 8)] == ["[PAD]", "[CLM]", "<unk>"]   # the first spelling free
+    text = "the cat sat <pad> </s> the cat sat the cat"
+    assert tok.encode_batch([text]) == [[3, 4, 5, 1, 2, 3, 4, 5, 3, 4]]   # whole, unpadded
+    # A WordLevel model is not the fast path's: the library encodes, and says the same.
+    assert not tok.fast and tok.encode_batch([text]) == tok.encode_reference([text])
