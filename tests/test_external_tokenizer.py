@@ -306,3 +306,11 @@ def test_only_special_tokens_take_a_role_and_a_files_truncation_is_ignored():
     assert tok.encode_batch([text]) == [[3, 4, 5, 1, 2, 3, 4, 5, 3, 4]]   # whole, unpadded
     # A WordLevel model is not the fast path's: the library encodes, and says the same.
     assert not tok.fast and tok.encode_batch([text]) == tok.encode_reference([text])
+
+
+def test_a_vocabulary_with_gaps_is_refused_rather_than_given_a_shared_id():
+    from scaling.data.tokenizer_files import hf_tokenizer
+
+    hf = _word_level({"[UNK]": 0, "[SEP]": 1, "the": 2, "cat": 4}, ["[UNK]", "[SEP]"])   # 4 tokens, id 3 free
+    with pytest.raises(UserError, match="ids have gaps .* would share id 4 with 'cat'"):
+        hf_tokenizer(hf.to_str(), "gaps.json")

@@ -105,8 +105,14 @@ def hf_tokenizer(text: str, where: str) -> TrainedTokenizer:
         if role not in found:
             name = next(n for n in (*ROLE_NAMES[role], ADDED_FALLBACK[role]) if n not in vocab)
             hf.add_special_tokens([AddedToken(name, special=True, normalized=False)])
-            found[role] = added[role] = hf.token_to_id(name)
-            vocab[name] = found[role]
+            new = hf.token_to_id(name)
+            if new in vocab.values():   # the library fills the count of ids, not past the largest
+                raise UserError(f"{where}: its ids have gaps (largest {max(vocab.values())} among {len(vocab)} tokens), "
+                                f"so {name!r} for {role} would share id {new} with "
+                                f"{next(t for t, i in vocab.items() if i == new)!r}; "
+                                f"add a special {ROLE_NAMES[role][0]!r} token to the file yourself")
+            found[role] = added[role] = new
+            vocab[name] = new
     return TrainedTokenizer(hf, "hf-json", special_ids={r: found[r] for r in SPECIAL_ROLES}, added=added)
 
 
