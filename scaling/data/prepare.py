@@ -1,8 +1,8 @@
 """Writing token shards from a corpus (`scaling prepare`): the corpus read (text files, .jsonl,
 .parquet, or the embedded default corpus), normalised to spoken form if asked, split into
 train and validation by document, tokenized (a tokenizer trained here, bytes, or the user's:
-scaling/data/tokenizer_files.py), and written to a private temp dir that is renamed into place. The directory's format is
-scaling/data/layout.py's; reading it is scaling/data/shards.py's.
+scaling/data/tokenizer_files.py), and written to a private temp dir that is renamed into
+place. The directory's format is scaling/data/layout.py's; reading it is scaling/data/shards.py's.
 """
 
 from __future__ import annotations
@@ -395,9 +395,9 @@ def _tokenizer(cfg: PrepareConfig, train_docs: list[str], tmp: Path, progress: b
             f"--vocab-size {cfg.effective_vocab}: the corpus supports only {tok.vocab_size} {cfg.tokenizer} ids; "
             "use a smaller vocabulary or a larger corpus"
         )
-    text = tok.hf.to_str()
-    (tmp / "tokenizer.json").write_text(text)
-    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    data = tok.hf.to_str().encode("utf-8")
+    (tmp / "tokenizer.json").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
     return tok, {"file": "tokenizer.json", "sha256": sha, "source": "trained", "added": {}}
 
 
