@@ -18,7 +18,6 @@ from scaling.data.corpus import clean, extract_file
 from scaling.data.prepare import PrepareConfig, prepare, spoken_form, split_mask
 from scaling.data.shards import TokenShards, load_tokenizer, read_meta
 from scaling.base.errors import UserError
-from scaling.data.tokenizer import EOS_ID
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 MODULES = ["argparse.py", "textwrap.py", "difflib.py", "statistics.py", "fractions.py", "inspect.py",
@@ -81,8 +80,8 @@ def _check_consistent(d: Path, expected_docs: list[str]) -> None:
         assert s.n_tokens == len(s.tokens) == (d / f"{split}.bin").stat().st_size // s.tokens.itemsize
         assert s.doc_starts[0] == 0 and s.doc_starts[-1] == s.n_tokens and len(s.doc_starts) == s.n_docs + 1
         # Every document ends with exactly one <eos>, and <eos> appears nowhere else.
-        assert np.all(s.tokens[s.doc_starts[1:] - 1] == EOS_ID)
-        assert int((np.asarray(s.tokens) == EOS_ID).sum()) == s.n_docs
+        assert np.all(s.tokens[s.doc_starts[1:] - 1] == s.meta["eos_id"])
+        assert int((np.asarray(s.tokens) == s.meta["eos_id"]).sum()) == s.n_docs
         texts = _split_docs(d, split)
         assert info["n_bytes"] == sum(len(t.encode("utf-8")) for t in texts)
         assert s.bytes_per_token == pytest.approx(info["n_bytes"] / info["n_tokens"])
@@ -232,7 +231,7 @@ def _bad_inputs(tmp: Path):
         (["--corpus", tmp / "nocol.parquet"], "no column 'text'"),
         (["--corpus", good, "--vocab-size", "abc"], "--vocab-size"),
         (["--corpus", good, "--vocab-size", "10"], "--vocab-size"),
-        (["--corpus", good, "--tokenizer", "wordpiece"], "unknown tokenizer"),
+        (["--corpus", good, "--tokenizer", "wordpiece"], "--tokenizer wordpiece: no such file"),
         (["--corpus", good, "--val-fraction", "1.5"], "--val-fraction"),
         (["--corpus", good, "default"], "default"),
     ]

@@ -1,4 +1,5 @@
-"""Tokenizers: fixed special ids, exact round trips, and the fast encoder == the reference encoder."""
+"""The lab's tokenizers: their special ids, exact round trips, and the fast encoder == the reference
+encoder. A tokenizer the user brings: tests/test_external_tokenizer.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ import pytest
 
 from scaling.data.corpus import extract_file
 from scaling.data.tokenizer import (
-    CLM_ID,
-    EOS_ID,
-    PAD_ID,
+    LAB_SPECIAL_IDS,
     SPECIAL_TOKENS,
-    UNK_ID,
     BytesTokenizer,
     encode_batches,
     train_tokenizer,
@@ -59,11 +57,11 @@ def trained(request, real_docs):
     return train_tokenizer(request.param, real_docs + _fuzz(500, seed=1), 600)
 
 
-def test_special_ids_are_fixed(trained):
-    assert (PAD_ID, EOS_ID, CLM_ID, UNK_ID) == (0, 1, 2, 3)
+def test_the_labs_special_ids_come_first(trained):
+    assert trained.special_ids == LAB_SPECIAL_IDS == {"pad": 0, "eos": 1, "clm": 2, "unk": 3}
     for i, tok in enumerate(SPECIAL_TOKENS):
         assert trained.hf.token_to_id(tok) == i
-    assert trained.vocab_size == 600
+    assert trained.vocab_size == 600 and trained.fast
 
 
 def test_fast_encoder_equals_reference(trained, real_docs):
@@ -87,7 +85,7 @@ def test_parallel_batches_equal_serial(trained, real_docs):
 
 def test_literal_special_text_is_not_a_special_id(trained):
     ids = trained.encode_batch(["<eos> [CLM] <pad> <unk>"])[0]
-    assert not set(ids) & {PAD_ID, EOS_ID, CLM_ID, UNK_ID}
+    assert not set(ids) & set(trained.special_ids.values())
 
 
 def test_round_trip(trained, real_docs):
@@ -110,7 +108,7 @@ def test_bytes_tokenizer():
     ids = tok.encode_batch([text])[0]
     assert ids == [4 + b for b in text.encode("utf-8")]
     assert tok.decode(ids) == text
-    assert tok.decode([EOS_ID] + ids[:1]) == "<eos>h"
+    assert tok.decode([tok.special_ids["eos"]] + ids[:1]) == "<eos>h"
 
 
 def test_bad_vocab_size():

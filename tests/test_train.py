@@ -109,7 +109,7 @@ def test_existing_run_with_other_config_is_refused(finished, capsys):
         (["--params", "12Q", "--tokens", "1M"], "--params"),
         (["--params", "2M", "--tokens", "lots"], "--tokens"),
         (["--params", "2M", "--tokens", "100"], "--tokens: 100 tokens is less than one batch"),
-        (["--params", "2M", "--tokens", "1M", "--corpus", "does/not/exist"], "no such file"),
+        (["--params", "2M", "--tokens", "1M", "--corpus", "does/not/exist"], "data does/not/exist: no such directory"),
         (["--params", "2M", "--tokens", "1M", "--clm-ratio", "1.5"], "--clm-ratio"),
     ],
 )

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from scaling.base.errors import UserError
+from scaling.data.layout import ID_KEYS
 from scaling.data.prepare import PrepareConfig, prepare_corpus
 from scaling.data.shards import TokenShards
 
@@ -24,8 +25,11 @@ def register(subparsers) -> None:
         "or .parquet (one per row); 'default' (the default) is the embedded corpus",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="shard directory to write")
-    p.add_argument("--tokenizer", default="bpe", help="bpe | unigram | bytes (default bpe)")
-    p.add_argument("--vocab-size", default="8192", help="ids in a trained vocabulary, specials included (default 8192)")
+    p.add_argument("--tokenizer", default="bpe", metavar="KIND|PATH",
+                   help="bpe | unigram | bytes: trained here (default bpe); or your own: a Hugging Face "
+                   "tokenizer.json, a SentencePiece .model, or a shard directory whose tokenizer to reuse")
+    p.add_argument("--vocab-size", default=None,
+                   help="ids in a trained vocabulary, specials included (default 8192; not with a tokenizer file)")
     p.add_argument("--spoken", action="store_true", help="spoken form: lower case, no punctuation")
     p.add_argument("--val-fraction", default="0.01", help="share of documents for validation (default 0.01)")
     p.add_argument("--text-field", default="text", help="field (.jsonl) or column (.parquet) holding the text")
@@ -45,7 +49,7 @@ def _number(kind, text: str, flag: str):
 def run(args: argparse.Namespace) -> int:
     cfg = PrepareConfig(
         tokenizer=args.tokenizer,
-        vocab_size=_number(int, args.vocab_size, "--vocab-size"),
+        vocab_size=None if args.vocab_size is None else _number(int, args.vocab_size, "--vocab-size"),
         spoken=args.spoken,
         val_fraction=_number(float, args.val_fraction, "--val-fraction"),
         seed=_number(int, args.seed, "--seed"),
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "out": str(out),
         "tokenizer": train.meta["tokenizer"],
         "vocab_size": train.vocab_size,
+        "special_ids": {k[:-3]: train.meta[k] for k in ID_KEYS},
         "train": {"tokens": train.n_tokens, "docs": train.n_docs, "bytes_per_token": round(train.bytes_per_token, 3)},
         "val": {"tokens": val.n_tokens, "docs": val.n_docs},
         "source_hash": train.meta["source"]["hash"][:16],

@@ -19,8 +19,8 @@ def register(sub) -> None:
     p.add_argument("--tokens", required=True, help="token budget D: 20M, 1B, ... (sequences x seq_len)")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/2M-20M")
     p.add_argument("--corpus", "--data", dest="data", default=None,
-                   help="token shards dir from `scaling prepare`, or a raw corpus (prepared into the cache); "
-                   "default: the embedded corpus")
+                   help="token shards dir from `scaling prepare` (a raw corpus is refused: prepare it first, "
+                   "choosing its tokenizer); default: the embedded corpus")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: rule of N, see README)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None,

@@ -48,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="slurm: block until every trial has finished")
     p.add_argument("--plots", type=Path, help="write the figure (loss against lr per size, the fitted rule) here")
     p.add_argument("--corpus", "--data", dest="data", default=None,
-                   help="token shards dir or raw corpus, as for `scaling train` (default: the embedded corpus)")
+                   help="token shards dir, as for `scaling train` (default: the embedded corpus)")
     p.add_argument("--seq-len", type=int, default=None, help="source window in tokens (default 128)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step when not tuned (default 16)")
     p.add_argument("--val-points", type=int, default=None, help="log-spaced validation points per run (default 8)")

@@ -94,6 +94,8 @@ class ObjectiveConfig:
     clm_ratio: float = 0.2
     noise_density: float = 0.15
     mean_span: float = 3.0
+    # The lab's own layout, for tests and benches; a run takes its shards' ids from meta.json
+    # (scaling/train/stream.py), since a tokenizer the user brings keeps its own.
     pad_id: int = 0
     eos_id: int = 1
     clm_id: int = 2

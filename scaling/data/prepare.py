@@ -1,8 +1,8 @@
 """Writing token shards from a corpus (`scaling prepare`): the corpus read (text files, .jsonl,
 .parquet, or the embedded default corpus), normalised to spoken form if asked, split into
-train and validation by document, tokenized (a tokenizer trained here, or bytes), and written
-to a private temp dir that is renamed into place. The directory's format is
-scaling/data/layout.py's; reading it is scaling/data/shards.py's.
+train and validation by document, tokenized (a tokenizer trained here, bytes, or the user's:
+scaling/data/tokenizer_files.py), and written to a private temp dir that is renamed into
+place. The directory's format is scaling/data/layout.py's; reading it is scaling/data/shards.py's.
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ from scaling.data.corpus import load_default_corpus
 from scaling.data.layout import FORMAT_VERSION, read_meta
 from scaling.data.objectives import GOLDEN, mix64
 from scaling.data.tokenizer import (
-    CLM_ID,
-    EOS_ID,
-    PAD_ID,
-    UNK_ID,
+    SPECIAL_ROLES,
+    TRAINED_KINDS,
     BytesTokenizer,
     check_vocab_size,
-    dtype_for,
     encode_batches,
     train_tokenizer,
 )
+from scaling.data.tokenizer_files import TokenizerSource, open_tokenizer
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
 CORPUS_SUFFIXES = TEXT_SUFFIXES + (".jsonl", ".parquet")
@@ -48,6 +46,7 @@ CORPUS_SUFFIXES = TEXT_SUFFIXES + (".jsonl", ".parquet")
 # documents): a 8K-32K vocabulary has converged long before, and training time stays flat.
 TOKENIZER_TRAIN_BYTES = 16 * 2**20
 ENCODE_BATCH_BYTES = 4 * 2**20
+DEFAULT_VOCAB = 8192
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,27 +205,45 @@ def corpus_hash(docs: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    tokenizer: str = "bpe"
-    vocab_size: int = 8192
+    tokenizer: str = "bpe"            # a kind the lab trains (bpe, unigram, bytes), or a path
+    vocab_size: int | None = None     # of a trained vocabulary; None: DEFAULT_VOCAB
     spoken: bool = False
     val_fraction: float = 0.01
     seed: int = 0
     text_field: str = "text"
 
     def __post_init__(self):
-        check_vocab_size(self.tokenizer, self.vocab_size)
+        if self.trained:
+            check_vocab_size(self.tokenizer, self.effective_vocab)
+        elif self.vocab_size is not None:
+            raise UserError(f"--vocab-size {self.vocab_size}: the tokenizer {self.tokenizer} has its own vocabulary; "
+                            "leave --vocab-size out")
         if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1 and math.isfinite(self.val_fraction)):
             raise UserError(f"--val-fraction {self.val_fraction!r}: must be in [0, 1)")
 
-    def identity(self) -> dict:
-        """What decides the shards' content (with the source hash)."""
-        d = {"tokenizer": self.tokenizer, "vocab_size": self.effective_vocab, "spoken": self.spoken,
+    @property
+    def trained(self) -> bool:
+        """Whether the tokenizer is the lab's to train (or bytes), not a path."""
+        return self.tokenizer in TRAINED_KINDS
+
+    def identity(self, source: TokenizerSource | None = None) -> dict:
+        """What decides the shards' content (with the source hash): a user's tokenizer counts
+        by its file's sha256, not by its path."""
+        if source is None:
+            kind, vocab, sha = self.tokenizer, self.effective_vocab, None
+        else:
+            kind, vocab, sha = source.kind, source.tokenizer.vocab_size, source.sha256
+        d = {"tokenizer": kind, "vocab_size": vocab, "spoken": self.spoken,
              "val_fraction": self.val_fraction, "seed": self.seed}
+        if sha is not None:
+            d["tokenizer_sha256"] = sha
         return d
 
     @property
-    def effective_vocab(self) -> int:
-        return BytesTokenizer.vocab_size if self.tokenizer == "bytes" else self.vocab_size
+    def effective_vocab(self) -> int | None:
+        if self.tokenizer == "bytes":
+            return BytesTokenizer.vocab_size
+        return (self.vocab_size or DEFAULT_VOCAB) if self.trained else None
 
 
 def _versions() -> dict:
@@ -280,7 +297,7 @@ def _write_split(tmp: Path, split: str, docs: Sequence[str], tok, dtype: np.dtyp
             keep = np.ones(len(out), dtype=bool)
             keep[eos_at] = False
             out[keep] = ids
-            out[eos_at] = EOS_ID
+            out[eos_at] = tok.special_ids["eos"]
             fh.write(out.tobytes())
             starts.append(n_tokens + ends)
             n_tokens += len(out)
@@ -353,30 +370,42 @@ def _private_dir(out: Path) -> Iterator[Path]:
                     break
 
 
-def _tokenizer(cfg: PrepareConfig, train_docs: list[str], tmp: Path, progress: bool):
-    """The bytes tokenizer, or one trained on a sample of the training documents (saved as
-    tokenizer.json in the build dir)."""
+def _tokenizer(cfg: PrepareConfig, train_docs: list[str], tmp: Path, progress: bool,
+               source: TokenizerSource | None) -> tuple[object, dict]:
+    """The tokenizer and meta.json's record of it: the user's (its file copied into the build
+    dir as it is), bytes, or one trained on a sample of the training documents (saved as
+    tokenizer.json)."""
+    if source is not None:
+        if source.path is not None:
+            shutil.copyfile(source.path, tmp / source.file_name)
+        if progress:
+            how = "the fast encoder" if getattr(source.tokenizer, "fast", False) else "the library's own encoder"
+            print(f"tokenizing with the {source.kind} tokenizer of {source.source} "
+                  f"({source.tokenizer.vocab_size} ids, {how})", file=sys.stderr)
+        return source.tokenizer, source.record()
     if cfg.tokenizer == "bytes":
-        return BytesTokenizer()
+        return BytesTokenizer(), {"file": None, "sha256": None, "source": "bytes", "added": {}}
     if progress:
-        print(f"training a {cfg.tokenizer} tokenizer ({cfg.vocab_size} ids)...", file=sys.stderr)
+        print(f"training a {cfg.tokenizer} tokenizer ({cfg.effective_vocab} ids)...", file=sys.stderr)
     sample = _sample_for_training(train_docs, TOKENIZER_TRAIN_BYTES, cfg.seed)
-    tok = train_tokenizer(cfg.tokenizer, sample, cfg.vocab_size)
-    if tok.vocab_size != cfg.vocab_size:
+    tok = train_tokenizer(cfg.tokenizer, sample, cfg.effective_vocab)
+    if tok.vocab_size != cfg.effective_vocab:
         # The trainer stops early when the corpus has fewer distinct pieces than asked.
         raise UserError(
-            f"--vocab-size {cfg.vocab_size}: the corpus supports only {tok.vocab_size} {cfg.tokenizer} ids; "
+            f"--vocab-size {cfg.effective_vocab}: the corpus supports only {tok.vocab_size} {cfg.tokenizer} ids; "
             "use a smaller vocabulary or a larger corpus"
         )
-    (tmp / "tokenizer.json").write_text(tok.hf.to_str())
-    return tok
+    data = tok.hf.to_str().encode("utf-8")
+    (tmp / "tokenizer.json").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    return tok, {"file": "tokenizer.json", "sha256": sha, "source": "trained", "added": {}}
 
 
 def _write_splits(tmp: Path, parts: dict[str, list[str]], tok, progress: bool) -> tuple[np.dtype, dict]:
     """Every split encoded into the build dir, under one progress bar: the dtype and the counts."""
     from tqdm import tqdm   # here, not above: only a build loads it
 
-    dtype = dtype_for(tok.vocab_size)
+    dtype = tok.dtype
     total = sum(len(d) for part in parts.values() for d in part)
     splits = {}
     with tqdm(total=total, desc="tokenizing", unit="B", unit_scale=True, disable=not progress, file=sys.stderr) as bar:
@@ -385,17 +414,16 @@ def _write_splits(tmp: Path, parts: dict[str, list[str]], tok, progress: bool) -
     return dtype, splits
 
 
-def _meta(cfg: PrepareConfig, tok, dtype: np.dtype, identity: dict, source: dict, splits: dict, t0: float) -> dict:
+def _meta(tok, tok_record: dict, dtype: np.dtype, identity: dict, source: dict, splits: dict,
+          spoken: bool, t0: float) -> dict:
     return {
         "format_version": FORMAT_VERSION,
-        "tokenizer": cfg.tokenizer,
+        "tokenizer": tok.kind,
         "vocab_size": tok.vocab_size,
         "dtype": dtype.name,
-        "pad_id": PAD_ID,
-        "eos_id": EOS_ID,
-        "clm_id": CLM_ID,
-        "unk_id": UNK_ID,
-        "spoken": cfg.spoken,
+        **{f"{role}_id": int(tok.special_ids[role]) for role in SPECIAL_ROLES},
+        "tokenizer_file": tok_record,
+        "spoken": spoken,
         "config": identity,
         "source": source,
         "splits": splits,
@@ -412,28 +440,32 @@ def prepare(
     source: dict | None = None,
     force: bool = False,
     progress: bool = True,
+    tokenizer: TokenizerSource | None = None,
 ) -> Path:
     """Tokenize `docs` into a shard directory at `out`, atomically. Returns `out`.
 
     An existing shard dir with the same source and config is left as it is; a different one
-    is replaced only with force=True; anything else at `out` is never touched.
+    is replaced only with force=True; anything else at `out` is never touched. `tokenizer`:
+    the user's, already opened (`cfg.tokenizer` a path); else opened here.
     """
     out = Path(out)
+    if tokenizer is None and not cfg.trained:
+        tokenizer = open_tokenizer(cfg.tokenizer)
     source = dict(source or {})
     docs = [d for d in docs if d.strip()]
     if not docs:
         raise UserError(f"corpus {source.get('paths', '')!s}: no documents (empty corpus)".replace(" ''", ""))
     source_hash = source.get("hash") or corpus_hash(docs)
     source["hash"] = source_hash
-    identity = cfg.identity()
+    identity = cfg.identity(tokenizer)
     if _already_there(out, identity, source_hash, force):
         return out
     t0 = time.time()
     docs, train_docs, val_docs = _split(docs, cfg)
     with _private_dir(out) as tmp:
-        tok = _tokenizer(cfg, train_docs, tmp, progress)
+        tok, tok_record = _tokenizer(cfg, train_docs, tmp, progress, tokenizer)
         dtype, splits = _write_splits(tmp, {"train": train_docs, "val": val_docs}, tok, progress)
-        meta = _meta(cfg, tok, dtype, identity, source, splits, t0)
+        meta = _meta(tok, tok_record, dtype, identity, source, splits, cfg.spoken, t0)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _install(tmp, out, force, identity, source_hash)
     return out
@@ -466,7 +498,9 @@ def _install(tmp: Path, out: Path, force: bool, identity: dict, source_hash: str
 
 
 def prepare_corpus(paths, out, cfg: PrepareConfig = PrepareConfig(), force: bool = False, progress: bool = True) -> Path:
-    """`scaling prepare`: read --corpus (files, directories, or "default"), then `prepare`."""
+    """`scaling prepare`: read --corpus (files, directories, or "default"), then `prepare`.
+    A user's tokenizer is opened first: a bad one is refused before the corpus is read."""
+    tokenizer = None if cfg.trained else open_tokenizer(cfg.tokenizer)
     paths = [str(p) for p in (paths or ["default"])]
     if paths == ["default"]:
         docs, provenance = load_default_corpus(progress=progress)
@@ -478,4 +512,4 @@ def prepare_corpus(paths, out, cfg: PrepareConfig = PrepareConfig(), force: bool
         if not docs:
             raise UserError(f"corpus {' '.join(paths)}: no documents (empty corpus)")
         source = {"paths": [str(Path(p).resolve()) for p in paths], "text_field": cfg.text_field}
-    return prepare(docs, out, cfg, source=source, force=force, progress=progress)
+    return prepare(docs, out, cfg, source=source, force=force, progress=progress, tokenizer=tokenizer)

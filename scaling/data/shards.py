@@ -1,14 +1,14 @@
 """Token shards, read and found: `TokenShards`, one split of a shard directory memory-mapped
-(the arrays every training run reads), `load_tokenizer`, the directory's tokenizer, and
-`resolve_data`, which turns a run's `data` setting into a shard directory: the one given, the
-embedded corpus's (`ensure_default_shards`, built into the cache on first use), or a raw
-corpus prepared into the cache. The directory's format is scaling/data/layout.py's; writing
-one is scaling/data/prepare.py's.
+(the arrays every training run reads), `load_tokenizer`, the directory's tokenizer
+(scaling/data/tokenizer_files.py), and `resolve_data`, which turns a run's `data` setting into
+a shard directory: the one given, or the embedded corpus's (`ensure_default_shards`, built
+into the cache on first use). A raw corpus is refused: which tokenizer its shards get is the
+user's choice, made with `scaling prepare --tokenizer`. The directory's format is
+scaling/data/layout.py's; writing one is scaling/data/prepare.py's.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from scaling.base.errors import UserError
 from scaling.data.corpus import cache_root, corpus_key
 from scaling.data.layout import SPLITS, read_meta
 from scaling.data.prepare import PrepareConfig, prepare_corpus
-from scaling.data.tokenizer import load_tokenizer_file
+from scaling.data.tokenizer_files import load_tokenizer  # noqa: F401 (the readers' one import)
 
 
 @dataclass
@@ -96,16 +96,6 @@ class TokenShards:
 
 
 
-def load_tokenizer(path):
-    """The tokenizer of a shard directory: `.encode_batch(texts)` and `.decode(ids)`."""
-    path = Path(path)
-    meta = read_meta(path)
-    tok = load_tokenizer_file(path / "tokenizer.json", meta["tokenizer"])
-    if tok.vocab_size != meta["vocab_size"]:
-        raise UserError(f"{path / 'tokenizer.json'}: vocabulary of {tok.vocab_size}, meta.json says {meta['vocab_size']}")
-    return tok
-
-
 def ensure_default_shards(tokenizer: str = "bpe", vocab_size: int = 8192, spoken: bool = False,
                           seed: int = 0, val_fraction: float = 0.01, progress: bool = True) -> Path:
     """Shards of the embedded default corpus, built into the cache on first use.
@@ -124,15 +114,18 @@ def ensure_default_shards(tokenizer: str = "bpe", vocab_size: int = 8192, spoken
 
 
 def resolve_data(data: str | None) -> Path:
-    """A token shards directory: the one given, the embedded corpus's (built into the cache
-    on first use), or a raw corpus (files or a directory) prepared into the cache."""
+    """A token shards directory: the one given, or the embedded corpus's (built into the cache
+    on first use). A raw corpus is refused with the command that prepares it: training a
+    tokenizer for it here would choose the tokenizer, and so the law's units, silently."""
     if data in (None, "", "default"):
         return ensure_default_shards()
     path = Path(data)
     if not path.exists():
-        raise UserError(f"corpus {data}: no such file or directory")
-    if (path / "meta.json").exists():
+        raise UserError(f"data {data}: no such directory")
+    if path.is_dir() and (path / "meta.json").exists():
         return path
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    # Same path, changed content: the cache entry is ours to replace (force=True).
-    return prepare_corpus([path], cache_root() / "shards" / f"corpus-{path.name}-{key}", force=True)
+    raise UserError(
+        f"data {data}: not token shards (no meta.json); prepare them first with "
+        f"`scaling prepare --corpus {data} --tokenizer TOKENIZER --out DIR` "
+        "(TOKENIZER: bpe, unigram, bytes, a tokenizer.json, a SentencePiece .model or a shard directory) and give DIR"
+    )

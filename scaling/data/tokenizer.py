@@ -1,10 +1,16 @@
-"""Tokenizers: train one on a corpus (BPE or unigram, Hugging Face `tokenizers`), or use bytes.
+"""Tokenizers: one the lab trains on a corpus (BPE or unigram, Hugging Face `tokenizers`), raw
+bytes, or a Hugging Face tokenizer the user brings (scaling/data/tokenizer_files.py opens it).
 
-Special token ids are FIXED across every tokenizer, so the objective code can hard-code them:
+Every tokenizer object answers the same questions: `.kind`, `.vocab_size`, `.dtype` (of its
+shards), `.special_ids` ({"pad", "eos", "clm", "unk"} -> id), `.encode_batch(texts)`,
+`.encode_to_array(texts)` and `.decode(ids)`. Callers take the special ids from there (or from a
+shard directory's meta.json), never from constants: a tokenizer the user brings keeps its own.
+
+The lab's own tokenizers put the specials first (`LAB_SPECIAL_IDS`):
 
     0 <pad>   1 <eos> (document separator)   2 [CLM]   3 <unk>
 
-The bytes tokenizer maps byte b to id 4 + b (vocabulary 260).
+and the bytes tokenizer maps byte b to id 4 + b (vocabulary 260).
 
 Trained tokenizers use the byte-level pre-tokenizer (GPT-2's split regex over the text, then
 bytes mapped to printable characters), with either a BPE or a unigram model on top. Byte-level
@@ -17,6 +23,8 @@ text into short chunks ourselves (words, punctuation runs, with a chunk boundary
 pre-token boundary: see `_CHUNK_RE`), encode each DISTINCT chunk once with the reference
 tokenizer, and assemble documents from the cached chunk encodings with numpy gathers. The result is identical to the
 reference `Tokenizer.encode` (tests/test_tokenizer.py checks this on real and adversarial text).
+The chunks are pre-token boundaries of that one pre-tokenizer only: a tokenizer with any other
+(or with a normalizer) is encoded by the library itself (`fast_path_applies`).
 """
 
 from __future__ import annotations
@@ -32,11 +40,15 @@ import numpy as np
 from scaling.base.errors import UserError
 from scaling.base.threads import worker_processes
 
-PAD_ID, EOS_ID, CLM_ID, UNK_ID = 0, 1, 2, 3
+SPECIAL_ROLES = ("pad", "eos", "clm", "unk")   # the lab's special tokens, by what they are for
 SPECIAL_TOKENS = ("<pad>", "<eos>", "[CLM]", "<unk>")
+# The lab's own layout (trained and bytes tokenizers): the specials first, in role order.
+LAB_SPECIAL_IDS = {role: i for i, role in enumerate(SPECIAL_ROLES)}
 N_SPECIAL = len(SPECIAL_TOKENS)
 BYTES_VOCAB = N_SPECIAL + 256
-KINDS = ("bpe", "unigram", "bytes")
+TRAINED_KINDS = ("bpe", "unigram", "bytes")   # what `scaling prepare --tokenizer KIND` trains (or bytes)
+FILE_KINDS = ("hf-json", "sentencepiece")    # a tokenizer file the user brings
+KINDS = TRAINED_KINDS + FILE_KINDS
 MIN_VOCAB = 300  # specials + 256 byte symbols + a few merges; below this a trained vocab is pointless
 MAX_VOCAB = 2**32 - 1
 
@@ -79,16 +91,26 @@ CACHE_LIMIT = 4_000_000  # distinct chunks kept; beyond it the cache restarts (b
 
 
 def check_vocab_size(kind: str, vocab_size: int) -> None:
-    if kind not in KINDS:
-        raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in TRAINED_KINDS:
+        raise UserError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TRAINED_KINDS)}")
     if kind == "bytes":
         return
     if not isinstance(vocab_size, int) or not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
         raise UserError(f"--vocab-size {vocab_size!r}: a trained {kind} vocabulary needs {MIN_VOCAB} to {MAX_VOCAB} ids")
 
 
-def dtype_for(vocab_size: int) -> np.dtype:
+def dtype_for(vocab_size: int, where: str = "tokenizer") -> np.dtype:
+    """The shards' dtype: uint16 up to 65,535 ids, else uint32; more ids than that is refused."""
+    if vocab_size > MAX_VOCAB:
+        raise UserError(f"{where}: vocabulary of {vocab_size:,} ids does not fit a uint32 shard (at most {MAX_VOCAB:,})")
     return np.dtype(np.uint16) if vocab_size <= 65535 else np.dtype(np.uint32)
+
+
+def check_ids(ids: np.ndarray, vocab_size: int, where: str = "tokenizer") -> None:
+    """Every id inside the vocabulary: an id past it would index outside the embedding, and
+    one past the dtype would wrap around silently when cast."""
+    if len(ids) and int(ids.max()) >= vocab_size:
+        raise UserError(f"{where}: produced id {int(ids.max())}, outside its vocabulary of {vocab_size} ids")
 
 
 class BytesTokenizer:
@@ -96,6 +118,8 @@ class BytesTokenizer:
 
     kind = "bytes"
     vocab_size = BYTES_VOCAB
+    dtype = np.dtype(np.uint16)
+    special_ids = LAB_SPECIAL_IDS
 
     def encode_to_array(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """All texts' ids concatenated (uint16), and each text's token count."""
@@ -123,21 +147,51 @@ class BytesTokenizer:
         return "".join(out)
 
 
+def fast_path_applies(hf) -> bool:
+    """Whether the chunked encoder reproduces `hf` exactly: no normalizer, exactly the
+    byte-level pre-tokenizer with GPT-2's regex and no prefix space (the chunks are its
+    pre-token boundaries), a deterministic BPE or unigram model, and no added token that
+    could be matched inside the text (added specials are not: they enter only by id)."""
+    spec = json.loads(hf.to_str())
+    pre, model = spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+    return (
+        spec.get("normalizer") is None
+        and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False)
+        and model.get("type") in ("BPE", "Unigram") and not model.get("dropout")
+        and all(t.get("special") for t in spec.get("added_tokens") or [])
+    )
+
+
 class TrainedTokenizer:
-    """A Hugging Face `tokenizers.Tokenizer` (byte-level BPE or unigram) with a fast, exact encoder.
+    """A Hugging Face `tokenizers.Tokenizer` (the lab's byte-level BPE or unigram, or a
+    tokenizer.json the user brings) with a fast, exact encoder where it applies.
+
+    `special_ids` None is the lab's layout, checked; a tokenizer the user brings passes its
+    own, and `added`, the roles the lab gave new ids (scaling/data/tokenizer_files.py).
 
     One piece: the fast encoder is only exact together with the special-token and byte
     fallback rules beside it; split, a reader would have to hold two files to check it."""
 
-    def __init__(self, hf, kind: str):
+    def __init__(self, hf, kind: str, special_ids: dict | None = None, added: dict | None = None):
         self.hf = hf
         self.kind = kind
-        self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
+        self.added = dict(added or {})   # role -> id the lab added to a user's tokenizer
         # Literal "<eos>" in a document is text, not a separator: specials enter only by id.
         hf.encode_special_tokens = True
-        for i, tok in enumerate(SPECIAL_TOKENS):
-            if hf.token_to_id(tok) != i:
-                raise UserError(f"tokenizer: special token {tok!r} must have id {i}, has {hf.token_to_id(tok)}")
+        # A tokenizer.json may carry a model's truncation or padding: a document is encoded whole.
+        hf.no_truncation()
+        hf.no_padding()
+        if special_ids is None:
+            for i, tok in enumerate(SPECIAL_TOKENS):
+                if hf.token_to_id(tok) != i:
+                    raise UserError(f"tokenizer: special token {tok!r} must have id {i}, has {hf.token_to_id(tok)}")
+            special_ids = LAB_SPECIAL_IDS
+        self.special_ids = dict(special_ids)
+        # Ids may have holes: the embedding must cover the largest one.
+        self.vocab_size = max(hf.get_vocab_size(with_added_tokens=True), max(hf.get_vocab(with_added_tokens=True).values()) + 1)
+        self.fast = fast_path_applies(hf)
+        # The library's encoder runs on all cores itself; the fast one runs one process per core.
+        self.parallel_inside = not self.fast
         # chunk -> k; chunk k's ids are _flat[_starts[k]:_starts[k+1]]
         self.clear_cache()
         self.dtype = dtype_for(self.vocab_size)
@@ -182,6 +236,8 @@ class TrainedTokenizer:
 
     def encode_to_array(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """All texts' ids concatenated (uint16/uint32), and each text's token count."""
+        if not self.fast:
+            return self._library_encode(texts)
         findall, ascii_findall = _CHUNK_RE.findall, _ASCII_CHUNK_RE.findall
         chunks: list[str] = []
         n_chunks = np.empty(len(texts), dtype=np.int64)
@@ -204,10 +260,19 @@ class TrainedTokenizer:
         # position j of the output reads flat[starts[k] + (j - first output slot of k)].
         ends = np.cumsum(lens)
         gather = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + np.repeat(starts - (ends - lens), lens)
-        ids = self._flat[gather].astype(self.dtype)
+        ids = self._flat[gather]
+        check_ids(ids, self.vocab_size)
+        ids = ids.astype(self.dtype)
         tok_end = np.concatenate([[0], ends])[np.cumsum(n_chunks)]
         lengths = np.diff(np.concatenate([[0], tok_end]))
         return ids, lengths
+
+    def _library_encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        encs = self.hf.encode_batch_fast(list(texts), add_special_tokens=False)   # no offsets: faster
+        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.int64, count=int(lengths.sum()))
+        check_ids(ids, self.vocab_size)
+        return ids.astype(self.dtype), lengths
 
     def clear_cache(self) -> None:
         self._chunk_index = {}
@@ -243,14 +308,16 @@ def encode_batches(tok, batches: Sequence[Sequence[str]], workers: int | None = 
     """`tok.encode_to_array` of each batch, in order, on `workers` forked processes.
 
     Each worker keeps its own chunk cache (the cold misses are paid once per worker; they are a
-    small share of the time). Bytes, one core, a single batch, or no fork(): in this process.
+    small share of the time). Bytes, a tokenizer that encodes on all cores itself
+    (`parallel_inside`), one core, a single batch, or no fork(): in this process.
     """
     global _POOL_TOKENIZER
     import multiprocessing as mp
 
     workers = n_workers() if workers is None else workers
     workers = min(workers, len(batches))
-    if workers <= 1 or isinstance(tok, BytesTokenizer) or "fork" not in mp.get_all_start_methods():
+    # Bytes run at memory speed; a library that encodes on all cores itself is not forked.
+    if workers <= 1 or isinstance(tok, BytesTokenizer) or getattr(tok, "parallel_inside", False) or "fork" not in mp.get_all_start_methods():
         for batch in batches:
             yield tok.encode_to_array(batch)
         return
@@ -295,27 +362,16 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, show_progr
     return TrainedTokenizer(hf, kind)
 
 
-def tokenizer_from_json(text: str, kind: str, where: str = "tokenizer.json") -> TrainedTokenizer:
+def parse_hf_json(text: str, where: str = "tokenizer.json"):
+    """A `tokenizers.Tokenizer` from a tokenizer.json's text; the library's refusal, one line."""
     from tokenizers import Tokenizer
 
     try:
-        hf = Tokenizer.from_str(text)
+        return Tokenizer.from_str(text)
     except Exception as e:  # the library raises plain Exception on bad JSON
         raise UserError(f"{where}: not a valid tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    return TrainedTokenizer(hf, kind)
 
 
-def load_tokenizer_file(path: Path, kind: str):
-    """Load a tokenizer saved beside shards (kind from meta.json); bytes needs no file."""
-    if kind == "bytes":
-        return BytesTokenizer()
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read tokenizer ({e.strerror})") from None
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: tokenizer file is not valid JSON ({e.msg})") from None
-    return tokenizer_from_json(text, kind, where=str(path))
+def tokenizer_from_json(text: str, kind: str, where: str = "tokenizer.json") -> TrainedTokenizer:
+    """One of the lab's trained tokenizers (its specials at ids 0-3, checked) from its JSON."""
+    return TrainedTokenizer(parse_hf_json(text, where), kind)

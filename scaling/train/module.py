@@ -21,10 +21,11 @@ class EncoderDecoderModule(L.LightningModule):
     """The math of a step: the model, AdamW with its schedule, one micro-batch's loss, and
     the guard that keeps a non-finite gradient out of the weights."""
 
-    def __init__(self, cfg: TrainConfig, plan):
+    def __init__(self, cfg: TrainConfig, plan, pad_id: int):
         super().__init__()
         self.cfg, self.plan = cfg, plan
-        self.model = EncoderDecoder(plan.model)
+        # The data's pad id (meta.json): a tokenizer the user brings may use 0 for a real token.
+        self.model = EncoderDecoder(plan.model, pad_id=pad_id)
         self.loss_fn = self.model.token_losses
         self.bad_grad_step: int | None = None   # the step whose gradient was not finite
 

@@ -87,7 +87,7 @@ class TrainingRun:
     def _train(self, plan: RunPlan, shards_dir, objective, resume_from) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        self.module = EncoderDecoderModule(cfg, plan)
+        self.module = EncoderDecoderModule(cfg, plan, pad_id=objective.pad_id)
         stream = BatchStream(str(shards_dir), objective, cfg.seed, plan)
         self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), objective,
                                     on_validation=self.on_validation, on_start=self.record.started)

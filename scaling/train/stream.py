@@ -21,7 +21,7 @@ def objective_config(cfg: TrainConfig, shards: TokenShards, shards_dir) -> Objec
         raise UserError(f"{shards_dir}: training split has {shards.n_tokens} tokens, fewer than one window of {cfg.seq_len}")
     return ObjectiveConfig(
         seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span,
-        pad_id=shards.meta.get("pad_id", 0), eos_id=shards.meta.get("eos_id", 1), clm_id=shards.meta.get("clm_id", 2),
+        pad_id=shards.meta["pad_id"], eos_id=shards.meta["eos_id"], clm_id=shards.meta["clm_id"],
     )
 
 
