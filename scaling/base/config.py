@@ -121,6 +121,8 @@ class TrainConfig:
     log_every: int = 10                # steps between metrics rows
     checkpoint_every_s: float = 60.0   # wall seconds between checkpoints/last.ckpt saves
     progress: bool = True              # progress bar on stderr
+    keep_weights: bool = True          # a completed run keeps model.safetensors, model.json and its
+                                       # tokenizer (scaling/base/rundir.py); false: nothing is kept
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
 
     # The limits of a run's settings, in one place: the CLI, sweep files, tune and the trainer
@@ -232,6 +234,6 @@ class TrainConfig:
         run preempted on 8 GPUs may resume on 4."""
         d = self.to_dict()
         for k in ("out", "progress", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights"):
             d.pop(k, None)
         return d

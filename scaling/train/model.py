@@ -45,17 +45,35 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(d, 3 * d, bias=cfg.bias)
         self.out = nn.Linear(d, d, bias=cfg.bias)
 
-    def forward(self, x, memory=None, mask=None, causal=False):
+    def forward(self, x, memory=None, mask=None, causal=False, cache: dict | None = None):
+        """`cache` (decoding one step at a time; None in training): self-attention appends
+        this call's keys and values to the cached ones and attends over all of them;
+        cross-attention projects the encoder states once and reuses them."""
         B, T, D = x.shape
         h = self.n_heads
         if self.cross:
             q = self.q(x)
-            k, v = self.kv(memory).split(D, dim=-1)
+            if cache is not None and "k" in cache:
+                k, v = cache["k"], cache["v"]
+            else:
+                k, v = (t.view(B, -1, h, D // h).transpose(1, 2) for t in self.kv(memory).split(D, dim=-1))
+                if cache is not None:
+                    cache["k"], cache["v"] = k, v
         else:
             q, k, v = self.qkv(x).split(D, dim=-1)
+            k = k.view(B, T, h, D // h).transpose(1, 2)
+            v = v.view(B, T, h, D // h).transpose(1, 2)
+            if cache is not None:
+                if "k" in cache:
+                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+                past = k.shape[2] - T
+                if causal and past:
+                    # Query i (at position past + i) sees keys 0 .. past + i; one query sees all.
+                    mask = None if T == 1 else (
+                        torch.arange(past + T, device=x.device)[None, :] <= past + torch.arange(T, device=x.device)[:, None])
+                    causal = False
         q = q.view(B, T, h, D // h).transpose(1, 2)
-        k = k.view(B, k.shape[1], h, D // h).transpose(1, 2)
-        v = v.view(B, v.shape[1], h, D // h).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
@@ -88,10 +106,21 @@ class DecoderLayer(nn.Module):
         self.ln2, self.cross_attn = nn.LayerNorm(cfg.d_model), Attention(cfg, cross=True)
         self.ln3, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
 
-    def forward(self, x, memory, memory_mask):
-        x = x + self.self_attn(self.ln1(x), causal=True)
-        x = x + self.cross_attn(self.ln2(x), memory=memory, mask=memory_mask)
+    def forward(self, x, memory, memory_mask, cache: dict | None = None):
+        x = x + self.self_attn(self.ln1(x), causal=True, cache=None if cache is None else cache["self"])
+        x = x + self.cross_attn(self.ln2(x), memory=memory, mask=memory_mask,
+                                cache=None if cache is None else cache["cross"])
         return x + self.ff(self.ln3(x))
+
+
+class DecoderCache:
+    """Keys and values of the decoder's attention so far, per layer: self-attention's grow by
+    the tokens of each `decode` call, cross-attention's are the encoder states' projections,
+    computed at the first call. One cache belongs to one encoder output."""
+
+    def __init__(self, n_layers: int):
+        self.layers = [{"self": {}, "cross": {}} for _ in range(n_layers)]
+        self.length = 0
 
 
 def init_std(d_model: int) -> float:
@@ -153,14 +182,23 @@ class EncoderDecoder(nn.Module):
             x = layer(x, mask)
         return self.enc_norm(x), mask
 
-    def decode(self, dec_ids, memory, memory_mask):
+    def new_cache(self) -> "DecoderCache":
+        """An empty KV cache for `decode` one piece at a time (generation)."""
+        return DecoderCache(len(self.dec_layers))
+
+    def decode(self, dec_ids, memory, memory_mask, cache: "DecoderCache | None" = None):
+        """Logits (B, Td, V). With `cache`, dec_ids are the tokens after those decoded before
+        (positions cache.length on); the logits equal the full pass's at those positions."""
         T = dec_ids.shape[1]
-        if T > self.cfg.max_len:
-            raise ValueError(f"decoder length {T} exceeds max_len {self.cfg.max_len}")
-        pos = torch.arange(T, device=dec_ids.device)
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.max_len:
+            raise ValueError(f"decoder length {start + T} exceeds max_len {self.cfg.max_len}")
+        pos = torch.arange(start, start + T, device=dec_ids.device)
         x = self.tok_emb(dec_ids) + self.dec_pos(pos)
-        for layer in self.dec_layers:
-            x = layer(x, memory, memory_mask)
+        for i, layer in enumerate(self.dec_layers):
+            x = layer(x, memory, memory_mask, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.length += T
         x = self.dec_norm(x)
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, w)
