@@ -180,6 +180,8 @@ class TrainConfig:
                               f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", where, f"must be auto, cpu or cuda, got {self.device!r}")
+        if not isinstance(self.keep_weights, bool):
+            raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
             raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
         return self

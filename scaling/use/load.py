@@ -49,13 +49,17 @@ class KeptModel:
         """The shards were in AlexaTM's spoken form: text must be normalised the same way."""
         return bool(self.info.get("spoken"))
 
+    def normalise(self, texts: list[str]) -> list[str]:
+        """The texts as `scaling prepare` wrote the run's shards: in spoken form if they were."""
+        if not self.spoken:
+            return list(texts)
+        from scaling.data.prepare import spoken_form   # here: only spoken-form runs need it
+
+        return [spoken_form(t) for t in texts]
+
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, as `scaling prepare` made the run's shards (no <eos>)."""
-        if self.spoken:
-            from scaling.data.prepare import spoken_form   # here: only spoken-form runs need it
-
-            texts = [spoken_form(t) for t in texts]
-        return self.tokenizer.encode_batch(list(texts))
+        return self.tokenizer.encode_batch(self.normalise(texts))
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids])
@@ -105,7 +109,10 @@ def _read_info(run_dir: Path) -> dict:
 
 
 def _device(device) -> torch.device:
-    d = torch.device(device or "cpu")
+    try:
+        d = torch.device(device or "cpu")
+    except RuntimeError:
+        raise UserError(f"device {device!r}: choose cpu or cuda (cuda:N for one of several GPUs)") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device}: no CUDA device on this machine; use cpu")
     if d.type not in ("cpu", "cuda"):
