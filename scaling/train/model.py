@@ -132,6 +132,22 @@ def init_std(d_model: int) -> float:
     return 0.5 / math.sqrt(d_model)
 
 
+def init_weights(model: "EncoderDecoder") -> None:
+    """Normal(0, init_std) weights and embeddings, zero biases; residual-branch outputs
+    scaled down by depth (GPT-2), so the residual stream stays O(1)."""
+    std = init_std(model.cfg.d_model)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, std)
+    for name, p in model.named_parameters():
+        if name.endswith(("out.weight", "down.weight")):
+            nn.init.normal_(p, 0.0, std / math.sqrt(2 * model.cfg.n_layers))
+
+
 class EncoderDecoder(nn.Module):
     """`model(enc_ids, dec_ids, labels)` -> mean token loss (padding masked out).
 
@@ -153,18 +169,7 @@ class EncoderDecoder(nn.Module):
         self.dec_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_dec_layers))
         self.enc_norm, self.dec_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.lm_head = None if cfg.tied_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
-        std = init_std(d)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, std)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, std)
-        # GPT-2: scale residual-branch outputs by depth so the residual stream stays O(1).
-        for name, p in self.named_parameters():
-            if name.endswith(("out.weight", "down.weight")):
-                nn.init.normal_(p, 0.0, std / math.sqrt(2 * cfg.n_layers))
+        init_weights(self)
 
     def encode(self, enc_ids):
         B, T = enc_ids.shape
