@@ -11,6 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from scaling.base.rundir import (
     KEPT_FORMAT, MODEL_JSON, TOKENIZER_DIR, WEIGHTS, atomic_file, atomic_write_json, temp_dir_beside,
 )
@@ -66,8 +68,6 @@ def copy_tokenizer(shards_dir: Path, dest: Path) -> None:
 def keep_model(run_dir, model, objective: ObjectiveConfig, shards_dir, record: dict) -> None:
     """Write the kept model of a completed run: tokenizer/ and model.json first, the weights
     last, each atomically, so a directory with model.safetensors holds all three."""
-    from safetensors.torch import save_file   # here: only a completing run needs it
-
     run_dir = Path(run_dir)
     meta = read_meta(shards_dir)
     copy_tokenizer(shards_dir, run_dir / TOKENIZER_DIR)

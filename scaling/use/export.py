@@ -29,6 +29,8 @@ TARGETS = ("hf",)
 TOLERANCE = 1e-4   # max |logit difference| in fp32: equal up to the order of float sums
 
 
+# transformers is imported where an export runs: an optional dependency (the [hf] extra),
+# not needed to load, score or generate.
 def hf_config(kept):
     from transformers import BlenderbotConfig
 

@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.base.rundir import KEPT_FORMAT, MODEL_JSON, TOKENIZER_DIR, WEIGHTS, read_run_json
 from scaling.base.shapes import ModelConfig
 from scaling.data.objectives import ObjectiveConfig
+from scaling.data.prepare import spoken_form
 from scaling.data.shards import load_tokenizer
 from scaling.train.model import EncoderDecoder
+from scaling.train.validation import VAL_CHUNK, task_sums, val_objective, val_scores
 
 
 @dataclass
@@ -51,11 +55,7 @@ class KeptModel:
 
     def normalise(self, texts: list[str]) -> list[str]:
         """The texts as `scaling prepare` wrote the run's shards: in spoken form if they were."""
-        if not self.spoken:
-            return list(texts)
-        from scaling.data.prepare import spoken_form   # here: only spoken-form runs need it
-
-        return [spoken_form(t) for t in texts]
+        return [spoken_form(t) for t in texts] if self.spoken else list(texts)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, as `scaling prepare` made the run's shards (no <eos>)."""
@@ -68,8 +68,6 @@ class KeptModel:
         """The run's final validation score, recomputed: the same validation examples of the
         run's shards (`data`, default the run's), the same function the run scored them with
         (scaling/train/validation.py). Keys as metrics.parquet's: val_loss, val_loss_denoise, ..."""
-        from scaling.train.validation import VAL_CHUNK, task_sums, val_objective, val_scores
-
         cfg = TrainConfig.from_dict(self.record["config"]) if self.record else None
         data = data or self.info.get("data")
         if not data:
@@ -122,9 +120,6 @@ def _device(device) -> torch.device:
 
 def load_run(run_dir, device: str | torch.device = "cpu") -> KeptModel:
     """The kept model of a completed run directory, in eval mode on `device` (cpu, cuda, cuda:1)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
