@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"mode": g.mode, "prompt": args.prompt, "text": g.text, "fills": g.fills, "ids": g.ids,
                           "stopped": g.stopped}))
     elif g.mode == "clm":
-        print(args.prompt + g.text)
+        # Decoded whole: a tokenizer may join a piece's first token to the text before it
+        # (SentencePiece's leading space), and a spoken-form run reads its prompt normalised.
+        print(kept.decode(g.prompt_ids + g.ids))
     else:
         print(g.text)
         for i, fill in enumerate(g.fills, 1):
