@@ -247,3 +247,26 @@ def test_export_to_transformers_gives_equal_logits(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(out)]) == 2
     assert "not empty" in _error(capsys)
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("tied,bias", [(False, True), (True, False)])
+def test_export_maps_untied_heads_and_bias_free_models(tied, bias, run_dir):
+    """The mapping on shapes a run of the lab may also have: an untied LM head, no biases."""
+    pytest.importorskip("transformers")
+    from scaling.use.export import check, to_hf
+    from scaling.use.load import KeptModel
+
+    kept = scaling.load_run(run_dir)
+    torch.manual_seed(1)
+    cfg = ModelConfig(vocab_size=kept.config.vocab_size, d_model=32, n_heads=2, n_enc_layers=2, n_dec_layers=1,
+                      max_len=32, tied_embeddings=tied, bias=bias)
+    model = EncoderDecoder(cfg, pad_id=kept.model.pad_id).eval()
+    other = KeptModel(path=run_dir, model=model, tokenizer=kept.tokenizer, config=cfg, objective=kept.objective,
+                      special_ids=kept.special_ids, info=kept.info)
+    hf = to_hf(other)
+    assert check(other, hf) <= 1e-4
+    with torch.no_grad():   # the check sees a wrong mapping: k and v of one layer swapped
+        attn = hf.model.decoder.layers[0].encoder_attn
+        attn.k_proj.weight[:], attn.v_proj.weight[:] = attn.v_proj.weight.clone(), attn.k_proj.weight.clone()
+    with pytest.raises(scaling.base.errors.UserError, match="export check failed"):
+        check(other, hf)
