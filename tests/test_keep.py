@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import scaling
 from scaling.base.rundir import MODEL_JSON, TOKENIZER_DIR, WEIGHTS
@@ -270,3 +272,25 @@ def test_export_maps_untied_heads_and_bias_free_models(tied, bias, run_dir):
         attn.k_proj.weight[:], attn.v_proj.weight[:] = attn.v_proj.weight.clone(), attn.k_proj.weight.clone()
     with pytest.raises(scaling.base.errors.UserError, match="export check failed"):
         check(other, hf)
+
+
+_VALUES = st.one_of(st.integers(-3, 40).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                    st.sampled_from(["", "x", "1e3", "-0", "cuda", "cpu", "nan"]))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(words=st.lists(st.one_of(st.text(max_size=12), st.just("[...]")), max_size=12),
+       mode=st.sampled_from(["clm", "denoise", "other"]),
+       flags=st.lists(st.tuples(st.sampled_from(["--max-tokens", "--temperature", "--top-k", "--seed", "--gap",
+                                                 "--device"]), _VALUES), max_size=3))
+def test_fuzzed_generate_arguments_end_in_output_or_one_line(run_dir, capsys, words, mode, flags):
+    argv = ["generate", str(run_dir), "--prompt", " ".join(words), "--mode", mode,
+            *[x for pair in flags for x in pair]]
+    capsys.readouterr()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert "Traceback" not in err, (argv, err)
+    assert (rc == 0 and not errors) or (rc == 2 and len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0]), \
+        (argv, rc, err[-2000:])

@@ -149,6 +149,8 @@ def generate_denoise(kept, prompt: str, max_tokens: int | None, sampler: Sampler
         raise UserError(f"--prompt: {len(kept_ids)} tokens and {n_gaps} gap(s) do not fit the decoder's window "
                         f"of {window} tokens (the run's seq_len; each gap takes at least one)")
     _check_max(max_tokens, window)
+    if max_tokens is not None and max_tokens < n_gaps:
+        raise UserError(f"--max-tokens {max_tokens}: fewer than the prompt's {n_gaps} gaps (each takes at least one token)")
     budget = window - len(kept_ids) if max_tokens is None else min(max_tokens, window - len(kept_ids))
     dec = _Decoder(kept, kept_ids)
     out, fills, stopped = list(pieces[0]), [], "closed"
