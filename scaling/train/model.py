@@ -4,7 +4,9 @@ Architecture (AlexaTM 20B, Soltan et al. 2022): pre-LN sub-layers in encoder and
 d_ff = 4 d_model, GELU, learned positional embeddings, a token embedding shared by encoder
 and decoder, an LM head tied to it or not. Attention is `F.scaled_dot_product_attention`:
 bidirectional in the encoder, causal in the decoder's self-attention, plus cross-attention
-from every decoder layer to the final encoder states.
+from every decoder layer to the final encoder states. For generation, `decode` takes a
+`DecoderCache` (`model.new_cache()`) and runs only the new tokens (tests/test_keep.py checks
+it gives the full pass's logits).
 
 The shapes, the size rule and the exact parameter and FLOP counts live in the torch-free
 `scaling.base.shapes` (re-exported here), tested against these modules.
