@@ -28,9 +28,12 @@ scaling.plan.request.PlanRequest, scaling.plan.record.build, scaling.plan.text.f
     A training plan from a fit (`scaling plan`'s arguments as values), and its text.
 scaling.figures
     Every figure as a function of a fit record and its runs.
+scaling.load_run(run_dir, device="cpu") -> scaling.use.load.KeptModel
+    A completed run's kept model: .model (eval mode), .tokenizer, .config, .validate()
+    (docs/training.md, "Models you keep").
 
 `scaling.fit`, `scaling.plan`, `scaling.figures` and `scaling.report` are loaded on first use
-(`import scaling` loads none of them, nor polars, plotly or torch).
+(`import scaling` loads none of them, nor polars, plotly or torch); so is `scaling.load_run`.
 """
 
 import importlib
@@ -53,10 +56,12 @@ _LAZY = ("fit", "plan", "figures", "report")
 
 
 def __getattr__(name: str):
+    if name == "load_run":   # torch loads with it: only when a notebook asks for a model
+        return importlib.import_module("scaling.use.load").load_run
     if name in _LAZY:
         return importlib.import_module(f"scaling.{name}")
     raise AttributeError(f"module 'scaling' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"load_run"})

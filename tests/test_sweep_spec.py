@@ -185,9 +185,10 @@ def test_plan_prints_every_run_and_the_totals(tmp_path, capsys):
     assert main(["sweep", "plan", str(p)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:7] == ["run", "N", "N", "non-emb", "D", "C", "(FLOPs)"]
-    assert len(out) == 1 + 6 + 1
+    assert len(out) == 1 + 6 + 2
     # time estimate = FLOPs / achieved FLOP/s: 6 runs of ~1e12..1e13 FLOPs at 1e11 -> ~10..100 s each
-    assert "6 runs" in out[-1] and "1e+11 FLOP/s per job (set in [executor] achieved_flops)" in out[-1]
+    assert "6 runs" in out[-2] and "1e+11 FLOP/s per job (set in [executor] achieved_flops)" in out[-2]
+    assert out[-1].startswith("weights: ") and "of the 6 runs" in out[-1]
     row = out[1].split()
     assert row[0] == "C1e12-N" + row[0].split("-N")[1] and row[-1] in ("0m10s", "0m09s")
 

@@ -121,6 +121,8 @@ class TrainConfig:
     log_every: int = 10                # steps between metrics rows
     checkpoint_every_s: float = 60.0   # wall seconds between checkpoints/last.ckpt saves
     progress: bool = True              # progress bar on stderr
+    keep_weights: bool = True          # a completed run keeps model.safetensors, model.json and its
+                                       # tokenizer (scaling/base/rundir.py); false: nothing is kept
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
 
     # The limits of a run's settings, in one place: the CLI, sweep files, tune and the trainer
@@ -178,6 +180,8 @@ class TrainConfig:
                               f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", where, f"must be auto, cpu or cuda, got {self.device!r}")
+        if not isinstance(self.keep_weights, bool):
+            raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
             raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
         return self
@@ -232,6 +236,6 @@ class TrainConfig:
         run preempted on 8 GPUs may resume on 4."""
         d = self.to_dict()
         for k in ("out", "progress", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights"):
             d.pop(k, None)
         return d

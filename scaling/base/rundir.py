@@ -3,8 +3,15 @@
     runs/NAME/
       run.json          config, sizes, tokens, FLOPs, final validation losses, status
       metrics.parquet   one row per logged step, validation rows at log-spaced points
-      checkpoints/last.ckpt   Lightning checkpoint with the data position (for resume)
+      checkpoints/last.ckpt   Lightning checkpoint with the data position (for resume); deleted
+                        when the run completes
       train.log         what the run printed
+      model.safetensors the final weights (fp32), kept when a run completes (keep_weights)
+      model.json        the model's shape, its objective and special ids: what loading needs
+      tokenizer/        the shard directory's meta.json and tokenizer file(s), copied
+
+The kept files are written model.json and tokenizer/ first, model.safetensors last: a
+directory with model.safetensors holds a whole kept model (scaling/use/load.py reads it).
 
 ``status`` is a RunStatus (below). Files are written atomically (temp file + rename), so a
 reader never sees half a run.json or half a checkpoint.
@@ -37,6 +44,16 @@ RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
+WEIGHTS = "model.safetensors"
+MODEL_JSON = "model.json"
+TOKENIZER_DIR = "tokenizer"
+KEPT_FORMAT = 1            # model.json's "format": what this release reads and writes
+
+
+def weight_bytes(n_params: int) -> int:
+    """Disk a kept model's weights take: fp32, 4 bytes a parameter (the tokenizer is extra,
+    a few MB at most). `sweep plan` shows a sweep's total."""
+    return 4 * int(n_params)
 
 
 class RunStatus(str, enum.Enum):

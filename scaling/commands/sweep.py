@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scaling.base.config import format_count
 from scaling.base.errors import UserError
+from scaling.base.rundir import weight_bytes
 from scaling.jobs.executors import EXECUTORS
 from scaling.sweep.advice import plan_warnings
 from scaling.sweep.collect import CURVES, RESULTS, collect
@@ -94,9 +95,28 @@ def plan_table(sweep, executor: str | None = None) -> str:
         f"{f' of {res.world} processes' if res.world > 1 else ''} ({source}{cap}) "
         f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(max(longest, total_s / conc))} "
         f"wall with {conc} at a time ({kind})")
+    lines.append(_weights_line(sweep.runs))
     for note in sweep.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _weights_line(runs) -> str:
+    """The disk the sweep's kept models take (rundir.weight_bytes: fp32), or that none are kept."""
+    kept = [r for r in runs if r.config.keep_weights]
+    if not kept:
+        return "weights: none kept (keep_weights = false)"
+    total = sum(weight_bytes(r.n_params) for r in kept)
+    some = f" of {len(kept)} of the {len(runs)} runs" if len(kept) < len(runs) else f" of the {len(runs)} runs"
+    return (f"weights: {_bytes(total)} on disk for the final models{some} (fp32, 4 bytes a parameter; "
+            f"keep_weights = false in [train] keeps none)")
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
 
 
 def _lr_cell(r) -> str:
@@ -113,7 +133,8 @@ def run_plan(args) -> int:
             print(json.dumps({"run": r.name, "params": r.config.params, "n_params": r.n_params,
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
                               "budget": r.budget, "tokens_per_param": r.tokens_per_param,
-                              "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources)}))
+                              "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources),
+                              "weight_bytes": weight_bytes(r.n_params) if r.config.keep_weights else 0}))
     else:
         print(plan_table(sweep, args.executor))
     # On stderr, after the table: the table (or JSON) on stdout stays what scripts read.

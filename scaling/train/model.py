@@ -4,7 +4,9 @@ Architecture (AlexaTM 20B, Soltan et al. 2022): pre-LN sub-layers in encoder and
 d_ff = 4 d_model, GELU, learned positional embeddings, a token embedding shared by encoder
 and decoder, an LM head tied to it or not. Attention is `F.scaled_dot_product_attention`:
 bidirectional in the encoder, causal in the decoder's self-attention, plus cross-attention
-from every decoder layer to the final encoder states.
+from every decoder layer to the final encoder states. For generation, `decode` takes a
+`DecoderCache` (`model.new_cache()`) and runs only the new tokens (tests/test_keep.py checks
+it gives the full pass's logits).
 
 The shapes, the size rule and the exact parameter and FLOP counts live in the torch-free
 `scaling.base.shapes` (re-exported here), tested against these modules.
@@ -45,17 +47,35 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(d, 3 * d, bias=cfg.bias)
         self.out = nn.Linear(d, d, bias=cfg.bias)
 
-    def forward(self, x, memory=None, mask=None, causal=False):
+    def forward(self, x, memory=None, mask=None, causal=False, cache: dict | None = None):
+        """`cache` (decoding one step at a time; None in training): self-attention appends
+        this call's keys and values to the cached ones and attends over all of them;
+        cross-attention projects the encoder states once and reuses them."""
         B, T, D = x.shape
         h = self.n_heads
         if self.cross:
             q = self.q(x)
-            k, v = self.kv(memory).split(D, dim=-1)
+            if cache is not None and "k" in cache:
+                k, v = cache["k"], cache["v"]
+            else:
+                k, v = (t.view(B, -1, h, D // h).transpose(1, 2) for t in self.kv(memory).split(D, dim=-1))
+                if cache is not None:
+                    cache["k"], cache["v"] = k, v
         else:
             q, k, v = self.qkv(x).split(D, dim=-1)
+            k = k.view(B, T, h, D // h).transpose(1, 2)
+            v = v.view(B, T, h, D // h).transpose(1, 2)
+            if cache is not None:
+                if "k" in cache:
+                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+                past = k.shape[2] - T
+                if causal and past:
+                    # Query i (at position past + i) sees keys 0 .. past + i; one query sees all.
+                    mask = None if T == 1 else (
+                        torch.arange(past + T, device=x.device)[None, :] <= past + torch.arange(T, device=x.device)[:, None])
+                    causal = False
         q = q.view(B, T, h, D // h).transpose(1, 2)
-        k = k.view(B, k.shape[1], h, D // h).transpose(1, 2)
-        v = v.view(B, v.shape[1], h, D // h).transpose(1, 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
@@ -88,10 +108,21 @@ class DecoderLayer(nn.Module):
         self.ln2, self.cross_attn = nn.LayerNorm(cfg.d_model), Attention(cfg, cross=True)
         self.ln3, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
 
-    def forward(self, x, memory, memory_mask):
-        x = x + self.self_attn(self.ln1(x), causal=True)
-        x = x + self.cross_attn(self.ln2(x), memory=memory, mask=memory_mask)
+    def forward(self, x, memory, memory_mask, cache: dict | None = None):
+        x = x + self.self_attn(self.ln1(x), causal=True, cache=None if cache is None else cache["self"])
+        x = x + self.cross_attn(self.ln2(x), memory=memory, mask=memory_mask,
+                                cache=None if cache is None else cache["cross"])
         return x + self.ff(self.ln3(x))
+
+
+class DecoderCache:
+    """Keys and values of the decoder's attention so far, per layer: self-attention's grow by
+    the tokens of each `decode` call, cross-attention's are the encoder states' projections,
+    computed at the first call. One cache belongs to one encoder output."""
+
+    def __init__(self, n_layers: int):
+        self.layers = [{"self": {}, "cross": {}} for _ in range(n_layers)]
+        self.length = 0
 
 
 def init_std(d_model: int) -> float:
@@ -101,6 +132,22 @@ def init_std(d_model: int) -> float:
     then sat on the corpus's bigram plateau (2.70 nats) for its whole 600-step run, where
     0.5/sqrt(d) reached 1.85 (README, "What the demo recovers")."""
     return 0.5 / math.sqrt(d_model)
+
+
+def init_weights(model: "EncoderDecoder") -> None:
+    """Normal(0, init_std) weights and embeddings, zero biases; residual-branch outputs
+    scaled down by depth (GPT-2), so the residual stream stays O(1)."""
+    std = init_std(model.cfg.d_model)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, std)
+    for name, p in model.named_parameters():
+        if name.endswith(("out.weight", "down.weight")):
+            nn.init.normal_(p, 0.0, std / math.sqrt(2 * model.cfg.n_layers))
 
 
 class EncoderDecoder(nn.Module):
@@ -124,18 +171,7 @@ class EncoderDecoder(nn.Module):
         self.dec_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_dec_layers))
         self.enc_norm, self.dec_norm = nn.LayerNorm(d), nn.LayerNorm(d)
         self.lm_head = None if cfg.tied_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
-        std = init_std(d)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, std)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, std)
-        # GPT-2: scale residual-branch outputs by depth so the residual stream stays O(1).
-        for name, p in self.named_parameters():
-            if name.endswith(("out.weight", "down.weight")):
-                nn.init.normal_(p, 0.0, std / math.sqrt(2 * cfg.n_layers))
+        init_weights(self)
 
     def encode(self, enc_ids):
         B, T = enc_ids.shape
@@ -153,14 +189,23 @@ class EncoderDecoder(nn.Module):
             x = layer(x, mask)
         return self.enc_norm(x), mask
 
-    def decode(self, dec_ids, memory, memory_mask):
+    def new_cache(self) -> "DecoderCache":
+        """An empty KV cache for `decode` one piece at a time (generation)."""
+        return DecoderCache(len(self.dec_layers))
+
+    def decode(self, dec_ids, memory, memory_mask, cache: "DecoderCache | None" = None):
+        """Logits (B, Td, V). With `cache`, dec_ids are the tokens after those decoded before
+        (positions cache.length on); the logits equal the full pass's at those positions."""
         T = dec_ids.shape[1]
-        if T > self.cfg.max_len:
-            raise ValueError(f"decoder length {T} exceeds max_len {self.cfg.max_len}")
-        pos = torch.arange(T, device=dec_ids.device)
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.max_len:
+            raise ValueError(f"decoder length {start + T} exceeds max_len {self.cfg.max_len}")
+        pos = torch.arange(start, start + T, device=dec_ids.device)
         x = self.tok_emb(dec_ids) + self.dec_pos(pos)
-        for layer in self.dec_layers:
-            x = layer(x, memory, memory_mask)
+        for i, layer in enumerate(self.dec_layers):
+            x = layer(x, memory, memory_mask, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.length += T
         x = self.dec_norm(x)
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(x, w)

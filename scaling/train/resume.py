@@ -16,10 +16,12 @@ from pathlib import Path
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError, WriteError
-from scaling.base.rundir import CKPT_DIR, METRICS, RUN_JSON, last_checkpoint, read_run_json, stale_temp_files
+from scaling.base.rundir import (
+    CKPT_DIR, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
+)
 
 # What a run directory may hold (besides dotfiles and files set aside with ASIDE).
-RUN_FILES = {RUN_JSON, METRICS, CKPT_DIR, "train.log"}
+RUN_FILES = {RUN_JSON, METRICS, CKPT_DIR, "train.log", WEIGHTS, MODEL_JSON, TOKENIZER_DIR}
 ASIDE = ".corrupt"
 
 

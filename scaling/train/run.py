@@ -30,6 +30,7 @@ from scaling.train import distributed
 from scaling.train.callbacks.checkpointing import Checkpointing
 from scaling.train.callbacks.progress import Progress
 from scaling.train.callbacks.recorder import RunRecorder
+from scaling.train.keep import keep_model
 from scaling.train.module import EncoderDecoderModule
 from scaling.train.record import RunRecord, outcome
 from scaling.train.resume import RunDirectory
@@ -87,6 +88,7 @@ class TrainingRun:
     def _train(self, plan: RunPlan, shards_dir, objective, resume_from) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
+        self.shards_dir, self.objective = shards_dir, objective   # what a kept model records
         self.module = EncoderDecoderModule(cfg, plan, pad_id=objective.pad_id)
         stream = BatchStream(str(shards_dir), objective, cfg.seed, plan)
         self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), objective,
@@ -112,7 +114,9 @@ class TrainingRun:
             write_metrics(self.run_dir, self.recorder.rows)
         status, error = outcome(self.recorder, step, plan.steps)
         if status == RunStatus.COMPLETED and main:
-            (self.run_dir / CKPT_DIR / LAST_CKPT).unlink(missing_ok=True)  # the fit needs no weights
+            if self.cfg.keep_weights:   # before the checkpoint goes: a failed write leaves it to resume
+                keep_model(self.run_dir, self.module.model, self.objective, self.shards_dir, self.record.data)
+            (self.run_dir / CKPT_DIR / LAST_CKPT).unlink(missing_ok=True)  # the fit needs no optimizer state
         elif status == RunStatus.STOPPED:
             self.checkpointing.save_last(self.trainer)   # stopped early (a signal): resume from here
         self.record.ended(status, step, error)

@@ -6,6 +6,7 @@ whole set (the run's score); earlier points (Approach 1's curves) a fixed quarte
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -33,48 +34,66 @@ class Validation:
         """The metrics row ("split": "val") of this step."""
         cfg, plan = self.cfg, self.plan
         if self._val is None:   # opened at the first point, in the process that trains
-            shards = TokenShards.open(self.shards_dir, "val")
-            self._val = (MixedObjective(shards.tokens, shards.doc_starts, self.obj_cfg, VAL_SEED), shards.bytes_per_token)
+            self._val = val_objective(self.shards_dir, self.obj_cfg)
         obj, bytes_per_token = self._val
         model = module.model
         was_training = model.training
         model.eval()
-        # The same cfg.val_examples examples per task for every run of a sweep, whatever its
-        # batch size or world size; rank r scores chunks r, r + W, ... and the sums are
-        # reduced once. Per-example losses give the standard error of the score. Points
-        # before the last (Approach 1's curves) score a fixed quarter of the set, so
+        # Points before the last (Approach 1's curves) score a fixed quarter of the set, so
         # validation stays a small share of a short run.
         n = cfg.val_examples if step == plan.steps else max(1, cfg.val_examples // 4)
-        chunk = max(plan.micro_batch, VAL_CHUNK)
-        sums = torch.zeros(2, 4, dtype=torch.float64, device=module.device)  # per task: loss, tokens, sum and sum of squares of example means
-        for t, task in enumerate(("denoise", "clm")):
-            for start in range(trainer.global_rank * chunk, n, chunk * plan.world):
-                b = obj.batch(np.arange(start, min(n, start + chunk)), force=task)
-                b = {k: torch.from_numpy(v).to(module.device) for k, v in b.items()}
-                with trainer.precision_plugin.forward_context():
-                    losses = model.token_losses(b["enc"], b["dec"], b["labels"]).double()
-                tok = (b["labels"] != IGNORE_INDEX).sum(1).double()
-                per_ex = losses.sum(1) / tok.clamp(min=1)
-                sums[t] += torch.stack([losses.sum(), tok.sum(), per_ex.sum(), (per_ex * per_ex).sum()])
+        sums = task_sums(model, obj, n, max(plan.micro_batch, VAL_CHUNK), module.device,
+                         trainer.global_rank, plan.world, trainer.precision_plugin.forward_context)
         if plan.world > 1:
             torch.distributed.all_reduce(sums)
-        s = sums.tolist()
-        out = {task: (s[t][0] / max(s[t][1], 1), s[t][1] / n) for t, task in enumerate(("denoise", "clm"))}
-        # Standard error of the mean example loss: the noise of this score.
-        se = {task: math.sqrt(max(s[t][3] / n - (s[t][2] / n) ** 2, 0.0) / max(n - 1, 1))
-              for t, task in enumerate(("denoise", "clm"))}
-        # The mixed loss is what training minimises: the token-weighted mixture.
-        r = cfg.clm_ratio
-        wd, wc = (1 - r) * out["denoise"][1], r * out["clm"][1]
-        mixed = (wd * out["denoise"][0] + wc * out["clm"][0]) / max(wd + wc, 1e-12)
-        to_bpb = 1 / (math.log(2) * bytes_per_token)
-        row = {
-            "split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
-            "val_loss": mixed, "val_loss_denoise": out["denoise"][0], "val_loss_clm": out["clm"][0],
-            "val_bpb": mixed * to_bpb, "val_bpb_denoise": out["denoise"][0] * to_bpb,
-            "val_bpb_clm": out["clm"][0] * to_bpb,
-            "val_se": math.hypot(wd * se["denoise"], wc * se["clm"]) / max(wd + wc, 1e-12),
-        }
+        row = {"split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
+               **val_scores(sums, n, cfg.clm_ratio, bytes_per_token)}
         if was_training:
             model.train()
         return row
+
+
+def val_objective(shards_dir, obj_cfg: ObjectiveConfig) -> tuple[MixedObjective, float]:
+    """The validation examples (the same for every run of a sweep) and the split's bytes per token."""
+    shards = TokenShards.open(shards_dir, "val")
+    return MixedObjective(shards.tokens, shards.doc_starts, obj_cfg, VAL_SEED), shards.bytes_per_token
+
+
+@torch.no_grad()
+def task_sums(model, obj: MixedObjective, n: int, chunk: int, device, rank: int = 0, world: int = 1,
+              forward_context=contextlib.nullcontext) -> torch.Tensor:
+    """(2, 4) float64 sums per task (denoise, clm) over validation examples 0..n-1 of this
+    rank: loss, target tokens, and the sum and sum of squares of example means. Rank r scores
+    chunks r, r + W, ...: the sums over ranks are the same whatever the world size. A kept
+    model (scaling.load_run) is scored by this same function."""
+    sums = torch.zeros(2, 4, dtype=torch.float64, device=device)
+    for t, task in enumerate(("denoise", "clm")):
+        for start in range(rank * chunk, n, chunk * world):
+            b = obj.batch(np.arange(start, min(n, start + chunk)), force=task)
+            b = {k: torch.from_numpy(v).to(device) for k, v in b.items()}
+            with forward_context():
+                losses = model.token_losses(b["enc"], b["dec"], b["labels"]).double()
+            tok = (b["labels"] != IGNORE_INDEX).sum(1).double()
+            per_ex = losses.sum(1) / tok.clamp(min=1)
+            sums[t] += torch.stack([losses.sum(), tok.sum(), per_ex.sum(), (per_ex * per_ex).sum()])
+    return sums
+
+
+def val_scores(sums: torch.Tensor, n: int, clm_ratio: float, bytes_per_token: float) -> dict:
+    """The validation columns of a metrics row from task_sums (reduced over ranks)."""
+    s = sums.tolist()
+    out = {task: (s[t][0] / max(s[t][1], 1), s[t][1] / n) for t, task in enumerate(("denoise", "clm"))}
+    # Standard error of the mean example loss: the noise of this score.
+    se = {task: math.sqrt(max(s[t][3] / n - (s[t][2] / n) ** 2, 0.0) / max(n - 1, 1))
+          for t, task in enumerate(("denoise", "clm"))}
+    # The mixed loss is what training minimises: the token-weighted mixture.
+    r = clm_ratio
+    wd, wc = (1 - r) * out["denoise"][1], r * out["clm"][1]
+    mixed = (wd * out["denoise"][0] + wc * out["clm"][0]) / max(wd + wc, 1e-12)
+    to_bpb = 1 / (math.log(2) * bytes_per_token)
+    return {
+        "val_loss": mixed, "val_loss_denoise": out["denoise"][0], "val_loss_clm": out["clm"][0],
+        "val_bpb": mixed * to_bpb, "val_bpb_denoise": out["denoise"][0] * to_bpb,
+        "val_bpb_clm": out["clm"][0] * to_bpb,
+        "val_se": math.hypot(wd * se["denoise"], wc * se["clm"]) / max(wd + wc, 1e-12),
+    }
