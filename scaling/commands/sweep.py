@@ -8,10 +8,10 @@ from pathlib import Path
 
 from scaling.base.config import format_count
 from scaling.jobs.executors import EXECUTORS
-from scaling.sweep.collect import CURVES, RESULTS, collect
-from scaling.sweep.launch import launch
-from scaling.sweep.spec import format_budget, load_sweep
-from scaling.sweep.status import summary, sweep_states, table, watch
+
+# Each sub-command imports what it needs inside its run_* function (docs/architecture.md):
+# `sweep status` reads run records and must not pay for the launch path (submitit, the
+# shard reader) nor `collect` for polars' neighbours it does not use.
 
 
 def register(subparsers) -> None:
@@ -60,6 +60,8 @@ def _hms(seconds: float) -> str:
 
 
 def plan_table(sweep, executor: str | None = None) -> str:
+    from scaling.sweep.spec import format_budget
+
     res = sweep.resources
     fps = res.flops_per_s()
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
@@ -97,6 +99,8 @@ def _lr_cell(r) -> str:
 
 
 def run_plan(args) -> int:
+    from scaling.sweep.spec import load_sweep
+
     sweep = load_sweep(args.file)
     if args.json:
         for r in sweep.runs:
@@ -110,6 +114,10 @@ def run_plan(args) -> int:
 
 
 def run_launch(args) -> int:
+    from scaling.sweep.launch import launch
+    from scaling.sweep.spec import load_sweep
+    from scaling.sweep.status import summary, sweep_states
+
     sweep = load_sweep(args.file)
     res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
                  retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
@@ -130,6 +138,8 @@ def run_launch(args) -> int:
 
 
 def run_status(args) -> int:
+    from scaling.sweep.status import summary, sweep_states, table, watch
+
     if args.watch is not None:
         states = watch(args.dir, args.watch)
         return 0
@@ -155,6 +165,9 @@ def _damaged(states, problems=()) -> int:
 
 
 def run_collect(args) -> int:
+    from scaling.sweep.collect import CURVES, RESULTS, collect
+    from scaling.sweep.status import summary
+
     problems: list[str] = []
     results, curves, states = collect(args.dir, problems)
     incomplete = [s for s in states if s.state != "completed"]
