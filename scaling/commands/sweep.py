@@ -1,4 +1,4 @@
-"""`scaling sweep plan|launch|status|collect`: grids of runs from a sweep file."""
+"""`scaling sweep plan|launch|status|cancel|collect`: grids of runs from a sweep file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from scaling.jobs.executors import EXECUTORS
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="plan, launch, watch and collect grids of runs",
+    p = subparsers.add_parser("sweep", help="plan, launch, watch, cancel and collect grids of runs",
                               description="Sweeps of runs described by a TOML sweep file (see sweeps/).")
     sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND")
 
@@ -46,6 +46,10 @@ def register(subparsers) -> None:
     co = sub.add_parser("collect", help="write results.parquet and curves.parquet for the fits")
     co.add_argument("dir", type=Path, help="sweep directory")
     co.set_defaults(func=run_collect)
+
+    ca = sub.add_parser("cancel", help="stop every pending or running job of a sweep (runs stay resumable)")
+    ca.add_argument("dir", type=Path, help="sweep directory")
+    ca.set_defaults(func=run_cancel)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -114,13 +118,18 @@ def run_plan(args) -> int:
 
 
 def run_launch(args) -> int:
-    from scaling.sweep.launch import launch
+    from scaling.sweep.launch import LaunchInterrupted, launch
     from scaling.sweep.spec import load_sweep
     from scaling.sweep.status import summary, sweep_states
 
     sweep = load_sweep(args.file)
-    res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
-                 retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
+    try:
+        res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
+                     retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
+    except LaunchInterrupted as e:   # Ctrl-C or SIGTERM: one line, the runs checkpointed
+        again = f"scaling sweep launch {args.file}" + (f" --out {args.out}" if args.out else "")
+        print(f"{e.line()}: {again}", file=sys.stderr)
+        return e.exit_code
     if args.dry_run:
         for name in res.submitted:
             print(f"would submit {name}")
@@ -177,3 +186,13 @@ def run_collect(args) -> int:
         print("not in the fits (not completed): " + ", ".join(f"{s.name} ({s.state})" for s in incomplete))
     print(summary(states))
     return _damaged(states, problems)
+
+
+def run_cancel(args) -> int:
+    from scaling.sweep.cancel import cancel
+    from scaling.sweep.status import summary, sweep_states
+
+    res = cancel(args.dir)
+    print(res.describe())
+    print(summary(sweep_states(args.dir)))
+    return 0

@@ -48,7 +48,10 @@ class Checkpointing(L.Callback):
                 self.stop_asked = True   # acted on at the step's end, by every rank at once
 
             signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
+            # A sweep's launcher starts its local jobs with SIGINT ignored: it takes the
+            # terminal's Ctrl-C alone and stops each run with one SIGTERM (jobs/processes.py).
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                signal.signal(signal.SIGINT, stop)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
