@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                    help="wall seconds between checkpoints (default 60)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--logger", choices=["none", "csv", "tensorboard", "wandb", "mlflow"], default="none",
+                   help="a Lightning logger writing into the run directory (wandb offline unless WANDB_MODE=online)")
     p.add_argument("--resume", action="store_true",
                    help="resume from the last checkpoint (the default whenever the run directory has one)")
     p.set_defaults(func=run)
@@ -49,7 +51,7 @@ def register(sub) -> None:
 def config_from_args(args: argparse.Namespace):
     values = dict(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data,
                   seed=args.seed, tied_embeddings=not args.untied, device=args.device, precision=args.precision,
-                  compile=args.compile, devices=args.devices, progress=not args.no_progress)
+                  compile=args.compile, devices=args.devices, progress=not args.no_progress, logger=args.logger)
     for name in ("lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -58,6 +60,7 @@ def config_from_args(args: argparse.Namespace):
     flags = {"checkpoint_every_s": "--checkpoint-every", "tied_embeddings": "--untied"}
     cfg = TrainConfig.build(values, lambda key: flags.get(key, "--" + key.replace("_", "-")))
     cfg.whole_batches(cfg.tokens, "--tokens")   # before any data work
+    cfg.check_logger_installed(lambda key: "--" + key)
     return cfg
 
 

@@ -160,10 +160,13 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
 
 def preflight(sweep: Sweep, kind: str, todo: list[RunSpec], dry_run: bool) -> None:
     """What must hold before a job is submitted, checked for --dry-run too: the executor can
-    submit (sbatch for Slurm), each run's data is there, and a stated vocabulary is the data's.
+    submit (sbatch for Slurm), the logger asked for is installed, each run's data is there,
+    and a stated vocabulary is the data's.
     A dry run does not prepare a raw corpus or the embedded one (a real launch does, as its
     jobs would): it checks that the path exists."""
     require_sbatch(kind)
+    for r in todo:   # the logger's package, where the jobs will import it (one line per kind)
+        r.config.check_logger_installed(lambda key: f"{sweep.path}: train.{key} =")
     for data in sorted({r.config.data or "" for r in todo}):
         path = Path(data) if data not in ("", "default") else None
         if path is not None and not path.exists():

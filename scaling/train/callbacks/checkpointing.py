@@ -48,8 +48,7 @@ class Checkpointing(L.Callback):
                 self.stop_asked = True   # acted on at the step's end, by every rank at once
 
             signal.signal(signal.SIGTERM, stop)
-            # A sweep's launcher starts its local jobs with SIGINT ignored: it takes the
-            # terminal's Ctrl-C alone and stops each run with one SIGTERM (jobs/processes.py).
+            # Ignored by a sweep's launcher for its jobs: it stops each with one SIGTERM.
             if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
                 signal.signal(signal.SIGINT, stop)
 
