@@ -158,3 +158,44 @@ def test_ctrl_c_sigterm_and_cancel_stop_the_runs_checkpointed_and_a_relaunch_res
     assert resumed_from(out) == {n: [0, first[n], second[n], third[n]] for n in RUNS}
     assert all(s.requeues == 0 for s in states.values())
     assert all(s.record["restarts"] == 3 for s in states.values())
+
+
+def test_cancel_of_a_slurm_sweep_scancels_its_jobs_and_status_shows_them_cancelled(tmp_path, monkeypatch, capsys):
+    """The Slurm path with the scheduler's commands stood in for by scripts (the real cluster
+    is tests/test_slurm.py's): one scancel of the ledger's running and pending jobs, none of
+    the completed run's; then sacct's CANCELLED is the runs' state."""
+    from scaling.base.rundir import atomic_write_json
+    from scaling.jobs.ledger import Job, Ledger, RunEntry
+
+    bin_, log = tmp_path / "bin", tmp_path / "scancel.log"
+    bin_.mkdir()
+    gone = tmp_path / "gone"
+    stamp = "2026-12-06T12:00:00"
+    scripts = {
+        "squeue": f'[ -e {gone} ] || printf "7_0|sw-L|RUNNING|{stamp}\\n7_1|sw-L|PENDING|{stamp}\\n"',
+        "sacct": f'[ -e {gone} ] && printf "7_0|sw-L|CANCELLED by 0|{stamp}\\n7_1|sw-L|CANCELLED by 0|{stamp}\\n7_2|sw-L|COMPLETED|{stamp}\\n"; true',
+        "scontrol": "exit 1",
+        "scancel": f'echo "$@" >> {log}; touch {gone}',
+    }
+    for name, body in scripts.items():
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+
+    sw = tmp_path / "sw"
+    from datetime import datetime
+    t = datetime.fromisoformat(stamp).timestamp()
+    led = Ledger(sw, "sw", "grid")
+    for i, name in enumerate(("a", "b", "c")):
+        led.runs[name] = RunEntry(name, {"params": "100K", "tokens": 1000}, 100_000, 50_000, 6e5, None,
+                                  [Job("slurm", f"7_{i}", "L", "sw-L", t)])
+    led.save()
+    atomic_write_json(sw / "runs" / "c" / "run.json", {"status": "completed", "config": {}})
+    assert {s.name: s.state for s in sweep_states(sw)} == {"a": "running", "b": "pending", "c": "completed"}
+    assert main(["sweep", "cancel", str(sw)]) == 0
+    out = capsys.readouterr().out
+    assert "cancelled 2 run(s) (a, b)" in out and "2 cancelled" in out, out
+    assert log.read_text().split() == ["7_0", "7_1"]
+    assert {s.name: s.state for s in sweep_states(sw)} == {"a": "cancelled", "b": "cancelled", "c": "completed"}
+    assert main(["sweep", "cancel", str(sw)]) == 0
+    assert "nothing pending or running to cancel" in capsys.readouterr().out
