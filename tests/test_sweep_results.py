@@ -44,6 +44,7 @@ def test_two_sweeps_stack_and_group_by_their_objective_mix(tmp_path, shards):
     assert a["tokenizer"].to_list() == ["bytes", "bytes"] and a["vocab_size"].to_list() == [260, 260]
     assert a["lr"].to_list() == [0.003, 0.003] and not a["lr_rule"].any()
     assert a["seq_len"].to_list() == [32, 32] and a["batch_size"].to_list() == [8, 8]
+    assert set(a["precision"]) <= {"32-true", "bf16-mixed"} and a["sweep"].to_list() == ["mix", "mix"]
 
     both = pl.concat([a, b], how="diagonal")
     assert both.height == 4 and both["data_key"].n_unique() == 1   # the same shards

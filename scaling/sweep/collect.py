@@ -45,6 +45,7 @@ def _schema():
         "lr": pl.Float64, "lr_rule": pl.Boolean, "warmup_frac": pl.Float64, "min_lr_ratio": pl.Float64,
         "batch_size": pl.Int64, "steps": pl.Int64,
         "weight_decay": pl.Float64, "beta1": pl.Float64, "beta2": pl.Float64, "grad_clip": pl.Float64,
+        "precision": pl.Utf8,
         "tokenizer": pl.Utf8, "tokenizer_sha256": pl.Utf8, "data": pl.Utf8, "data_key": pl.Utf8,
     }
 
@@ -119,7 +120,7 @@ def _options(rec: dict, cfg: dict) -> dict:
         "warmup_frac": cfg.get("warmup_frac"), "min_lr_ratio": cfg.get("min_lr_ratio"),
         "batch_size": cfg.get("batch_size"), "steps": rec.get("steps"),
         "weight_decay": cfg.get("weight_decay"), "beta1": cfg.get("beta1"), "beta2": cfg.get("beta2"),
-        "grad_clip": cfg.get("grad_clip"),
+        "grad_clip": cfg.get("grad_clip"), "precision": rec.get("precision") or cfg.get("precision"),
         "tokenizer": tok, "tokenizer_sha256": tok_sha, "data": str(data) if data else None, "data_key": key,
     }
 
