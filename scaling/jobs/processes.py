@@ -57,7 +57,11 @@ def _cmdline(pid: int) -> bytes:
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, grandchildren, ...)."""
     children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:   # no /proc (not Linux): nothing found, as for local_alive
+        return []
+    for name in names:
         if name.isdigit() and (st := _stat(int(name))) is not None:
             children.setdefault(st[0], []).append(int(name))
     out, todo = [], [pid]
