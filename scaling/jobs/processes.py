@@ -83,14 +83,6 @@ def _job_pid(job: Job) -> int | None:
     return pid if b"submitit" in cmd and job.launch.encode() in cmd else None
 
 
-def tasks(job: Job) -> list[int]:
-    """The training processes of a local job (one per DDP process); [] once it has ended."""
-    pid = _job_pid(job)
-    if pid is None:
-        return []
-    return [p for p in descendants(pid) if TASK in _cmdline(p)]
-
-
 def job_tree(job: Job) -> list[int]:
     pid = _job_pid(job)
     return [] if pid is None else [pid, *descendants(pid)]
@@ -106,14 +98,15 @@ def _signal(pids: list[int], sig: int) -> None:
 
 def stop(job: Job) -> list[int]:
     """Ask a local job to stop: one SIGTERM to each training task (it checkpoints at its step
-    boundary and ends). A job whose tasks have not started yet has trained nothing: its tree
-    is killed. Returns the processes to wait for."""
-    found = tasks(job)
+    boundary and ends; its controller and shell then end too). A job whose tasks have not
+    started yet has trained nothing: its tree is killed. Returns the job's processes, all of
+    which to wait for."""
+    tree = job_tree(job)
+    found = [p for p in tree if TASK in _cmdline(p)]
     if found:
         _signal(found, signal.SIGTERM)
-        return found
-    tree = job_tree(job)
-    _signal(tree, signal.SIGKILL)
+    else:
+        _signal(tree, signal.SIGKILL)
     return tree
 
 
