@@ -51,3 +51,25 @@ def test_dry_run_checks_the_vocabulary_and_the_executor(tmp_path, shards, capsys
     assert main(["sweep", "launch", str(f), "--executor", "debug", "--out", str(out), "--dry-run"]) == 2
     assert "vocabulary of 260" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["status", "collect", "cancel"])
+def test_status_collect_and_cancel_start_without_the_launch_path(tmp_path, command):
+    """Each `sweep` sub-command imports its own modules: reading run records loads neither
+    submitit nor the shard reader (nor torch)."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "sw" / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "running", "config": {"tokens": 1000}}))
+    if command == "cancel":
+        (tmp_path / "sw" / "sweep.json").write_text(json.dumps({"sweep": "sw", "kind": "grid", "runs": {}}))
+    probe = ("import sys\nfrom scaling.cli import main\nrc = main(sys.argv[1:])\n"
+             "print('LOADED:' + ','.join(m for m in ('submitit', 'scaling.data.shards', 'torch') if m in sys.modules))\n"
+             "raise SystemExit(rc)")
+    r = subprocess.run([sys.executable, "-c", probe, "sweep", command, str(tmp_path / "sw")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "LOADED:", r.stdout

@@ -27,6 +27,7 @@ import time
 from scaling.jobs.ledger import Job
 
 TASK = b"submitit.core._submit"
+STOP_WAIT_S = 120.0   # for stopped runs to reach a step boundary and write their checkpoint
 
 
 def _stat(pid: int) -> tuple[int, int] | None:

@@ -27,7 +27,6 @@ from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_json
 from scaling.jobs import processes
 from scaling.jobs.ledger import load_ledger
-from scaling.sweep.launch import STOP_WAIT_S
 from scaling.sweep.status import sweep_states
 
 
@@ -60,7 +59,7 @@ def _mark(record: Path, job_id: str | None) -> None:
     atomic_write_json(record, rec)
 
 
-def cancel(dir: str | Path, wait_s: float = STOP_WAIT_S) -> CancelResult:
+def cancel(dir: str | Path, wait_s: float = processes.STOP_WAIT_S) -> CancelResult:
     dir = Path(dir)
     ledger = load_ledger(dir)
     if ledger is None:

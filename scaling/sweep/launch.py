@@ -78,9 +78,6 @@ class _Stop(BaseException):
     """SIGTERM in the launcher, raised where it waits (a BaseException, as KeyboardInterrupt)."""
 
 
-STOP_WAIT_S = 120.0   # for the runs to reach a step boundary and write their checkpoint
-
-
 def _merge(ledger: Ledger, sweep: Sweep) -> None:
     """Put the sweep's runs into the ledger, refusing to reuse a run directory for a
     different config (a changed sweep file would otherwise resume the wrong run)."""
@@ -289,7 +286,7 @@ def _signals_raise(*sigs: int):
 def _stop_running(sub: _Submission, running: list[tuple[RunSpec, object]]) -> tuple[list[str], list[str]]:
     """Stop the local jobs started: one SIGTERM to each training process (it finishes its
     step, checkpoints, records the run as stopped) and wait for them. A second Ctrl-C or
-    SIGTERM, or STOP_WAIT_S without an end, kills what is left (the last checkpoint stays).
+    SIGTERM, or processes.STOP_WAIT_S without an end, kills what is left (the last checkpoint stays).
     Returns (stopped, killed) run names."""
     jobs = {r.name: sub.ledger.runs[r.name].job for r, _ in running}
     jobs = {name: j for name, j in jobs.items() if j is not None and j.executor == "local"}
@@ -301,7 +298,7 @@ def _stop_running(sub: _Submission, running: list[tuple[RunSpec, object]]) -> tu
     every = [p for ps in pids.values() for p in ps]
     try:
         with _signals_raise(signal.SIGINT, signal.SIGTERM):   # a second one: kill now
-            left = processes.wait_gone(every, STOP_WAIT_S)
+            left = processes.wait_gone(every, processes.STOP_WAIT_S)
     except _Stop:
         left = processes.alive(every)
     killed = [name for name in jobs if set(pids[name]) & set(left)]
