@@ -293,8 +293,9 @@ def _stop_running(sub: _Submission, running: list[tuple[RunSpec, object]]) -> tu
     if not jobs:
         return [], []
     pids = {name: processes.stop(j) for name, j in jobs.items()}
-    print(f"stopping {len(jobs)} run(s) at their next step (checkpointing); Ctrl-C again to kill",
-          file=sys.stderr, flush=True)
+    if sys.stderr.isatty():   # someone waits at a terminal: say why it takes a moment
+        print(f"stopping {len(jobs)} run(s) at their next step (checkpointing); Ctrl-C again to kill",
+              file=sys.stderr, flush=True)
     every = [p for ps in pids.values() for p in ps]
     try:
         with _signals_raise(signal.SIGINT, signal.SIGTERM):   # a second one: kill now
