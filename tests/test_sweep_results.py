@@ -54,3 +54,24 @@ def test_two_sweeps_stack_and_group_by_their_objective_mix(tmp_path, shards):
     # A sweep of CLM only scores nothing on denoising: its mixed loss is its CLM loss.
     clm = both.filter(pl.col("clm_ratio") == 1.0)
     assert clm["loss"].to_list() == pytest.approx(clm["loss_clm"].to_list())
+
+
+def test_the_data_key_names_what_decides_the_tokens_not_the_path(tmp_path):
+    """Two copies of one shard directory share a key; another tokenizer file (its sha256 in
+    meta.json's tokenizer_file) or another corpus gives another; no meta.json, no key."""
+    import json
+
+    from scaling.sweep.collect import data_identity
+
+    meta = {"tokenizer": "hf-json", "vocab_size": 2048, "config": {"vocab_size": 2048},
+            "source": {"hash": "c0ffee"}, "tokenizer_file": {"file": "tokenizer.json", "sha256": "ab" * 32}}
+    keys = {}
+    for name, change in (("a", {}), ("copy", {}), ("other-tok", {"tokenizer_file": {"sha256": "cd" * 32}}),
+                         ("other-corpus", {"source": {"hash": "beef"}})):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "meta.json").write_text(json.dumps({**meta, **change}))
+        keys[name] = data_identity(str(d))
+    assert keys["a"] == keys["copy"] == ("hf-json", "ab" * 32, keys["a"][2])
+    assert len({keys[n][2] for n in ("a", "other-tok", "other-corpus")}) == 3
+    assert data_identity(str(tmp_path / "absent")) == (None, None, None)
