@@ -106,9 +106,11 @@ def main() -> None:
         f = tmp / "bench500.toml"
         f.write_text(SWEEP.format(sizes=sizes, mults=mults, data=byte_shards(tmp / "shards")))
         sweep, t_load = timed(lambda: load_sweep(f))
-        res, t_dry = timed(lambda: launch(sweep, "slurm", tmp / "out500", dry_run=True))
-        print(f"500-run sweep: expand {t_load:.2f} s ({len(sweep.runs)} runs), dry-run launch {t_dry:.2f} s "
-              f"({len(res.submitted)} to submit); CLI dry run {cli('sweep', 'launch', str(f), '--executor', 'slurm', '--out', str(tmp / 'out500'), '--dry-run'):.2f} s")
+        # A dry run checks what a launch checks: a Slurm one needs sbatch here.
+        kind = "slurm" if shutil.which("sbatch") else "local"
+        res, t_dry = timed(lambda: launch(sweep, kind, tmp / "out500", dry_run=True))
+        print(f"500-run sweep: expand {t_load:.2f} s ({len(sweep.runs)} runs), dry-run launch ({kind}) {t_dry:.2f} s "
+              f"({len(res.submitted)} to submit); CLI dry run {cli('sweep', 'launch', str(f), '--executor', kind, '--out', str(tmp / 'out500'), '--dry-run'):.2f} s")
 
         if not args.no_slurm and shutil.which("sbatch"):
             res, t_sub = timed(lambda: launch(sweep, "slurm", tmp / "out500", progress=False))

@@ -61,11 +61,11 @@ def test_status_from_run_directories(sweep_dir, capsys):
         "C1e12-N100K": "completed", "C1e12-N200K": "completed", "C1e12-N400K": "failed",
         "C1e12-N800K": "diverged", "C1e12-N50K": "interrupted"}  # running, but no job is alive
     assert states["C1e12-N400K"].error == "RuntimeError: out of memory"
-    assert states["C1e12-N100K"].requeues == 2
+    assert states["C1e12-N100K"].requeues == 0   # resumed twice (restarts), never requeued
     assert main(["sweep", "status", str(sweep_dir)]) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "RuntimeError: out of memory" in out
-    assert out.strip().splitlines()[-1] == "5 runs: 2 completed, 1 failed, 1 diverged, 1 interrupted; 2 requeues"
+    assert out.strip().splitlines()[-1] == "5 runs: 2 completed, 1 failed, 1 diverged, 1 interrupted"
     assert main(["sweep", "status", str(sweep_dir), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["run"]: r["state"] for r in rows}["C1e12-N800K"] == "diverged"

@@ -65,6 +65,11 @@ def format_count(n: float) -> str:
     return f"{n:.3g}"
 
 
+# A run's optional Lightning logger -> the packages that provide it (any one); csv needs none.
+LOGGERS = {"none": (), "csv": (), "tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb",),
+           "mlflow": ("mlflow",)}
+
+
 class ConfigError(UserError):
     """A setting outside its limits: raised where a config is made, renamed by `build` for
     the entry point (a flag, a sweep file's key) that the user wrote it in."""
@@ -123,6 +128,8 @@ class TrainConfig:
     progress: bool = True              # progress bar on stderr
     keep_weights: bool = True          # a completed run keeps model.safetensors, model.json and its
                                        # tokenizer (scaling/base/rundir.py); false: nothing is kept
+    logger: str = "none"               # none | csv | tensorboard | wandb | mlflow: a Lightning
+                                       # logger writing into the run directory (LOGGERS)
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
 
     # The limits of a run's settings, in one place: the CLI, sweep files, tune and the trainer
@@ -184,6 +191,19 @@ class TrainConfig:
             raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
             raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
+        if self.logger not in LOGGERS:
+            raise ConfigError("logger", where, f"must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
+        return self
+
+    def check_logger_installed(self, where=lambda key: key) -> "TrainConfig":
+        """The logger's package is importable here (checked where the run trains, and by a
+        launch before it submits; not by a plan, which may be made away from the cluster)."""
+        import importlib.util
+
+        packages = LOGGERS[self.logger]
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise UserError(f"{where('logger')} {self.logger}: the {packages[0]} package is not installed "
+                            f"(pip install {packages[0]}), or choose none, csv or tensorboard")
         return self
 
     @classmethod
@@ -235,7 +255,7 @@ class TrainConfig:
         processes share a batch and in how many pieces) may change: the batch is global, so a
         run preempted on 8 GPUs may resume on 4."""
         d = self.to_dict()
-        for k in ("out", "progress", "log_every", "checkpoint_every_s", "device", "compile", "extra",
+        for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
                   "devices", "num_nodes", "micro_batch", "keep_weights"):
             d.pop(k, None)
         return d

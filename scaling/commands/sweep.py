@@ -1,4 +1,4 @@
-"""`scaling sweep plan|launch|status|collect`: grids of runs from a sweep file."""
+"""`scaling sweep plan|launch|status|cancel|collect`: grids of runs from a sweep file."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from scaling.base.config import format_count
 from scaling.base.errors import UserError
 from scaling.base.rundir import weight_bytes
 from scaling.jobs.executors import EXECUTORS
-from scaling.sweep.advice import plan_warnings
-from scaling.sweep.collect import CURVES, RESULTS, collect
-from scaling.sweep.launch import launch
-from scaling.sweep.spec import format_budget, load_sweep
-from scaling.sweep.status import summary, sweep_states, table, watch
+
+# Each sub-command imports what it needs inside its run_* function (docs/architecture.md):
+# `sweep status` reads run records and must not pay for the launch path (submitit, the
+# shard reader) nor `collect` for polars' neighbours it does not use.
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="plan, launch, watch and collect grids of runs",
+    p = subparsers.add_parser("sweep", help="plan, launch, watch, cancel and collect grids of runs",
                               description="Sweeps of runs described by a TOML sweep file (see sweeps/).")
     sub = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND")
 
@@ -57,6 +56,9 @@ def register(subparsers) -> None:
                     help="sweep directory (after `sweep collect`) or a fit.json of its results")
     ex.add_argument("--out", type=Path, help="sweep file to write (default: SWEEP_DIR/extend.toml)")
     ex.set_defaults(func=run_extend)
+    ca = sub.add_parser("cancel", help="stop every pending or running job of a sweep (runs stay resumable)")
+    ca.add_argument("dir", type=Path, help="sweep directory")
+    ca.set_defaults(func=run_cancel)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -71,6 +73,8 @@ def _hms(seconds: float) -> str:
 
 
 def plan_table(sweep, executor: str | None = None) -> str:
+    from scaling.sweep.spec import format_budget
+
     res = sweep.resources
     fps = res.flops_per_s()
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
@@ -127,6 +131,9 @@ def _lr_cell(r) -> str:
 
 
 def run_plan(args) -> int:
+    from scaling.sweep.advice import plan_warnings
+    from scaling.sweep.spec import load_sweep
+
     sweep = load_sweep(args.file)
     if args.json:
         for r in sweep.runs:
@@ -144,9 +151,18 @@ def run_plan(args) -> int:
 
 
 def run_launch(args) -> int:
+    from scaling.sweep.launch import LaunchInterrupted, launch
+    from scaling.sweep.spec import load_sweep
+    from scaling.sweep.status import summary, sweep_states
+
     sweep = load_sweep(args.file)
-    res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
-                 retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
+    try:
+        res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
+                     retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
+    except LaunchInterrupted as e:   # Ctrl-C or SIGTERM: one line, the runs checkpointed
+        again = f"scaling sweep launch {args.file}" + (f" --out {args.out}" if args.out else "")
+        print(f"{e.line()}: {again}", file=sys.stderr)
+        return e.exit_code
     if args.dry_run:
         for name in res.submitted:
             print(f"would submit {name}")
@@ -164,6 +180,8 @@ def run_launch(args) -> int:
 
 
 def run_status(args) -> int:
+    from scaling.sweep.status import summary, sweep_states, table, watch
+
     if args.watch is not None:
         states = watch(args.dir, args.watch)
         return 0
@@ -189,6 +207,9 @@ def _damaged(states, problems=()) -> int:
 
 
 def run_collect(args) -> int:
+    from scaling.sweep.collect import CURVES, RESULTS, collect
+    from scaling.sweep.status import summary
+
     problems: list[str] = []
     results, curves, states = collect(args.dir, problems)
     incomplete = [s for s in states if s.state != "completed"]
@@ -205,7 +226,9 @@ def run_extend(args) -> int:
     from scaling.fit.edges import Edge, edges_of_table
     from scaling.fit.report import read_fit_file
     from scaling.fit.table import load_runs
+    from scaling.sweep.collect import RESULTS
     from scaling.sweep.extend import extend
+    from scaling.sweep.spec import format_budget
 
     src = args.source
     if src.is_file():
@@ -235,4 +258,14 @@ def run_extend(args) -> int:
     print(f"wrote {ext.path}: {ext.runs} new runs for {len(ext.added)} budget(s) of {ext.dir}; launch them with\n"
           f"  scaling sweep launch {ext.path}\n"
           f"then `scaling sweep collect {ext.dir}` and `scaling fit {ext.dir / RESULTS}` over old and new runs")
+    return 0
+
+
+def run_cancel(args) -> int:
+    from scaling.sweep.cancel import cancel
+    from scaling.sweep.status import summary, sweep_states
+
+    res = cancel(args.dir)
+    print(res.describe())
+    print(summary(sweep_states(args.dir)))
     return 0

@@ -43,6 +43,8 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-keep-weights", action="store_true",
                    help="keep no model when the run completes (default: model.safetensors, model.json, tokenizer/)")
+    p.add_argument("--logger", choices=["none", "csv", "tensorboard", "wandb", "mlflow"], default="none",
+                   help="a Lightning logger writing into the run directory (wandb offline unless WANDB_MODE=online)")
     p.add_argument("--resume", action="store_true",
                    help="resume from the last checkpoint (the default whenever the run directory has one)")
     p.set_defaults(func=run)
@@ -52,7 +54,7 @@ def config_from_args(args: argparse.Namespace):
     values = dict(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data,
                   seed=args.seed, tied_embeddings=not args.untied, device=args.device, precision=args.precision,
                   compile=args.compile, devices=args.devices, progress=not args.no_progress,
-                  keep_weights=not args.no_keep_weights)
+                  keep_weights=not args.no_keep_weights, logger=args.logger)
     for name in ("lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -62,6 +64,7 @@ def config_from_args(args: argparse.Namespace):
              "keep_weights": "--no-keep-weights"}
     cfg = TrainConfig.build(values, lambda key: flags.get(key, "--" + key.replace("_", "-")))
     cfg.whole_batches(cfg.tokens, "--tokens")   # before any data work
+    cfg.check_logger_installed(lambda key: "--" + key)
     return cfg
 
 

@@ -7,6 +7,8 @@ scheduler says of it, whatever the job trains.
     job.py        TrainJob: one TrainingRun as a submitit Checkpointable (USR2, requeue) and
                   its job record; the one seam where the trainer (and torch) enter a job
     ledger.py     a sweep directory's ledger: its runs and the jobs submitted for each
+    processes.py  a local job's processes and its launcher's: found, stopped at a step
+                  boundary with one SIGTERM each, waited for (Ctrl-C, SIGTERM, cancel)
 
 Above it, scaling.tuning and scaling.sweep submit through it; below it is the trainer, which
 job.py imports only when a job starts training.

@@ -58,7 +58,11 @@ def record_start(path: Path) -> dict:
         prev = {}
     same_job = prev.get("job_id") == ident["job_id"] and ident["job_id"] is not None
     starts = prev.get("starts", 0) + 1 if same_job else 1
+    # requeues: of this job; requeues_before: of the run's earlier jobs (a relaunch is a new
+    # job, and its start a resumption, not a requeue). `status` shows their sum.
+    before = int(prev.get("requeues_before") or 0) + (0 if same_job else int(prev.get("requeues") or 0))
     rec = {**ident, "starts": starts, "requeues": max(starts - 1, ident["slurm_restart_count"]),
+           "requeues_before": before,
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "checkpointed": prev.get("checkpointed", 0) if same_job else 0,
            "checkpoint_steps": prev.get("checkpoint_steps", []) if same_job else []}
@@ -213,16 +217,19 @@ class TrainJob(submitit.helpers.Checkpointable):
             stop.set()
 
     def _report(self, stop: threading.Event) -> None:
-        """Every few seconds, put the trainer's step in the job record: `status` shows the
-        progress of running runs, and `start_step` (where this start resumed) proves a
+        """Every few seconds, put the trainer's step and latest training loss in the job
+        record: `status` shows the progress and loss of running runs, and `start_step` (where this start resumed) proves a
         requeued job picked up its checkpoint."""
         while not stop.wait(report_every_s()):
             trainer = getattr(self._run, "trainer", None)
             if trainer is None:
                 continue
+            recorder = getattr(self._run, "recorder", None)
+            loss = getattr(recorder, "last_loss", None)   # the latest logged training loss
             with self._lock:
                 update_record(Path(self.record), step=int(trainer.global_step),
-                              start_step=int(self._run.start_step), updated_at=time.time())
+                              start_step=int(self._run.start_step), updated_at=time.time(),
+                              loss=float(loss) if loss is not None else None)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # Called by submitit from its USR2 handler, in the main thread, while fit() runs.

@@ -3,12 +3,19 @@
 - results.parquet: one row per run, completed or not (the `status` column says which; losses
   are null unless completed, so an unfinished run is listed but never mixed into a fit), with
   the vocabulary and window its FLOPs were counted by (the fit counts any N the same way).
+  Every option that can differ between runs or sweeps is a column too (the objective mix,
+  lr and its schedule, batch, optimizer, seed, the sweep's name, the tokenizer and a key of
+  the data), so the tables of several sweeps stack (`pl.concat(how="diagonal")`) and group
+  (docs/sweeps.md lists the columns).
 - curves.parquet: every validation point of every completed run (run, params, tokens,
   flops, loss), the loss curves Chinchilla's Approach 1 takes its lower envelope from.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from functools import lru_cache
 from pathlib import Path
 
 from scaling.base.errors import UserError
@@ -32,7 +39,39 @@ def _schema():
         # What the encoder-decoder FLOP count needs to count any N as these runs were counted
         # (scaling.base.flops): the vocabulary, the window, the noise, tied embeddings.
         "vocab_size": pl.Int64, "seq_len": pl.Int64, "noise_density": pl.Float64, "tied_embeddings": pl.Boolean,
+        # What else can differ between runs or sweeps: stacked tables group by these.
+        "sweep": pl.Utf8, "seed": pl.Int64,
+        "clm_ratio": pl.Float64, "mean_span": pl.Float64,
+        "lr": pl.Float64, "lr_rule": pl.Boolean, "warmup_frac": pl.Float64, "min_lr_ratio": pl.Float64,
+        "batch_size": pl.Int64, "steps": pl.Int64,
+        "weight_decay": pl.Float64, "beta1": pl.Float64, "beta2": pl.Float64, "grad_clip": pl.Float64,
+        "precision": pl.Utf8,
+        "tokenizer": pl.Utf8, "tokenizer_sha256": pl.Utf8, "data": pl.Utf8, "data_key": pl.Utf8,
     }
+
+
+@lru_cache(maxsize=256)
+def data_identity(shards_dir: str | None) -> tuple[str | None, str | None, str | None]:
+    """(tokenizer kind, tokenizer_sha256, data key) of a shard directory, from its meta.json.
+    The key hashes what decides the shards' tokens (prepare's config, the corpus hash, the
+    tokenizer's hash), not the path: two copies of one directory share it. Nulls where the
+    directory is not here (a sweep collected away from its data)."""
+    try:
+        meta = json.loads((Path(shards_dir) / "meta.json").read_text())
+    except (TypeError, OSError, ValueError):
+        return None, None, None
+    if not isinstance(meta, dict):
+        return None, None, None
+    # The tokenizer file's hash: `tokenizer_file.sha256` (prepare's record of the file), or a
+    # top-level or config `tokenizer_sha256`, whichever the shards' version wrote.
+    tok_file = meta.get("tokenizer_file") if isinstance(meta.get("tokenizer_file"), dict) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    tok_sha = meta.get("tokenizer_sha256") or tok_file.get("sha256") or config.get("tokenizer_sha256")
+    ident = {"config": meta.get("config"), "source": (meta.get("source") or {}).get("hash"),
+             "tokenizer": meta.get("tokenizer"), "tokenizer_sha256": tok_sha, "vocab_size": meta.get("vocab_size")}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    tok = meta.get("tokenizer")
+    return (str(tok) if tok is not None else None), (str(tok_sha) if tok_sha else None), key
 
 
 def _row(s: RunState) -> dict:
@@ -68,6 +107,25 @@ def _row(s: RunState) -> dict:
         "vocab_size": (rec.get("model") or {}).get("vocab_size"),
         "seq_len": cfg.get("seq_len"), "noise_density": cfg.get("noise_density"),
         "tied_embeddings": cfg.get("tied_embeddings"),
+        **_options(rec, cfg),
+    }
+
+
+def _options(rec: dict, cfg: dict) -> dict:
+    """The run's options beyond its size and tokens: what it was asked for (config) and the
+    peak lr it got (the plan's, where the lr rule of N chose it)."""
+    data = rec.get("data") or cfg.get("data")
+    tok, tok_sha, key = data_identity(str(data) if data else None)
+    lr = rec.get("lr") if rec.get("lr") is not None else cfg.get("lr")
+    return {
+        "sweep": (cfg.get("extra") or {}).get("sweep"), "seed": cfg.get("seed"),
+        "clm_ratio": cfg.get("clm_ratio"), "mean_span": cfg.get("mean_span"),
+        "lr": lr, "lr_rule": cfg.get("lr") is None if cfg else None,
+        "warmup_frac": cfg.get("warmup_frac"), "min_lr_ratio": cfg.get("min_lr_ratio"),
+        "batch_size": cfg.get("batch_size"), "steps": rec.get("steps"),
+        "weight_decay": cfg.get("weight_decay"), "beta1": cfg.get("beta1"), "beta2": cfg.get("beta2"),
+        "grad_clip": cfg.get("grad_clip"), "precision": rec.get("precision") or cfg.get("precision"),
+        "tokenizer": tok, "tokenizer_sha256": tok_sha, "data": str(data) if data else None, "data_key": key,
     }
 
 
@@ -137,6 +195,7 @@ def collect(dir: str | Path, problems: list[str] | None = None) -> tuple[object,
     Damaged files of single runs are named in `problems` (runs with a corrupt run.json are
     in the results with status "corrupt"), and the rest is collected."""
     dir = Path(dir)
+    data_identity.cache_clear()   # shards may have been re-prepared since the last collect
     states = sweep_states(dir)
     results = results_table(states)
     curves = curves_table(dir, results, problems)

@@ -11,7 +11,11 @@ interrupted runs are resubmitted and resume from their last checkpoint. Each run
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +23,8 @@ from pathlib import Path
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_bytes, read_run_json
-from scaling.jobs.executors import check_executor, open_launch
+from scaling.jobs import processes
+from scaling.jobs.executors import check_executor, open_launch, require_sbatch
 from scaling.jobs.job import TrainJob
 from scaling.jobs.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.jobs.states import error_line, slurm_states
@@ -44,6 +49,33 @@ class LaunchResult:
     def describe(self) -> str:
         skip = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.skipped.items()))
         return f"{len(self.submitted)} submitted" + (f"; skipped: {skip}" if skip else "")
+
+
+class LaunchInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a foreground launch: `stopped` runs were stopped at a step
+    boundary and checkpointed, `waiting` ones never started; a relaunch resumes them all."""
+
+    def __init__(self, signum: int, stopped: list[str], waiting: list[str], killed: list[str]):
+        self.signum, self.stopped, self.waiting, self.killed = signum, stopped, waiting, killed
+        super().__init__(self.line())
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum     # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
+
+    def line(self) -> str:
+        what = "Ctrl-C" if self.signum == signal.SIGINT else signal.Signals(self.signum).name
+        parts = [f"{len(self.stopped)} running run(s) stopped and checkpointed"
+                 + (f" ({', '.join(self.stopped)})" if self.stopped else "")]
+        if self.killed:
+            parts.append(f"{len(self.killed)} killed, resuming from their last checkpoint ({', '.join(self.killed)})")
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} not started")
+        return f"interrupted ({what}): " + "; ".join(parts) + "; launch again to resume"
+
+
+class _Stop(BaseException):
+    """SIGTERM in the launcher, raised where it waits (a BaseException, as KeyboardInterrupt)."""
 
 
 def _merge(ledger: Ledger, sweep: Sweep) -> None:
@@ -106,15 +138,10 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
     states = current_states(ledger, names)
     todo, skipped = select(sweep, states, retry_failed)
     result = LaunchResult(dir, kind, [r.name for r in todo], skipped)
+    if todo:
+        preflight(sweep, kind, todo, dry_run)
     if dry_run or not todo:
         return result
-
-    if sweep.vocab_size is not None:
-        for data in sorted({r.config.data or "" for r in todo}):
-            try:
-                check_stated_vocab(data or None, sweep.vocab_size)
-            except UserError as e:
-                raise UserError(f"{sweep.path}: {e}") from None
     (dir / "jobs").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dir / "sweep.toml", sweep.path.read_bytes())
     sub = _Submission(sweep, ledger, result, len(todo))
@@ -128,6 +155,27 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
     return result
 
 
+def preflight(sweep: Sweep, kind: str, todo: list[RunSpec], dry_run: bool) -> None:
+    """What must hold before a job is submitted, checked for --dry-run too: the executor can
+    submit (sbatch for Slurm), the logger asked for is installed, each run's data is there,
+    and a stated vocabulary is the data's.
+    A dry run does not prepare a raw corpus or the embedded one (a real launch does, as its
+    jobs would): it checks that the path exists."""
+    require_sbatch(kind)
+    for r in todo:   # the logger's package, where the jobs will import it (one line per kind)
+        r.config.check_logger_installed(lambda key: f"{sweep.path}: train.{key} =")
+    for data in sorted({r.config.data or "" for r in todo}):
+        path = Path(data) if data not in ("", "default") else None
+        if path is not None and not path.exists():
+            raise UserError(f"{sweep.path}: train.data = {data!r}: no such file or directory")
+        if sweep.vocab_size is None or (dry_run and (path is None or not (path / "meta.json").exists())):
+            continue
+        try:
+            check_stated_vocab(data or None, sweep.vocab_size)
+        except UserError as e:
+            raise UserError(f"{sweep.path}: {e}") from None
+
+
 class _Submission:
     """One launch of a sweep: its folder and executor (jobs/executors.open_launch), each run's
     TrainJob, and the ledger's entry of every job submitted."""
@@ -136,7 +184,10 @@ class _Submission:
         self.ledger, self.result, self.kind = ledger, result, result.executor
         self.launch = open_launch(self.kind, ledger.dir, sweep, sweep.name)
         result.folder = self.launch.folder
-        ledger.launches.append({"id": self.launch.folder.name, "executor": self.kind, "runs": runs, "at": time.time()})
+        # The launcher's pid (with its start time, against pid reuse): `sweep cancel` stops a
+        # foreground launch (local, debug) before it starts the runs still waiting.
+        ledger.launches.append({"id": self.launch.folder.name, "executor": self.kind, "runs": runs, "at": time.time(),
+                                "pid": os.getpid(), "pid_started": processes.started_at(os.getpid())})
 
     def job(self, r: RunSpec):
         """The run's TrainJob: its config with an absolute out (jobs may start in another
@@ -161,7 +212,8 @@ class _Submission:
         self.ledger.save()
 
     def submit(self, r: RunSpec):
-        job = self.launch.executor.submit(self.job(r))
+        with processes.sigint_ignored():   # Ctrl-C reaches the launcher only, which stops the job
+            job = self.launch.executor.submit(self.job(r))
         self.record(r, str(job.job_id) if self.kind == "local" else "-")
         self.ledger.save()
         return job
@@ -169,32 +221,91 @@ class _Submission:
 
 def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: bool, poll_s: float) -> None:
     """Local and debug run in the foreground, `parallelism` at a time (the local executor
-    itself would start every job at once); debug ones in-process, one by one."""
+    itself would start every job at once); debug ones in-process, one by one. Ctrl-C or
+    SIGTERM stops the runs started (each checkpointed at a step boundary) and raises
+    LaunchInterrupted; nothing more is started."""
     kind, result = sub.kind, sub.result
     n = 1 if kind == "debug" else sweep.resources.concurrent()
     bar = _bar(len(todo), progress, f"{sweep.name} ({kind}, {n} at a time)")
     running: list[tuple[RunSpec, object]] = []
     queue = list(todo)
     try:
-        while queue or running:
-            while queue and len(running) < n:
-                r = queue.pop(0)
-                running.append((r, sub.submit(r)))
-            if kind == "debug":
-                r, job = running.pop(0)
-                _finish(r, job, result)
-                bar.update(1)
-                continue
-            time.sleep(poll_s)
-            for r, job in list(running):
-                if job.done():
-                    running.remove((r, job))
+        with _signals_raise(signal.SIGTERM):
+            while queue or running:
+                while queue and len(running) < n:
+                    r = queue.pop(0)
+                    running.append((r, sub.submit(r)))
+                if kind == "debug":
+                    r, job = running.pop(0)
                     _finish(r, job, result)
                     bar.update(1)
+                    if _stopped_early(sub, r):   # the run took Ctrl-C itself (in-process)
+                        raise LaunchInterrupted(signal.SIGINT, [r.name], [q.name for q in queue], [])
+                    continue
+                time.sleep(poll_s)
+                for r, job in list(running):
+                    if job.done():
+                        running.remove((r, job))
+                        _finish(r, job, result)
+                        bar.update(1)
+    except (KeyboardInterrupt, _Stop) as e:
+        bar.close()
+        signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM
+        stopped, killed = _stop_running(sub, [(r, j) for r, j in running if not j.done()])
+        raise LaunchInterrupted(signum, stopped, [q.name for q in queue], killed) from None
     finally:
         bar.close()
-        for _, job in running:  # Ctrl-C: stop what we started; a relaunch resumes it
-            job.cancel(check=False)
+
+
+def _stopped_early(sub: _Submission, r: RunSpec) -> bool:
+    try:
+        rec = read_run_json(sub.ledger.run_dir(r.name))
+    except UserError:
+        return False
+    return rec is not None and rec.get("status") == "running"
+
+
+@contextlib.contextmanager
+def _signals_raise(*sigs: int):
+    """While the launcher waits, these signals raise _Stop (SIGINT keeps its KeyboardInterrupt
+    unless named); main thread only; the old handlers are back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_stop(signum, frame):
+        raise _Stop()
+    old = {sig: signal.signal(sig, raise_stop) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _stop_running(sub: _Submission, running: list[tuple[RunSpec, object]]) -> tuple[list[str], list[str]]:
+    """Stop the local jobs started: one SIGTERM to each training process (it finishes its
+    step, checkpoints, records the run as stopped) and wait for them. A second Ctrl-C or
+    SIGTERM, or processes.STOP_WAIT_S without an end, kills what is left (the last checkpoint stays).
+    Returns (stopped, killed) run names."""
+    jobs = {r.name: sub.ledger.runs[r.name].job for r, _ in running}
+    jobs = {name: j for name, j in jobs.items() if j is not None and j.executor == "local"}
+    if not jobs:
+        return [], []
+    pids = {name: processes.stop(j) for name, j in jobs.items()}
+    if sys.stderr.isatty():   # someone waits at a terminal: say why it takes a moment
+        print(f"stopping {len(jobs)} run(s) at their next step (checkpointing); Ctrl-C again to kill",
+              file=sys.stderr, flush=True)
+    every = [p for ps in pids.values() for p in ps]
+    try:
+        with _signals_raise(signal.SIGINT, signal.SIGTERM):   # a second one: kill now
+            left = processes.wait_gone(every, processes.STOP_WAIT_S)
+    except _Stop:
+        left = processes.alive(every)
+    killed = [name for name in jobs if set(pids[name]) & set(left)]
+    for name in killed:
+        processes.kill(jobs[name])
+    return [name for name in jobs if name not in killed], killed
 
 
 def _finish(r: RunSpec, job, result: LaunchResult) -> None:

@@ -244,6 +244,11 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     base = base.updated(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
                         f"{path}: executor.tasks_per_node x nodes", devices=resources.tasks, num_nodes=resources.nodes)
 
+    if vocab is None and base.data not in (None, "", "default") and not Path(base.data).exists():
+        # The models are sized from the data's vocabulary: without the data (and no stated
+        # vocab_size) nothing can be planned, and saying so beats a "budget too small".
+        raise UserError(f"{path}: train.data = {base.data!r}: no such file or directory (run `scaling prepare`, "
+                        "or state [sweep] vocab_size to plan without the data)")
     for other in KINDS:
         if other != kind and other in doc:
             raise UserError(f"{path}: [{other}] given but sweep.kind is {kind!r}")

@@ -41,6 +41,7 @@ class RunState:
     record: dict | None = None    # run.json
     entry: RunEntry | None = None
     step: int | None = None       # latest step the job reported (running runs)
+    train_loss: float | None = None  # latest training loss the job reported (running runs)
 
     @property
     def world(self) -> int:
@@ -61,9 +62,23 @@ class RunState:
             return self.step * per_step
         return rec.get("tokens_seen")
 
+    @property
+    def loss(self) -> float | None:
+        """The run's latest loss: the final validation loss of a completed run, the latest
+        training loss its job reported for a running one, else None."""
+        if self.state == "completed":
+            return ((self.record or {}).get("val") or {}).get("mixed", {}).get("loss")
+        return self.train_loss if self.state == "running" else None
+
+    @property
+    def planned_tokens(self) -> int | None:
+        rec = self.record or {}
+        return (rec.get("config") or {}).get("tokens") or ((self.entry.config or {}).get("tokens") if self.entry else None)
+
     def to_dict(self) -> dict:
         return {"run": self.name, "state": self.state, "error": self.error, "requeues": self.requeues,
-                "job_id": self.job_id, "scheduler": self.scheduler}
+                "job_id": self.job_id, "scheduler": self.scheduler, "step": self.step,
+                "tokens": self.tokens_seen, "tokens_planned": self.planned_tokens, "loss": self.loss}
 
 
 def _tokens_per_step(cfg: dict) -> int:
@@ -124,10 +139,14 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
         rec, corrupt = None, str(e)
     st = RunState(name, "not launched", record=rec, entry=entry, job_id=job.job_id if job else None)
     jrec = _read_json(Path(dir) / JOBS / f"{name}.json") if job is not None else None
-    st.requeues = int((rec or {}).get("restarts") or 0)
+    # Requeues only (a job started again by its scheduler, jobs/job.py record_start), summed
+    # over the run's jobs; not run.json's `restarts`, which counts every start after the first,
+    # the resumptions of a relaunch too.
+    if jrec:
+        st.requeues = int(jrec.get("requeues") or 0) + int(jrec.get("requeues_before") or 0)
     if jrec and (job is None or jrec.get("job_id") in (job.job_id, None)):
-        st.requeues = max(st.requeues, int(jrec.get("requeues", 0)))
         st.step = jrec.get("step")
+        st.train_loss = jrec.get("loss")
 
     active, sstate = scheduler_state(job, sched)   # a recycled Slurm job id is not our job
     st.scheduler = sstate
@@ -139,8 +158,9 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
         st.state = "running" if sstate in ("RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT") else "pending"
     elif corrupt:
         st.state, st.error = "corrupt", corrupt
-    elif sstate == "CANCELLED":
-        # Before the run record: a cancelled job's trainer may have recorded the kill as a failure.
+    elif sstate == "CANCELLED" or (jrec and job is not None and jrec.get("cancelled_job") == job.job_id):
+        # Before the run record: a cancelled job's trainer may have recorded the kill as a
+        # failure. `sweep cancel` marks a local job's record (no scheduler remembers it).
         st.state = "cancelled"
     elif status in (RunStatus.DIVERGED, RunStatus.FAILED):
         st.state, st.error = status.value, rec.get("error")
@@ -176,16 +196,20 @@ def summary(states: list[RunState]) -> str:
 
 
 def table(states: list[RunState], width: int | None = None) -> str:
-    """One line per run; errors are cut to the terminal's width only when printing to one."""
-    rows = [("run", "state", "N", "tokens", "procs", "requeued", "job", "error")]
+    """One line per run: its state, tokens so far of its budget (and the share, while it
+    runs), its loss (the latest training loss while it runs, the final validation loss once
+    completed); errors are cut to the terminal's width only when printing to one."""
+    rows = [("run", "state", "N", "tokens", "procs", "loss", "requeued", "job", "error")]
     for s in states:
         rec = s.record or {}
         n = rec.get("n_params") or (s.entry.n_params if s.entry else None)
-        planned = (rec.get("config") or {}).get("tokens") or ((s.entry.config or {}).get("tokens") if s.entry else None)
-        seen = s.tokens_seen
+        planned, seen = s.planned_tokens, s.tokens_seen
         tokens = f"{format_count(seen) if seen is not None else '-'}/{format_count(planned) if planned else '?'}"
+        if s.state == "running" and seen is not None and planned:
+            tokens += f" ({min(seen / planned, 1):.0%})"   # progress, as the job last reported it
+        loss = f"{s.loss:.3f}" if s.loss is not None else "-"
         err = s.error or ""
-        rows.append((s.name, s.state, format_count(n) if n else "-", tokens, str(s.world),
+        rows.append((s.name, s.state, format_count(n) if n else "-", tokens, str(s.world), loss,
                      str(s.requeues) if s.requeues else "", s.job_id or "", err))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]

@@ -28,6 +28,7 @@ from scaling.base.signals import checkpoint_signal_held
 from scaling.data.shards import TokenShards, resolve_data
 from scaling.train import distributed
 from scaling.train.callbacks.checkpointing import Checkpointing
+from scaling.train.callbacks.logger import MetricsLogging
 from scaling.train.callbacks.progress import Progress
 from scaling.train.callbacks.recorder import RunRecorder
 from scaling.train.keep import keep_model
@@ -66,6 +67,7 @@ class TrainingRun:
         prev = directory.matching_record()
         if prev is not None and RunStatus.of(prev).finished:
             return prev   # completed, diverged or pruned: never trained again
+        cfg.check_logger_installed()   # before the run directory is written
         self.process = proc = distributed.current()
         distributed.check_world(proc, cfg.devices * cfg.num_nodes)
         shards_dir = resolve_data(cfg.data)
@@ -96,7 +98,8 @@ class TrainingRun:
         self.checkpointing = Checkpointing(cfg, plan, self.run_dir / CKPT_DIR / LAST_CKPT)
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.
-        callbacks = [self.recorder, self.checkpointing, Progress(plan, self.recorder, cfg.progress)]
+        callbacks = [self.recorder, MetricsLogging(self.recorder, cfg.to_dict()), self.checkpointing,
+                     Progress(plan, self.recorder, cfg.progress)]
         self.trainer, accel, precision = build_trainer(cfg, plan, self.process, callbacks, self.run_dir)
         self.record.data["threads"] = torch.get_num_threads()
         t0 = time.monotonic()

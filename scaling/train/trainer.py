@@ -1,8 +1,9 @@
 """The Lightning Trainer of a run, wired once: the accelerator and precision a config asks for,
 the thread count (base/threads.py decides), the cluster environment (lightning_environment:
 the one place Slurm is told to Lightning), DDP when
-the run has several processes, and none of Lightning's own logging, checkpointing or
-validation loops: the callbacks (scaling/train/callbacks/) own those.
+the run has several processes, the optional logger a run asks for (make_logger), and none of
+Lightning's own checkpointing or validation loops: the callbacks (scaling/train/callbacks/) own
+those, and send the logger its metrics.
 """
 
 from __future__ import annotations
@@ -55,11 +56,45 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, process: Process, callbacks: 
         accelerator="gpu" if accel == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if plan.world > 1 else "auto", precision=precision,
         max_steps=plan.steps, max_epochs=-1, accumulate_grad_batches=plan.accum,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=make_logger(cfg, run_dir), enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
         default_root_dir=str(run_dir), callbacks=callbacks, plugins=[env] if env is not None else None,
     )
     return trainer, accel, precision
+
+
+def make_logger(cfg: TrainConfig, run_dir):
+    """The run's optional Lightning logger (`logger` in the config), writing under
+    RUN/logs/<kind>/; False for none. wandb runs offline unless WANDB_MODE says otherwise,
+    mlflow into a file store in the run directory unless MLFLOW_TRACKING_URI names a server:
+    a run on a cluster node without network access must not hang on a login. The metrics
+    reach it through callbacks/logger.py (MetricsLogging)."""
+    kind = cfg.logger
+    if kind == "none":
+        return False
+    cfg.check_logger_installed()
+    from pathlib import Path
+
+    logs = Path(run_dir) / "logs"
+    name = Path(cfg.out).name
+    group = (cfg.extra or {}).get("sweep") or "scaling"
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(logs), name="", version="csv")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(logs), name="", version="tensorboard", default_hp_metric=False)
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        online = os.environ.get("WANDB_MODE", "offline") == "online"
+        return WandbLogger(name=name, project=group, save_dir=str(logs), offline=not online)
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or (logs / "mlruns").resolve().as_uri()
+    return MLFlowLogger(experiment_name=group, run_name=name, tracking_uri=uri)
 
 
 def lightning_environment(proc: Process):

@@ -2,6 +2,7 @@
 run at the end of each micro-batch:
 
     recorder.py       RunRecorder: metrics rows, validation points, the data digest, divergence
+    logger.py         MetricsLogging: the rows, to the optional Lightning logger
     checkpointing.py  Checkpointing: checkpoints/last.ckpt, USR2 at step boundaries, Ctrl-C
     progress.py       Progress: the progress bar
 

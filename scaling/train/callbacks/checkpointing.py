@@ -48,7 +48,9 @@ class Checkpointing(L.Callback):
                 self.stop_asked = True   # acted on at the step's end, by every rank at once
 
             signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
+            # Ignored by a sweep's launcher for its jobs: it stops each with one SIGTERM.
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                signal.signal(signal.SIGINT, stop)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
