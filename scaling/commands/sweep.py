@@ -36,6 +36,8 @@ def register(subparsers) -> None:
     la.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
     la.add_argument("--retry-failed", action="store_true", help="also resubmit failed and diverged runs")
     la.add_argument("--wait", action="store_true", help="Slurm: block until every run has finished")
+    la.add_argument("--runs", metavar="PATTERN",
+                    help="launch only these runs: comma-separated shell patterns over run names ('C1e18-*,N25M-*')")
     la.set_defaults(func=run_launch)
 
     st = sub.add_parser("status", help="state of every run of a sweep directory")
@@ -80,13 +82,14 @@ def plan_table(sweep, executor: str | None = None) -> str:
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
-        t = res.run_seconds(r.tokens, r.flops)
+        own = sweep.resources_of(r)   # keys by size give runs resources of their own
+        t = own.run_seconds(r.tokens, r.flops)
         total_s += t
         longest = max(longest, t)
         total_c += r.flops
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
-                     str(res.world), f"{r.tokens // r.config.tokens_per_step:,}",
+                     str(own.world), f"{r.tokens // r.config.tokens_per_step:,}",
                      _lr_cell(r), _hms(t)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
@@ -156,19 +159,24 @@ def run_launch(args) -> int:
     from scaling.sweep.status import summary, sweep_states
 
     sweep = load_sweep(args.file)
+    for w in sweep.warnings:   # a path read from the current directory, not the file's folder
+        print(f"warning: {w}", file=sys.stderr)
     try:
         res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
-                     retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty())
+                     retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty(), runs=args.runs)
     except LaunchInterrupted as e:   # Ctrl-C or SIGTERM: one line, the runs checkpointed
         again = f"scaling sweep launch {args.file}" + (f" --out {args.out}" if args.out else "")
         print(f"{e.line()}: {again}", file=sys.stderr)
         return e.exit_code
     if args.dry_run:
+        for runs, text in res.scripts:   # as sbatch --test-only accepted them
+            print(f"# sbatch script for {len(runs)} run(s), each task then named <sweep>/<run>: {', '.join(runs)}\n{text}")
         for name in res.submitted:
             print(f"would submit {name}")
         print(f"dry run ({res.executor}) into {res.dir}: {res.describe().replace('submitted', 'to submit')}")
         return 0
-    where = f" (job array {next(iter(res.job_ids.values())).split('_')[0]})" if res.executor == "slurm" and res.job_ids else ""
+    arrays = sorted({j.split("_")[0] for j in res.job_ids.values()}, key=int) if res.executor == "slurm" else []
+    where = f" (job array{'s' if len(arrays) > 1 else ''} {', '.join(arrays)})" if arrays else ""
     print(f"{res.dir}: {res.describe()}{where}")
     for name, err in res.errors.items():
         print(f"failed {name}: {err}", file=sys.stderr)

@@ -86,7 +86,21 @@ class SlurmSettings:
     signal_delay_s: int = 90         # USR2 this long before the time limit: checkpoint, requeue
     max_num_timeout: int = 3         # requeues after a time limit / preemption
     setup: tuple[str, ...] = ()      # shell lines run before each job (module load ...)
+    options: dict = field(default_factory=dict)  # common sbatch options by name: {gres = "gpu:2", ...}
     extra: dict = field(default_factory=dict)  # any other sbatch option: {exclusive = "", ...}
+
+
+# sbatch options a [slurm] section takes by name (sbatch's long option, "_" for "-"); the rest
+# go in `extra`. Each becomes `#SBATCH --<name>=<value>` (true: the bare flag).
+SBATCH_OPTIONS = ("gres", "gpus", "gpus_per_task", "cpus_per_gpu", "mem_per_cpu", "mem_per_gpu",
+                  "reservation", "exclusive", "exclude", "nodelist", "licenses", "comment", "mail_type",
+                  "mail_user", "dependency", "begin", "wckey", "hint", "distribution", "requeue")
+# The sweep-file key behind each sbatch option submitit writes (a refusal names the key).
+SBATCH_KEYS = {"partition": "slurm.partition", "account": "slurm.account", "qos": "slurm.qos",
+               "constraint": "slurm.constraint", "time": "executor.time", "mem": "executor.mem_gb",
+               "cpus_per_task": "executor.cpus_per_task", "gpus_per_node": "executor.gpus_per_node",
+               "nodes": "executor.nodes", "ntasks_per_node": "executor.tasks_per_node",
+               **{k: f"slurm.{k}" for k in SBATCH_OPTIONS}}
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,11 @@ def require_sbatch(kind: str) -> None:
                         "(slurm/start.sh starts a local cluster)")
 
 
+def launch_stamp(kind: str) -> str:
+    """The name a launch folder made now gets (a dry run shows it)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}"
+
+
 def new_launch_folder(dir: Path, kind: str) -> Path:
     """A fresh, empty DIR/launches/<stamp>-<kind>[-i] folder for one launch's submitit files."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -123,33 +142,17 @@ def new_launch_folder(dir: Path, kind: str) -> Path:
     raise UserError(f"{base}: cannot create a fresh launch folder")
 
 
-def make_executor(kind: str, folder: Path, settings, job_name: str):
+def make_executor(kind: str, folder: Path, settings, job_name: str, hold: bool = False):
     """A submitit executor writing into `folder`; `settings` has .resources and .slurm (an
-    ExecutorSettings, or a Sweep)."""
+    ExecutorSettings, or a Sweep). `hold`: Slurm jobs are submitted held (`--hold`), for the
+    launcher to name each array task before any starts (jobs/sbatch.py)."""
     import submitit
 
     res, sl = settings.resources, settings.slurm
     if kind == "slurm":
         require_sbatch(kind)
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=sl.max_num_timeout)
-        params = dict(
-            name=job_name, timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, nodes=res.nodes,
-            tasks_per_node=res.tasks,  # one DDP process per GPU (or per tasks_per_node on CPUs)
-            slurm_array_parallelism=res.parallelism or 256,
-            slurm_signal_delay_s=sl.signal_delay_s,
-            # The cluster may not bind CPUs: cap torch's threads at what the job was given.
-            slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_WAIT_POLICY=PASSIVE", *sl.setup],
-        )
-        if res.gpus_per_node:
-            params["gpus_per_node"] = res.gpus_per_node
-        if res.mem_gb is not None:
-            params["mem_gb"] = res.mem_gb
-        for key in ("partition", "account", "qos", "constraint"):
-            if getattr(sl, key):
-                params[f"slurm_{key}"] = getattr(sl, key)
-        if sl.extra:
-            params["slurm_additional_parameters"] = dict(sl.extra)
-        ex.update_parameters(**params)
+        ex.update_parameters(**slurm_parameters(settings, job_name, hold))
         return ex
     if kind == "local":
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
@@ -163,6 +166,30 @@ def make_executor(kind: str, folder: Path, settings, job_name: str):
         return submitit.AutoExecutor(folder=folder, cluster="debug")
     check_executor(kind)
     raise AssertionError(kind)   # unreachable: check_executor raised
+
+
+def slurm_parameters(settings, job_name: str, hold: bool = False) -> dict:
+    """What one Slurm job asks for, as submitit's AutoExecutor parameters (`settings` has
+    .resources and .slurm): the launch's executor and the dry run's script read the same."""
+    res, sl = settings.resources, settings.slurm
+    params = dict(
+        name=job_name, timeout_min=res.time_min, cpus_per_task=res.cpus_per_task, nodes=res.nodes,
+        tasks_per_node=res.tasks,  # one DDP process per GPU (or per tasks_per_node on CPUs)
+        slurm_array_parallelism=res.parallelism or 256,
+        slurm_signal_delay_s=sl.signal_delay_s,
+        # The cluster may not bind CPUs: cap torch's threads at what the job was given.
+        slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_WAIT_POLICY=PASSIVE", *sl.setup],
+    )
+    if res.gpus_per_node:
+        params["gpus_per_node"] = res.gpus_per_node
+    if res.mem_gb is not None:
+        params["mem_gb"] = res.mem_gb
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(sl, key):
+            params[f"slurm_{key}"] = getattr(sl, key)
+    if sl.options or sl.extra or hold:
+        params["slurm_additional_parameters"] = {**sl.options, **sl.extra, **({"hold": True} if hold else {})}
+    return params
 
 
 @dataclass

@@ -47,5 +47,6 @@ def lr_cap_warning(sweep: Sweep) -> str | None:
 
 
 def plan_warnings(sweep: Sweep) -> list[str]:
-    """Every warning of `sweep plan`, one line each."""
-    return [w for w in (embedding_warning(sweep), lr_cap_warning(sweep)) if w]
+    """Every warning of `sweep plan`, one line each: the file's paths read as before the
+    file-relative rule (spec.file_path), then the sweep's models."""
+    return list(sweep.warnings) + [w for w in (embedding_warning(sweep), lr_cap_warning(sweep)) if w]

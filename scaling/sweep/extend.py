@@ -187,9 +187,14 @@ def extend(dir: str | Path, edges, out: str | Path | None = None) -> Extension:
     if "steps" in (doc.get("isoflop") or {}):
         iso["steps"] = doc["isoflop"]["steps"]
     sweep = {k: v for k, v in (doc.get("sweep") or {}).items() if k in ("name", "kind", "vocab_size")}
-    sweep |= {"name": ledger.sweep, "kind": "isoflop", "out": str(dir),
+    # Paths in a sweep file are read from its folder (spec.file_path): `out` is written relative
+    # to the new file, and the data as the launch read it (the ledger's run configs), absolute.
+    sweep |= {"name": ledger.sweep, "kind": "isoflop", "out": os.path.relpath(dir.absolute(), out.parent.absolute()),
               "description": f"sizes beyond the edge budgets of {dir} (scaling sweep extend)"}
     new_doc = {"sweep": sweep, "isoflop": iso, **{k: doc[k] for k in ("train", "executor", "slurm") if k in doc}}
+    data = next((r.config.get("data") for r in ledger.runs.values()), None)
+    if "train" in new_doc and data not in (None, "", "default"):
+        new_doc["train"] = {**new_doc["train"], "data": os.path.abspath(data)}
     header = (f"Written by `scaling sweep extend {dir}`: new runs only, into the same sweep directory.\n"
               f"  scaling sweep launch {out}\n  scaling sweep collect {dir} && scaling fit {dir / 'results.parquet'}")
     _write_checked(out, to_toml(new_doc, header), ledger, ext)

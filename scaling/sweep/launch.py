@@ -12,6 +12,8 @@ interrupted runs are resubmitted and resume from their last checkpoint. Each run
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
 import os
 import signal
 import sys
@@ -24,7 +26,9 @@ from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_bytes, read_run_json
 from scaling.jobs import processes
-from scaling.jobs.executors import check_executor, open_launch, require_sbatch
+from scaling.jobs import sbatch
+from scaling.jobs.executors import (LAUNCHES, ExecutorSettings, check_executor, launch_stamp, make_executor,
+                                    open_launch, require_sbatch, slurm_parameters)
 from scaling.jobs.job import TrainJob
 from scaling.jobs.ledger import Job, Ledger, RunEntry, load_ledger
 from scaling.jobs.states import error_line, slurm_states
@@ -45,6 +49,7 @@ class LaunchResult:
     job_ids: dict[str, str] = field(default_factory=dict)
     folder: Path | None = None
     errors: dict[str, str] = field(default_factory=dict)      # local/debug runs that raised
+    scripts: list[tuple[list[str], str]] = field(default_factory=list)  # Slurm: (runs, sbatch script) per job array
 
     def describe(self) -> str:
         skip = ", ".join(f"{len(v)} {k}" for k, v in sorted(self.skipped.items()))
@@ -124,8 +129,24 @@ def select(sweep: Sweep, states: dict[str, RunState], retry_failed: bool) -> tup
     return todo, skipped
 
 
+def chosen(sweep: Sweep, patterns: str | None) -> set[str]:
+    """The runs `--runs` names: comma-separated shell patterns (`C1e18-*,N25M-*`) over run names."""
+    names = [r.name for r in sweep.runs]
+    if patterns is None:
+        return set(names)
+    picked: set[str] = set()
+    for pat in (p.strip() for p in patterns.split(",")):
+        hits = fnmatch.filter(names, pat) if pat else []
+        if not hits:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise UserError(f"--runs {pat!r}: matches no run of {sweep.path} (its runs: {shown})")
+        picked.update(hits)
+    return picked
+
+
 def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, dry_run: bool = False,
-           retry_failed: bool = False, wait: bool = False, progress: bool = True, poll_s: float = 2.0) -> LaunchResult:
+           retry_failed: bool = False, wait: bool = False, progress: bool = True, poll_s: float = 2.0,
+           runs: str | None = None) -> LaunchResult:
     kind = check_executor(executor or sweep.resources.default)
     dir = Path(out) if out is not None else sweep.out
     if dir.exists() and not dir.is_dir():
@@ -137,16 +158,31 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
     names = [r.name for r in sweep.runs]
     states = current_states(ledger, names)
     todo, skipped = select(sweep, states, retry_failed)
+    wanted = chosen(sweep, runs)
+    if runs is not None:
+        left = [r.name for r in todo if r.name not in wanted]
+        todo = [r for r in todo if r.name in wanted]
+        if left:
+            skipped["not in --runs"] = left
     result = LaunchResult(dir, kind, [r.name for r in todo], skipped)
     if todo:
         preflight(sweep, kind, todo, dry_run)
+        if kind == "slurm":   # every job array's script, as sbatch --test-only accepted it
+            result.scripts = check_scripts(sweep, dir, todo, hold=dry_run)
     if dry_run or not todo:
         return result
+    existed = dir.exists()
+    toml = (dir / "sweep.toml").read_bytes() if (dir / "sweep.toml").is_file() else None
     (dir / "jobs").mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(dir / "sweep.toml", sweep.path.read_bytes())
     sub = _Submission(sweep, ledger, result, len(todo))
     if kind == "slurm":
-        sub.array(todo)
+        try:
+            sub.array(sweep, todo)
+        except UserError:
+            if not result.job_ids:   # nothing submitted: leave nothing behind
+                _undo(dir, existed, sub.launch.folder, toml)
+            raise
         if wait:
             wait_for(dir, names, progress, poll_s)
         return result
@@ -176,6 +212,40 @@ def preflight(sweep: Sweep, kind: str, todo: list[RunSpec], dry_run: bool) -> No
             raise UserError(f"{sweep.path}: {e}") from None
 
 
+def groups(sweep: Sweep, todo: list[RunSpec]) -> list[tuple[ExecutorSettings, list[RunSpec]]]:
+    """The runs by what their jobs ask of Slurm: one job array each (keys by size can give
+    small and large runs different resources)."""
+    out: dict[str, tuple[ExecutorSettings, list[RunSpec]]] = {}
+    for r in todo:
+        settings = ExecutorSettings(sweep.resources_of(r), sweep.slurm_of(r))
+        key = json.dumps(slurm_parameters(settings, ""), sort_keys=True, default=str)
+        out.setdefault(key, (settings, []))[1].append(r)
+    return list(out.values())
+
+
+def check_scripts(sweep: Sweep, dir: Path, todo: list[RunSpec], hold: bool = False) -> list[tuple[list[str], str]]:
+    """Each job array's sbatch script, tested with `sbatch --test-only` before anything is
+    written: a refusal is one line naming the sweep file's key and Slurm's reason."""
+    folder = (Path(dir) / LAUNCHES / launch_stamp("slurm")).absolute()
+    job_name = f"{sweep.name}-{folder.name}"
+    scripts = []
+    all_runs = len(todo) == len(sweep.runs)
+    for settings, runs in groups(sweep, todo):
+        text = sbatch.script(settings, folder, job_name, len(runs))
+        why = sbatch.test_only(text)
+        if why is not None:
+            option = sbatch.refused_option(why, settings, folder, job_name, len(runs))
+            which = "" if all_runs and len(runs) == len(todo) else f" (runs {_few(r.name for r in runs)})"
+            raise UserError(sbatch.refusal_line(str(sweep.path), why, option, set(settings.slurm.extra), which))
+        scripts.append(([r.name for r in runs], sbatch.script(settings, folder, job_name, len(runs), hold) if hold else text))
+    return scripts
+
+
+def _few(names, most: int = 4) -> str:
+    names = list(names)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 class _Submission:
     """One launch of a sweep: its folder and executor (jobs/executors.open_launch), each run's
     TrainJob, and the ledger's entry of every job submitted."""
@@ -197,19 +267,32 @@ class _Submission:
         c["progress"] = False
         return TrainJob(c, str(self.ledger.job_record(r.name).resolve()))
 
-    def record(self, r: RunSpec, job_id: str) -> None:
+    def record(self, r: RunSpec, job_id: str, name: str | None = None) -> None:
         lch = self.launch
-        self.ledger.runs[r.name].jobs.append(Job(self.kind, job_id, lch.folder.name, lch.job_name, time.time()))
+        self.ledger.runs[r.name].jobs.append(Job(self.kind, job_id, lch.folder.name, name or lch.job_name, time.time()))
         self.result.job_ids[r.name] = job_id
 
-    def array(self, todo: list[RunSpec]) -> None:
-        """Slurm: every run in one job array."""
-        ex = self.launch.executor
-        with ex.batch():
-            jobs = [ex.submit(self.job(r)) for r in todo]
-        for r, j in zip(todo, jobs):
-            self.record(r, str(j.job_id))
-        self.ledger.save()
+    def array(self, sweep: Sweep, todo: list[RunSpec]) -> None:
+        """Slurm: one job array for each set of resources, submitted held; each task is named
+        `<sweep>/<run>` (squeue, sacct, %x), then the array is let go."""
+        for settings, runs in groups(sweep, todo):
+            ex = make_executor("slurm", self.launch.folder, settings, self.launch.job_name, hold=True)
+            try:
+                with ex.batch():
+                    jobs = [ex.submit(self.job(r)) for r in runs]
+            except Exception as e:   # sbatch refused what --test-only took (the cluster changed)
+                if self.result.job_ids:   # the arrays already submitted stay in the ledger
+                    self.ledger.save()
+                raise UserError(f"{sweep.path}: sbatch refused the job array of {_few(r.name for r in runs)}: "
+                                f"{_sbatch_reason(e)}" + (f"; {len(self.result.job_ids)} run(s) submitted before it"
+                                                          if self.result.job_ids else "")) from None
+            try:
+                named = sbatch.name_tasks({str(j.job_id): sbatch.task_name(sweep.name, r.name) for r, j in zip(runs, jobs)})
+                for r, j in zip(runs, jobs):
+                    self.record(r, str(j.job_id), named.get(str(j.job_id)))
+                self.ledger.save()
+            finally:
+                sbatch.release(str(jobs[0].job_id).split("_")[0])
 
     def submit(self, r: RunSpec):
         with processes.sigint_ignored():   # Ctrl-C reaches the launcher only, which stops the job
@@ -255,6 +338,28 @@ def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: b
         raise LaunchInterrupted(signum, stopped, [q.name for q in queue], killed) from None
     finally:
         bar.close()
+
+
+def _sbatch_reason(e: Exception) -> str:
+    text = str(e)
+    lines = [ln for ln in text.splitlines() if "sbatch: error" in ln]
+    return sbatch.reason("\n".join(lines)) if lines else error_line(e)
+
+
+def _undo(dir: Path, existed: bool, folder: Path, toml: bytes | None) -> None:
+    """A launch that submitted nothing leaves the sweep directory as it found it."""
+    import shutil
+
+    if not existed:
+        shutil.rmtree(dir, ignore_errors=True)
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if toml is None:
+        (dir / "sweep.toml").unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(dir / "sweep.toml", toml)
+    with contextlib.suppress(OSError):
+        (dir / "jobs").rmdir()   # only if empty: it was made for this launch
 
 
 def _stopped_early(sub: _Submission, r: RunSpec) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -27,7 +28,8 @@ from typing import Any, Iterable
 
 from scaling.base.config import TrainConfig, format_count, parse_count, read_toml
 from scaling.base.errors import UserError
-from scaling.jobs.executors import EXECUTORS, Resources, SlurmSettings
+from scaling.jobs.executors import EXECUTORS, SBATCH_OPTIONS, Resources, SlurmSettings
+from scaling.sweep import resources as by_size
 from scaling.sweep.sizes import model_for
 from scaling.tuning.rules import resolve
 
@@ -164,6 +166,8 @@ class RunSpec:
     flops_per_token: float
     budget: float | None = None  # the sweep's FLOP budget (IsoFLOP), None for a grid
     sources: tuple = ()          # (("lr", "tuned 300K (trial 3)"), ...): where a value came from
+    resources: Resources | None = None   # its own, where [executor] / [slurm] give keys by size
+    slurm: SlurmSettings | None = None
 
     @property
     def tokens(self) -> int:
@@ -189,6 +193,13 @@ class Sweep:
     slurm: SlurmSettings
     notes: list[str] = field(default_factory=list)  # things plan should mention
     vocab_size: int | None = None                   # as stated in the file ([sweep] vocab_size)
+    warnings: list[str] = field(default_factory=list)  # paths read as before the file-relative rule
+
+    def resources_of(self, r: RunSpec) -> Resources:
+        return r.resources or self.resources
+
+    def slurm_of(self, r: RunSpec) -> SlurmSettings:
+        return r.slurm or self.slurm
 
     def run(self, name: str) -> RunSpec:
         for r in self.runs:
@@ -228,7 +239,10 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if kind not in KINDS:
         raise UserError(f"{s.where('kind')} must be one of {', '.join(KINDS)}, got {kind!r}")
     # Read even when `out` is given (launch --out): a file's own out is then overridden, not unknown.
-    file_out = s.get("out", (str,), default=f"runs/{name}")
+    warnings: list[str] = []
+    file_out = s.get("out", (str,))
+    # The file's `out` is read from the file's folder; the default, like --out, from here.
+    file_out = f"runs/{name}" if file_out is None else file_path(path, file_out, s.where("out"), warnings)
     out_dir = Path(out) if out is not None else Path(file_out)
     # The data's vocabulary sizes the models; stating it lets a laptop plan a cluster's sweep.
     vocab = s.get("vocab_size", (int,))
@@ -237,9 +251,14 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     s.get("description", (str,))
     s.finish()
 
-    resources = _resources(path, doc.get("executor", {}))
-    slurm = _slurm(path, doc.get("slurm", {}))
-    base, derived = _train(path, doc.get("train", {}))
+    # Keys given by size ([executor] gpus_per_node = { "0" = 1, "1B" = 8 }): the sweep's own
+    # settings take each one's smallest entry, each run its size's (_sized, below).
+    ex_table, sl_table = doc.get("executor", {}), doc.get("slurm", {})
+    ex_sizes, sl_sizes = by_size.size_tables(path, "executor", ex_table), by_size.size_tables(path, "slurm", sl_table)
+    resources = _resources(path, by_size.at_size(ex_table, ex_sizes, None, ""))
+    slurm = _slurm(path, by_size.at_size(sl_table, sl_sizes, None, ""))
+    _check_entries(path, ex_table, ex_sizes, sl_table, sl_sizes)
+    base, derived = _train(path, doc.get("train", {}), warnings)
     # The batch is global: it must split evenly over the world the executor gives each run.
     base = base.updated(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
                         f"{path}: executor.tasks_per_node x nodes", devices=resources.tasks, num_nodes=resources.nodes)
@@ -265,10 +284,35 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         raise UserError(f"{path}: isoflop.steps sets every run's batch; it cannot be combined with train.batch_size = {{ ... }}")
     runs = [_derive(path, r, derived) for r in runs]
     runs = _dedupe(runs, notes)
-    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab)
+    if ex_sizes or sl_sizes:
+        runs = [_sized(path, r, (ex_table, ex_sizes), (sl_table, sl_sizes)) for r in runs]
+    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab, warnings)
 
 
-def _train(path: Path, table: Any) -> tuple[TrainConfig, dict]:
+def file_path(path: Path, value: str, where: str, warnings: list[str]) -> str:
+    """A path written in the sweep file at `path`, read from the file's folder. Before this
+    rule, paths were read from the current directory: where the file's folder has nothing by
+    that name and the current directory has, the old reading is kept, with a warning (a sweep
+    launched so before keeps its data and directory); where both have it, the file's wins,
+    with a warning that says the other is not used. Absolute paths are taken as they are."""
+    folder = path.parent
+    if not value or os.path.isabs(value) or value.startswith("~") or os.path.abspath(folder) == os.getcwd():
+        return value
+    mine = os.path.normpath(folder / value)
+    here = os.path.normpath(value)
+    if os.path.exists(mine):
+        if os.path.exists(here) and not os.path.samefile(mine, here):
+            warnings.append(f"{where} = {value!r}: read from the sweep file's folder ({mine}); "
+                            f"{here} in the current directory is not used")
+        return mine
+    if os.path.exists(here):
+        warnings.append(f"{where} = {value!r}: not in the sweep file's folder ({folder}); read from the current "
+                        f"directory as before; write {os.path.relpath(here, folder)!r} (relative to the file) to keep it")
+        return here
+    return mine
+
+
+def _train(path: Path, table: Any, warnings: list[str]) -> tuple[TrainConfig, dict]:
     """[train]: any TrainConfig field the expansion does not own, type-checked; and the
     per-size values (lr, batch_size given as a table: tuned or a power rule of N)."""
     sec = _Section(path, "train", table)
@@ -286,8 +330,12 @@ def _train(path: Path, table: Any) -> tuple[TrainConfig, dict]:
         if f.name in ("lr", "batch_size") and (isinstance(sec.table[f.name], dict) or sec.table[f.name] == "tuned"):
             sec.read.add(f.name)
             derived[f.name] = _per_size(sec.where(f.name), sec.table[f.name])
+            if "tuned" in derived[f.name]:
+                derived[f.name]["tuned"] = file_path(path, derived[f.name]["tuned"], sec.where(f.name), warnings)
             continue
         v = sec.get(f.name, allowed)
+        if f.name == "data" and isinstance(v, str) and v != "default":
+            v = file_path(path, v, sec.where("data"), warnings)
         if float in allowed and isinstance(v, int):
             v = float(v)
         values[f.name] = v
@@ -342,6 +390,26 @@ def _derive(path: Path, r: RunSpec, derived: dict) -> RunSpec:
     return replace(r, config=cfg, sources=tuple(sources.items()))
 
 
+def _check_entries(path: Path, ex_table, ex_sizes, sl_table, sl_sizes) -> None:
+    """Every entry of a table by size, checked as a plain value (also those no run takes)."""
+    for section, table, sizes, read in (("executor", ex_table, ex_sizes, _resources), ("slurm", sl_table, sl_sizes, _slurm)):
+        for key, n, variant in by_size.variants(table, sizes):
+            try:
+                read(path, variant)
+            except UserError as e:
+                raise UserError(f"{e} (the entry for {format_count(n)} of {section}.{key})") from None
+
+
+def _sized(path: Path, r: RunSpec, executor: tuple, slurm: tuple) -> RunSpec:
+    """A run's own resources from the keys given by size; its world (DDP processes) too."""
+    where = f"{path}: "
+    res = _resources(path, by_size.at_size(*executor, r.n_params, where + "executor"))
+    sl = _slurm(path, by_size.at_size(*slurm, r.n_params, where + "slurm"))
+    cfg = r.config.updated(lambda key: f"{path}: executor.tasks_per_node x nodes (run {r.name})",
+                           devices=res.tasks, num_nodes=res.nodes)
+    return replace(r, config=cfg, resources=res, slurm=sl)
+
+
 def _allowed_types(hint: Any) -> tuple[type, ...]:
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
     kinds = tuple(a for a in args if a is not type(None))
@@ -358,7 +426,7 @@ def _resources(path: Path, table: Any) -> Resources:
         tasks_per_node=sec.get("tasks_per_node", (int,), 0),
         nodes=sec.get("nodes", (int,), 1),
         mem_gb=sec.get("mem_gb", (int, float)),
-        time_min=sec.get("time_min", (int,), 24 * 60),
+        time_min=_time_min(sec),
         parallelism=sec.get("parallelism", (int,)),
         default=sec.get("default", (str,), "local"),
         achieved_flops=_opt_float(sec, "achieved_flops"),
@@ -366,7 +434,7 @@ def _resources(path: Path, table: Any) -> Resources:
         overhead_s=float(sec.get("overhead_s", (int, float), 30.0)),
     )
     sec.finish()
-    for key in ("cpus_per_task", "nodes", "time_min"):
+    for key in ("cpus_per_task", "nodes"):
         if getattr(r, key) < 1:
             raise UserError(f"{sec.where(key)} must be at least 1, got {getattr(r, key)}")
     for key in ("gpus_per_node", "tasks_per_node"):
@@ -381,10 +449,22 @@ def _resources(path: Path, table: Any) -> Resources:
         raise UserError(f"{sec.where('default')} must be one of {', '.join(EXECUTORS)}, got {r.default!r}")
     if r.time_min < 3:
         # Below 3 minutes USR2 can arrive before submitit installs its handler (exit 140).
-        raise UserError(f"{sec.where('time_min')} must be at least 3 minutes, got {r.time_min}")
+        key = "time" if "time" in sec.table else "time_min"
+        raise UserError(f"{sec.where(key)} must be at least 3 minutes, got {sec.table.get(key, r.time_min)!r}")
     if r.mem_gb is not None and r.mem_gb <= 0:
         raise UserError(f"{sec.where('mem_gb')} must be positive, got {r.mem_gb}")
     return r
+
+
+def _time_min(sec: _Section) -> int:
+    """`time` (minutes, or Slurm's "HH:MM:SS", "D-HH:MM:SS") or `time_min` (minutes), not both."""
+    if "time" in sec.table and "time_min" in sec.table:
+        raise UserError(f"{sec.path}: [executor] gives both 'time' and 'time_min'; keep one")
+    if "time" in sec.table:
+        sec.read.add("time_min")
+        return by_size.minutes(sec.where("time"), sec.get("time", (int, str)))
+    sec.read.add("time")
+    return sec.get("time_min", (int,), 24 * 60)
 
 
 def _opt_float(sec: _Section, key: str) -> float | None:
@@ -417,12 +497,29 @@ def _slurm(path: Path, table: Any) -> SlurmSettings:
         signal_delay_s=sec.get("signal_delay_s", (int,), 90),
         max_num_timeout=sec.get("max_num_timeout", (int,), 3),
         setup=tuple(setup),
+        options=_sbatch_options(sec, extra),
         extra=dict(extra),
     )
     sec.finish()
     if s.signal_delay_s < 1:
         raise UserError(f"{sec.where('signal_delay_s')} must be at least 1, got {s.signal_delay_s}")
     return s
+
+
+def _sbatch_options(sec: _Section, extra: dict) -> dict:
+    """sbatch's common options by name (gres = "gpu:a100:2", exclusive = true, mail_type = "END"):
+    a string or number is `--opt=value`, true the bare flag, false leaves it out."""
+    out = {}
+    for key in SBATCH_OPTIONS:
+        v = sec.get(key, (str, int, float, bool))
+        if v is None or v is False:
+            continue
+        if key in extra:
+            raise UserError(f"{sec.where(key)}: also given in slurm.extra; keep one")
+        if isinstance(v, str) and not v.strip():
+            raise UserError(f"{sec.where(key)} must not be empty (true gives the bare flag)")
+        out[key] = v
+    return out
 
 
 # ---------------------------------------------------------------------- expansion

@@ -23,6 +23,15 @@ from scaling.base.rundir import RUN_JSON, RunStatus, atomic_write_json
 from scaling.train.schedule import RunPlan
 
 
+
+def slurm_job_id() -> str | None:
+    """The Slurm job as squeue and sacct name it: `53_1` for task 1 of array 53 (its
+    SLURM_JOB_ID is a number of its own), `53` for a job that is no array; None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -51,7 +60,7 @@ def fresh(cfg: TrainConfig, plan: RunPlan, shards_dir, prev: dict, set_aside: li
         "data": str(shards_dir), "val": None, "wall_time_s": None, "error": None, "device": None,
         "restarts": prev.get("restarts", -1) + 1 if prev else 0,
         "started_at": prev.get("started_at", now()), "finished_at": None,
-        "versions": versions(), "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "versions": versions(), "host": platform.node(), "slurm_job_id": slurm_job_id(),
         # One entry per status an attempt took (started, then how it ended): a requeued or
         # relaunched run shows each start and stop, with its step, time and job.
         "history": list(prev.get("history") or []),
@@ -98,7 +107,7 @@ class RunRecord:
         history = self.data["history"]
         if status == RunStatus.RUNNING and history and history[-1]["status"] == RunStatus.RUNNING and history[-1]["step"] is None:
             history.pop()   # this start, until now without its step (the checkpoint was unread)
-        history.append({"status": status.value, "step": step, "at": now(), "job": os.environ.get("SLURM_JOB_ID") or None})
+        history.append({"status": status.value, "step": step, "at": now(), "job": slurm_job_id()})
 
     def write(self) -> None:
         if self.main:
