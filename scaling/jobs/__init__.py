@@ -3,6 +3,8 @@ scheduler says of it, whatever the job trains.
 
     executors.py  local | slurm | debug; Resources and SlurmSettings (a sweep's [executor] and
                   [slurm]); one launch folder and submitit executor per launch
+    sbatch.py     the sbatch script, `sbatch --test-only`, a refusal as one line naming the
+                  sweep-file key; each array task's own name (<sweep>/<run>)
     states.py     Slurm and local job states, recycled job ids, a failed job's error line
     job.py        TrainJob: one TrainingRun as a submitit Checkpointable (USR2, requeue) and
                   its job record; the one seam where the trainer (and torch) enter a job
