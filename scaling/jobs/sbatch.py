@@ -24,12 +24,14 @@ from scaling.jobs.executors import SBATCH_KEYS, make_executor
 NAME_MAX = 255
 TEST_TIMEOUT_S = 30
 
-# A reason that names its option: the sbatch option it is about.
+# A reason that names its option: the sbatch option it is about. The first that matches
+# decides ("Invalid account or account/partition combination" is the account's), so the
+# partition, which other reasons mention in passing, comes last.
 _REASONS = [(re.compile(p, re.I), opt) for p, opt in (
-    (r"partition", "partition"), (r"account", "account"), (r"\bqos\b|quality of service", "qos"),
-    (r"feature", "constraint"), (r"time limit|--time", "time"), (r"reservation", "reservation"),
+    (r"account", "account"), (r"\bqos\b|quality of service", "qos"), (r"feature", "constraint"),
+    (r"reservation", "reservation"), (r"time limit|--time", "time"),
     (r"gres|generic resource", "gres|gpus_per_node|gpus|gpus_per_task"), (r"memory", "mem|mem_per_cpu|mem_per_gpu"),
-    (r"license", "licenses"))]
+    (r"license", "licenses"), (r"partition", "partition"))]
 
 
 def task_name(sweep: str, run: str) -> str:
