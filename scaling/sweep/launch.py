@@ -5,8 +5,10 @@ Relaunching is idempotent. Each run's state comes from its run directory and the
 submitted twice, failed and diverged runs only with retry_failed. Cancelled, timed-out and
 interrupted runs are resubmitted and resume from their last checkpoint. Each run is a TrainJob
 (jobs/job.py) submitted through jobs/executors.open_launch, the launch a tune study uses too;
-`launch` decides what to submit, `_Submission` submits it and keeps the ledger, and
-`_foreground` runs local and debug jobs to their end.
+`launch` decides what to submit (`--runs` a subset), `_Submission` submits it and keeps the
+ledger, and `_foreground` runs local and debug jobs to their end. On Slurm, runs go by their
+resources (keys by size) into one job array each, whose script `check_scripts` hands
+`sbatch --test-only` before anything is written (jobs/sbatch.py: a refusal is one line).
 """
 
 from __future__ import annotations
