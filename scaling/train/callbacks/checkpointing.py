@@ -40,28 +40,10 @@ class Checkpointing(L.Callback):
             return
         # Lightning turns SIGTERM into a clean exit without a checkpoint (and, under Slurm,
         # a job recorded as completed): ours finishes the step, saves and stops instead.
-        signal.signal(signal.SIGTERM, self._stop_handler(trainer, slurm=bool(os.environ.get("SLURM_JOB_ID"))))
+        signal.signal(signal.SIGTERM, stop_handler(self, trainer, slurm=bool(os.environ.get("SLURM_JOB_ID"))))
         # Ignored by a sweep's launcher for its jobs: it stops each with one SIGTERM.
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, self._stop_handler(trainer, slurm=False))
-
-    def _stop_handler(self, trainer, slurm: bool):
-        """The first stop signal: finish this step, checkpoint, end the start as stopped
-        (resumable). A second one is abrupt at a terminal (KeyboardInterrupt); under Slurm it
-        is only logged: a task can be signalled more than once for one `scancel` (directly, and
-        through srun), and the scheduler's SIGKILL after its KillWait is the abrupt end there."""
-        def stop(signum, frame):
-            name = signal.Signals(signum).name
-            if self.stop_asked:
-                if not slurm:
-                    raise KeyboardInterrupt
-                print(f"{name} again: already stopping at this step's end", file=sys.stderr, flush=True)
-                return
-            if trainer.global_rank == 0:
-                print(f"\n{name}: stopping after this step, checkpointed; rerun to resume", file=sys.stderr, flush=True)
-            self.stop_asked = True   # acted on at the step's end, by every rank at once
-
-        return stop
+            signal.signal(signal.SIGINT, stop_handler(self, trainer, slurm=False))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
@@ -114,3 +96,23 @@ class Checkpointing(L.Callback):
             step = trainer.global_step
             write_checkpoint_info(self.ckpt_path.parent.parent, step, step * self.plan.tokens_per_step)
         self._t_ckpt = time.monotonic()
+
+
+def stop_handler(ckpt: Checkpointing, trainer, slurm: bool):
+    """The handler of a stop signal (SIGTERM, SIGINT) for `ckpt`'s run. The first signal:
+    finish this step, checkpoint, end the start as stopped (resumable). A second one is
+    abrupt at a terminal (KeyboardInterrupt); under Slurm it is only logged: a task can be
+    signalled more than once for one `scancel` (directly, and through srun), and the
+    scheduler's SIGKILL after its KillWait is the abrupt end there."""
+    def stop(signum, frame):
+        name = signal.Signals(signum).name
+        if ckpt.stop_asked:
+            if not slurm:
+                raise KeyboardInterrupt
+            print(f"{name} again: already stopping at this step's end", file=sys.stderr, flush=True)
+            return
+        if trainer.global_rank == 0:
+            print(f"\n{name}: stopping after this step, checkpointed; rerun to resume", file=sys.stderr, flush=True)
+        ckpt.stop_asked = True   # acted on at the step's end, by every rank at once
+
+    return stop
