@@ -588,7 +588,7 @@ def test_a_two_size_tune_study_as_one_array_with_a_trial_preempted(cluster, shar
 def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path, monkeypatch, capsys):
     """Two trials from a sweep file with `max_num_timeout = 0`: one is preempted past
     its retries (with time_min <= 10 submitit counts USR2 as a time limit: it checkpoints,
-    then gives up), the other is killed without a word (`scancel --signal=KILL`). `tune status` marks both
+    then gives up), the other is killed without a word (kill -9 of its training process). `tune status` marks both
     failed, each with its reason, and counts nothing as running."""
     import optuna
 
@@ -623,8 +623,13 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
     preempt_array_task(retried["job"]["job_id"])
     (other,) = [s for s in slots if s is not retried]
     killed = wait_until(lambda: training([other]), 150, "the other trial to train 20 steps")
-    # Killed without a word (a plain scancel would let it checkpoint and stop, resumable).
-    subprocess.run(["scancel", "--signal=KILL", killed["job"]["job_id"]], check=True)
+    # Killed without a word: kill -9 of its training process. Any scancel, even
+    # `--signal=KILL` (which Slurm turns into a cancel: SIGTERM first), lets it checkpoint
+    # and stop, resumable.
+    pids = _step_pids(killed["job"]["job_id"])
+    assert pids, "no process in the job's step 0"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     rows = wait_until(lambda: (r := _tune_rows(out)["100K"])["failed"] == 2 and r, 90, "both trials to be marked failed")
     assert rows["running"] == rows["pending"] == rows["completed"] == 0, rows
     trials = optuna.load_study(study_name="lr-100K", storage=storage(out)).get_trials()
@@ -634,7 +639,7 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
     assert record(retried)["checkpointed"] == 1 and record(retried)["requeues"] == 0
     assert "timed-out too many times" in errors[record(retried)["trial"]], errors
     # killed: the reaper found its job gone
-    assert killed["job"]["job_id"] in errors[record(killed)["trial"]] and "CANCELLED" in errors[record(killed)["trial"]], errors
+    assert killed["job"]["job_id"] in errors[record(killed)["trial"]] and "FAILED" in errors[record(killed)["trial"]], errors
     capsys.readouterr()
     assert main(["tune", "status", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("1 studies: 0 completed, 0 running, 0 pending, 0 pruned, 2 failed")
