@@ -69,8 +69,8 @@ class RunState:
             cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
             per_step = rec.get("tokens_per_step") or _tokens_per_step(cfg)
             return self.step * per_step
-        if self.saved is not None and self.state in RESUMES:
-            return int(self.saved.get("tokens") or 0)
+        if self.saved is not None and (self.state in RESUMES or self.state == "running"):
+            return int(self.saved.get("tokens") or 0)   # (a running run's job has not reported yet)
         return rec.get("tokens_seen")
 
     @property
@@ -234,11 +234,11 @@ def table(states: list[RunState], width: int | None = None) -> str:
     lines = []
     for r, tail in zip(rows, tails):
         head = "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths))
-        err = r[-1]
-        if width and err and len(head) + 2 + len(err) + len(tail) > width:
-            room = max(width - len(head) - 2 - len(tail) - 3, 0)
-            err = err[:room] + "..."
-        lines.append(head + ("  " + err + tail if err or tail else ""))
+        line = head + ("  " + r[-1] + tail if r[-1] or tail else "")
+        if width and len(line) > width:
+            # Cut the error, not the log's path after it.
+            line = line[: max(width - len(tail) - 3, len(head))] + "..." + tail
+        lines.append(line)
     return "\n".join(line.rstrip() for line in lines)
 
 
