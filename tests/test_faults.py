@@ -205,9 +205,11 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_checkpoint_survives(shards
     err = str(e.value)
     reason = "No space left on device" if fault == "full" else "Read-only file system"
     # the file that could not be written, named first: the next checkpoint, or the metrics
-    # table or run.json when one of them is due first after the disk changed
+    # table or run.json when one of them is due first after the disk changed, or the
+    # checkpoint's last.json when the disk changed between the two
     named = Path(err.split(": cannot write")[0])
-    assert "\n" not in err and reason in err and named in (ckpt, out / "metrics.parquet", out / "run.json"), err
+    assert "\n" not in err and reason in err and named in (
+        ckpt, ckpt.with_name("last.json"), out / "metrics.parquet", out / "run.json"), err
     assert e.value.exit_code == 2 and "Traceback" not in capsys.readouterr().err
     step = checkpoint_step(ckpt)
     assert step and step < 117

@@ -4,10 +4,11 @@ Skipped, with the reason, where no cluster is up; with CI set they FAIL instead,
 cannot pass by skipping them. Tiny real runs (100K parameters, bytes, seq_len 32): a job
 array collected into results; a run preempted with USR2 that checkpoints, is requeued and
 resumes to the same result as an uninterrupted twin; one at its time limit, requeued and
-finished with its status history; a cancelled run; a run that raises; a run whose node
-goes down mid-job (last: it takes the node down and brings it back).
+finished with its status history; a run stopped by a plain `scancel`, saved, followed by
+`sweep logs --follow` and resumed by a relaunch to its twin's digest; a run that raises (its
+log by `sweep logs`); a run whose node goes down mid-job (last: it takes the node down and brings it back).
 `scaling tune` on Slurm: a 2-size study as one array with a trial preempted and resumed
-while `tune status` is polled; trials whose jobs die past their retries or are cancelled.
+while `tune status` is polled; trials whose jobs die past their retries or are killed.
 """
 
 from __future__ import annotations
@@ -282,23 +283,65 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_with_its_status_histor
     assert st.record["tokens_seen"] == steps * 256
 
 
-def test_cancelled_run_is_reported_and_relaunched(cluster, shards, tmp_path, capsys):
-    f = sweep_file(tmp_path, shards, "can", """
+def follow_log(out: Path, name: str, *extra: str) -> subprocess.Popen:
+    """`scaling sweep logs OUT NAME --follow ...` as its own process (it runs until the job ends)."""
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", "logs", str(out), name, "--follow", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_scancel_saves_the_run_and_a_relaunch_resumes_with_the_same_digest(cluster, shards, tmp_path, monkeypatch, capsys):
+    """Plain `scancel` (SIGTERM) mid-run: the run finishes its step, checkpoints and ends
+    cancelled, and status shows the progress it saved; `sweep logs` printed its log while it
+    ran, and `--follow` saw the stop and ended with the job. A plain relaunch resumes at the
+    saved step and finishes with the tokens and the data digest of an uninterrupted twin (the
+    digest proves it trained on exactly the examples the twin did), and no requeue."""
+    monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
+    body = """
         [grid]
         sizes = ["100K"]
-        tokens = ["3M"]
-    """)
+        tokens = ["300K"]
+    """
+    launch(load_sweep(sweep_file(tmp_path, shards, "twin", body)), "slurm", tmp_path / "twin", progress=False)
+    f = sweep_file(tmp_path, shards, "can", body)
     out = tmp_path / "can"
-    res = launch(load_sweep(f), "slurm", out, progress=False)
-    (job_id,) = res.job_ids.values()
-    wait_until(lambda: sweep_states(out)[0].state == "running", 120, "the job to run")
-    subprocess.run(["scancel", job_id], check=True)
+    run = launch_one(f, out)
+    wait_until(lambda: run.step() >= 20, 150, "the run to train 20 steps")
+
+    capsys.readouterr()
+    assert main(["sweep", "logs", str(out), run.name]) == 0   # a running run's log
+    assert "Starting with JobEnvironment" in capsys.readouterr().out
+    follower = follow_log(out, run.name, "--err")
+    time.sleep(1)
+    subprocess.run(["scancel", run.job_id], check=True)
     st = wait_until(lambda: (s := sweep_states(out)[0]).state != "running" and s, 60, "the job to end")
-    assert st.state == "cancelled", (st.state, st.scheduler, st.error)
+    assert st.state == "cancelled", (st.state, st.scheduler, st.error, job_log(out, run.job_id)[-3000:])
+    followed, _ = follower.communicate(timeout=60)   # --follow ends by itself once the job has
+    assert follower.returncode == 0 and "SIGTERM: stopping after this step" in followed, followed[-2000:]
+
+    # stopped at a step boundary, checkpointed there; status shows that progress
+    hist = st.record["history"]
+    k = hist[-1]["step"]
+    assert hist[-1]["status"] == "stopped" and 20 <= k < run.steps, hist
+    assert json.loads((out / "runs" / run.name / "checkpoints" / "last.json").read_text())["step"] == k
+    assert st.tokens_seen == k * 256
     assert main(["sweep", "status", str(out)]) == 0
-    assert "1 runs: 1 cancelled" in capsys.readouterr().out
-    # a relaunch would submit it again (it resumes from its last checkpoint)
-    assert launch(load_sweep(f), "slurm", out, dry_run=True).submitted == res.submitted
+    table = capsys.readouterr().out
+    share = f"{k * 256 / (run.steps * 256):.0%}"
+    assert f"({share})" in table and "1 runs: 1 cancelled" in table, table
+
+    again = launch(load_sweep(f), "slurm", out, progress=False)   # a plain relaunch
+    assert again.submitted == [run.name]
+    (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=240)
+    (tw,) = wait_for(tmp_path / "twin", progress=False, poll_s=1, timeout_s=240)
+    assert st.state == tw.state == "completed", (st.state, st.error)
+    assert [(h["status"], h["step"]) for h in st.record["history"]] == [
+        ("running", 0), ("stopped", k), ("running", k), ("completed", run.steps)]
+    assert st.record["tokens_seen"] == tw.record["tokens_seen"] == run.steps * 256
+    assert st.record["data_digest"] == tw.record["data_digest"]
+    assert st.requeues == 0 and st.record["restarts"] == 1
 
 
 def test_a_job_that_raises_is_reported_failed_with_its_error(cluster, shards, tmp_path, capsys):
@@ -316,9 +359,18 @@ def test_a_job_that_raises_is_reported_failed_with_its_error(cluster, shards, tm
     (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=180)
     assert st.state == "failed" and st.scheduler == "FAILED"
     assert "no GPU is visible" in st.error
+    capsys.readouterr()
     assert main(["sweep", "status", str(out)]) == 0
     out_text = capsys.readouterr().out
     assert "failed" in out_text and "no GPU is visible" in out_text
+    # the failed run's line, and status --json, say where its log is; `sweep logs --err` prints it
+    log = out / "launches" / st.entry.job.launch / f"{st.job_id}_0_log.err"
+    assert f"(log: {log})" in out_text, out_text
+    assert main(["sweep", "status", str(out), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["log_err"] == str(log) and Path(got["log"]).is_file()
+    assert main(["sweep", "logs", str(out), st.name, "--err"]) == 0
+    assert "no GPU is visible" in capsys.readouterr().out
 
 
 def test_a_two_task_ddp_job_is_preempted_requeued_and_resumed(cluster, shards, tmp_path, monkeypatch):
@@ -536,7 +588,7 @@ def test_a_two_size_tune_study_as_one_array_with_a_trial_preempted(cluster, shar
 def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path, monkeypatch, capsys):
     """Two trials from a sweep file with `max_num_timeout = 0`: one is preempted past
     its retries (with time_min <= 10 submitit counts USR2 as a time limit: it checkpoints,
-    then gives up), the other is cancelled (killed without a word). `tune status` marks both
+    then gives up), the other is killed without a word (kill -9 of its training process). `tune status` marks both
     failed, each with its reason, and counts nothing as running."""
     import optuna
 
@@ -571,7 +623,13 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
     preempt_array_task(retried["job"]["job_id"])
     (other,) = [s for s in slots if s is not retried]
     killed = wait_until(lambda: training([other]), 150, "the other trial to train 20 steps")
-    subprocess.run(["scancel", killed["job"]["job_id"]], check=True)
+    # Killed without a word: kill -9 of its training process. Any scancel, even
+    # `--signal=KILL` (which Slurm turns into a cancel: SIGTERM first), lets it checkpoint
+    # and stop, resumable.
+    pids = _step_pids(killed["job"]["job_id"])
+    assert pids, "no process in the job's step 0"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     rows = wait_until(lambda: (r := _tune_rows(out)["100K"])["failed"] == 2 and r, 90, "both trials to be marked failed")
     assert rows["running"] == rows["pending"] == rows["completed"] == 0, rows
     trials = optuna.load_study(study_name="lr-100K", storage=storage(out)).get_trials()
@@ -581,7 +639,7 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
     assert record(retried)["checkpointed"] == 1 and record(retried)["requeues"] == 0
     assert "timed-out too many times" in errors[record(retried)["trial"]], errors
     # killed: the reaper found its job gone
-    assert killed["job"]["job_id"] in errors[record(killed)["trial"]] and "CANCELLED" in errors[record(killed)["trial"]], errors
+    assert killed["job"]["job_id"] in errors[record(killed)["trial"]] and "FAILED" in errors[record(killed)["trial"]], errors
     capsys.readouterr()
     assert main(["tune", "status", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("1 studies: 0 completed, 0 running, 0 pending, 0 pruned, 2 failed")

@@ -53,8 +53,8 @@ def test_dry_run_checks_the_vocabulary_and_the_executor(tmp_path, shards, capsys
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["status", "collect", "cancel"])
-def test_status_collect_and_cancel_start_without_the_launch_path(tmp_path, command):
+@pytest.mark.parametrize("command", ["status", "collect", "cancel", "logs"])
+def test_status_collect_cancel_and_logs_start_without_the_launch_path(tmp_path, command):
     """Each `sweep` sub-command imports its own modules: reading run records loads neither
     submitit nor the shard reader (nor torch)."""
     import json
@@ -66,10 +66,19 @@ def test_status_collect_and_cancel_start_without_the_launch_path(tmp_path, comma
     (run / "run.json").write_text(json.dumps({"status": "running", "config": {"tokens": 1000}}))
     if command == "cancel":
         (tmp_path / "sw" / "sweep.json").write_text(json.dumps({"sweep": "sw", "kind": "grid", "runs": {}}))
+    args = [str(tmp_path / "sw")]
+    if command == "logs":   # a run whose one local job left its log
+        job = {"executor": "local", "job_id": "1", "launch": "L", "name": "sw-L", "submitted_at": 0.0}
+        entry = {"name": "r", "config": {}, "n_params": 1, "n_params_nonembed": 1, "flops_per_token": 6.0,
+                 "budget": None, "jobs": [job]}
+        (tmp_path / "sw" / "sweep.json").write_text(json.dumps({"sweep": "sw", "kind": "grid", "runs": {"r": entry}}))
+        (tmp_path / "sw" / "launches" / "L").mkdir(parents=True)
+        (tmp_path / "sw" / "launches" / "L" / "1_0_log.out").write_text("hello\n")
+        args.append("r")
     probe = ("import sys\nfrom scaling.cli import main\nrc = main(sys.argv[1:])\n"
              "print('LOADED:' + ','.join(m for m in ('submitit', 'scaling.data.shards', 'torch') if m in sys.modules))\n"
              "raise SystemExit(rc)")
-    r = subprocess.run([sys.executable, "-c", probe, "sweep", command, str(tmp_path / "sw")],
+    r = subprocess.run([sys.executable, "-c", probe, "sweep", command, *args],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "LOADED:", r.stdout

@@ -5,6 +5,8 @@
       metrics.parquet   one row per logged step, validation rows at log-spaced points
       checkpoints/last.ckpt   Lightning checkpoint with the data position (for resume); deleted
                         when the run completes
+      checkpoints/last.json   the step and tokens last.ckpt holds, written after it: what
+                        `sweep status` shows as a stopped run's progress, without torch
       train.log         what the run printed
       model.safetensors the final weights (fp32), kept when a run completes (keep_weights)
       model.json        the model's shape, its objective and special ids: what loading needs
@@ -44,6 +46,7 @@ RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
 CKPT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"
+CKPT_INFO = "last.json"    # beside last.ckpt: its step and tokens
 WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
 TOKENIZER_DIR = "tokenizer"
@@ -231,6 +234,31 @@ def read_run_json(run_dir: Path) -> dict | None:
     if not isinstance(rec, dict) or not isinstance(rec.get("status"), str) or rec["status"] not in STATUSES:
         raise UserError(f"{p}: run record has no valid 'status' (one of {', '.join(STATUSES)})")
     return rec
+
+
+def write_checkpoint_info(run_dir: Path, step: int, tokens: int) -> None:
+    """checkpoints/last.json: the step and tokens of the last.ckpt just written. Written after
+    the checkpoint, so it never names a step the checkpoint does not hold (a kill between
+    the two leaves it one checkpoint behind)."""
+    from datetime import datetime, timezone
+
+    atomic_write_json(Path(run_dir) / CKPT_DIR / CKPT_INFO, {
+        "step": int(step), "tokens": int(tokens),
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def checkpoint_info(run_dir: Path) -> dict | None:
+    """What the run's last.ckpt holds ({"step", "tokens", "saved_at"}), read from last.json;
+    None without a checkpoint (a completed run's is deleted; a corrupt one set aside) or
+    without a readable last.json."""
+    d = Path(run_dir) / CKPT_DIR
+    if not (d / LAST_CKPT).exists():
+        return None
+    try:
+        info = json.loads((d / CKPT_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("step"), int) else None
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

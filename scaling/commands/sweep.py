@@ -1,4 +1,4 @@
-"""`scaling sweep plan|launch|status|cancel|collect`: grids of runs from a sweep file."""
+"""`scaling sweep plan|launch|status|logs|cancel|collect|extend`: grids of runs from a sweep file."""
 
 from __future__ import annotations
 
@@ -61,6 +61,12 @@ def register(subparsers) -> None:
     ca = sub.add_parser("cancel", help="stop every pending or running job of a sweep (runs stay resumable)")
     ca.add_argument("dir", type=Path, help="sweep directory")
     ca.set_defaults(func=run_cancel)
+    lg = sub.add_parser("logs", help="print a run's current or last log (any executor)")
+    lg.add_argument("dir", type=Path, help="sweep directory")
+    lg.add_argument("run", help="run name (as `sweep status` shows it)")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing what it gains until its job ends")
+    lg.add_argument("--err", action="store_true", help="the job's stderr (errors, tracebacks) instead of its stdout")
+    lg.set_defaults(func=run_logs)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -178,8 +184,9 @@ def run_launch(args) -> int:
     arrays = sorted({j.split("_")[0] for j in res.job_ids.values()}, key=int) if res.executor == "slurm" else []
     where = f" (job array{'s' if len(arrays) > 1 else ''} {', '.join(arrays)})" if arrays else ""
     print(f"{res.dir}: {res.describe()}{where}")
+    logs = {s.name: s.log_err for s in sweep_states(res.dir)} if res.errors else {}
     for name, err in res.errors.items():
-        print(f"failed {name}: {err}", file=sys.stderr)
+        print(f"failed {name}: {err}" + (f" (log: {logs[name]})" if logs.get(name) else ""), file=sys.stderr)
     if res.executor == "slurm" and res.submitted and not args.wait:
         print(f"watch with: scaling sweep status {res.dir} --watch")
     if res.executor != "slurm" or args.wait:
@@ -267,6 +274,12 @@ def run_extend(args) -> int:
           f"  scaling sweep launch {ext.path}\n"
           f"then `scaling sweep collect {ext.dir}` and `scaling fit {ext.dir / RESULTS}` over old and new runs")
     return 0
+
+
+def run_logs(args) -> int:
+    from scaling.sweep.logs import find_log, show
+
+    return show(find_log(args.dir, args.run, err=args.err), follow=args.follow)
 
 
 def run_cancel(args) -> int:

@@ -9,6 +9,7 @@ scheduler says of it, whatever the job trains.
     job.py        TrainJob: one TrainingRun as a submitit Checkpointable (USR2, requeue) and
                   its job record; the one seam where the trainer (and torch) enter a job
     ledger.py     a sweep directory's ledger: its runs and the jobs submitted for each
+    logs.py       where a job's stdout and stderr logs are (submitit's files per launch)
     processes.py  a local job's processes and its launcher's: found, stopped at a step
                   boundary with one SIGTERM each, waited for (Ctrl-C, SIGTERM, cancel)
 

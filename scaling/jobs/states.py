@@ -19,6 +19,7 @@ from pathlib import Path
 
 from scaling.jobs.executors import LAUNCHES
 from scaling.jobs.ledger import Job
+from scaling.jobs.logs import log_path
 
 # Scheduler states in which a job may still run: never submit a run twice while one is.
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING",
@@ -133,13 +134,15 @@ def job_error(dir: Path, job: Job) -> str | None:
         with open(pkl, "rb") as f:
             kind, value = pickle.load(f)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
-        return _last_error_line(folder / f"{job.job_id}_0_log.err")
+        return _last_error_line(log_path(dir, job, err=True))
     if kind != "error":
         return None
     return exception_line(str(value))
 
 
-def _last_error_line(path: Path) -> str | None:
+def _last_error_line(path: Path | None) -> str | None:
+    if path is None:   # a debug job: no log
+        return None
     try:
         return exception_line(path.read_text(errors="replace")[-20000:])
     except OSError:

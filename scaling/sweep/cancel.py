@@ -4,8 +4,10 @@ resumable, and `status` showing it as cancelled; a relaunch resumes them.
 - local: a foreground launcher still running is sent SIGTERM, and stops its runs itself
   (each training process once: it finishes its step and checkpoints) and starts no more;
   jobs without their launcher get the same one SIGTERM here (jobs/processes.py).
-- slurm: `scancel` of the jobs the ledger records, one call; Slurm's state is then CANCELLED.
-  The run resumes from its last periodic checkpoint (train.checkpoint_every_s).
+- slurm: `scancel` of the jobs the ledger records, one call; Slurm sends each task SIGTERM, and
+  the trainer finishes its step, checkpoints and ends (scaling/train/callbacks/checkpointing.py)
+  before Slurm's kill, KillWait seconds later. We wait until the scheduler says they ended
+  (CANCELLED), so `status` right after shows each run cancelled with the progress it saved.
 - debug: runs inside its launcher, which is sent SIGTERM.
 
 The run's job record (jobs/<run>.json) keeps `cancelled_job`: a local job's process leaves
@@ -27,6 +29,7 @@ from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_json
 from scaling.jobs import processes
 from scaling.jobs.ledger import load_ledger
+from scaling.jobs.states import scheduler_state, slurm_states
 from scaling.sweep.status import sweep_states
 
 
@@ -36,6 +39,7 @@ class CancelResult:
     cancelled: list[str] = field(default_factory=list)   # runs whose job was ended
     launchers: list[int] = field(default_factory=list)   # foreground launchers stopped
     killed: list[str] = field(default_factory=list)      # local jobs that did not stop in time
+    ending: list[str] = field(default_factory=list)      # Slurm jobs not yet ended when we stopped waiting
 
     def describe(self) -> str:
         if not self.cancelled and not self.launchers:
@@ -46,6 +50,8 @@ class CancelResult:
             line += f"; stopped the launcher (pid {', '.join(map(str, self.launchers))})"
         if self.killed:
             line += f"; killed {', '.join(self.killed)} (resume from their last checkpoint)"
+        if self.ending:
+            line += f"; still ending: {', '.join(self.ending)}"
         return line + "; a relaunch resumes them"
 
 
@@ -90,11 +96,25 @@ def cancel(dir: str | Path, wait_s: float = processes.STOP_WAIT_S) -> CancelResu
             processes.kill(s.entry.job)
             result.killed.append(s.name)
 
-    slurm = [s.entry.job.job_id for s in active if s.entry.job.executor == "slurm"]
+    slurm = {s.name: s.entry.job for s in active if s.entry.job.executor == "slurm"}
     if slurm:
+        ids = [j.job_id for j in slurm.values()]
         if shutil.which("scancel") is None:
             raise UserError(f"{dir}: its jobs are Slurm jobs, and scancel is not found here; cancel from a login node")
-        r = subprocess.run(["scancel", *slurm], capture_output=True, text=True)
+        r = subprocess.run(["scancel", *ids], capture_output=True, text=True)
         if r.returncode != 0:
-            raise UserError(f"scancel {' '.join(slurm)}: {(r.stderr or r.stdout).strip() or f'exit {r.returncode}'}")
+            raise UserError(f"scancel {' '.join(ids)}: {(r.stderr or r.stdout).strip() or f'exit {r.returncode}'}")
+        result.ending = _wait_slurm_ended(slurm, wait_s)
     return result
+
+
+def _wait_slurm_ended(jobs: dict, wait_s: float, poll_s: float = 1.0) -> list[str]:
+    """Wait until no job of `jobs` (run -> Job) is pending or running for its scheduler, at
+    most wait_s; the runs whose job still is."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        sched = slurm_states(list(jobs.values()))
+        left = [name for name, job in jobs.items() if scheduler_state(job, sched)[0]]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(poll_s)

@@ -20,13 +20,16 @@ from pathlib import Path
 
 from scaling.base.config import TrainConfig, format_count
 from scaling.base.errors import UserError
-from scaling.base.rundir import RUN_JSON, RunStatus, read_run_json
+from scaling.base.rundir import RUN_JSON, RunStatus, checkpoint_info, read_run_json
 from scaling.jobs.ledger import JOBS, RUNS, Ledger, RunEntry, load_ledger
+from scaling.jobs.logs import log_path
 from scaling.jobs.states import FAILED, LOST, job_error, scheduler_state, slurm_states
 
 # Final states of a run, in the order the summary shows them.
 ORDER = ("completed", "running", "pending", "failed", "diverged", "cancelled", "timeout",
          "preempted", "interrupted", "corrupt", "not launched")
+# Not running and not finished: a relaunch (or the requeued job) resumes from the checkpoint.
+RESUMES = {"pending", "failed", "cancelled", "timeout", "preempted", "interrupted", "not launched"}
 DONE = {"completed", "failed", "diverged", "cancelled", "timeout", "preempted", "interrupted", "corrupt", "not launched"}
 
 
@@ -42,6 +45,9 @@ class RunState:
     entry: RunEntry | None = None
     step: int | None = None       # latest step the job reported (running runs)
     train_loss: float | None = None  # latest training loss the job reported (running runs)
+    saved: dict | None = None     # what the run's checkpoint holds (rundir.checkpoint_info)
+    log: Path | None = None       # the latest job's stdout log (jobs/logs.py); None: no job
+    log_err: Path | None = None   # ... and its stderr log
 
     @property
     def world(self) -> int:
@@ -54,12 +60,17 @@ class RunState:
 
     @property
     def tokens_seen(self) -> int | None:
-        """Tokens trained so far: the run's record, or for a running run its job's report."""
+        """Tokens trained so far: for a running run its job's report; for a run that is not
+        running and not finished (pending again, cancelled, preempted, interrupted, failed)
+        what its checkpoint holds, which a relaunch resumes from (run.json says 0 for a
+        start that never reached its end); else the run's record."""
         rec = self.record or {}
         if self.state == "running" and self.step is not None:
             cfg = rec.get("config") or (self.entry.config if self.entry else {}) or {}
             per_step = rec.get("tokens_per_step") or _tokens_per_step(cfg)
             return self.step * per_step
+        if self.saved is not None and (self.state in RESUMES or self.state == "running"):
+            return int(self.saved.get("tokens") or 0)   # (a running run's job has not reported yet)
         return rec.get("tokens_seen")
 
     @property
@@ -78,7 +89,9 @@ class RunState:
     def to_dict(self) -> dict:
         return {"run": self.name, "state": self.state, "error": self.error, "requeues": self.requeues,
                 "job_id": self.job_id, "scheduler": self.scheduler, "step": self.step,
-                "tokens": self.tokens_seen, "tokens_planned": self.planned_tokens, "loss": self.loss}
+                "tokens": self.tokens_seen, "tokens_planned": self.planned_tokens, "loss": self.loss,
+                "saved_step": (self.saved or {}).get("step"),
+                "log": str(self.log) if self.log else None, "log_err": str(self.log_err) if self.log_err else None}
 
 
 def _tokens_per_step(cfg: dict) -> int:
@@ -137,7 +150,10 @@ def _state(dir: Path, name: str, rd: Path, entry: RunEntry | None, sched: dict) 
         # A truncated or edited run.json is this run's problem alone: the others are still
         # reported. A relaunch resubmits it; the trainer sets the file aside and restarts.
         rec, corrupt = None, str(e)
-    st = RunState(name, "not launched", record=rec, entry=entry, job_id=job.job_id if job else None)
+    st = RunState(name, "not launched", record=rec, entry=entry, job_id=job.job_id if job else None,
+                  saved=checkpoint_info(rd))
+    if job is not None:
+        st.log, st.log_err = log_path(dir, job), log_path(dir, job, err=True)
     jrec = _read_json(Path(dir) / JOBS / f"{name}.json") if job is not None else None
     # Requeues only (a job started again by its scheduler, jobs/job.py record_start), summed
     # over the run's jobs; not run.json's `restarts`, which counts every start after the first,
@@ -196,25 +212,33 @@ def summary(states: list[RunState]) -> str:
 
 
 def table(states: list[RunState], width: int | None = None) -> str:
-    """One line per run: its state, tokens so far of its budget (and the share, while it
-    runs), its loss (the latest training loss while it runs, the final validation loss once
-    completed); errors are cut to the terminal's width only when printing to one."""
+    """One line per run: its state, tokens so far of its budget (and the share: as its job
+    last reported it while it runs, as its checkpoint holds it while it waits to resume), its
+    loss (the latest training loss while it runs, the final validation loss once completed),
+    and a failed run's error with its log's path; errors are cut to the terminal's width only
+    when printing to one, the path kept."""
     rows = [("run", "state", "N", "tokens", "procs", "loss", "requeued", "job", "error")]
+    tails = [""]
     for s in states:
         rec = s.record or {}
         n = rec.get("n_params") or (s.entry.n_params if s.entry else None)
         planned, seen = s.planned_tokens, s.tokens_seen
         tokens = f"{format_count(seen) if seen is not None else '-'}/{format_count(planned) if planned else '?'}"
-        if s.state == "running" and seen is not None and planned:
-            tokens += f" ({min(seen / planned, 1):.0%})"   # progress, as the job last reported it
+        if seen and planned and (s.state == "running" or s.state in RESUMES):
+            tokens += f" ({min(seen / planned, 1):.0%})"
         loss = f"{s.loss:.3f}" if s.loss is not None else "-"
-        err = s.error or ""
         rows.append((s.name, s.state, format_count(n) if n else "-", tokens, str(s.world), loss,
-                     str(s.requeues) if s.requeues else "", s.job_id or "", err))
+                     str(s.requeues) if s.requeues else "", s.job_id or "", s.error or ""))
+        tails.append(f" (log: {s.log_err})" if s.state == "failed" and s.log_err else "")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + ("  " + r[-1] if r[-1] else "") for r in rows]
-    if width:
-        lines = [ln if len(ln) <= width else ln[: width - 3] + "..." for ln in lines]
+    lines = []
+    for r, tail in zip(rows, tails):
+        head = "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths))
+        line = head + ("  " + r[-1] + tail if r[-1] or tail else "")
+        if width and len(line) > width:
+            # Cut the error, not the log's path after it.
+            line = line[: max(width - len(tail) - 3, len(head))] + "..." + tail
+        lines.append(line)
     return "\n".join(line.rstrip() for line in lines)
 
 

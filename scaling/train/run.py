@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from scaling.base.config import TrainConfig
-from scaling.base.rundir import CKPT_DIR, LAST_CKPT, RunStatus, write_metrics
+from scaling.base.rundir import CKPT_DIR, CKPT_INFO, LAST_CKPT, RunStatus, write_metrics
 from scaling.base.signals import checkpoint_signal_held
 from scaling.data.shards import TokenShards, resolve_data
 from scaling.train import distributed
@@ -113,15 +113,18 @@ class TrainingRun:
         step, main = self.trainer.global_step, self.trainer.global_rank == 0
         self.record.main = main
         self.record.results(plan, step, self.recorder, precision, wall_s)
+        status, error = outcome(self.recorder, step, plan.steps)
+        if status == RunStatus.STOPPED:
+            # Stopped early (a signal): the checkpoint first, since under Slurm the kill
+            # follows `scancel`'s SIGTERM after KillWait seconds; a rerun resumes from here.
+            self.checkpointing.save_last(self.trainer)
         if main:
             write_metrics(self.run_dir, self.recorder.rows)
-        status, error = outcome(self.recorder, step, plan.steps)
         if status == RunStatus.COMPLETED and main:
             if self.cfg.keep_weights:   # before the checkpoint goes: a failed write leaves it to resume
                 keep_model(self.run_dir, self.module.model, self.objective, self.shards_dir, self.record.data)
-            (self.run_dir / CKPT_DIR / LAST_CKPT).unlink(missing_ok=True)  # the fit needs no optimizer state
-        elif status == RunStatus.STOPPED:
-            self.checkpointing.save_last(self.trainer)   # stopped early (a signal): resume from here
+            for name in (LAST_CKPT, CKPT_INFO):   # the fit needs no optimizer state
+                (self.run_dir / CKPT_DIR / name).unlink(missing_ok=True)
         self.record.ended(status, step, error)
 
     def save_checkpoint(self) -> None:

@@ -15,13 +15,14 @@ import lightning as L
 import torch
 
 from scaling.base.config import TrainConfig
-from scaling.base.rundir import atomic_file
+from scaling.base.rundir import atomic_file, write_checkpoint_info
 from scaling.train.callbacks import step_ended
 
 
 class Checkpointing(L.Callback):
     """checkpoints/last.ckpt: every `checkpoint_every_s` seconds, when asked to stop (Ctrl-C,
-    `kill`: finish the step, save, stop; a second signal is abrupt) and on submitit's USR2.
+    `kill`, Slurm's `scancel`: finish the step, save, stop; a second signal is abrupt outside
+    Slurm) and on submitit's USR2 (save, and submitit requeues the job).
     USR2 is blocked before any thread starts (scaling/signals.py) and let through only here,
     at a step boundary, so a checkpoint never holds half an update."""
 
@@ -35,22 +36,14 @@ class Checkpointing(L.Callback):
     def on_train_start(self, trainer, module):
         self._seen = trainer.global_step
         self._t_ckpt = time.monotonic()
-        if os.environ.get("SLURM_JOB_ID"):
-            # Lightning turns SIGTERM into a clean exit 0, which Slurm would record as a
-            # completed job that is never requeued; let submitit's USR2 path own it.
-            signal.signal(signal.SIGTERM, lambda s, f: print("SIGTERM received; waiting for USR2/kill", file=sys.stderr))
-        elif threading.current_thread() is threading.main_thread():
-            def stop(signum, frame):
-                if self.stop_asked:
-                    raise KeyboardInterrupt
-                if trainer.global_rank == 0:
-                    print(f"\n{signal.Signals(signum).name}: stopping after this step; rerun to resume", file=sys.stderr)
-                self.stop_asked = True   # acted on at the step's end, by every rank at once
-
-            signal.signal(signal.SIGTERM, stop)
-            # Ignored by a sweep's launcher for its jobs: it stops each with one SIGTERM.
-            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-                signal.signal(signal.SIGINT, stop)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        # Lightning turns SIGTERM into a clean exit without a checkpoint (and, under Slurm,
+        # a job recorded as completed): ours finishes the step, saves and stops instead.
+        signal.signal(signal.SIGTERM, stop_handler(self, trainer, slurm=bool(os.environ.get("SLURM_JOB_ID"))))
+        # Ignored by a sweep's launcher for its jobs: it stops each with one SIGTERM.
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, stop_handler(self, trainer, slurm=False))
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         if hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread():
@@ -98,4 +91,28 @@ class Checkpointing(L.Callback):
         else:
             with atomic_file(self.ckpt_path) as tmp:
                 trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.global_rank == 0:
+            # After the checkpoint: `status` reads the step it holds without loading torch.
+            step = trainer.global_step
+            write_checkpoint_info(self.ckpt_path.parent.parent, step, step * self.plan.tokens_per_step)
         self._t_ckpt = time.monotonic()
+
+
+def stop_handler(ckpt: Checkpointing, trainer, slurm: bool):
+    """The handler of a stop signal (SIGTERM, SIGINT) for `ckpt`'s run. The first signal:
+    finish this step, checkpoint, end the start as stopped (resumable). A second one is
+    abrupt at a terminal (KeyboardInterrupt); under Slurm it is only logged: a task can be
+    signalled more than once for one `scancel` (directly, and through srun), and the
+    scheduler's SIGKILL after its KillWait is the abrupt end there."""
+    def stop(signum, frame):
+        name = signal.Signals(signum).name
+        if ckpt.stop_asked:
+            if not slurm:
+                raise KeyboardInterrupt
+            print(f"{name} again: already stopping at this step's end", file=sys.stderr, flush=True)
+            return
+        if trainer.global_rank == 0:
+            print(f"\n{name}: stopping after this step, checkpointed; rerun to resume", file=sys.stderr, flush=True)
+        ckpt.stop_asked = True   # acted on at the step's end, by every rank at once
+
+    return stop
