@@ -19,7 +19,7 @@ from scaling.base.errors import UserError, one_line
 COMMANDS = {
     "prepare": "turn a corpus into token shards",
     "train": "train one encoder-decoder run",
-    "sweep": "plan, launch, watch and collect grids of runs",
+    "sweep": "plan, launch, watch, collect, extend and cancel grids of runs",
     "fit": "fit Chinchilla's three approaches to a results table",
     "plan": "extrapolate a fit to a training plan and its cost",
     "report": "one self-contained HTML report: runs, fits, held-out check, plan, figures",

@@ -301,7 +301,8 @@ def file_path(path: Path, value: str, where: str, warnings: list[str]) -> str:
     mine = os.path.normpath(folder / value)
     here = os.path.normpath(value)
     if os.path.exists(mine):
-        if os.path.exists(here) and not os.path.samefile(mine, here):
+        # "." is the file's own folder (what `sweep extend` writes): never the current directory.
+        if value != "." and os.path.exists(here) and not os.path.samefile(mine, here):
             warnings.append(f"{where} = {value!r}: read from the sweep file's folder ({mine}); "
                             f"{here} in the current directory is not used")
         return mine
