@@ -115,15 +115,15 @@ def test_paths_are_read_from_the_files_folder(tmp_path, shards, monkeypatch, cap
     f = write_sweep_file(Path("sweeps/s.toml"), "shards", name="s", kind="grid", body=GRID, train=QUICK_VAL)
     f.write_text(f.read_text().replace('kind = "grid"', 'kind = "grid"\nout = "../runs/s"'))
     sw = load_sweep(f)
-    assert sw.run("N20K-D20K").config.data == os.path.join("sweeps", "shards") and sw.out.as_posix() == "runs/s"
+    assert sw.run("N20K-D20K").config.data == os.path.abspath(os.path.join("sweeps", "shards")) and sw.out.as_posix() == "runs/s"
     assert sw.warnings == []
     shutil.copytree(shards, work / "shards")                 # another here: the file's wins, said once
     sw = load_sweep(f)
-    assert sw.run("N20K-D20K").config.data == os.path.join("sweeps", "shards")
+    assert sw.run("N20K-D20K").config.data == os.path.abspath(os.path.join("sweeps", "shards"))
     assert len(sw.warnings) == 1 and "shards in the current directory is not used" in sw.warnings[0]
     (folder / "shards").unlink()                             # only here: the old reading, with a warning
     sw = load_sweep(f)
-    assert sw.run("N20K-D20K").config.data == "shards"
+    assert sw.run("N20K-D20K").config.data == os.path.abspath("shards")
     assert "read from the current directory as before; write '../shards'" in sw.warnings[0]
     assert main(["sweep", "plan", str(f)]) == 0
     assert "warning: sweeps/s.toml: train.data = 'shards': not in the sweep file's folder" in capsys.readouterr().err
@@ -138,4 +138,16 @@ def test_shipped_sweeps_keep_their_paths_from_the_project_root(monkeypatch):
     monkeypatch.chdir(root)
     sw = load_sweep("sweeps/demo-cpu.toml")
     assert sw.out.as_posix() == "runs/demo-cpu"
-    assert sw.runs[0].config.data == os.path.join("data", "shards", "default-bytes")
+    assert sw.runs[0].config.data == os.path.abspath(os.path.join("data", "shards", "default-bytes"))
+
+
+def test_a_run_recorded_with_a_relative_data_path_keeps_its_identity(tmp_path, monkeypatch):
+    """Runs launched before sweeps recorded data absolute (relative to where they were
+    launched) are the same runs now: a relaunch from that folder resumes them."""
+    from scaling.base.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    old = TrainConfig(params="100K", tokens="1M", data="data/shards/x")
+    new = TrainConfig(params="100K", tokens="1M", data=str(tmp_path / "data" / "shards" / "x"))
+    assert old.identity() == new.identity()
+    assert TrainConfig(params="100K", tokens="1M", data="data/shards/y").identity() != new.identity()

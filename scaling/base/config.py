@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 from scaling.base.errors import UserError
@@ -258,4 +259,8 @@ class TrainConfig:
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
                   "devices", "num_nodes", "micro_batch", "keep_weights"):
             d.pop(k, None)
+        if d.get("data") not in (None, "", "default"):
+            # One shard directory, however it was spelled: sweeps record it absolute now, runs
+            # launched before recorded it relative to the folder they were launched from.
+            d["data"] = os.path.abspath(d["data"])
         return d

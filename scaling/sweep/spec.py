@@ -336,7 +336,9 @@ def _train(path: Path, table: Any, warnings: list[str]) -> tuple[TrainConfig, di
             continue
         v = sec.get(f.name, allowed)
         if f.name == "data" and isinstance(v, str) and v != "default":
-            v = file_path(path, v, sec.where("data"), warnings)
+            # Absolute: every run records it, and a run is read later from anywhere (a kept
+            # model's validation, a relaunch from another folder, a Slurm job's own cwd).
+            v = os.path.abspath(file_path(path, v, sec.where("data"), warnings))
         if float in allowed and isinstance(v, int):
             v = float(v)
         values[f.name] = v
