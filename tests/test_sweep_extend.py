@@ -227,3 +227,16 @@ def test_an_edge_at_the_smallest_buildable_model(tmp_path, capsys):
     assert main(["sweep", "extend", str(sweep_dir), "--out", str(tmp_path / "none.toml")]) == 2
     assert "needs a larger budget or a smaller vocabulary" in capsys.readouterr().err
     assert not (tmp_path / "none.toml").exists()
+
+
+def test_extend_refuses_a_relative_tuned_table_it_cannot_place(tmp_path, capsys):
+    """A `{ tuned = DIR }` table was read from the launched file's folder, which the sweep
+    directory does not record: extend says so instead of writing a file that reads it elsewhere."""
+    sweep_dir = _launched(tmp_path)
+    _collected(sweep_dir)
+    toml = sweep_dir / "sweep.toml"
+    toml.write_text(toml.read_text().replace("lr = 0.002", 'lr = { tuned = "tune/edge" }'))
+    assert main(["sweep", "extend", str(sweep_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr" in err and "absolute path" in err and len(err.strip().splitlines()) == 1
+    assert not (sweep_dir / "extend.toml").exists()

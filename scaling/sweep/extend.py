@@ -192,6 +192,12 @@ def extend(dir: str | Path, edges, out: str | Path | None = None) -> Extension:
     sweep |= {"name": ledger.sweep, "kind": "isoflop", "out": os.path.relpath(dir.absolute(), out.parent.absolute()),
               "description": f"sizes beyond the edge budgets of {dir} (scaling sweep extend)"}
     new_doc = {"sweep": sweep, "isoflop": iso, **{k: doc[k] for k in ("train", "executor", "slurm") if k in doc}}
+    for key, value in (new_doc.get("train") or {}).items():
+        # A tuned table's folder was read from the launched file's folder, which the sweep
+        # directory does not record: a relative one would be read from the wrong place here.
+        if isinstance(value, dict) and isinstance(value.get("tuned"), str) and not os.path.isabs(value["tuned"]):
+            raise UserError(f"{dir / 'sweep.toml'}: train.{key} = {{ tuned = {value['tuned']!r} }} is relative to the "
+                            "file it was launched from; write it as an absolute path there, relaunch, then extend")
     data = next((r.config.get("data") for r in ledger.runs.values()), None)
     if "train" in new_doc and data not in (None, "", "default"):
         new_doc["train"] = {**new_doc["train"], "data": os.path.abspath(data)}

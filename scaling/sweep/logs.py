@@ -84,9 +84,10 @@ def show(log: RunLog, follow: bool = False, out=None, poll_s: float = POLL_S) ->
         grew = reader.copy()
         if time.monotonic() - last_check > STATE_EVERY_S:
             last_check = time.monotonic()
-            if not log.alive() and not grew and reader.path == log.latest:
+            # The job ended (or was cancelled before it started, so its own log never comes).
+            if not log.alive() and not grew:
                 reader.copy()   # what the job wrote as it ended
-                return 0 if log.latest.exists() else 1
+                return 0 if reader.path.exists() else 1
         time.sleep(poll_s)
 
 

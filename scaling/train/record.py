@@ -57,7 +57,7 @@ def fresh(cfg: TrainConfig, plan: RunPlan, shards_dir, prev: dict, set_aside: li
         "accumulation": plan.accum, "lr": plan.lr, "flops": 0.0,
         "flops_per_token": plan.flops_per_step / plan.tokens_per_step,
         "flops_6nd_per_token": 6.0 * m.n_params(),
-        "data": str(shards_dir), "val": None, "wall_time_s": None, "error": None, "device": None,
+        "data": str(Path(shards_dir).resolve()), "val": None, "wall_time_s": None, "error": None, "device": None,
         "restarts": prev.get("restarts", -1) + 1 if prev else 0,
         "started_at": prev.get("started_at", now()), "finished_at": None,
         "versions": versions(), "host": platform.node(), "slurm_job_id": slurm_job_id(),

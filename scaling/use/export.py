@@ -153,6 +153,11 @@ def export_hf(kept, out) -> tuple[Path, float]:
             if f.name != "meta.json":
                 shutil.copy2(f, tmp / f.name)
         shutil.copy2(kept.path / TOKENIZER_DIR / "meta.json", tmp / "scaling_tokenizer_meta.json")
+        hf_tok = getattr(kept.tokenizer, "hf", None)
+        if hf_tok is not None:
+            # With the special tokens the lab added (pad, [CLM]) at the ids the model was
+            # trained with: the user's own file stops short of them.
+            (tmp / "tokenizer.json").write_text(hf_tok.to_str(), encoding="utf-8")
         if out.exists():
             out.rmdir()
         tmp.rename(out)
