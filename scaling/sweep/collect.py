@@ -62,11 +62,9 @@ def data_identity(shards_dir: str | None) -> tuple[str | None, str | None, str |
         return None, None, None
     if not isinstance(meta, dict):
         return None, None, None
-    # The tokenizer file's hash: `tokenizer_file.sha256` (prepare's record of the file), or a
-    # top-level or config `tokenizer_sha256`, whichever the shards' version wrote.
+    # The tokenizer file's hash, as prepare records it (absent in shards made before it did).
     tok_file = meta.get("tokenizer_file") if isinstance(meta.get("tokenizer_file"), dict) else {}
-    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    tok_sha = meta.get("tokenizer_sha256") or tok_file.get("sha256") or config.get("tokenizer_sha256")
+    tok_sha = tok_file.get("sha256")
     ident = {"config": meta.get("config"), "source": (meta.get("source") or {}).get("hash"),
              "tokenizer": meta.get("tokenizer"), "tokenizer_sha256": tok_sha, "vocab_size": meta.get("vocab_size")}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
