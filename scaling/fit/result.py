@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import warnings
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,7 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
             curves = find_curves(data, None)
     curve_frame = None if curves is None or curves is False else as_frame(curves)[0]
     if target is not None:
-        data, columns, curve_frame = _on_target(data, columns, curve_frame, target)
+        data, columns, curve_frame = _on_target(data, columns, curve_frame, target, source)
     table = load_runs(data, columns, drop_top_loss=drop_top_loss, invalid=invalid)
     if source is not None:
         table.source = source
@@ -103,22 +103,40 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
     record = fit_all(table, curve_table, opts)
     if target is not None:
         record["target"] = target
-        record["task"] = _chain(table, data, column_mapping(columns).get("run", "run"), curve_frame, target,
-                                accuracy, step2, opts)
+        task_args = _TaskArgs(data, column_mapping(columns).get("run", "run"), curve_frame, target, accuracy, step2)
+        record["task"] = task_args.chain(table, opts)
         record["warnings"] += record["task"]["warnings"]
     f = Fit(record, table, curve_table, opts)
+    if target is not None:
+        f._task_args = task_args
     f._warn()
     return f
+
+
+@dataclass
+class _TaskArgs:
+    """What the chain was fitted from, kept so that `Fit.where` and `Fit.without` refit it."""
+
+    frame: pl.DataFrame
+    run_col: str
+    curves: pl.DataFrame | None
+    target: str
+    accuracy: str | None
+    step2: Step2Options | None
+
+    def chain(self, table: RunTable, opts: FitOptions) -> dict:
+        return _chain(table, self.frame, self.run_col, self.curves, self.target, self.accuracy, self.step2, opts)
 
 
 # What a loss-like target changes: the LM loss's own columns no longer describe it.
 _LOSS_ONLY = ("loss_se", "loss_denoise", "loss_clm")
 
 
-def _on_target(data, columns, curve_frame, target: str):
+def _on_target(data, columns, curve_frame, target: str, source: str | None):
     """The runs (and curves) with `target` as the loss every approach fits: the column checked,
     the LM loss's standard error and copy-gap columns left out (they describe `loss`)."""
     frame, where = as_frame(data)
+    where = source or where
     if target not in frame.columns:
         tasks = sorted({c for c in frame.columns if tasklaw.TASK_COLUMN.match(c)})
         raise UserError(f"target {target!r}: no such column in {where}; "
@@ -253,6 +271,7 @@ class Fit:
         self.curves = curves
         self.options = options or _options_of(record)
         self._cache: dict = {}
+        self._task_args: _TaskArgs | None = None
 
     # --------------------------------------------------------------------- what it holds
 
@@ -633,8 +652,13 @@ class Fit:
         table = RunTable(df=df, source=f"{t.source} ({label})" if label else t.source, params_column=t.params_column,
                          flops_from_6nd=t.flops_from_6nd, warnings=list(t.warnings), dropped=t.dropped, hint=t.hint)
         curves = None if self.curves is None else self.curves.filter(pl.col("run").is_in(df["run"].to_list()))
-        f = Fit(fit_all(table, curves if curves is not None and curves.height else None, self.options), table,
-                curves, self.options)
+        record = fit_all(table, curves if curves is not None and curves.height else None, self.options)
+        if self._task_args is not None:     # the chain on the runs kept (the step-2 points are filtered by run)
+            record["target"] = self._task_args.target
+            record["task"] = self._task_args.chain(table, self.options)
+            record["warnings"] += record["task"]["warnings"]
+        f = Fit(record, table, curves, self.options)
+        f._task_args = self._task_args
         f._warn()
         return f
 

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.optimize import OptimizeWarning, curve_fit
-from scipy.stats import spearmanr
 
 from scaling.base.errors import UserError
 from scaling.base.intervals import percentile_interval
@@ -123,11 +121,19 @@ def at_chance(x: np.ndarray, y: np.ndarray, chance: float | None) -> str | None:
     if chance is not None and np.max(y) < chance + CHANCE_MARGIN:
         return (f"the task is at chance over the whole ladder ({span}, never {CHANCE_MARGIN} above chance "
                 f"{chance:g}): step 2 has nothing to fit")
-    rho = float(spearmanr(x, y).statistic) if np.ptp(y) > 0 and np.ptp(x) > 0 else 0.0
+    rho = _spearman(x, y)
     if not rho < TREND_RHO:
         return (f"the task is at chance over the whole ladder: its accuracy does not fall as its loss falls "
                 f"({span}; Spearman correlation {rho:+.2f}, above {TREND_RHO}): step 2 has nothing to fit")
     return None
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (ties broken by order: the points are continuous values)."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return 0.0
+    rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (x, y))
+    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 # Starts of the paper's step-2 code (src/fitting/step2.py), as (a, L0, k, b).
@@ -139,6 +145,8 @@ _BOUNDS = ([-1.0, 0.0, 0.0, 0.0], [0.0, np.inf, np.inf, 1.0])
 def fit_sigmoid(x: np.ndarray, y: np.ndarray, opts: Step2Options, starts=None) -> np.ndarray | None:
     """Least-squares sigmoid (scipy's curve_fit, the paper's bounds) from each start, the best
     kept; None when no start converges."""
+    # Here, not above: scipy loads only when a step 2 is fitted (`scaling fit` starts without it).
+    from scipy.optimize import OptimizeWarning, curve_fit
     if opts.ceiling_point:
         x, y = np.r_[x, 0.0], np.r_[y, 1.0]
     floor = opts.chance if opts.chance is not None else 0.25
