@@ -82,7 +82,8 @@ def sigmoid(p, loss) -> np.ndarray:
 
 
 def _sigmoid_curve(x, a, l0, k, b):
-    return a / (1.0 + np.exp(-k * (x - l0))) + b
+    with np.errstate(over="ignore"):     # a steep start: exp overflows to inf, the sigmoid to its floor
+        return a / (1.0 + np.exp(-k * (x - l0))) + b
 
 
 def moving_average(v: np.ndarray, n: int) -> np.ndarray:
