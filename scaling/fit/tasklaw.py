@@ -167,6 +167,13 @@ def fit_sigmoid(x: np.ndarray, y: np.ndarray, opts: Step2Options, starts=None) -
     return best
 
 
+FIGURE_POINTS = 600
+
+
+def _every(m: int) -> int:
+    return max(1, -(-m // FIGURE_POINTS))
+
+
 def _draws(m: int, n_boot: int, rng) -> np.ndarray:
     return np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_boot)]).astype(float) \
         if n_boot else np.zeros((0, m))
@@ -187,7 +194,9 @@ def fit_chain(runs: pl.DataFrame, points: pl.DataFrame | None, *, target: str, a
     data = law.LawData.from_arrays(n, d, y1)
     f1 = law.fit(data, method=method, refine=refine)
     rec: dict = {"target": target, "name": task_name(target) or target, "accuracy": accuracy,
-                 "step1": {**f1.params, "n_runs": len(n), "objective": f1.objective}, "warnings": list(f1.warnings)}
+                 "step1": {**f1.params, "n_runs": len(n), "objective": f1.objective,
+                           "points": {"run": ids, "params": n.tolist(), "tokens": d.tolist(), "loss": y1.tolist()}},
+                 "warnings": list(f1.warnings)}
     p2 = None
     if accuracy is None:
         rec["step2"] = {"refused": f"no accuracy column for {target} (step 2 needs task.<name>.acc beside its bpb)"}
@@ -207,7 +216,10 @@ def fit_chain(runs: pl.DataFrame, points: pl.DataFrame | None, *, target: str, a
                             "ceiling": float(p2[3]), "n_points": len(x), "points_from": points_from,
                             "smooth": s2.smooth, "skip": s2.skip, "ceiling_point": s2.ceiling_point,
                             "chance": s2.chance,
-                            "rmse": float(np.sqrt(np.mean((sigmoid(p2, x) - y) ** 2)))}
+                            "rmse": float(np.sqrt(np.mean((sigmoid(p2, x) - y) ** 2))),
+                            # Every k-th point, for the figure (fit.json stays small).
+                            "points": {"run": pts["run"].gather_every(_every(len(x))).to_list(),
+                                       "loss": x[::_every(len(x))].tolist(), "acc": y[::_every(len(x))].tolist()}}
     _bootstrap(rec, data, f1, ids, pts if p2 is not None else None, p2, s2, n_boot, seed)
     return rec
 
