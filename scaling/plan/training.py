@@ -86,9 +86,7 @@ class Law:
                 f"{p} holds {have} usable bootstrap samples (fewer than 20): intervals are not available"
                 + ("" if have else " (fit with --bootstrap N)"))
             samples = np.array([[params[k] for k in PARAMS]])
-        if fit.get("target"):
-            note = (note + "; " if note else "") + (f"{p} is a law of {fit['target']!r} (scaling fit --target), not of "
-                                                    "the LM loss: the losses below are that column's")
+        note = _target_note(fit, p, note)
         rng = fit.get("range") if isinstance(fit.get("range"), dict) else None
         return cls(params, samples, str(p), note, rng, str(fit.get("params_column") or "params"), _fit_count(fit),
                    fit.get("task") if isinstance(fit.get("task"), dict) else None)
@@ -127,6 +125,14 @@ class Law:
         E, A, B, al, be = self.arrays(point)
         with np.errstate(over="ignore"):  # a degenerate law's huge exponent: that term is 0
             return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
+
+
+def _target_note(fit: dict, path: Path, note: str | None) -> str | None:
+    """The law's note, and for a fit of another column than the loss (`scaling fit --target`), which."""
+    if not fit.get("target"):
+        return note
+    return (note + "; " if note else "") + (f"{path} is a law of {fit['target']!r} (scaling fit --target), not of "
+                                            "the LM loss: the losses below are that column's")
 
 
 # The FLOP count of a plan: scaling.base.flops.FlopCount, the one count of fits, plans and
