@@ -16,6 +16,7 @@ import pytest
 import scaling
 from scaling.cli import main
 from scaling.fit import FitWarning
+from scaling.fit.olmo import read_ladder
 from scaling.fit.tasklaw import Step2Options, sigmoid
 
 LADDER = Path(__file__).parent / "data" / "olmo-ladder"
@@ -135,16 +136,26 @@ def test_olmo_ladder_rollout_predicts_the_1b_runs(ladder):
     assert abs(p["accuracy"] - PAPER_1B_10XC["observed_accuracy"]) < 0.03     # the paper's "within ~2 points"
 
 
-def test_cli_target_fit_and_plan_print_both_steps(tmp_path, capsys):
+def test_cli_target_fit_plan_and_report_show_both_steps(tmp_path, capsys):
+    # The lab's own tables (results.parquet, curves.parquet beside it), here made from the ladder.
+    results, curves = read_ladder(LADDER)
+    results.write_parquet(tmp_path / "results.parquet")
+    curves.write_parquet(tmp_path / "curves.parquet")
     out = tmp_path / "fit.json"
-    assert main(["fit", str(LADDER), "--target", "task.hellaswag_val.bpb", "--bootstrap", "10", "--approach", "3",
-                 "--no-holdout", "--no-progress", "--out", str(out)]) == 0
+    assert main(["fit", str(tmp_path / "results.parquet"), "--target", "task.hellaswag_val.bpb", "--bootstrap", "10",
+                 "--approach", "3", "--no-holdout", "--no-progress", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "Task hellaswag_val: the two-step law" in text and "step 2, task.hellaswag_val.acc on" in text
-    assert json.loads(out.read_text())["task"]["step2"]["ceiling"] > 0.9
+    assert json.loads(out.read_text())["task"]["step2"]["points_from"] == "curves"
     assert main(["plan", "--fit", str(out), "--params", "7B", "--tokens", "4T"]) == 0
     plan = capsys.readouterr().out
     assert "predicted task loss" in plan and "predicted accuracy" in plan and "task.hellaswag_val.bpb" in plan
+    page = tmp_path / "report.html"
+    assert main(["report", str(tmp_path), "--fit", str(out), "--out", str(page), "--plan", "--fit", str(out),
+                 "--params", "7B", "--tokens", "4T"]) == 0
+    html = page.read_text()
+    assert "id='fig-task'" in html and "the two-step law at the plan" in html
+    capsys.readouterr()
     assert main(["fit", str(LADDER), "--target", "task.nope.bpb"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "task.nope.bpb" in err[0] and "task.hellaswag_val.bpb" in err[0]
