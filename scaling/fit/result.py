@@ -91,7 +91,9 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
         source = str(data) if isinstance(data, (str, Path)) else None
         if curves is None and isinstance(data, (str, Path)):
             curves = find_curves(data, None)
-    curve_frame = None if curves is None or curves is False else as_frame(curves)[0]
+    # Read only when something uses them: approach 1, or a target's step 2.
+    wanted = 1 in opts.approaches or target is not None
+    curve_frame = None if curves is None or curves is False or not wanted else as_frame(curves)[0]
     if target is not None:
         data, columns, curve_frame = _on_target(data, columns, curve_frame, target, source)
     table = load_runs(data, columns, drop_top_loss=drop_top_loss, invalid=invalid)

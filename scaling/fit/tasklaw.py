@@ -186,6 +186,11 @@ def fit_chain(runs: pl.DataFrame, points: pl.DataFrame | None, *, target: str, a
     final row (run, params, tokens, loss = the task loss), `points` step 2's points (run, loss,
     acc; `step2_points`), or None without an accuracy column."""
     s2 = step2 or Step2Options()
+    if not (isinstance(s2.smooth, int) and s2.smooth >= 1) or not 0 <= s2.skip < 1 or \
+            (s2.chance is not None and not 0 <= s2.chance < 1):
+        raise UserError(f"step 2 options: smooth must be a whole number of points >= 1, skip a fraction in [0, 1) "
+                        f"and chance an accuracy in [0, 1), got smooth={s2.smooth!r}, skip={s2.skip!r}, "
+                        f"chance={s2.chance!r}")
     n, d, y1 = (runs[c].to_numpy().astype(float) for c in ("params", "tokens", "loss"))
     ids = runs["run"].cast(pl.Utf8).to_list()
     why = law.too_few(n)
