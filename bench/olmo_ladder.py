@@ -19,6 +19,7 @@ import polars as pl
 
 import scaling
 from scaling.fit import FitWarning
+from scaling.fit.olmo import read_ladder
 from scaling.fit.tasklaw import Step2Options
 
 LADDER = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "olmo-ladder"
@@ -34,6 +35,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     a = ap.parse_args()
     fits, rolls = [], []
+    results = read_ladder(a.ladder)[0]       # the observed accuracy of the runs predicted
     for t in a.tasks.split(","):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)
@@ -46,7 +48,7 @@ def main() -> None:
                        f"refused: {s2['refused']} | | | |"))
         big = f.runs.filter(pl.col("params") > 1e9).sort("tokens")
         pred = small.predict_task(big["params"].to_numpy(), big["tokens"].to_numpy())
-        acc = f._task_args.frame.filter(pl.col("run").is_in(big["run"].to_list())).sort("tokens")
+        acc = results.filter(pl.col("run").is_in(big["run"].to_list())).sort("tokens")
         for run, l_obs, acc_obs, p in zip(big["run"], big["loss"], acc[f"task.{t}.acc"], pred.iter_rows(named=True)):
             rolls.append((t, run, l_obs, p, acc_obs))
     print("Step 1 and step 2 on all 16 runs (this lab):\n")
