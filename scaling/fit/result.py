@@ -531,6 +531,8 @@ class Fit:
             cols = column_mapping(columns)
             if record.get("params_column", "params") != "params":
                 cols.setdefault("params", record["params_column"])
+            if record.get("target"):     # a fit of a task's loss reads that column back (its chain stays as read)
+                cols.setdefault("loss", record["target"])
             table = load_runs(source, cols)
             beside = find_curves(source, None) if isinstance(source, (str, Path)) else None
             if beside is not None and "approach1" in record and record["approach1"].get("from_curves"):
