@@ -90,9 +90,12 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
     cols = column_mapping(columns)
     if fit is not None and "params" not in cols and fit["params_column"] != "params":
         cols["params"] = fit["params_column"]   # read N as the fit did (e.g. params_nonembed)
+    target = (fit or {}).get("target")
+    if target and "loss" not in cols:
+        cols["loss"] = target       # a fit of a task's loss (`scaling fit --target`): its runs read the same column
     table = load_runs(results, cols)
     cpath = find_curves(results, None)
-    curves = load_curves(cpath, table) if cpath is not None else None
+    curves = load_curves(_on_target(cpath, target), table) if cpath is not None else None
     if fit is None:
         fit = fit_all(table, curves, FitOptions(n_boot=bootstrap, progress=False))
         fit_source = f"fitted here: `scaling fit {results}` with {bootstrap} bootstrap resamples (no {FIT} found)"
@@ -105,6 +108,16 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
     if plan_args is not None:
         add_plan(inp, list(plan_args))
     return inp
+
+
+def _on_target(curves_path: Path, target: str | None):
+    """The curves with the fit's target as their loss (the path itself without a target)."""
+    if not target:
+        return curves_path
+    c = read_any(curves_path)
+    if target not in c.columns:
+        raise UserError(f"{curves_path}: no column {target!r}, which the fit's target names")
+    return c.drop([k for k in ("loss",) if k in c.columns]).with_columns(c[target].alias("loss"))
 
 
 def add_plan(inp: Inputs, argv: list[str]) -> None:
@@ -180,6 +193,11 @@ def _builders() -> dict[str, tuple[str, Callable, Callable]]:
         "residuals": ("Fit diagnostics: residuals", lambda i: figures.residuals(i.fit, i.table),
                       lambda i: "Approach 3's relative residuals against N (by budget) and C (by size): a law that "
                                 "fits leaves no trend in either."),
+        "task": ("The two-step task law", lambda i: figures.task_steps(i.fit),
+                 lambda i: f"Step 1 (left): the task loss of every run's final row against its tokens, and the law "
+                           f"L(N, D) fitted to them, one dashed curve per size. Step 2 (right): accuracy against task "
+                           f"loss at the runs' validation points, the sigmoid with floor and ceiling fitted to them "
+                           f"and its 95% band from the bootstrap through both steps (docs/task-laws.md)."),
         "heldout": ("Held-out check", lambda i: figures.heldout(i.fit, i.table),
                     lambda i: "Approach 3 refitted without the largest budget predicts the runs it did not see "
                               "(coloured) and the runs it saw (grey); on the diagonal, predicted exactly."),
@@ -194,7 +212,7 @@ def _builders() -> dict[str, tuple[str, Callable, Callable]]:
     }
 
 
-KINDS = ("curves", "isoflop", "frontier", "contours", "residuals", "heldout", "famous", "cost")
+KINDS = ("curves", "isoflop", "frontier", "contours", "residuals", "task", "heldout", "famous", "cost")
 
 
 def check_kind(kind: str) -> str:
@@ -207,7 +225,8 @@ def check_kind(kind: str) -> str:
 NEEDS = {"contours": "approach 3 in the fit", "residuals": "approach 3 in the fit",
          "heldout": "a held-out check in the fit (3 or more budgets, and no --no-holdout)",
          "famous": "a plan: give --plan ARGS (`scaling plan`'s arguments)",
-         "cost": "--inference-tokens in the plan's arguments"}
+         "cost": "--inference-tokens in the plan's arguments",
+         "task": "a task law in the fit (`scaling fit --target task.NAME.bpb --out fit.json`)"}
 
 
 def _why_not(inp: Inputs, kind: str) -> str:
@@ -401,6 +420,14 @@ def plan_section(inp: Inputs) -> str:
                        [[g, amount(b['gpu_hours']), amount(b['gpu_days']), amount(b['energy_kwh']),
                          amount(b['co2_kg']), amount(b['usd'])] for g, b in r["cost"].items()]),
                 f"<p>Assumptions: {_e(inp.assume.describe())}.</p>"]
+        if r.get("task"):
+            t = r["task"]
+            acc = (f"{t['accuracy']:.4f} {_ci(t.get('accuracy_ci'))}" if t.get("accuracy") is not None
+                   else f"- (step 2 not fitted: {t.get('accuracy_refused')})")
+            out += [f"<h3>Task {_e(t['name'])}: the two-step law at the plan</h3>",
+                    _table(["N", "D", "task loss [95%]", "accuracy [95%]"],
+                           [[f"{t['params']:.4g}", f"{t['tokens']:.4g}",
+                             f"{t['task_loss']:.4f} {_ci(t.get('task_loss_ci'))}", _e(acc)]])]
         out += [f"<p class='warn'>{_e(w)}</p>" for w in r.get("warnings", [])]
         out.append(f"<details open><summary>What <code>scaling plan</code> prints</summary>"
                    f"<pre>{_e(format_all(r, inp.assume))}</pre></details>")
@@ -429,7 +456,8 @@ def render(inp: Inputs) -> str:
             f"<code>scaling report</code>. {toc}</p>",
             runs_section(inp), fits_section(inp),
             "<h2 id='figures'>Figures</h2><p>Hover over a point for its run: name, N, D, C and loss.</p>",
-            *(fig_block(k) for k in ("curves", "isoflop", "frontier", "contours", "residuals")),
+            *(fig_block(k) for k in ("curves", "isoflop", "frontier", "contours", "residuals")
+              + (("task",) if inp.fit.get("task") else ())),
             heldout_section(inp), fig_block("heldout"),
             plan_section(inp), fig_block("famous"), fig_block("cost")]
     return page(title, "\n".join(body))

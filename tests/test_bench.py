@@ -25,3 +25,11 @@ def test_bench_train_runs_and_reports_its_figures(tmp_path):
     (row,) = json.loads(out.read_text())["results"]
     assert row["size"] == "100K" and row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1.5, row
     assert "| 100K |" in r.stdout
+
+
+def test_bench_olmo_ladder_runs_on_the_trimmed_copy():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "olmo_ladder.py"), "--ladder",
+                        str(ROOT / "tests" / "data" / "olmo-ladder"), "--tasks", "hellaswag_val", "--bootstrap", "5"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| hellaswag_val | 1B-10xC | 0.7598 | 0.7672" in r.stdout and "mean |error|" in r.stdout

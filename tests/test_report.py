@@ -68,7 +68,7 @@ def test_report_without_fit_json_fits_with_the_fit_code(tmp_path, capsys):
 def test_figures_have_readable_log_ticks_and_hover_naming_runs(sweep):
     inp = report.load(sweep, plan_args=PLAN[1:])
     figs = {k: f for k, _, _, f in report.figures_of(inp)}
-    assert set(figs) == set(report.KINDS)
+    assert set(figs) == set(report.KINDS) - {"task"}      # the task law's figure needs task columns (test_task_law.py)
     for kind, fig in figs.items():
         for ax in [a for a in fig.layout if a.startswith(("xaxis", "yaxis"))]:
             axis = fig.layout[ax]

@@ -14,6 +14,7 @@ from scaling.figures.page import write_figures
 from scaling.fit import FitOptions, FitWarning
 from scaling.fit.law import PARAMS
 from scaling.fit.result import fit as fit_runs
+from scaling.fit.tasklaw import Step2Options
 
 
 def register(subparsers) -> None:
@@ -22,7 +23,8 @@ def register(subparsers) -> None:
         "fit", help="fit Chinchilla's three approaches to a results table",
         description="Fit Chinchilla's Approaches 1-3 to a table of runs (results.parquet from "
                     "`scaling sweep collect`, or any CSV/parquet), with bootstrap intervals.")
-    p.add_argument("results", help="results.parquet or any .csv/.parquet with params, tokens, loss columns")
+    p.add_argument("results", help="results.parquet or any .csv/.parquet with params, tokens, loss columns, or a "
+                                   "folder of OLMo ladder runs (SIZE-MxC.csv)")
     p.add_argument("--approach", default="auto",
                    help="comma list of 1,2,3 (default: every approach the data allow; naming one makes "
                         "its refusal an error)")
@@ -67,6 +69,14 @@ def register(subparsers) -> None:
                    help="how the runs' compute is counted, for the optimum, a, b and the frontier: 6nd, k*N^e, "
                    "or encdec:vocab=V,seq_len=S[,nonembed] (default: the lab's formula from the table's shape "
                    "columns, else 6ND)")
+    p.add_argument("--target", default=None, metavar="COLUMN",
+                   help="fit this column instead of loss (a task's loss, task.NAME.bpb), and the two-step task "
+                        "law: step 2 fits its accuracy (task.NAME.acc) as a sigmoid of it over the curves' points")
+    p.add_argument("--accuracy", default=None, metavar="COLUMN",
+                   help="with --target: step 2's accuracy column (default: the target's task.NAME.acc)")
+    p.add_argument("--chance", type=float, default=None, metavar="ACC",
+                   help="with --target: the task's chance accuracy (0.25 for four choices); step 2 is refused "
+                        "where no point clears it")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (for `scaling plan --fit`)")
     p.add_argument("--plots", default=None, metavar="DIR", help="write DIR/fit.html with the figures")
@@ -124,6 +134,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--loss-noise: a relative noise in [0, 1), got {args.loss_noise}")
     if args.rollout and not ({2, 3} & set(approaches)):
         raise UserError("--rollout predicts with approaches 2 and 3: it needs --approach to include one of them")
+    if args.target is None and (args.accuracy or args.chance is not None):
+        raise UserError("--accuracy and --chance are step 2's: they need --target task.NAME.bpb")
+    if args.chance is not None and not 0 <= args.chance < 1:
+        raise UserError(f"--chance: an accuracy in [0, 1), got {args.chance}")
     fixed = parse_fixed(args.fix)
     if fixed and 3 not in approaches:
         raise UserError("--fix holds approach 3 parameters; it needs --approach to include 3")
@@ -136,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FitWarning)     # the text prints them, in its own section
         fit = fit_runs(args.results, args.columns, curves=args.curves, drop_top_loss=args.drop_top_loss,
-                       invalid="drop", options=opts)
+                       invalid="drop", options=opts, target=args.target, accuracy=args.accuracy,
+                       step2=Step2Options(chance=args.chance))
     if fit.table.hint and not args.json:
         print(f"note: {fit.table.hint}", file=sys.stderr)
     if args.out:

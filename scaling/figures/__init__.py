@@ -9,7 +9,7 @@ report page (`scaling report`) or alone (`scaling plot`).
     figures.loss_curves(fit.table, fit.curves, fit.record)     # the same, by function
 
 Modules: axes (ticks, hover, colours, label placement), sweep (runs and their fits),
-laws (fitted and published laws, plans), page (HTML with plotly.js once, PNG and SVG, a
+laws (fitted and published laws, plans), tasks (the two-step task law), page (HTML with plotly.js once, PNG and SVG, a
 notebook's display), accessor (`Fit.plot`, and the fit's figures in the report's order).
 """
 
@@ -17,6 +17,7 @@ from scaling.figures.accessor import FitPlots, fit_figures
 from scaling.figures.laws import contours, cost, famous, frontier
 from scaling.figures.page import show
 from scaling.figures.sweep import heldout, isoflop_profiles, loss_curves, residuals
+from scaling.figures.tasks import task_steps
 from scaling.plan.inference import Serving, cost_curve
 
 
@@ -41,5 +42,6 @@ def plan_figures(plan: dict, law, flop) -> list:
     return figs
 
 
-__all__ = ["loss_curves", "isoflop_profiles", "frontier", "contours", "residuals", "heldout", "famous", "cost",
+__all__ = ["loss_curves", "isoflop_profiles", "frontier", "contours", "residuals", "heldout", "task_steps", "famous",
+           "cost",
            "fit_figures", "plan_cost", "plan_figures", "show", "FitPlots"]

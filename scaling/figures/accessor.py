@@ -12,17 +12,18 @@ from __future__ import annotations
 from scaling.base.errors import UserError
 from scaling.figures.laws import contours, frontier
 from scaling.figures.sweep import heldout, isoflop_profiles, loss_curves, residuals
+from scaling.figures.tasks import task_steps
 
 
 class FitPlots:
-    """The figures of one fit: frontier, isoflop, contours, residuals, loss_curves, heldout, all."""
+    """The figures of one fit: frontier, isoflop, contours, residuals, loss_curves, heldout, task, all."""
 
     def __init__(self, fit):
         self._fit = fit
 
     def __repr__(self) -> str:
         return ("<figures of a scaling.fit.Fit: .frontier(plan=None), .isoflop(), .contours(), .residuals(), "
-                ".loss_curves(), .heldout(), .all()>")
+                ".loss_curves(), .heldout(), .task(), .all()>")
 
     def _runs(self, figure: str):
         if self._fit.table is None:
@@ -66,6 +67,11 @@ class FitPlots:
         return self._drawn(heldout(self._fit.record, self._fit.table),
                            "heldout: this fit has no held-out check (fewer than 3 budgets, or holdout_budget=False)")
 
+    def task(self):
+        """The two-step task law (`target=` a task loss): step 1's law per size, step 2's sigmoid with its band."""
+        return self._drawn(task_steps(self._fit.record),
+                           "task: this fit has no task law; fit with target='task.<name>.bpb'")
+
     def all(self) -> list:
         """Every figure this fit can draw, in the report's order."""
         return fit_figures(self._fit.record, self._runs("all"), self._fit.curves)
@@ -75,5 +81,5 @@ def fit_figures(fit: dict, table, curves=None) -> list:
     """The figures of a fit record and its runs, in the report's order (None where the fit
     lacks the approach, left out)."""
     figs = [loss_curves(table, curves, fit), isoflop_profiles(fit, table), frontier(fit, table),
-            contours(fit, table), residuals(fit, table), heldout(fit, table)]
+            contours(fit, table), residuals(fit, table), task_steps(fit), heldout(fit, table)]
     return [f for f in figs if f is not None]

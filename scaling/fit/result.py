@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import warnings
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +32,12 @@ import polars as pl
 from scaling.base.errors import UserError
 from scaling.base.intervals import CI
 from scaling.base.rundir import atomic_write_json
-from scaling.fit import compute, isoflop, law
+from scaling.fit import compute, isoflop, law, olmo, tasklaw
 from scaling.fit.edges import Edge, edges_of_table
 from scaling.fit.report import FitOptions, fit_all, holdout, holdout_budget, read_fit_file
 from scaling.fit.rollout import rollout
-from scaling.fit.table import RunTable, column_mapping, find_curves, load_curves, load_runs
+from scaling.fit.table import RunTable, as_frame, column_mapping, find_curves, load_curves, load_runs
+from scaling.fit.tasklaw import Step2Options
 from scaling.fit.text import format_fit
 
 # The figures are a layer above the fit (docs/architecture.md): `Fit.plot` reaches them by this
@@ -61,7 +62,8 @@ class FitWarning(UserWarning):
 
 
 def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str = "raise",
-        options: FitOptions | None = None, **opts) -> "Fit":
+        options: FitOptions | None = None, target: str | None = None, accuracy: str | None = None,
+        step2: Step2Options | None = None, **opts) -> "Fit":
     """Fit Chinchilla's approaches to a table of runs; returns a `Fit`.
 
     data: a path (.csv, .parquet, as `scaling fit` reads), a polars or pandas DataFrame, or any
@@ -73,18 +75,114 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
     it out with a warning, as `scaling fit` does. options (or keyword arguments, the field names
     of `scaling.fit.FitOptions`: n_boot, seed, approaches, method, fixed, holdout_top, rollout,
     ...): how to fit; naming `approaches` makes an approach the data refuse an error, as
-    `--approach` does. Unlike the CLI, no progress bar unless progress=True."""
+    `--approach` does. Unlike the CLI, no progress bar unless progress=True.
+
+    target: fit every approach to this column instead of `loss` (a task's loss,
+    `task.<name>.bpb`); with it, the two-step task law too (scaling/fit/tasklaw.py): step 2
+    fits `accuracy` (default: the target's task.<name>.acc) against the target over the
+    curves' points, `step2` says how (`scaling.fit.tasklaw.Step2Options`). A folder of OLMo
+    ladder runs (SIZE-MxC.csv) is read as results and curves (scaling/fit/olmo.py)."""
     opts = _options(options, opts)
-    table = load_runs(data, columns, drop_top_loss=drop_top_loss, invalid=invalid)
-    curve_table = None
-    if 1 in opts.approaches and curves is not False:
+    if isinstance(data, (str, Path)) and olmo.is_ladder(data):
+        source = str(data)
+        data, ladder_curves = olmo.read_ladder(data)
+        curves = ladder_curves if curves is None else curves
+    else:
+        source = str(data) if isinstance(data, (str, Path)) else None
         if curves is None and isinstance(data, (str, Path)):
             curves = find_curves(data, None)
-        if curves is not None:
-            curve_table = load_curves(curves, table)
-    f = Fit(fit_all(table, curve_table, opts), table, curve_table, opts)
+    # Read only when something uses them: approach 1, or a target's step 2.
+    wanted = 1 in opts.approaches or target is not None
+    curve_frame = None if curves is None or curves is False or not wanted else as_frame(curves)[0]
+    if target is not None:
+        data, columns, curve_frame = _on_target(data, columns, curve_frame, target, source)
+    table = load_runs(data, columns, drop_top_loss=drop_top_loss, invalid=invalid)
+    if source is not None:
+        table.source = source
+    curve_table = None
+    if 1 in opts.approaches and curve_frame is not None:
+        curve_table = load_curves(curve_frame, table)
+    record = fit_all(table, curve_table, opts)
+    if target is not None:
+        record["target"] = target
+        task_args = _TaskArgs(data, column_mapping(columns).get("run", "run"), curve_frame, target, accuracy, step2)
+        record["task"] = task_args.chain(table, opts)
+        record["warnings"] += record["task"]["warnings"]
+    f = Fit(record, table, curve_table, opts)
+    if target is not None:
+        f._task_args = task_args
     f._warn()
     return f
+
+
+@dataclass
+class _TaskArgs:
+    """What the chain was fitted from, kept so that `Fit.where` and `Fit.without` refit it."""
+
+    frame: pl.DataFrame
+    run_col: str
+    curves: pl.DataFrame | None
+    target: str
+    accuracy: str | None
+    step2: Step2Options | None
+
+    def chain(self, table: RunTable, opts: FitOptions) -> dict:
+        return _chain(table, self.frame, self.run_col, self.curves, self.target, self.accuracy, self.step2, opts)
+
+
+# What a loss-like target changes: the LM loss's own columns no longer describe it.
+_LOSS_ONLY = ("loss_se", "loss_denoise", "loss_clm")
+
+
+def _on_target(data, columns, curve_frame, target: str, source: str | None):
+    """The runs (and curves) with `target` as the loss every approach fits: the column checked,
+    the LM loss's standard error and copy-gap columns left out (they describe `loss`)."""
+    frame, where = as_frame(data)
+    where = source or where
+    if target not in frame.columns:
+        tasks = sorted({c for c in frame.columns if tasklaw.TASK_COLUMN.match(c)})
+        raise UserError(f"target {target!r}: no such column in {where}; "
+                        + (f"task columns are: {', '.join(tasks)}" if tasks else "it has no task.<name>.* columns"))
+    cols = column_mapping(columns)
+    if "loss" in cols:
+        raise UserError(f"target {target!r} and a loss column mapping ({cols['loss']!r}) both name the loss: give one")
+    cols["loss"] = target
+    frame = frame.drop([c for c in _LOSS_ONLY if c in frame.columns])
+    if curve_frame is not None:
+        if target not in curve_frame.columns:
+            raise UserError(f"target {target!r}: the curves table has no such column (step 2 and approach 1 read "
+                            "every validation point's task loss from it)")
+        curve_frame = curve_frame.drop([c for c in ("loss",) + _LOSS_ONLY if c in curve_frame.columns]) \
+            .with_columns(pl.col(target).alias("loss"))
+    return frame, cols, curve_frame
+
+
+def _chain(table: RunTable, frame: pl.DataFrame, run_col: str, curve_frame, target: str, accuracy: str | None,
+           step2, opts: FitOptions) -> dict:
+    """The two-step law's record: step 2 on the curves' points (on the runs' final rows,
+    `frame`, with a warning, where there are no curves)."""
+    acc = accuracy or tasklaw.accuracy_column(target)
+    s2 = step2 or tasklaw.Step2Options()
+    runs = table.df.select("run", "params", "tokens", "loss")
+    points, source, notes = None, "curves", []
+    if acc is not None:
+        if curve_frame is not None and acc in curve_frame.columns:
+            points = tasklaw.step2_points(curve_frame.with_columns(pl.col("run").cast(pl.Utf8)), "loss", acc, s2)
+        elif acc in frame.columns:
+            ids = frame[run_col].cast(pl.Utf8) if run_col in frame.columns else \
+                pl.Series([str(i) for i in range(frame.height)])     # load_runs' ids for a table without them
+            points, source = pl.DataFrame({"run": ids, "loss": frame[target].cast(pl.Float64),
+                                           "acc": frame[acc].cast(pl.Float64)}), "final rows"
+            notes.append(f"task {tasklaw.task_name(target) or target}: step 2 on the runs' final rows only (no "
+                         f"curves with {acc}): the paper fits every validation point")
+        elif accuracy is not None:
+            raise UserError(f"accuracy {accuracy!r}: no such column in the runs or their curves")
+        else:
+            acc = None
+    rec = tasklaw.fit_chain(runs, points, target=target, accuracy=acc, n_boot=opts.n_boot, seed=opts.seed,
+                            method=opts.method, refine=opts.refine, step2=s2, points_from=source)
+    rec["warnings"] = notes + rec["warnings"]
+    return rec
 
 
 def _options(options: FitOptions | None, given: dict) -> FitOptions:
@@ -175,6 +273,7 @@ class Fit:
         self.curves = curves
         self.options = options or _options_of(record)
         self._cache: dict = {}
+        self._task_args: _TaskArgs | None = None
 
     # --------------------------------------------------------------------- what it holds
 
@@ -306,6 +405,29 @@ class Fit:
                                                   "tokens_lower", "tokens_upper", "loss", "loss_lower",
                                                   "loss_upper")})
 
+    @property
+    def task(self) -> dict | None:
+        """The two-step task law's record (`target=` a task loss): step1 (the law of the task
+        loss), step2 (the sigmoid of accuracy, or `refused` with the reason), bootstrap."""
+        return self.record.get("task")
+
+    def predict_task(self, N, D, interval: float | None = 0.95) -> pl.DataFrame:
+        """The chain at (N, D) (numbers or arrays): task_loss by step 1, accuracy by step 2 at
+        that loss (null where step 2 was refused), each with _lower and _upper, the `interval`
+        percentiles over the joint bootstrap of both steps."""
+        if not self.task:
+            raise UserError("predict_task: this fit has no task chain; fit with target='task.<name>.bpb'")
+        n, d = (np.asarray(v, float).ravel() for v in (N, D))
+        if n.size != d.size and 1 not in (n.size, d.size):
+            raise UserError(f"predict_task: N and D differ in length ({n.size} and {d.size})")
+        if np.any(~(n > 0)) or np.any(~(d > 0)):
+            raise UserError("predict_task: N and D must be positive numbers")
+        out = tasklaw.predict_chain(self.task, n, d, _check_level(interval) if interval is not None else 0.95)
+        df = pl.DataFrame(out).fill_nan(None)
+        if interval is None:
+            df = df.select("params", "tokens", "task_loss", "accuracy")
+        return df
+
     # --------------------------------------------------------------------- refits and checks
 
     def without(self, budgets=None, runs=None) -> "Fit":
@@ -409,6 +531,8 @@ class Fit:
             cols = column_mapping(columns)
             if record.get("params_column", "params") != "params":
                 cols.setdefault("params", record["params_column"])
+            if record.get("target"):     # a fit of a task's loss reads that column back (its chain stays as read)
+                cols.setdefault("loss", record["target"])
             table = load_runs(source, cols)
             beside = find_curves(source, None) if isinstance(source, (str, Path)) else None
             if beside is not None and "approach1" in record and record["approach1"].get("from_curves"):
@@ -532,8 +656,13 @@ class Fit:
         table = RunTable(df=df, source=f"{t.source} ({label})" if label else t.source, params_column=t.params_column,
                          flops_from_6nd=t.flops_from_6nd, warnings=list(t.warnings), dropped=t.dropped, hint=t.hint)
         curves = None if self.curves is None else self.curves.filter(pl.col("run").is_in(df["run"].to_list()))
-        f = Fit(fit_all(table, curves if curves is not None and curves.height else None, self.options), table,
-                curves, self.options)
+        record = fit_all(table, curves if curves is not None and curves.height else None, self.options)
+        if self._task_args is not None:     # the chain on the runs kept (the step-2 points are filtered by run)
+            record["target"] = self._task_args.target
+            record["task"] = self._task_args.chain(table, self.options)
+            record["warnings"] += record["task"]["warnings"]
+        f = Fit(record, table, curves, self.options)
+        f._task_args = self._task_args
         f._warn()
         return f
 

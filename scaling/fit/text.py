@@ -10,6 +10,7 @@ from __future__ import annotations
 from scaling.fit.edges import edge_lines
 from scaling.fit.report import REGIME_GAP
 from scaling.fit.rollout import format_rollout
+from scaling.fit.tasklaw import chain_lines
 
 
 def below_law_line(runs: list[str]) -> str:
@@ -154,7 +155,8 @@ def _warning_lines(fit: dict) -> list[str]:
 
 def format_fit(fit: dict) -> str:
     """Everything `scaling fit` prints for a fit record, as text."""
-    out = [f"{fit['n_runs']} runs from {fit['source']} (N from column {fit['params_column']!r})"]
+    out = [f"{fit['n_runs']} runs from {fit['source']} (N from column {fit['params_column']!r})"
+           + (f"; every approach fits {fit['target']!r}, not the LM loss" if fit.get("target") else "")]
     boot = f"95% interval, {fit['bootstrap']} bootstrap resamples (seed {fit['seed']})" if fit["bootstrap"] else ""
     if fit.get("approach3"):
         out += _approach3_lines(fit["approach3"], fit, boot)
@@ -166,5 +168,7 @@ def format_fit(fit: dict) -> str:
         out += _holdout_budget_lines(fit["holdout_budget"])
     if fit.get("rollout"):
         out += format_rollout(fit["rollout"])
+    if fit.get("task"):
+        out += chain_lines(fit["task"])
     out += _warning_lines(fit)
     return "\n".join(out)

@@ -8,6 +8,8 @@ request serves tokens. `build` is the one path from a request to a plan: `scalin
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from scaling.base.config import parse_count
@@ -148,6 +150,24 @@ def _target_compute(req: PlanRequest, law: Law, flop: FlopModel) -> float:
     return float(chin["train"][0])
 
 
+def task_at(law: Law, model: dict) -> dict:
+    """The fit's task chain at the plan's N and D (the compute-optimal model's without a plan):
+    task loss and accuracy, each with the joint bootstrap's 95% interval."""
+    # Here, not above: only a fit with a task chain needs it, and the fit is loaded already.
+    from scaling.fit.tasklaw import predict_chain
+
+    p = predict_chain(law.task, model["params"], model["tokens"])
+    out = {"name": law.task["name"], "target": law.task["target"], "accuracy_column": law.task.get("accuracy"),
+           "params": model["params"], "tokens": model["tokens"]}
+    for k in ("task_loss", "accuracy"):
+        v, lo, hi = (float(p[k + s][0]) for s in ("", "_lower", "_upper"))
+        out[k] = None if math.isnan(v) else v
+        out[k + "_ci"] = None if math.isnan(lo) else [lo, hi]
+    if out["accuracy"] is None:
+        out["accuracy_refused"] = (law.task.get("step2") or {}).get("refused")
+    return out
+
+
 def build(req: PlanRequest) -> tuple[dict, Law, FlopModel, CostAssumptions]:
     """The plan record `scaling plan` prints, and the law, FLOP count and cost assumptions it
     used: the one path from a request to a plan (`scaling report --plan` takes it too)."""
@@ -165,6 +185,8 @@ def build(req: PlanRequest) -> tuple[dict, Law, FlopModel, CostAssumptions]:
         compute = _target_compute(req, law, flop)
     r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
     r["reach"] = law.reach(r.get("plan", {}).get("params") or r["optimal"]["params"], r["compute"])
+    if law.task:
+        r["task"] = task_at(law, r.get("plan") or r["optimal"])
     if inference_tokens is not None:
         add_inference(r, law, flop, assume, req, inference_tokens)
     return r, law, flop, assume

@@ -167,9 +167,25 @@ def format_compare_inference(r: dict) -> str:
     return "\n".join(out)
 
 
+def format_task(t: dict) -> str:
+    """The plan's task: the two-step law's chain at the plan's N and D."""
+    f4 = lambda v: f"{v:.4f}"  # noqa: E731
+    out = [f"task {t['name']} at N {_n(t['params'])}, D {_n(t['tokens'])} (the fit's two-step task law, 95% "
+           "interval over both steps):",
+           f"  predicted task loss  {t['task_loss']:.4f}{_ci(t.get('task_loss_ci'), f4)}  ({t['target']})"]
+    if t.get("accuracy") is None:
+        out.append(f"  predicted accuracy   - (step 2 not fitted: {t.get('accuracy_refused')})")
+    else:
+        out.append(f"  predicted accuracy   {t['accuracy']:.4f}{_ci(t.get('accuracy_ci'), f4)}  "
+                   f"({t['accuracy_column']})")
+    return "\n".join(out)
+
+
 def format_all(r: dict, assume) -> str:
     """Everything `scaling plan` prints for a record, as text."""
     parts = [format_compare(r) if "compare" in r else format_plan(r, assume)]
+    if "task" in r:
+        parts.append(format_task(r["task"]))
     if "inference" in r:
         parts.append(format_inference(r["inference"], assume))
     if "compare" in r and "inference" in r["compare"][0]:

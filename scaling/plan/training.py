@@ -55,6 +55,7 @@ class Law:
     fitted_range: dict | None = None   # the fit's data: {"params": [lo, hi], "flops": [lo, hi], ...}
     params_column: str = "params"      # which N the law was fitted on (params_nonembed: Kaplan's)
     flop_count: FlopCount | None = None  # how the fit counted its runs' compute (None: the default law)
+    task: dict | None = None           # the fit's two-step task law (`scaling fit --target`), if it has one
 
     @classmethod
     def default(cls, n_samples: int = 1000, seed: int = 0) -> "Law":
@@ -85,8 +86,10 @@ class Law:
                 f"{p} holds {have} usable bootstrap samples (fewer than 20): intervals are not available"
                 + ("" if have else " (fit with --bootstrap N)"))
             samples = np.array([[params[k] for k in PARAMS]])
+        note = _target_note(fit, p, note)
         rng = fit.get("range") if isinstance(fit.get("range"), dict) else None
-        return cls(params, samples, str(p), note, rng, str(fit.get("params_column") or "params"), _fit_count(fit))
+        return cls(params, samples, str(p), note, rng, str(fit.get("params_column") or "params"), _fit_count(fit),
+                   fit.get("task") if isinstance(fit.get("task"), dict) else None)
 
     def count_for(self, stated: FlopCount | None) -> FlopCount:
         """The plan's FLOP count: the one stated, else the fit's own (so that the plan, the fit's
@@ -122,6 +125,14 @@ class Law:
         E, A, B, al, be = self.arrays(point)
         with np.errstate(over="ignore"):  # a degenerate law's huge exponent: that term is 0
             return E + A / np.asarray(n, float) ** al + B / np.asarray(d, float) ** be
+
+
+def _target_note(fit: dict, path: Path, note: str | None) -> str | None:
+    """The law's note, and for a fit of another column than the loss (`scaling fit --target`), which."""
+    if not fit.get("target"):
+        return note
+    return (note + "; " if note else "") + (f"{path} is a law of {fit['target']!r} (scaling fit --target), not of "
+                                            "the LM loss: the losses below are that column's")
 
 
 # The FLOP count of a plan: scaling.base.flops.FlopCount, the one count of fits, plans and
