@@ -189,7 +189,7 @@ def test_plan_shows_memory_and_writes_the_pick(tmp_path, capsys):
     assert header.split()[-3:] == ["strategy", "micro", "GB/GPU"]
     assert row1.split()[-3:] == ["ddp", "8", f"{small.placement.choice.memory.total / GB:.1f}"]
     assert row2.split()[-2] == str(big.config.micro_batch) and "fsdp" in row2
-    assert "planned for 80 GB GPUs" in out and "1 run(s) sharded with FSDP" in out
+    assert "planned for 80 GB GPUs" in out and "1 run(s) sharded with FSDP, from 6" in out
 
 
 def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, capsys):

@@ -144,11 +144,12 @@ def _memory_line(runs) -> str:
     sizes = sorted({p.gpu_mem_gb for p in placed})
     gpu = " / ".join(f"{g:g}" for g in sizes) + " GB GPUs" + (
         " (assumed: an H100; set [executor] gpu_mem_gb)" if any(p.assumed for p in placed) else "")
-    fsdp = sum(p.choice.strategy == "fsdp" for p in placed)
-    why = next((f" ({p.choice.why})" for p in placed if p.choice.strategy == "fsdp" and p.choice.why), "")
+    fsdp = [r for r in runs if r.placement and r.placement.choice.strategy == "fsdp"]
+    picked = all(r.placement.choice.why for r in fsdp)   # the plan chose FSDP, not the file
+    sharded = (f"{len(fsdp)} run(s) sharded with FSDP, from {format_count(min(r.n_params for r in fsdp))}"
+               + (": DDP does not fit them even one sequence at a time" if picked else "") if fsdp else "no run sharded")
     return (f"memory per GPU, planned for {gpu}: fp32 weights, gradients and AdamW's two moments, the strategy's "
-            f"copies and one micro-batch's activations (docs/sweeps.md, \"Memory per GPU\"); "
-            f"{fsdp} run(s) sharded with FSDP{why}")
+            f"copies and one micro-batch's activations (docs/sweeps.md, \"Memory per GPU\"); {sharded}")
 
 
 def _weights_line(runs) -> str:
