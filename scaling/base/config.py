@@ -261,11 +261,12 @@ class TrainConfig:
     def identity(self) -> dict:
         """The fields that define WHAT is trained; a run directory may only be resumed with
         the same identity. Execution details (progress bar, logging cadence, device, how many
-        processes share a batch and in how many pieces) may change: the batch is global, so a
-        run preempted on 8 GPUs may resume on 4."""
+        processes share a batch and in how many pieces, sharded or not, recomputed or not) may
+        change: the batch is global, so a run preempted on 8 GPUs may resume on 4, and a run the
+        memory plan now shards (strategy, micro_batch) resumes what it trained before."""
         d = self.to_dict()
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch", "keep_weights"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights", "strategy", "activation_checkpointing"):
             d.pop(k, None)
         if d.get("data") not in (None, "", "default"):
             # One shard directory, however it was spelled: sweeps record it absolute now, runs
