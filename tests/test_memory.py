@@ -188,9 +188,12 @@ def test_plan_shows_memory_and_writes_the_pick(tmp_path, capsys):
     assert main(["sweep", "plan", str(f)]) == 0
     out = capsys.readouterr().out
     header, row1, row2 = out.splitlines()[:3]
-    assert header.split()[-3:] == ["strategy", "micro", "GB/GPU"]
-    assert row1.split()[-3:] == ["ddp", "8", f"{small.placement.choice.memory.total / GB:.1f}"]
-    assert row2.split()[-2] == str(big.config.micro_batch) and "fsdp" in row2
+    assert header.split()[-8:] == ["strategy", "micro", "state", "GB", "act", "GB", "(ckpt)", "GB/GPU"]
+    m = small.placement.choice.memory
+    assert row1.split()[-6:] == ["ddp", "8", f"{m.state / GB:.1f}", f"{m.activations / GB:.1f}",
+                                 f"({m.activations_ckpt / GB:.1f})", f"{m.total / GB:.1f}"]
+    assert m.state + m.activations == m.total and m.activations_ckpt < m.activations / 3
+    assert row2.split()[-5] == str(big.config.micro_batch) and "fsdp" in row2
     assert "planned for 80 GB GPUs" in out and "1 run(s) sharded with FSDP, from 6" in out
 
 

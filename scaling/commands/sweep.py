@@ -88,7 +88,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
     gpus = any(r.placement for r in sweep.runs)
     if gpus:   # runs on GPUs: the memory plan's pick (scaling/sweep/placement.py)
-        rows[0] += ("strategy", "micro", "GB/GPU")
+        rows[0] += ("strategy", "micro", "state GB", "act GB (ckpt)", "GB/GPU")
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
         own = sweep.resources_of(r)   # keys by size give runs resources of their own
@@ -119,12 +119,16 @@ def plan_table(sweep, executor: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _memory_cells(r) -> tuple[str, str, str]:
-    """strategy, micro-batch per process, GB per GPU (with activation checkpointing: `ckpt`)."""
+def _memory_cells(r) -> tuple[str, ...]:
+    """strategy, micro-batch per process, GB per GPU of the training state (weights, gradients,
+    AdamW's moments, the strategy's copies) and of the micro-batch's activations without (and
+    with) activation checkpointing, and the total (`ckpt` where the run checkpoints)."""
     if r.placement is None:
-        return ("-", "-", "-")
+        return ("-",) * 5
     m = r.placement.choice.memory
-    return (r.placement.label, str(m.micro_batch), f"{m.total / 1e9:.1f}" + (" ckpt" if m.checkpointing else ""))
+    return (r.placement.label, str(m.micro_batch), f"{m.state / 1e9:.1f}",
+            f"{m.activations / 1e9:.1f} ({m.activations_ckpt / 1e9:.1f})",
+            f"{m.total / 1e9:.1f}" + (" ckpt" if m.checkpointing else ""))
 
 
 def _memory_json(r) -> dict:
