@@ -104,6 +104,12 @@ def measured():
                 model.token_losses(enc, dec, lab).sum()
         saved = sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
         out[mixed] = saved, peak(mixed) - (casts if mixed else 0)
+    # The training state after one AdamW step: parameters, their gradients, the two moments.
+    opt = torch.optim.AdamW(model.parameters())
+    opt.step()
+    tensors = [*model.parameters(), *(p.grad for p in model.parameters()),
+               *(t for s in opt.state.values() for t in s.values() if t.dim())]
+    out["state"] = sum(t.numel() * t.element_size() for t in tensors)
     for layer in [*model.enc_layers, *model.dec_layers]:
         layer.forward = (lambda f: lambda *a, **k: ckpt.checkpoint(f, *a, use_reentrant=False, **k))(layer.forward)
     out["ckpt"] = peak(False)
@@ -121,6 +127,12 @@ def test_the_count_matches_torch_on_cpu(measured, mixed):
     counted = B * (cfg.n_enc_layers * enc_layer + cfg.n_dec_layers * dec_layer + enc_side + dec_side)
     assert counted == pytest.approx(saved, rel=0.03)
     assert activation_bytes(cfg, B, te, td, mixed) == pytest.approx(peak, rel=0.03)
+
+
+def test_state_matches_torch_on_cpu(measured):
+    cfg, _, out = measured
+    m = memory(cfg, 1, 8, 8, precision="32", strategy="ddp", world=1)
+    assert m.weights + m.gradients + m.optimizer == out["state"] == 16 * cfg.n_params()
 
 
 def test_checkpointed_count_bounds_torch_on_cpu(measured):
