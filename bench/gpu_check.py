@@ -236,7 +236,8 @@ time_min = 30
 
 def stage_isoflop(out: Path, clock: Clock, dry: bool, data: str | None, budgets: str | None = None) -> str:
     side = 2 if dry else 4
-    budgets = f"[{budgets}]" if budgets else ("[1e9, 3e9]" if dry else "[1e14, 3e14, 1e15, 3e15]")
+    # The dry run's three budgets give the 9 runs over 3 sizes that Approach 3 needs to fit.
+    budgets = f"[{budgets}]" if budgets else ("[1e9, 2e9, 3e9]" if dry else "[1e14, 3e14, 1e15, 3e15]")
     # The dry run's sizes are the smallest the tiny data's vocabulary can build; on the GPU,
     # three sizes from a third to three times the guessed optimum at 20 tokens a parameter.
     sizes = ('sizes = ["13K", "20K", "30K"]' if dry else
