@@ -121,6 +121,9 @@ class TrainConfig:
     precision: str = "auto"            # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed
     compile: bool = False              # torch.compile (GPU)
     devices: int = 1                   # DDP processes (GPUs per node)
+    strategy: str = "auto"             # auto | ddp | fsdp: how the processes share the model
+                                       # (fsdp shards weights, gradients and optimiser state)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward
     num_nodes: int = 1
     val_points: int = 8                # validation evaluations at log-spaced token counts
     val_examples: int = 512            # validation examples per task (the same ones for every run)
@@ -188,6 +191,11 @@ class TrainConfig:
                               f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", where, f"must be auto, cpu or cuda, got {self.device!r}")
+        if self.strategy not in ("auto", "ddp", "fsdp"):
+            raise ConfigError("strategy", where, f"must be auto, ddp or fsdp, got {self.strategy!r}")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError("activation_checkpointing", where,
+                              f"must be true or false, got {self.activation_checkpointing!r}")
         if not isinstance(self.keep_weights, bool):
             raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
@@ -253,11 +261,12 @@ class TrainConfig:
     def identity(self) -> dict:
         """The fields that define WHAT is trained; a run directory may only be resumed with
         the same identity. Execution details (progress bar, logging cadence, device, how many
-        processes share a batch and in how many pieces) may change: the batch is global, so a
-        run preempted on 8 GPUs may resume on 4."""
+        processes share a batch and in how many pieces, sharded or not, recomputed or not) may
+        change: the batch is global, so a run preempted on 8 GPUs may resume on 4, and a run the
+        memory plan now shards (strategy, micro_batch) resumes what it trained before."""
         d = self.to_dict()
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch", "keep_weights"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights", "strategy", "activation_checkpointing"):
             d.pop(k, None)
         if d.get("data") not in (None, "", "default"):
             # One shard directory, however it was spelled: sweeps record it absolute now, runs

@@ -86,6 +86,9 @@ def plan_table(sweep, executor: str | None = None) -> str:
     res = sweep.resources
     fps = res.flops_per_s()
     rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
+    gpus = any(r.placement for r in sweep.runs)
+    if gpus:   # runs on GPUs: the memory plan's pick (scaling/sweep/placement.py)
+        rows[0] += ("strategy", "micro", "state GB", "act GB (ckpt)", "GB/GPU")
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
         own = sweep.resources_of(r)   # keys by size give runs resources of their own
@@ -96,7 +99,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
                      str(own.world), f"{r.tokens // r.config.tokens_per_step:,}",
-                     _lr_cell(r), _hms(t)))
+                     _lr_cell(r), _hms(t)) + (_memory_cells(r) if gpus else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     kind = executor or res.default
@@ -109,9 +112,48 @@ def plan_table(sweep, executor: str | None = None) -> str:
         f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(max(longest, total_s / conc))} "
         f"wall with {conc} at a time ({kind})")
     lines.append(_weights_line(sweep.runs))
+    if gpus:
+        lines.append(_memory_line(sweep.runs))
     for note in sweep.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _memory_cells(r) -> tuple[str, ...]:
+    """strategy, micro-batch per process, GB per GPU of the training state (weights, gradients,
+    AdamW's moments, the strategy's copies) and of the micro-batch's activations without (and
+    with) activation checkpointing, and the total (`ckpt` where the run checkpoints)."""
+    if r.placement is None:
+        return ("-",) * 5
+    m = r.placement.choice.memory
+    return (r.placement.label, str(m.micro_batch), f"{m.state / 1e9:.1f}",
+            f"{m.activations / 1e9:.1f} ({m.activations_ckpt / 1e9:.1f})",
+            f"{m.total / 1e9:.1f}" + (" ckpt" if m.checkpointing else ""))
+
+
+def _memory_json(r) -> dict:
+    """The memory plan of a run on GPUs, in bytes per GPU, part by part; nothing on CPUs."""
+    if r.placement is None:
+        return {}
+    m = r.placement.choice.memory
+    return {"strategy": r.config.strategy, "micro_batch": m.micro_batch, "gpu_mem_gb": r.placement.gpu_mem_gb,
+            "memory_bytes": {"weights": m.weights, "gradients": m.gradients, "optimizer": m.optimizer,
+                             "working": m.working, "activations": m.activations,
+                             "activations_checkpointed": m.activations_ckpt, "total": m.total}}
+
+
+def _memory_line(runs) -> str:
+    """What the GB/GPU column counts, the GPU it was planned for, and what the plan changed."""
+    placed = [r.placement for r in runs if r.placement]
+    sizes = sorted({p.gpu_mem_gb for p in placed})
+    gpu = " / ".join(f"{g:g}" for g in sizes) + " GB GPUs" + (
+        " (assumed: an H100; set [executor] gpu_mem_gb)" if any(p.assumed for p in placed) else "")
+    fsdp = [r for r in runs if r.placement and r.placement.choice.strategy == "fsdp"]
+    picked = all(r.placement.choice.why for r in fsdp)   # the plan chose FSDP, not the file
+    sharded = (f"{len(fsdp)} run(s) sharded with FSDP, from {format_count(min(r.n_params for r in fsdp))}"
+               + (": DDP does not fit them even one sequence at a time" if picked else "") if fsdp else "no run sharded")
+    return (f"memory per GPU, planned for {gpu}: fp32 weights, gradients and AdamW's two moments, the strategy's "
+            f"copies and one micro-batch's activations (docs/sweeps.md, \"Memory per GPU\"); {sharded}")
 
 
 def _weights_line(runs) -> str:
@@ -150,7 +192,8 @@ def run_plan(args) -> int:
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
                               "budget": r.budget, "tokens_per_param": r.tokens_per_param,
                               "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources),
-                              "weight_bytes": weight_bytes(r.n_params) if r.config.keep_weights else 0}))
+                              "weight_bytes": weight_bytes(r.n_params) if r.config.keep_weights else 0,
+                              **_memory_json(r)}))
     else:
         print(plan_table(sweep, args.executor))
     # On stderr, after the table: the table (or JSON) on stdout stays what scripts read.

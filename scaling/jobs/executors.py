@@ -36,6 +36,7 @@ class Resources:
     tasks_per_node: int = 0          # DDP processes per node; 0 = one per GPU (1 without GPUs)
     nodes: int = 1
     mem_gb: float | None = None
+    gpu_mem_gb: float | None = None  # memory of each GPU, for the plan's memory per GPU (None: 80)
     time_min: int = 24 * 60
     parallelism: int | None = None   # concurrent runs (local) / array parallelism (Slurm)
     default: str = "local"           # executor used when `launch` gets no --executor

@@ -28,7 +28,7 @@ from scaling.jobs.executors import SBATCH_OPTIONS
 # Keys that may be a table by size. Not: the executor's name, parallelism (one per sweep),
 # setup lines or `extra` (a table already).
 BY_SIZE = {
-    "executor": {"cpus_per_task", "gpus_per_node", "tasks_per_node", "nodes", "mem_gb", "time", "time_min",
+    "executor": {"cpus_per_task", "gpus_per_node", "tasks_per_node", "nodes", "mem_gb", "gpu_mem_gb", "time", "time_min",
                  "achieved_flops", "max_tokens_per_s", "overhead_s"},
     "slurm": {"partition", "account", "qos", "constraint", "signal_delay_s", "max_num_timeout", *SBATCH_OPTIONS},
 }

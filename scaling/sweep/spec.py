@@ -30,6 +30,7 @@ from scaling.base.config import TrainConfig, format_count, parse_count, read_tom
 from scaling.base.errors import UserError
 from scaling.jobs.executors import EXECUTORS, SBATCH_OPTIONS, Resources, SlurmSettings
 from scaling.sweep import resources as by_size
+from scaling.sweep.placement import Placement, place
 from scaling.sweep.sizes import model_for
 from scaling.tuning.rules import resolve
 
@@ -168,6 +169,7 @@ class RunSpec:
     sources: tuple = ()          # (("lr", "tuned 300K (trial 3)"), ...): where a value came from
     resources: Resources | None = None   # its own, where [executor] / [slurm] give keys by size
     slurm: SlurmSettings | None = None
+    placement: Placement | None = None   # its strategy and micro-batch on its GPUs, and their memory
 
     @property
     def tokens(self) -> int:
@@ -286,6 +288,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     runs = _dedupe(runs, notes)
     if ex_sizes or sl_sizes:
         runs = [_sized(path, r, (ex_table, ex_sizes), (sl_table, sl_sizes)) for r in runs]
+    runs = [_placed(path, r, resources, vocab) for r in runs]
     return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab, warnings)
 
 
@@ -413,6 +416,14 @@ def _sized(path: Path, r: RunSpec, executor: tuple, slurm: tuple) -> RunSpec:
     return replace(r, config=cfg, resources=res, slurm=sl)
 
 
+def _placed(path: Path, r: RunSpec, resources: Resources, vocab: int | None) -> RunSpec:
+    """The run with the strategy and micro-batch that fit its GPUs (placement.py), or refused."""
+    cfg = r.config
+    run, where = place(path, r, r.resources or resources, _model(cfg.params, cfg.tied_embeddings, cfg.seq_len,
+                                                                  cfg.data, vocab))
+    return replace(run, placement=where)
+
+
 def _allowed_types(hint: Any) -> tuple[type, ...]:
     args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
     kinds = tuple(a for a in args if a is not type(None))
@@ -429,6 +440,7 @@ def _resources(path: Path, table: Any) -> Resources:
         tasks_per_node=sec.get("tasks_per_node", (int,), 0),
         nodes=sec.get("nodes", (int,), 1),
         mem_gb=sec.get("mem_gb", (int, float)),
+        gpu_mem_gb=sec.get("gpu_mem_gb", (int, float)),
         time_min=_time_min(sec),
         parallelism=sec.get("parallelism", (int,)),
         default=sec.get("default", (str,), "local"),
@@ -454,8 +466,9 @@ def _resources(path: Path, table: Any) -> Resources:
         # Below 3 minutes USR2 can arrive before submitit installs its handler (exit 140).
         key = "time" if "time" in sec.table else "time_min"
         raise UserError(f"{sec.where(key)} must be at least 3 minutes, got {sec.table.get(key, r.time_min)!r}")
-    if r.mem_gb is not None and r.mem_gb <= 0:
-        raise UserError(f"{sec.where('mem_gb')} must be positive, got {r.mem_gb}")
+    for key in ("mem_gb", "gpu_mem_gb"):
+        if getattr(r, key) is not None and getattr(r, key) <= 0:
+            raise UserError(f"{sec.where(key)} must be positive, got {getattr(r, key)}")
     return r
 
 

@@ -1,0 +1,231 @@
+"""The memory plan: the count's parts by hand for a small shape, the count against what torch
+holds on CPU, the choice of strategy and micro-batch, `sweep plan`'s columns, the refusal of a
+run that cannot fit (plan and launch), and the 20B ladder planned with no run left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scaling.base.config import TrainConfig
+from scaling.base.errors import UserError
+from scaling.base.memory import GB, activation_bytes, choose, memory, usable_bytes
+from scaling.base.shapes import ModelConfig
+from scaling.cli import main
+from scaling.sweep.spec import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+# 1 encoder + 1 decoder layer, d 16: N = 9,600 (encoder layer 3,280, decoder layer 4,400,
+# final norms 64, embeddings 100 x 16 + 2 x 8 x 16 = 1,856).
+SMALL = ModelConfig(vocab_size=100, d_model=16, n_heads=2, n_enc_layers=1, n_dec_layers=1, max_len=8)
+
+
+def test_state_by_hand():
+    assert SMALL.n_params() == 9_600
+    ddp = memory(SMALL, 2, 6, 8, precision="bf16-mixed", strategy="ddp", world=2)
+    assert (ddp.weights, ddp.gradients, ddp.optimizer) == (38_400, 38_400, 76_800)   # 4, 4, 8 bytes x N
+    # DDP's buckets (4 N) and autocast's bf16 copies of the matmul weights: body 7,744 + tied head 1,600.
+    assert ddp.working == 4 * 9_600 + 2 * (7_744 + 1_600)
+    assert memory(SMALL, 2, 6, 8, strategy="ddp", world=1).working == 2 * (7_744 + 1_600)   # no buckets alone
+    assert memory(SMALL, 2, 6, 8, precision="32", strategy="ddp", world=1).working == 0
+    fsdp = memory(SMALL, 2, 6, 8, precision="bf16-mixed", strategy="fsdp", world=2)
+    assert (fsdp.weights, fsdp.gradients, fsdp.optimizer) == (19_200, 19_200, 38_400)  # sharded over 2
+    # Two gathered decoder blocks and the root (9,600 - 3,280 - 4,400 = 1,920) in bf16, one
+    # block's fp32 gradients.
+    assert fsdp.working == 2 * (2 * 4_400 + 1_920) + 4 * 4_400
+
+
+def test_activations_by_hand():
+    # micro 2, encoder 6 and decoder 8 tokens, d 16, vocab 100. fp32: encoder layer 64 d bytes
+    # a token (6 x 16 x 64 = 6,144), decoder 80 per decoder token + 8 per encoder token
+    # (10,240 + 768); outside: encoder side 768, decoder side 8 x 16 x 8 + 4 x 8 x 100 = 4,224;
+    # the loss's transient 8 x 100 x 8 = 6,400 (over backward's working set, 4,608).
+    assert activation_bytes(SMALL, 2, 6, 8, mixed=False) == 2 * (6_144 + 11_008 + 768 + 4_224 + 6_400)
+    # bf16 autocast: 36 and 46 + 6 d bytes a token; decoder side 6 x 8 x 16 + 3,200.
+    assert activation_bytes(SMALL, 2, 6, 8, mixed=True) == 2 * (3_456 + 5_888 + 576 + 768 + 3_968 + 6_400)
+    # Checkpointed: every block's fp32 input (4 x 16 x 14 = 896) and the larger of the start of
+    # backward (768 + 4,224 + 6,400) and one decoder block recomputed (768 + 11,008 + 4,608).
+    assert activation_bytes(SMALL, 2, 6, 8, mixed=False, checkpointing=True) == 2 * (896 + 16_384)
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """What torch holds for one micro-batch of a 3+2-layer model on CPU: the distinct storages
+    autograd saves (parameters and autocast's weight copies apart), and the peak of the
+    allocator's total over a forward and backward, with and without checkpointing per block."""
+    import torch
+    import torch.utils.checkpoint as ckpt
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    from scaling.train.model import EncoderDecoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_enc_layers=3, n_dec_layers=2, max_len=64)
+    model = EncoderDecoder(cfg)
+    B, te, td = 4, 54, 64
+    enc, dec, lab = (torch.randint(1, 512, (B, t)) for t in (te, td, td))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    # autocast's bf16 copies of the matmul weights: what the memory model counts as working copies
+    casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model)
+
+    def step(mixed):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+            loss = model.token_losses(enc, dec, lab).sum()
+        loss.backward()
+
+    def peak(mixed):
+        step(mixed)   # gradients allocated before the measurement, as in training
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step(mixed)
+        events = []
+
+        def walk(nodes):
+            for e in nodes:
+                if e.tag == _EventType.Allocation:
+                    events.append((e.start_time_ns, e.extra_fields.alloc_size, e.extra_fields.total_allocated))
+                walk(e.children)
+
+        walk(prof.profiler.kineto_results.experimental_event_tree())
+        events.sort()
+        return max(t for *_, t in events) - (events[0][2] - events[0][1])
+
+    out = {}
+    for mixed in (False, True):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+                model.token_losses(enc, dec, lab).sum()
+        saved = sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
+        out[mixed] = saved, peak(mixed) - (casts if mixed else 0)
+    # The training state after one AdamW step: parameters, their gradients, the two moments.
+    opt = torch.optim.AdamW(model.parameters())
+    opt.step()
+    tensors = [*model.parameters(), *(p.grad for p in model.parameters()),
+               *(t for s in opt.state.values() for t in s.values() if t.dim())]
+    out["state"] = sum(t.numel() * t.element_size() for t in tensors)
+    for layer in [*model.enc_layers, *model.dec_layers]:
+        layer.forward = (lambda f: lambda *a, **k: ckpt.checkpoint(f, *a, use_reentrant=False, **k))(layer.forward)
+    out["ckpt"] = peak(False)
+    return cfg, (B, te, td), out
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_the_count_matches_torch_on_cpu(measured, mixed):
+    from scaling.base import memory as mem
+
+    cfg, (B, te, td), out = measured
+    saved, peak = out[mixed]
+    enc_layer, dec_layer = mem._layer_bytes(cfg, te, td, mixed)
+    enc_side, dec_side, _ = mem._outer_bytes(cfg, te, td, mixed)
+    counted = B * (cfg.n_enc_layers * enc_layer + cfg.n_dec_layers * dec_layer + enc_side + dec_side)
+    assert counted == pytest.approx(saved, rel=0.03)
+    assert activation_bytes(cfg, B, te, td, mixed) == pytest.approx(peak, rel=0.03)
+
+
+def test_state_matches_torch_on_cpu(measured):
+    cfg, _, out = measured
+    m = memory(cfg, 1, 8, 8, precision="32", strategy="ddp", world=1)
+    assert m.weights + m.gradients + m.optimizer == out["state"] == 16 * cfg.n_params()
+
+
+def test_checkpointed_count_bounds_torch_on_cpu(measured):
+    cfg, (B, te, td), out = measured
+    counted = activation_bytes(cfg, B, te, td, mixed=False, checkpointing=True)
+    assert out["ckpt"] <= counted <= 1.2 * out["ckpt"]
+    assert counted < 0.6 * activation_bytes(cfg, B, te, td, mixed=False)
+
+
+def test_choice_ddp_then_fsdp_then_none():
+    m = ModelConfig.from_params("1B", vocab_size=32768, max_len=1024)
+    fit = choose(m, 8, 870, 1024, 80, world=8, micro_batch=8)
+    assert (fit.strategy, fit.micro_batch) == ("ddp", 8) and fit.memory.total <= usable_bytes(80)
+    smaller = choose(m, 8, 870, 1024, 40, world=8)           # half the memory: a smaller micro-batch
+    assert smaller.strategy == "ddp" and smaller.micro_batch < 8
+    assert memory(m, smaller.micro_batch * 2, 870, 1024, world=8).total > usable_bytes(40)
+    big = ModelConfig.from_params("6B", vocab_size=32768, max_len=1024)
+    sharded = choose(big, 8, 870, 1024, 80, world=8)
+    assert sharded.strategy == "fsdp" and "ddp needs" in sharded.why
+    assert choose(big, 8, 870, 1024, 80, world=8, strategy="ddp") is None
+    assert choose(big, 8, 870, 1024, 80, world=1) is None      # one GPU: nothing to shard over
+
+
+def test_config_fields_and_their_limits():
+    assert (TrainConfig().strategy, TrainConfig().activation_checkpointing) == ("auto", False)
+    with pytest.raises(UserError, match="strategy must be auto, ddp or fsdp, got 'zero'"):
+        TrainConfig(strategy="zero")
+    with pytest.raises(UserError, match="activation_checkpointing must be true or false"):
+        TrainConfig(activation_checkpointing="yes")
+    # How the processes hold the model is not what is trained: a run resumes under another pick.
+    assert TrainConfig(strategy="fsdp", activation_checkpointing=True).identity() == TrainConfig().identity()
+
+
+def _gpu_sweep(tmp_path, sizes, gpus, extra=""):
+    f = tmp_path / "gpu.toml"
+    f.write_text(f"""
+[sweep]
+name = "gpu"
+kind = "grid"
+out = "out"
+vocab_size = 32768
+[grid]
+sizes = {sizes}
+tokens = ["100M"]
+[train]
+seq_len = 1024
+batch_size = 64
+micro_batch = 8
+precision = "bf16-mixed"
+{extra}
+[executor]
+default = "local"
+gpus_per_node = {gpus}
+gpu_mem_gb = 80
+""")
+    return f
+
+
+def test_plan_shows_memory_and_writes_the_pick(tmp_path, capsys):
+    f = _gpu_sweep(tmp_path, '["1B", "6B"]', 8)
+    sw = load_sweep(f)
+    small, big = sw.runs
+    assert (small.config.strategy, big.config.strategy) == ("ddp", "fsdp")   # written into the configs
+    assert small.config.micro_batch == 8 and big.placement.choice.micro_batch == big.config.micro_batch
+    assert main(["sweep", "plan", str(f)]) == 0
+    out = capsys.readouterr().out
+    header, row1, row2 = out.splitlines()[:3]
+    assert header.split()[-8:] == ["strategy", "micro", "state", "GB", "act", "GB", "(ckpt)", "GB/GPU"]
+    m = small.placement.choice.memory
+    assert row1.split()[-6:] == ["ddp", "8", f"{m.state / GB:.1f}", f"{m.activations / GB:.1f}",
+                                 f"({m.activations_ckpt / GB:.1f})", f"{m.total / GB:.1f}"]
+    assert m.state + m.activations == m.total and m.activations_ckpt < m.activations / 3
+    assert row2.split()[-5] == str(big.config.micro_batch) and "fsdp" in row2
+    assert "planned for 80 GB GPUs" in out and "1 run(s) sharded with FSDP, from 6" in out
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, capsys):
+    f = _gpu_sweep(tmp_path, '["1B", "20B"]', 1)
+    with pytest.raises(UserError, match=r"run N20B-\S+ \(18.2B parameters\) does not fit its 80 GB GPUs: at the least "):
+        load_sweep(f)
+    assert main(["sweep", "launch", str(f), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    # One line; the file states gpu_mem_gb, so the remedy is more GPUs, not a larger stated GPU.
+    assert err.count("\n") == 1 and err.startswith("error: ") and "give it more GPUs" in err and "gpu_mem_gb" not in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="does not fit"):       # a fixed strategy is kept, and refused
+        load_sweep(_gpu_sweep(tmp_path, '["6B"]', 8, 'strategy = "ddp"'))
+
+
+def test_the_20b_ladder_plans_with_every_run_placed():
+    sw = load_sweep(ROOT / "sweeps" / "isoflop-20b.toml")
+    assert len(sw.runs) == 35 and all(r.placement for r in sw.runs)
+    assert all(r.placement.choice.memory.total <= usable_bytes(80) for r in sw.runs)
+    sharded = sorted(r.n_params for r in sw.runs if r.config.strategy == "fsdp")
+    assert len(sharded) == 5 and sharded[0] > 3e9 and sharded[-1] > 9e9
+    assert all(r.config.strategy == "ddp" for r in sw.runs if r.n_params < 3e9)
