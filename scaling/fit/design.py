@@ -22,7 +22,8 @@ regression; docs/design.md says why this one):
 3. A candidate with Jacobian row j, once run, adds j j' / sigma^2 to the information; by
    Sherman-Morrison the target's variance falls by (g' Cov j)^2 / (sigma^2 + j' Cov j).
    Greedy: take the affordable candidate of the largest fall per FLOP, update Cov, repeat
-   until the allowance buys nothing more that helps.
+   until the allowance buys nothing more that helps; the same with the cost counted as
+   sqrt(FLOPs) and not at all; keep the pass that ends narrowest (COST_POWERS).
 
 The linearisation is at today's fit: the design is local, and meant to be run again when the
 chosen runs come back (the benchmark, bench/bench_design.py, does it in rounds).
@@ -172,48 +173,65 @@ def target_gradient(target: str, theta: np.ndarray, centres, plan_compute: float
 
 
 # --------------------------------------------------------------------------- the greedy choice
+# How much a candidate's cost counts in each greedy pass: per FLOP (1), per sqrt(FLOP), not at all
+# (0). Per FLOP alone favours many cheap runs and can leave a large, very informative one out;
+# taking the best of the passes is the usual remedy for greedy selection under a budget
+# (Krause and Guestrin 2005; Leskovec et al. 2007: best of cost-benefit and unit-cost greedy).
+COST_POWERS = (1.0, 0.5, 0.0)
+
+
 def choose(data: LawData, fit: LawFit, candidates: Candidates, allowance: float, *, target: str = "loss-at-plan",
            plan_compute: float, count: FlopCount, sigma: float | None = None) -> Design:
-    """The candidates (each at most once) that most shrink the target's variance per FLOP, in
-    the order taken, within `allowance` FLOPs in all (see the module's docstring)."""
+    """The candidates (each at most once) that most shrink the target's variance within
+    `allowance` FLOPs in all, in the order taken (see the module's docstring): the best of the
+    greedy passes of COST_POWERS."""
     if target not in TARGETS:
         raise UserError(f"--target: expected one of {', '.join(TARGETS)}, got {target!r}")
     centres = _centres(data)
     theta = _theta(fit.x, centres)
     sigma = residual_sigma(data, fit.params) if sigma is None else max(SIGMA_FLOOR, float(sigma))
     J = jacobian(theta, data.log_n, data.log_d, centres)
-    info = J.T @ J / sigma**2 + np.eye(5) / PRIOR_SD**2
-    cov = np.linalg.inv(info)
+    cov = np.linalg.inv(J.T @ J / sigma**2 + np.eye(5) / PRIOR_SD**2)
     g = target_gradient(target, theta, centres, plan_compute, count)
     design = Design(target, float(plan_compute), float(allowance),
                     target_value(target, fit.params, plan_compute, count), sigma, math.sqrt(max(g @ cov @ g, 0.0)))
     Jc = jacobian(theta, np.log(candidates.n), np.log(candidates.d), centres)
-    left = float(allowance)
-    free = np.ones(len(candidates), bool)
-    while True:
-        ok = free & (candidates.c <= left)
-        if not ok.any():
-            break
-        cj = Jc @ cov                                  # rows: (Cov j)'
-        fall = (cj @ g) ** 2 / (sigma**2 + np.einsum("ij,ij->i", cj, Jc))
-        var = float(g @ cov @ g)
-        # A fall below 1e-6 of the variance is no reason to spend compute.
-        score = np.where(ok & (fall > 1e-6 * var), fall / candidates.c, -np.inf)
-        i = int(np.argmax(score))
-        if not np.isfinite(score[i]):
-            break
-        v = cj[i]
-        cov = cov - np.outer(v, v) / (sigma**2 + v @ Jc[i])
-        free[i] = False
-        left -= candidates.c[i]
-        design.picks.append(Pick(i, float(candidates.n[i]), float(candidates.d[i]), float(candidates.c[i]),
-                                 math.sqrt(max(float(g @ cov @ g), 0.0)),
+    passes = [_greedy(cov, g, Jc, candidates.c, allowance, sigma, p) for p in COST_POWERS]
+    for i, sd in min(passes, key=lambda picks: picks[-1][1] if picks else design.sd_before):
+        design.picks.append(Pick(i, float(candidates.n[i]), float(candidates.d[i]), float(candidates.c[i]), sd,
                                  None if candidates.keys is None else candidates.keys[i]))
     if not design.picks:
         cheapest = float(candidates.c.min()) if len(candidates) else math.nan
         design.notes.append(f"no candidate is both affordable and informative: the cheapest costs {cheapest:.3g} "
                             f"FLOPs against an allowance of {allowance:.3g}")
     return design
+
+
+def _greedy(cov: np.ndarray, g: np.ndarray, Jc: np.ndarray, cost: np.ndarray, allowance: float, sigma: float,
+            power: float) -> list[tuple[int, float]]:
+    """One greedy pass: (index, the target's sd after it) of each candidate taken, best fall of
+    the variance per cost^power first, while the allowance lasts."""
+    left = float(allowance)
+    free = np.ones(len(cost), bool)
+    out = []
+    while True:
+        ok = free & (cost <= left)
+        if not ok.any():
+            break
+        cj = Jc @ cov                                  # rows: (Cov j)'
+        fall = (cj @ g) ** 2 / (sigma**2 + np.einsum("ij,ij->i", cj, Jc))
+        var = float(g @ cov @ g)
+        # A fall below 1e-6 of the variance is no reason to spend compute.
+        score = np.where(ok & (fall > 1e-6 * var), fall / cost**power, -np.inf)
+        i = int(np.argmax(score))
+        if not np.isfinite(score[i]):
+            break
+        v = cj[i]
+        cov = cov - np.outer(v, v) / (sigma**2 + v @ Jc[i])
+        free[i] = False
+        left -= cost[i]
+        out.append((i, math.sqrt(max(float(g @ cov @ g), 0.0))))
+    return out
 
 
 # --------------------------------------------------------------------------- candidates
