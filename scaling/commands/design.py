@@ -91,9 +91,8 @@ def _check_out(out: Path | None, template, candidates: str | None) -> None:
         raise UserError(f"-o {out}: no such directory {out.parent}")
 
 
-def _candidates(args, fit, count, table, template, c, allowance, plan) -> Candidates:
-    if args.candidates:
-        return read_candidates(args.candidates, count)
+def _candidates(fit, count, table, template, c, allowance, plan) -> Candidates:
+    """Without a list: the sweep's own models at IsoFLOP budgets, else a grid around the frontier."""
     budgets = budgets_between(c, allowance, plan)
     if template is None:
         return grid_candidates(fit.params, count, budgets)
@@ -121,15 +120,19 @@ def run(args: argparse.Namespace) -> int:
     why = too_few(n)
     if why:
         raise UserError(f"{results}: {why}")
+    plan = plan if plan is not None else PLAN_FACTOR * float(c.max())
+    listed = read_candidates(args.candidates, count) if args.candidates else None
+    cheapest = float(listed.c.min()) if listed is not None else float(c.min())
+    if cheapest > allowance:
+        raise UserError(f"--compute {allowance:.3g}: less than the cheapest "
+                        + (f"candidate ({cheapest:.3g} FLOPs)" if listed is not None else
+                           f"run of the table ({cheapest:.3g} FLOPs); no new run fits in it"))
     data = LawData.from_arrays(n, d, loss)
     fit = fit_law_vp(data)
     bad = degenerate(fit.params, n, d)
     if bad:
         raise UserError(f"{results}: the law fitted to these runs is degenerate ({bad}): no interval to narrow")
-    plan = plan if plan is not None else PLAN_FACTOR * float(c.max())
-    cands = _candidates(args, fit, count, table, template, c, allowance, plan)
-    if float(cands.c.min()) > allowance:
-        raise UserError(f"--compute {allowance:.3g}: the cheapest candidate costs {cands.c.min():.3g} FLOPs")
+    cands = listed if listed is not None else _candidates(fit, count, table, template, c, allowance, plan)
     design = choose(data, fit, cands, allowance, target=args.target, plan_compute=plan, count=count)
     if out is not None and design.picks:
         _write(out, design, template, args)

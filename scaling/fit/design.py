@@ -281,7 +281,7 @@ def read_candidates(path, count: FlopCount) -> Candidates:
                 raise UserError(f"{path}: column {found} is not numeric") from None
             bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
             if len(bad):
-                raise UserError(f"{path}: column {found}, row {bad[0] + 1}: {v[bad[0]]!r} is not a positive number")
+                raise UserError(f"{path}: column {found}, row {bad[0] + 1}: {float(v[bad[0]])!r} is not a positive number")
             cols[name] = v
     if df.height == 0:
         raise UserError(f"{path}: no candidates (the table is empty)")
