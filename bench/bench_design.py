@@ -3,8 +3,8 @@ the table of docs/design.md; asserts nothing.
 
     .venv/bin/python bench/bench_design.py [--share 0.25] [--seeds 20] [--rounds 4,16] [--noise-seeds 5] [--json FILE]
 
-Every method starts from the same runs (the cheapest, up to 0.5% of the compute) and spends up
-to the same share of the points' compute in all:
+Every method starts from the same runs (the cheapest, up to 0.5% of the compute and at least
+16) and spends up to the same share of the points' compute in all:
 
 - design: `scaling.fit.design.replay` (choose by the interval of the plan's loss at the largest
   compute, refit, choose again; each of `--rounds` rounds);
@@ -42,7 +42,9 @@ from scaling.fit.design import replay
 from scaling.fit.law import LawData, fit_law_vp, predict_loss
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chinchilla-epoch" / "svg_extracted_data.csv"
+PORIAN = Path(__file__).resolve().parents[1] / "tests" / "data" / "porian_isoflop.csv"
 START_SHARE = 0.005
+START_RUNS = 16
 
 
 def points():
@@ -91,7 +93,9 @@ def setting(name, n, d, loss, c, cand_mask, share, seeds, rounds, ref_opt, top, 
     allowance = share * c[cand].sum()
     order = cand[np.argsort(c[cand])]
     start = np.zeros(len(n), bool)
-    start[order[np.cumsum(c[order]) <= START_SHARE * c[cand].sum()]] = True
+    # The cheapest runs, up to START_SHARE of the compute and at least START_RUNS of them (an
+    # IsoFLOP sweep's smallest budget alone cannot separate N from D).
+    start[order[(np.cumsum(c[order]) <= START_SHARE * c[cand].sum()) | (np.arange(len(order)) < START_RUNS)]] = True
     rows = [("every candidate", [cand_mask], None)]
     for k in rounds:
         t = time.time()
@@ -115,6 +119,25 @@ def setting(name, n, d, loss, c, cand_mask, share, seeds, rounds, ref_opt, top, 
                     "err_top_median": float(np.median(errs[:, 1])), "err_top_worst": float(errs[:, 1].max()),
                     "seconds": secs})
     return out
+
+
+def porian(args, rounds) -> list:
+    """The same protocol on each of Porian et al.'s sweeps (real points only)."""
+    df = pl.read_csv(PORIAN, comment_prefix="#")
+    rows = []
+    for name in sorted(set(df["set"])):
+        s = df.filter(pl.col("set") == name)
+        n, d, ls, c = (s[k].to_numpy().astype(float) for k in ("params", "tokens", "loss", "budget"))
+        top = c >= c.max() / 10
+        law = fit_law_vp(LawData.from_arrays(n, d, ls)).params
+        ref_opt = float(optimal(law, c.max(), SIX_ND)[2])
+        part = []
+        for setting_name, mask in (("all", np.ones(len(n), bool)), ("held-out", ~top)):
+            part += [{"data": name, **r} for r in setting(setting_name, n, d, ls, c, mask, args.share, args.seeds,
+                                                           rounds, ref_opt, top, ls[top])]
+        print(table(part, f"Porian et al.'s {name} sweep: {len(n)} runs, {top.sum()} within 10x of C_max {c.max():.3g}"))
+        rows += part
+    return rows
 
 
 def table(rows, title) -> str:
@@ -147,6 +170,8 @@ def main() -> int:
     ap.add_argument("--rounds", default="4,16", help="design rounds, a refit after each: a comma list (4,16)")
     ap.add_argument("--noise-seeds", type=int, default=5, help="synthetic copies of the points (5; 0: none)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON")
+    ap.add_argument("--porian", action="store_true",
+                    help="also Porian et al.'s four IsoFLOP sweeps (tests/data/porian_isoflop.csv; C = their budget)")
     args = ap.parse_args()
     if not DATA.exists():
         print(f"skipped: {DATA} is absent (Chinchilla's digitised points, ../shared/data/chinchilla-epoch/)")
@@ -177,6 +202,8 @@ def main() -> int:
         print(table(_median_over_copies([r for r in rows if r["data"] != "Chinchilla"]),
                     f"synthetic copies (the full fit's law, 0.5% noise), median over {args.noise_seeds} copies; errors "
                     "against that law (its L_opt, its noise-free losses)"))
+    if args.porian:
+        rows += porian(args, rounds)
     secs = [r["seconds"] for r in rows if r["seconds"] is not None]
     print(f"\ndesign: {sum(secs):.1f} s in all ({len(secs)} designs, fits included); the benchmark {time.time() - t:.0f} s")
     if args.json:
