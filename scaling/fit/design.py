@@ -244,7 +244,10 @@ def budgets_between(flops, allowance: float, plan_compute: float, per_decade: in
         raise UserError(f"--compute {allowance:.3g}: less than the smallest run of the table ({lo:.3g} FLOPs); "
                         "no new run fits in it")
     steps = max(1, int(math.ceil(per_decade * math.log10(hi / lo))))
-    return np.unique(np.geomspace(lo, hi, steps + 1))
+    # Two significant digits, as a person writes a budget (a sweep names its runs by it: the
+    # smallest run's own FLOPs, 9.99e10 after whole batches, is the sweep's 1e11); none above hi.
+    budgets = np.array([float(f"{b:.2g}") for b in np.geomspace(lo, hi, steps + 1)])
+    return np.unique(np.where(budgets > hi, hi, budgets))
 
 
 def grid_candidates(params: dict, count: FlopCount, budgets: np.ndarray, sizes: int = 7,
