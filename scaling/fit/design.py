@@ -83,6 +83,9 @@ class Pick:
 
 @dataclass
 class Design:
+    """A design: the target now (its value and sd at today's fit), the runs chosen in order,
+    and the sd after them. Half-widths (95%) are in the target's units: log loss, log N_opt or a."""
+
     target: str
     plan_compute: float
     allowance: float
@@ -101,8 +104,11 @@ class Design:
         return self.picks[-1].sd_after if self.picks else self.sd_before
 
     def to_dict(self) -> dict:
+        """The JSON of `scaling design --json`; `estimate` is the target in its own units (the
+        loss, N_opt or a), `value` the quantity the interval is of (log loss, log N_opt, a)."""
         return {"target": self.target, "plan_compute": self.plan_compute, "allowance": self.allowance,
-                "spent": self.spent, "value": self.value, "sigma": self.sigma,
+                "spent": self.spent, "value": self.value,
+                "estimate": self.value if self.target == "a" else math.exp(self.value), "sigma": self.sigma,
                 "half_width_before": Z95 * self.sd_before, "half_width_after": Z95 * self.sd_after,
                 "runs": [{"params": p.n, "tokens": p.d, "flops": p.c, "half_width_after": Z95 * p.sd_after}
                          for p in self.picks],
@@ -160,6 +166,8 @@ def target_value(target: str, params: dict, plan_compute: float, count: FlopCoun
 
 
 def target_gradient(target: str, theta: np.ndarray, centres, plan_compute: float, count: FlopCount) -> np.ndarray:
+    """d target / d theta by central differences (the optimum under an encoder-decoder count
+    has no closed form to differentiate)."""
     g = np.zeros(5)
     for i in range(5):
         hi, lo = theta.copy(), theta.copy()
