@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "design", help="the next runs of a sweep, chosen to narrow the interval of the plan's loss, a or N_opt",
         description="Given a results table (or a sweep directory) and a compute allowance, propose the runs "
-                    "that most shrink the 95%% interval of the target per FLOP (docs/design.md).")
+                    "that most shrink the 95% interval of the target within it (docs/design.md).")
     p.add_argument("results", metavar="RESULTS_OR_SWEEP",
                    help="a sweep directory (its results.parquet and sweep.toml), or any .csv/.parquet of runs")
     p.add_argument("--compute", required=True, metavar="C", help="FLOPs the new runs may cost in all, e.g. 2e15")
