@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     _check_out(out, template, args.candidates)
     table = load_runs(results, args.columns, drop_top_loss=args.drop_top_loss, invalid="drop")
-    count, _, _ = compute.count_for_table(table, parse_flop_count(args.flops) if args.flops else None)
+    count, _, count_warnings = compute.count_for_table(table, parse_flop_count(args.flops) if args.flops else None)
     n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
     why = too_few(n)
     if why:
@@ -136,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     design = choose(data, fit, cands, allowance, target=args.target, plan_compute=plan, count=count)
     if out is not None and design.picks:
         _write(out, design, template, args)
+    if not args.json:
+        for w in [*table.warnings, *count_warnings]:   # how the table was read, as `scaling fit` says it
+            print(f"note: {w}", file=sys.stderr)
     print(json.dumps(design.to_dict()) if args.json else format_design(design))
     return 0
 
