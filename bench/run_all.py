@@ -17,6 +17,7 @@ BENCHES = [
     ("threads against step size", ["bench_threads.py"]),
     ("tokenizing", ["bench_tokenize.py"]),
     ("fitting (Approach 3 grid and bootstrap)", ["bench_fit.py"]),
+    ("designing the next runs on Chinchilla's points", ["bench_design.py"]),
     ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),
     ("tuning: trials per hour, with and without pruning", ["bench_tune.py"]),
 ]

@@ -22,6 +22,7 @@ COMMANDS = {
     "sweep": "plan, launch, watch, collect, extend and cancel grids of runs",
     "fit": "fit Chinchilla's three approaches to a results table",
     "plan": "extrapolate a fit to a training plan and its cost",
+    "design": "the next runs, chosen to narrow the interval of the plan's loss, a or N_opt",
     "report": "one self-contained HTML report: runs, fits, held-out check, plan, figures",
     "plot": "one figure of a sweep, its fit or a plan, as HTML, PNG or SVG",
     "tune": "per-size learning-rate (and batch, beta2) search with Optuna",

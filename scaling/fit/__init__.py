@@ -18,7 +18,8 @@ a dict {"params": "Model Size"} or the string "params=Model Size" (`column_mappi
 
 Modules: table (input), law (Approach 3), isoflop (Approaches 1 and 2), repeat (repeated
 data), lbfgs (the batched optimiser), report (all of it with bootstrap intervals), rollout
-(leave-future-out), text (what `scaling fit` prints), result (the `Fit` object).
+(leave-future-out), text (what `scaling fit` prints), result (the `Fit` object), design (the next
+runs, `scaling design`).
 """
 
 import sys

@@ -183,6 +183,18 @@ def extend(dir: str | Path, edges, out: str | Path | None = None) -> Extension:
         raise UserError(f"{dir}: no size can be added beyond the edges (a budget whose optimum lies below the "
                         "smallest model it can build needs a larger budget or a smaller vocabulary): "
                         + "; ".join(ext.notes))
+    doc_out = sweep_doc(dir, ledger, doc, out, budgets, sizes, f"sizes beyond the edge budgets of {dir} (scaling sweep extend)")
+    header = (f"Written by `scaling sweep extend {dir}`: new runs only, into the same sweep directory.\n"
+              f"  scaling sweep launch {out}\n  scaling sweep collect {dir} && scaling fit {dir / 'results.parquet'}")
+    write_checked(out, to_toml(doc_out, header), ledger, ext)
+    return ext
+
+
+def sweep_doc(dir: Path, ledger, doc: dict, out: Path, budgets: list, sizes: list, description: str) -> dict:
+    """The sections of a sweep file that adds runs (`sizes[i]`, a list of size targets, at
+    `budgets[i]`) to the sweep in `dir` (its ledger, and `doc` the sweep file launched there):
+    the same [sweep] name and directory, its [train], [executor] and [slurm] (`extend`, and
+    `scaling design`'s sweep file)."""
     iso = {"budgets": budgets, "sizes": sizes}
     if "steps" in (doc.get("isoflop") or {}):
         iso["steps"] = doc["isoflop"]["steps"]
@@ -190,7 +202,7 @@ def extend(dir: str | Path, edges, out: str | Path | None = None) -> Extension:
     # Paths in a sweep file are read from its folder (spec.file_path): `out` is written relative
     # to the new file, and the data as the launch read it (the ledger's run configs), absolute.
     sweep |= {"name": ledger.sweep, "kind": "isoflop", "out": os.path.relpath(dir.absolute(), out.parent.absolute()),
-              "description": f"sizes beyond the edge budgets of {dir} (scaling sweep extend)"}
+              "description": description}
     new_doc = {"sweep": sweep, "isoflop": iso, **{k: doc[k] for k in ("train", "executor", "slurm") if k in doc}}
     for key, value in (new_doc.get("train") or {}).items():
         # A tuned table's folder was read from the launched file's folder, which the sweep
@@ -201,13 +213,10 @@ def extend(dir: str | Path, edges, out: str | Path | None = None) -> Extension:
     data = next((r.config.get("data") for r in ledger.runs.values()), None)
     if "train" in new_doc and data not in (None, "", "default"):
         new_doc["train"] = {**new_doc["train"], "data": os.path.abspath(data)}
-    header = (f"Written by `scaling sweep extend {dir}`: new runs only, into the same sweep directory.\n"
-              f"  scaling sweep launch {out}\n  scaling sweep collect {dir} && scaling fit {dir / 'results.parquet'}")
-    _write_checked(out, to_toml(new_doc, header), ledger, ext)
-    return ext
+    return new_doc
 
 
-def _write_checked(out: Path, text: str, ledger, ext: Extension) -> None:
+def write_checked(out: Path, text: str, ledger, ext: Extension) -> None:
     """Expand the file before it is in place (a run it names must be new), then move it there."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
