@@ -3,9 +3,9 @@ shard directory whose text allows them, so no example was ever trained on (prepa
 whole documents in one split or the other), and the names a run's `eval` list resolves.
 
 - `docsum` (generative; the seed's MLSum in a bottle): a docstring's one-line summary given
-  the rest of it. A paragraph of one line (12-120 characters) followed by a paragraph of at
-  least 40 characters: the prompt is the second paragraph and a blank line, the answer the
-  one-line paragraph.
+  the rest of it. A paragraph of one line (12-120 characters, a capital first and a full stop
+  last) followed by a paragraph of at least 40 characters: the prompt is the second
+  paragraph and a blank line, the answer the one-line paragraph.
 - `nextsent` (multiple choice, 4 choices): the true next sentence of a paragraph among three
   sentences from other validation documents. The prompt is a sentence and a space; the
   correct choice the sentence after it in the same paragraph.
@@ -57,12 +57,17 @@ def _spread(per_doc: list[list], n: int) -> list:
     return out
 
 
+def _summary_line(p: str) -> bool:
+    """A docstring's summary, by its look: one line, a capital first, a full stop last."""
+    return "\n" not in p and 12 <= len(p) <= 120 and p[0].isupper() and p.endswith(".")
+
+
 def docsum(texts: list[str], n: int = MAX_EXAMPLES) -> Task:
     per_doc = []
     for text in texts:
         paras = _paragraphs(text)
         per_doc.append([TaskExample(paras[i + 1] + "\n\n", answer=p) for i, p in enumerate(paras[:-1])
-                        if "\n" not in p and 12 <= len(p) <= 120 and len(paras[i + 1]) >= 40])
+                        if _summary_line(p) and len(paras[i + 1]) >= 40])
     return Task("docsum", GENERATIVE, tuple(_spread(per_doc, n)))
 
 

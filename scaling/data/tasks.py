@@ -144,7 +144,10 @@ def checked_eval_list(names, where: str, resolve=lambda name: name) -> list[str]
             out.append(name)
         elif name.endswith(".jsonl"):
             out.append(resolve(name))
-            read_task_file(out[-1])
+            try:
+                read_task_file(out[-1])
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
         else:
             raise UserError(f"{where}: {name!r} is neither a built-in task ({', '.join(BUILTIN_NAMES)}) "
                             f"nor a .jsonl task file")
