@@ -27,11 +27,11 @@ from scaling.base.errors import UserError
 from scaling.data.layout import read_meta
 from scaling.data.prepare import spoken_form
 from scaling.data.shards import TokenShards
-from scaling.data.tasks import BUILTIN_NAMES, CHOICE, GENERATIVE, EncodedTask, Task, TaskExample, encode_task, read_task_file
+from scaling.data.tasks import BUILTIN_EXAMPLES, BUILTIN_NAMES, CHOICE, NEXTSENT_CHOICES, GENERATIVE, EncodedTask, Task, TaskExample, encode_task, read_task_file
 from scaling.data.tokenizer_files import load_tokenizer
 
-MAX_EXAMPLES = 128
-N_CHOICES = 4
+MAX_EXAMPLES = BUILTIN_EXAMPLES
+N_CHOICES = NEXTSENT_CHOICES
 SEED = 24
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 

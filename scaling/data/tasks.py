@@ -32,6 +32,8 @@ from scaling.base.errors import UserError
 
 GENERATIVE, CHOICE = "generative", "choice"
 BUILTIN_NAMES = ("docsum", "nextsent")   # drawn from a shard directory: scaling/data/builtin_tasks.py
+BUILTIN_EXAMPLES = 128                   # at most, of each built-in task
+NEXTSENT_CHOICES = 4
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,13 @@ def checked_eval_list(names, where: str, resolve=lambda name: name) -> list[str]
     if dup:
         raise UserError(f"{where}: two tasks named {dup!r} (a task's columns are named by its file's stem)")
     return out
+
+
+def scored_rows(names) -> int:
+    """How many rows (example x option) the tasks `names` score at a point, at most: the
+    plan's estimate of their cost (a built-in task may find fewer examples in small data)."""
+    rows = {"docsum": BUILTIN_EXAMPLES, "nextsent": BUILTIN_EXAMPLES * NEXTSENT_CHOICES}
+    return sum(rows[n] if n in rows else sum(len(ex.options) for ex in read_task_file(n).examples) for n in names)
 
 
 def write_task_file(path, task: Task) -> Path:
