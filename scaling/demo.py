@@ -81,7 +81,8 @@ def task_table(results_path: str) -> str:
     if not p.exists():
         return ""
     df = pl.read_parquet(p).filter(pl.col("status") == "completed")
-    cols = [c for c in df.columns if c.startswith("task.") and (c.endswith(".bpb") or c.endswith(".acc"))]
+    names = sorted({c.split(".")[1] for c in df.columns if c.startswith("task.")})
+    cols = [f"task.{n}.{k}" for n in names for k in ("bpb", "acc") if f"task.{n}.{k}" in df.columns]
     if not cols or df.is_empty():
         return ""
     df = df.sort("budget", "params")

@@ -201,6 +201,15 @@ def test_run_scores_tasks_at_every_validation_point(sweep_dir):
     assert curves.height == 4 and curves["task.capitals.acc"].to_list() == val["task.capitals.acc"].to_list()
 
 
+def test_demo_prints_each_runs_task_scores(sweep_dir):
+    from scaling.demo import task_table
+
+    text = task_table(str(sweep_dir / "results.parquet")).splitlines()
+    assert text[1].split() == ["run", "loss", "capitals.bpb", "capitals.acc", "docsum.bpb", "nextsent.bpb", "nextsent.acc"]
+    acc = pl.read_parquet(sweep_dir / "results.parquet")["task.nextsent.acc"][0]
+    assert text[2].split()[0] == "r1" and text[2].split()[-1] == f"{acc:.3f}"
+
+
 def test_scaling_eval_gives_the_last_validation_point_again(sweep_dir, tmp_path, capsys):
     run = sweep_dir / "runs" / "r1"
     last = pl.read_parquet(run / "metrics.parquet").filter(pl.col("split") == "val").row(-1, named=True)
