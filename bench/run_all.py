@@ -19,6 +19,7 @@ BENCHES = [
     ("fitting (Approach 3 grid and bootstrap)", ["bench_fit.py"]),
     ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),
     ("tuning: trials per hour, with and without pruning", ["bench_tune.py"]),
+    ("downstream tasks: their share of a demo run's wall time", ["bench_tasks.py"]),
 ]
 
 
