@@ -18,7 +18,7 @@ import torch
 
 from scaling.base.errors import UserError
 from scaling.cli import main
-from scaling.data.builtin_tasks import encode_tasks, load_tasks, validation_texts
+from scaling.data.builtin_tasks import load_tasks, validation_texts
 from scaling.data.shards import TokenShards
 from scaling.data.tasks import CHOICE, GENERATIVE, Task, TaskExample, encode_task, read_task_file, write_task_file
 from scaling.data.tokenizer import BytesTokenizer
