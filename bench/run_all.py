@@ -20,6 +20,7 @@ BENCHES = [
     ("designing the next runs on Chinchilla's points", ["bench_design.py"]),
     ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),
     ("tuning: trials per hour, with and without pruning", ["bench_tune.py"]),
+    ("downstream tasks: their share of a demo run's wall time", ["bench_tasks.py"]),
 ]
 
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "report": "one self-contained HTML report: runs, fits, held-out check, plan, figures",
     "plot": "one figure of a sweep, its fit or a plan, as HTML, PNG or SVG",
     "tune": "per-size learning-rate (and batch, beta2) search with Optuna",
+    "eval": "score kept models on downstream tasks (bpb of the answer, multiple-choice accuracy)",
     "score": "a kept model's loss and bits per byte on each document of a file",
     "generate": "continue a prompt (CLM) or fill its marked gaps (denoising) with a kept model",
     "export": "a kept model as a Hugging Face transformers model, checked by equal logits",

@@ -72,6 +72,29 @@ def _disagreement(fit: dict) -> list[str]:
     return [f"  the approaches differ: approach {k}'s a = {a[k]:.3f} against {others}; {why}"]
 
 
+def task_table(results_path: str) -> str:
+    """Each completed run's task scores at its last validation point (docs/tasks.md): the
+    bits per byte of each task's answers, and multiple-choice accuracy against chance."""
+    import polars as pl
+
+    p = Path(results_path)
+    if not p.exists():
+        return ""
+    df = pl.read_parquet(p).filter(pl.col("status") == "completed")
+    names = sorted({c.split(".")[1] for c in df.columns if c.startswith("task.")})
+    cols = [f"task.{n}.{k}" for n in names for k in ("bpb", "acc") if f"task.{n}.{k}" in df.columns]
+    if not cols or df.is_empty():
+        return ""
+    df = df.sort("budget", "params")
+    head = ["run", "loss", *(c.removeprefix("task.") for c in cols)]
+    rows = [[r["run"], f"{r['loss']:.3f}", *("-" if r[c] is None else f"{r[c]:.3f}" for c in cols)]
+            for r in df.iter_rows(named=True)]
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return "\n".join(["Task scores per run (last validation point; bpb of the answer, accuracy of 4 choices, "
+                      "chance 0.25):", *(fmt(r) for r in [head, *rows])])
+
+
 def summary(fit_path: str, plan_path: str) -> str:
     """What the demo recovered, in a few lines: exponents, held-out error, reach."""
     fit = json.loads(Path(fit_path).read_text())
@@ -131,6 +154,9 @@ def main(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap:
         if rc not in (0, None):
             print(f"demo: step {i} exited {rc}", file=sys.stderr)
             return rc
+    tasks = task_table(f"{out}/results.parquet")
+    if tasks:
+        print("\n" + tasks)
     print("\n" + summary(f"{out}/fit.json", f"{out}/plan-own.json"))
     print(f"\nDemo finished in {time.time() - t0:.0f} s. Report: {report_path(out)} (open it in a browser; "
           f"it works offline). Figures alone: {out}/plots/*.html")

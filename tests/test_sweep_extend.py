@@ -240,3 +240,18 @@ def test_extend_refuses_a_relative_tuned_table_it_cannot_place(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "train.lr" in err and "absolute path" in err and len(err.strip().splitlines()) == 1
     assert not (sweep_dir / "extend.toml").exists()
+
+
+def test_extend_keeps_the_tasks_the_runs_scored(tmp_path, capsys):
+    """The new runs score the launched runs' tasks ([eval]; a task file by its absolute path,
+    since the new file is read from another folder)."""
+    mc = tmp_path / "pick.jsonl"
+    mc.write_text('{"prompt": "p", "choices": ["a", "b"], "label": 0}\n')
+    (tmp_path / "edge.toml").write_text(OFF_CENTRE + '\n[eval]\ntasks = ["docsum", "pick.jsonl"]\n')
+    sweep_dir = tmp_path / "runs" / "edge"
+    _add_to_ledger(tmp_path / "edge.toml", sweep_dir)
+    _collected(sweep_dir)
+    out = tmp_path / "elsewhere" / "more.toml"
+    assert main(["sweep", "extend", str(sweep_dir), "--out", str(out)]) == 0
+    runs = load_sweep(out).runs
+    assert runs and all(r.config.eval == ["docsum", str(mc)] for r in runs)

@@ -134,6 +134,9 @@ class TrainConfig:
                                        # tokenizer (scaling/base/rundir.py); false: nothing is kept
     logger: str = "none"               # none | csv | tensorboard | wandb | mlflow: a Lightning
                                        # logger writing into the run directory (LOGGERS)
+    eval: list = field(default_factory=list)   # downstream tasks scored at every validation point:
+                                       # built-in names (docsum, nextsent) and .jsonl task files
+                                       # (docs/tasks.md); columns task.<name>.*
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
 
     # The limits of a run's settings, in one place: the CLI, sweep files, tune and the trainer
@@ -200,6 +203,8 @@ class TrainConfig:
             raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
             raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
+        if not isinstance(self.eval, list) or not all(isinstance(t, str) and t for t in self.eval):
+            raise ConfigError("eval", where, f"must be a list of task names or .jsonl files, got {self.eval!r}")
         if self.logger not in LOGGERS:
             raise ConfigError("logger", where, f"must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
         return self
@@ -263,10 +268,13 @@ class TrainConfig:
         the same identity. Execution details (progress bar, logging cadence, device, how many
         processes share a batch and in how many pieces, sharded or not, recomputed or not) may
         change: the batch is global, so a run preempted on 8 GPUs may resume on 4, and a run the
-        memory plan now shards (strategy, micro_batch) resumes what it trained before."""
+        memory plan now shards (strategy, micro_batch) resumes what it trained before. The tasks
+        scored (eval) measure the run and train nothing: a run resumed with other tasks scores
+        those from then on."""
         d = self.to_dict()
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch", "keep_weights", "strategy", "activation_checkpointing"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights", "strategy", "activation_checkpointing",
+                  "eval"):
             d.pop(k, None)
         if d.get("data") not in (None, "", "default"):
             # One shard directory, however it was spelled: sweeps record it absolute now, runs

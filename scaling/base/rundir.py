@@ -205,8 +205,9 @@ METRICS_SCHEMA = {
     "tokens_per_s": "Float64", "mfu": "Float64", "wall_s": "Float64",
     "val_loss": "Float64", "val_loss_denoise": "Float64", "val_loss_clm": "Float64",
     "val_bpb": "Float64", "val_bpb_denoise": "Float64", "val_bpb_clm": "Float64",
-    "val_se": "Float64",
+    "val_se": "Float64", "task_s": "Float64",
 }
+TASK_PREFIX = "task."   # a downstream task's columns: task.<name>.bpb, ... (docs/tasks.md)
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
@@ -214,6 +215,7 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     import polars as pl
 
     schema = {k: getattr(pl, t) for k, t in METRICS_SCHEMA.items()}
+    schema.update({k: pl.Float64 for k in sorted({k for r in rows for k in r if k.startswith(TASK_PREFIX)})})
     df = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
     write_parquet_atomic(df, Path(run_dir) / METRICS)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from scaling.base.config import TrainConfig, parse_count
+from scaling.data.tasks import checked_eval_list
 from scaling.train.run import TrainingRun
 
 
@@ -38,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--devices", type=int, default=1,
                    help="processes per node: GPUs, or CPU processes with gloo (DDP when > 1)")
     p.add_argument("--val-points", type=int, default=None, help="log-spaced validation points (default 8)")
+    p.add_argument("--eval", action="append", default=None, metavar="TASK",
+                   help="a task scored at every validation point: docsum, nextsent (built in) or a .jsonl "
+                   "task file (docs/tasks.md); repeat for several, or separate them with commas")
     p.add_argument("--checkpoint-every", type=float, default=None, metavar="SECONDS",
                    help="wall seconds between checkpoints (default 60)")
     p.add_argument("--no-progress", action="store_true")
@@ -60,6 +65,9 @@ def config_from_args(args: argparse.Namespace):
             values[name] = getattr(args, name)
     if args.checkpoint_every is not None:
         values["checkpoint_every_s"] = args.checkpoint_every
+    if args.eval:
+        names = [n.strip() for arg in args.eval for n in arg.split(",") if n.strip()]
+        values["eval"] = checked_eval_list(names, "--eval", os.path.abspath)
     flags = {"checkpoint_every_s": "--checkpoint-every", "tied_embeddings": "--untied",
              "keep_weights": "--no-keep-weights"}
     cfg = TrainConfig.build(values, lambda key: flags.get(key, "--" + key.replace("_", "-")))

@@ -8,4 +8,6 @@
     layout.py      what a shard directory holds on disk
     shards.py      token shards read (TokenShards) and found (resolve_data)
     objectives.py  the AlexaTM mixed objective, a batch at a time (numpy)
+    tasks.py       downstream task files (.jsonl), read, checked and cut to a run's window
+    builtin_tasks.py  docsum and nextsent, drawn from a shard directory's validation split
 """

@@ -9,6 +9,10 @@
   (docs/sweeps.md lists the columns).
 - curves.parquet: every validation point of every completed run (run, params, tokens,
   flops, loss), the loss curves Chinchilla's Approach 1 takes its lower envelope from.
+
+Both carry the downstream tasks' columns (`task.<name>.bpb`, `.bpb_clm`, `.acc`, `.acc_clm`:
+docs/tasks.md) of every task any run scored, null where a run did not score it: results from
+run.json's "tasks" (the last point, or `scaling eval`), curves from every validation point.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.base.rundir import METRICS, RunStatus, write_parquet_atomic
+from scaling.base.rundir import METRICS, TASK_PREFIX, RunStatus, write_parquet_atomic
 from scaling.sweep.status import RunState, sweep_states
 
 RESULTS = "results.parquet"
@@ -106,6 +110,7 @@ def _row(s: RunState) -> dict:
         "seq_len": cfg.get("seq_len"), "noise_density": cfg.get("noise_density"),
         "tied_embeddings": cfg.get("tied_embeddings"),
         **_options(rec, cfg),
+        **({k: float(x) for k, x in (rec.get("tasks") or {}).items() if x is not None} if done else {}),
     }
 
 
@@ -130,7 +135,10 @@ def _options(rec: dict, cfg: dict) -> dict:
 def results_table(states: list[RunState]):
     import polars as pl
 
-    return pl.DataFrame([_row(s) for s in states], schema=_schema(), orient="row")
+    rows = [_row(s) for s in states]
+    tasks = sorted({k for r in rows for k in r if k.startswith(TASK_PREFIX)})
+    schema = {**_schema(), **{k: pl.Float64 for k in tasks}}
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
 
 
 def curves_table(dir: Path, results, problems: list[str] | None = None) -> "object":
@@ -144,7 +152,9 @@ def curves_table(dir: Path, results, problems: list[str] | None = None) -> "obje
 
     problems = [] if problems is None else problems
     done = results.filter(pl.col("status") == RunStatus.COMPLETED.value)
-    schema = {"run": pl.Utf8, "params": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "loss": pl.Float64}
+    tasks = [c for c in results.columns if c.startswith(TASK_PREFIX)]
+    schema = {"run": pl.Utf8, "params": pl.Int64, "tokens": pl.Int64, "flops": pl.Float64, "loss": pl.Float64,
+              **{c: pl.Float64 for c in tasks}}
     runs = {str(_run_dir(dir, name) / METRICS): (name, params) for name, params in zip(done["run"], done["params"])}
     missing = [p for p in runs if not Path(p).exists()]
     if missing:
@@ -153,10 +163,13 @@ def curves_table(dir: Path, results, problems: list[str] | None = None) -> "obje
         return pl.DataFrame(schema=schema)
 
     def scan(paths):
-        lf = pl.scan_parquet(paths, include_file_paths="_path", missing_columns="insert")
+        # The tasks' columns differ between runs: the scan is then given them, null where absent.
+        given = dict(schema={"split": pl.Utf8, "tokens": pl.Int64, "flops": pl.Float64, "val_loss": pl.Float64,
+                             **{c: pl.Float64 for c in tasks}}, extra_columns="ignore") if tasks else {}
+        lf = pl.scan_parquet(paths, include_file_paths="_path", missing_columns="insert", **given)
         return (lf.filter(pl.col("split") == "val")
                   .select("_path", pl.col("tokens").cast(pl.Int64), pl.col("flops").cast(pl.Float64),
-                          pl.col("val_loss").cast(pl.Float64).alias("loss"))
+                          pl.col("val_loss").cast(pl.Float64).alias("loss"), *tasks)
                   .collect())
 
     try:
@@ -178,7 +191,7 @@ def curves_table(dir: Path, results, problems: list[str] | None = None) -> "obje
                           "params": [v[1] for v in runs.values()]},
                          schema={"_path": pl.Utf8, "run": pl.Utf8, "params": pl.Int64})
     out = (val.join(names, on="_path", how="left")
-              .select("run", "params", "tokens", "flops", "loss")
+              .select("run", "params", "tokens", "flops", "loss", *tasks)
               .sort("run", "tokens"))
     return out.cast(schema)
 

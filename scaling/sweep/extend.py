@@ -6,7 +6,8 @@ scaling/fit/edges.py) needs sizes beyond that edge. `extend` writes them as a sw
 
 - the same [sweep] name (launch refuses a directory that holds another sweep), its `out` the
   sweep directory, and the [train], [executor] and [slurm] of the sweep file last launched
-  there (DIR/sweep.toml), so the new runs are trained as the old ones were;
+  there (DIR/sweep.toml), so the new runs are trained as the old ones were, and the tasks
+  they scored ([eval], from the runs' configs);
 - [isoflop] with only the edge budgets, each with its own new sizes (`sizes` as one list per
   budget): the file expands to new runs only, with new names (C<budget>-N<size>), so launch's
   check that a run directory keeps its config is never in the way and every old run is left
@@ -213,6 +214,11 @@ def sweep_doc(dir: Path, ledger, doc: dict, out: Path, budgets: list, sizes: lis
     data = next((r.config.get("data") for r in ledger.runs.values()), None)
     if "train" in new_doc and data not in (None, "", "default"):
         new_doc["train"] = {**new_doc["train"], "data": os.path.abspath(data)}
+    # The tasks every run scores, as the launch recorded them (task files absolute): new runs
+    # score the same ones, or their task columns would be null.
+    tasks = next((r.config.get("eval") for r in ledger.runs.values() if r.config.get("eval")), None)
+    if tasks:
+        new_doc["eval"] = {"tasks": list(tasks)}
     return new_doc
 
 

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 
 from scaling.base.config import TrainConfig, format_count, parse_count, read_toml
 from scaling.base.errors import UserError
+from scaling.data.tasks import checked_eval_list
 from scaling.jobs.executors import EXECUTORS, SBATCH_OPTIONS, Resources, SlurmSettings
 from scaling.sweep import resources as by_size
 from scaling.sweep.placement import Placement, place
@@ -38,7 +39,7 @@ KINDS = ("grid", "isoflop")
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 # Settings a sweep may not set in [train]: the expansion owns them.
-_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes"}
+_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes", "eval"}
 
 
 # ------------------------------------------------------------------ schema helpers
@@ -228,7 +229,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     path = Path(path)
     doc = read_toml(path, "sweep file")
 
-    known = {"sweep", "grid", "isoflop", "train", "executor", "slurm"}
+    known = {"sweep", "grid", "isoflop", "train", "eval", "executor", "slurm"}
     for key in doc:
         if key not in known:
             raise UserError(f"{path}: unknown section [{key}] (known: {', '.join(sorted(known))})")
@@ -261,6 +262,8 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     slurm = _slurm(path, by_size.at_size(sl_table, sl_sizes, None, ""))
     _check_entries(path, ex_table, ex_sizes, sl_table, sl_sizes)
     base, derived = _train(path, doc.get("train", {}), warnings)
+    if "eval" in doc:
+        base = base.updated(eval=_eval(path, doc["eval"], warnings))
     # The batch is global: it must split evenly over the world the executor gives each run.
     base = base.updated(lambda key: f"{path}: train.{key}" if key not in ("devices", "num_nodes") else
                         f"{path}: executor.tasks_per_node x nodes", devices=resources.tasks, num_nodes=resources.nodes)
@@ -346,11 +349,23 @@ def _train(path: Path, table: Any, warnings: list[str]) -> tuple[TrainConfig, di
             v = float(v)
         values[f.name] = v
     for k in sec.table:
+        if k == "eval":
+            raise UserError(f"{sec.where(k)}: a run's tasks go in the [eval] section (tasks = [...]; docs/tasks.md)")
         if k in _OWNED:
             raise UserError(f"{sec.where(k)}: set by the sweep itself, not in [train] "
                             f"(sizes/budgets go in [grid]/[isoflop], devices in [executor])")
     sec.finish(also_known=(f.name for f in fields(TrainConfig) if f.name not in _OWNED), set_elsewhere=_OWNED)
     return TrainConfig.build(values, sec.where), derived
+
+
+def _eval(path: Path, table: Any, warnings: list[str]) -> list[str]:
+    """[eval] tasks = [...]: built-in task names and .jsonl task files (read from the sweep
+    file's folder, recorded absolute), checked now; every run scores them (docs/tasks.md)."""
+    sec = _Section(path, "eval", table)
+    names = sec.get_list("tasks", (str,), required=True)
+    sec.finish()
+    return checked_eval_list(names, sec.where("tasks"),
+                             lambda n: os.path.abspath(file_path(path, n, sec.where("tasks"), warnings)))
 
 
 def _per_size(where: str, v: Any) -> dict:

@@ -8,6 +8,7 @@
     module.py       the math of a step (LightningModule)
     stream.py       each process's micro-batches, resumable at a step
     validation.py   how a run is scored
+    task_scores.py  how a model is scored on downstream tasks (runs and kept models)
     digest.py       proof of the data position
     speed.py        peak FLOP/s and MFU
     callbacks/      recorder, checkpointing, progress: one callback per concern

@@ -101,6 +101,10 @@ class RunRecord:
                 "denoise": {"loss": v["val_loss_denoise"], "bpb": v["val_bpb_denoise"]},
                 "clm": {"loss": v["val_loss_clm"], "bpb": v["val_bpb_clm"]},
             }
+            # The tasks' columns at the last point, under their stable names (docs/tasks.md).
+            tasks = {k: x for k, x in v.items() if k.startswith("task.")}
+            if tasks:
+                self.data["tasks"] = tasks
 
     def mark(self, status: RunStatus, step: int | None) -> None:
         """Add `status` to the history (run.json keeps every attempt's start and end)."""

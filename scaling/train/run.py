@@ -25,6 +25,7 @@ import torch
 from scaling.base.config import TrainConfig
 from scaling.base.rundir import CKPT_DIR, CKPT_INFO, LAST_CKPT, RunStatus, write_metrics
 from scaling.base.signals import checkpoint_signal_held
+from scaling.data.builtin_tasks import encode_tasks
 from scaling.data.shards import TokenShards, resolve_data
 from scaling.train import distributed
 from scaling.train.callbacks.checkpointing import Checkpointing
@@ -73,6 +74,7 @@ class TrainingRun:
         shards_dir = resolve_data(cfg.data)
         shards = TokenShards.open(shards_dir, "train")
         plan = make_plan(cfg, shards.vocab_size)
+        tasks = encode_tasks(cfg.eval, shards_dir, cfg.seq_len)   # a bad task is refused before anything is written
         if plan.world > 1 and proc.source == "single":
             # Nobody started the other processes (a plain `scaling train --devices 2`, a
             # notebook, tune, the demo): this process supervises `world` workers.
@@ -81,20 +83,20 @@ class TrainingRun:
         resume_from = directory.good_checkpoint(proc.is_main)
         self.record = RunRecord.start(cfg, plan, shards_dir, prev, directory.set_aside, proc.is_main)
         try:
-            self._train(plan, shards_dir, objective, resume_from)
+            self._train(plan, shards_dir, objective, resume_from, tasks)
         except BaseException as e:
             self.record.broken_off(e, getattr(self.trainer, "global_step", None), self.checkpointed_for_requeue)
             raise
         return self.record.data
 
-    def _train(self, plan: RunPlan, shards_dir, objective, resume_from) -> None:
+    def _train(self, plan: RunPlan, shards_dir, objective, resume_from, tasks=()) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.shards_dir, self.objective = shards_dir, objective   # what a kept model records
         self.module = EncoderDecoderModule(cfg, plan, pad_id=objective.pad_id)
         stream = BatchStream(str(shards_dir), objective, cfg.seed, plan)
         self.recorder = RunRecorder(cfg, plan, stream, str(shards_dir), objective,
-                                    on_validation=self.on_validation, on_start=self.record.started)
+                                    on_validation=self.on_validation, on_start=self.record.started, tasks=tasks)
         self.checkpointing = Checkpointing(cfg, plan, self.run_dir / CKPT_DIR / LAST_CKPT)
         # In this order at every micro-batch's end: record (and validate), then checkpoint and
         # let a pending USR2 in, then draw.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from scaling.base.config import TrainConfig
 from scaling.data.objectives import MixedObjective, ObjectiveConfig
 from scaling.data.shards import TokenShards
 from scaling.train.model import IGNORE_INDEX
+from scaling.train.task_scores import task_scores
 
 VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
 VAL_CHUNK = 64   # validation examples per forward pass (memory only: the examples are fixed)
@@ -23,10 +25,11 @@ VAL_CHUNK = 64   # validation examples per forward pass (memory only: the exampl
 
 class Validation:
     """Scores the model on the validation split; every rank scores its chunks, the sums are
-    reduced once."""
+    reduced once. The run's downstream tasks (`tasks`, encoded: scaling/data/tasks.py) are
+    scored at every point, all of them (task_scores.py)."""
 
-    def __init__(self, cfg: TrainConfig, plan, shards_dir: str, obj_cfg: ObjectiveConfig):
-        self.cfg, self.plan, self.shards_dir, self.obj_cfg = cfg, plan, shards_dir, obj_cfg
+    def __init__(self, cfg: TrainConfig, plan, shards_dir: str, obj_cfg: ObjectiveConfig, tasks=()):
+        self.cfg, self.plan, self.shards_dir, self.obj_cfg, self.tasks = cfg, plan, shards_dir, obj_cfg, list(tasks)
         self._val = None
 
     @torch.no_grad()
@@ -48,6 +51,12 @@ class Validation:
             torch.distributed.all_reduce(sums)
         row = {"split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
                **val_scores(sums, n, cfg.clm_ratio, bytes_per_token)}
+        if self.tasks:
+            t0 = time.monotonic()
+            row.update(task_scores(model, self.tasks, {"pad": self.obj_cfg.pad_id, "clm": self.obj_cfg.clm_id},
+                                   module.device, max(plan.micro_batch, VAL_CHUNK), trainer.global_rank, plan.world,
+                                   trainer.precision_plugin.forward_context, torch.distributed.all_reduce))
+            row["task_s"] = time.monotonic() - t0   # the tasks' share of the run (bench/bench_tasks.py)
         if was_training:
             model.train()
         return row

@@ -2,6 +2,7 @@
 
     load.py      load_run(run_dir, device) -> KeptModel (.model in eval mode, .tokenizer, .config)
     score.py     loss and bits per byte of documents, per objective (`scaling score`)
+    evaluate.py  downstream tasks' scores of a kept model, into its run.json (`scaling eval`)
     generate.py  CLM continuation and denoising gap filling with a KV cache (`scaling generate`)
     export.py    the model as a Hugging Face `transformers` Blenderbot, checked by equal logits
 

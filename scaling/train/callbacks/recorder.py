@@ -30,7 +30,7 @@ class RunRecorder(L.Callback):
     (validation.py, digest.py, speed.py)."""
 
     def __init__(self, cfg: TrainConfig, plan, stream: BatchStream, shards_dir: str, obj_cfg: ObjectiveConfig,
-                 on_validation=None, on_start=None):
+                 on_validation=None, on_start=None, tasks=()):
         self.cfg, self.plan, self.stream, self.shards_dir, self.obj_cfg = cfg, plan, stream, shards_dir, obj_cfg
         self.rows: list[dict] = []
         self.final_val: dict | None = None
@@ -43,7 +43,7 @@ class RunRecorder(L.Callback):
         self.last_loss: float | None = None
         self.data = DataDigest(plan.world)
         self.speed = SpeedMonitor(plan)
-        self.validation = Validation(cfg, plan, shards_dir, obj_cfg)
+        self.validation = Validation(cfg, plan, shards_dir, obj_cfg, tasks)
         self._sums = None                     # loss sums since the last metrics row
         self._seen = -1
         self._t_start = time.monotonic()
