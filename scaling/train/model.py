@@ -1,4 +1,5 @@
-"""The AlexaTM-style encoder-decoder Transformer (the torch modules).
+"""The AlexaTM-style encoder-decoder Transformer, and a decoder-only one beside it (the
+torch modules; `build_model` picks by ModelConfig.arch).
 
 Architecture (AlexaTM 20B, Soltan et al. 2022): pre-LN sub-layers in encoder and decoder,
 d_ff = 4 d_model, GELU, learned positional embeddings, a token embedding shared by encoder
@@ -21,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaling.base.shapes import (  # noqa: F401  (re-exported for callers of scaling.train.model)
+    ARCHS,
     IGNORE_INDEX,
     ALEXATM_ASPECT,
     ALEXATM_ENC_FRACTION,
@@ -96,8 +98,9 @@ class EncoderLayer(nn.Module):
         self.ln1, self.attn = nn.LayerNorm(cfg.d_model), Attention(cfg, cross=False)
         self.ln2, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
 
-    def forward(self, x, mask):
-        x = x + self.attn(self.ln1(x), mask=mask)
+    def forward(self, x, mask, causal: bool = False):
+        # causal: a decoder-only model's layer with no mask (nothing padded): SDPA's own causal mask
+        x = x + self.attn(self.ln1(x), mask=mask, causal=causal)
         return x + self.ff(self.ln2(x))
 
 
@@ -227,3 +230,80 @@ class EncoderDecoder(nn.Module):
         losses = self.token_losses(enc_ids, dec_ids, labels)
         n = (labels != IGNORE_INDEX).sum().clamp(min=1)
         return losses.sum() / n
+
+
+class DecoderOnly(nn.Module):
+    """A decoder-only Transformer (ModelConfig.arch "decoder" or "prefix-lm") with the
+    encoder-decoder's interface: `token_losses(enc_ids, dec_ids, labels)` reads enc_ids then
+    dec_ids as one sequence and scores the same labels, so validation, the objective's
+    examples and task scoring work unchanged for either family.
+
+    The sequence is enc_ids (padding masked out of attention) followed by dec_ids[:, 1:]: the
+    decoder's start token is left out, and the encoder input's last real token predicts the
+    first label, as a GPT reads "[CLM] prefix continuation". Positions count real tokens
+    only, so the continuation's positions follow its prefix whatever the padding between.
+    "decoder": causal attention over everything; "prefix-lm": the enc part attends to all of
+    itself (bidirectional), the rest causally. Layers are the encoder's (pre-LN attention and
+    GELU feed-forward, no cross-attention); one position table (ModelConfig.max_len).
+    """
+
+    def __init__(self, cfg: ModelConfig, pad_id: int = 0):
+        super().__init__()
+        if not cfg.decoder_only:
+            raise ValueError(f"DecoderOnly needs a decoder-only shape, got arch {cfg.arch!r}")
+        self.cfg, self.pad_id = cfg, pad_id
+        d = cfg.d_model
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.pos = nn.Embedding(cfg.max_len, d)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_dec_layers))
+        self.norm = nn.LayerNorm(d)
+        self.lm_head = None if cfg.tied_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
+        init_weights(self)
+
+    def _attention_mask(self, keep, te: int):
+        """(B, 1, T, T) boolean mask, or None when plain causal attention is exact (nothing
+        padded, no prefix): SDPA's fastest kernels then apply. Checking costs a host sync,
+        so on GPU the mask is always built."""
+        T = keep.shape[1]
+        i = torch.arange(T, device=keep.device)
+        allowed = i[None, :] <= i[:, None]                       # causal
+        if self.cfg.arch == "prefix-lm":
+            allowed = allowed | ((i[None, :] < te) & (i[:, None] < te))
+        elif not keep.is_cuda and bool(keep.all()):
+            return None
+        # A padded query still sees itself: no row of the softmax is empty.
+        return (allowed[None, :, :] & keep[:, None, :] | torch.eye(T, dtype=torch.bool, device=keep.device))[:, None]
+
+    def token_losses(self, enc_ids, dec_ids, labels):
+        """(B, Td) per-token cross-entropy in nats, 0 where labels == IGNORE_INDEX."""
+        te, td = enc_ids.shape[1], dec_ids.shape[1]
+        ids = torch.cat([enc_ids, dec_ids[:, 1:]], dim=1)
+        T = ids.shape[1]
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
+        keep = torch.cat([enc_ids != self.pad_id, torch.ones_like(dec_ids[:, 1:], dtype=torch.bool)], dim=1)
+        pos = (keep.cumsum(1) - 1).clamp(min=0)                 # real tokens' positions, padding shares one
+        x = self.tok_emb(ids) + self.pos(pos)
+        mask = self._attention_mask(keep, te)
+        for layer in self.layers:
+            x = layer(x, mask, causal=mask is None)
+        # The places whose next token is a label: the encoder input's last real token, then
+        # every decoder input after the start token. Only these reach the LM head.
+        last = (enc_ids != self.pad_id).sum(1).clamp(min=1) - 1
+        at = torch.cat([last[:, None], te + torch.arange(td - 1, device=ids.device).expand(ids.shape[0], -1)], dim=1)
+        x = self.norm(x.gather(1, at[:, :, None].expand(-1, -1, x.shape[-1])))
+        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        logits = F.linear(x, w)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="none")
+        return loss.view(labels.shape)
+
+    def forward(self, enc_ids, dec_ids, labels):
+        losses = self.token_losses(enc_ids, dec_ids, labels)
+        n = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        return losses.sum() / n
+
+
+def build_model(cfg: ModelConfig, pad_id: int = 0) -> nn.Module:
+    """The module of a shape: EncoderDecoder, or DecoderOnly for a decoder-only arch."""
+    return DecoderOnly(cfg, pad_id) if cfg.decoder_only else EncoderDecoder(cfg, pad_id)
