@@ -98,9 +98,10 @@ class EncoderLayer(nn.Module):
         self.ln1, self.attn = nn.LayerNorm(cfg.d_model), Attention(cfg, cross=False)
         self.ln2, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
 
-    def forward(self, x, mask, causal: bool = False):
-        # causal: a decoder-only model's layer with no mask (nothing padded): SDPA's own causal mask
-        x = x + self.attn(self.ln1(x), mask=mask, causal=causal)
+    def forward(self, x, mask, causal: bool = False, cache: dict | None = None):
+        # causal, cache: a decoder-only model's layer (DecoderOnly): SDPA's own causal mask
+        # where no mask is needed, and its keys and values kept for generation
+        x = x + self.attn(self.ln1(x), mask=mask, causal=causal, cache=cache)
         return x + self.ff(self.ln2(x))
 
 
@@ -274,8 +275,9 @@ class DecoderOnly(nn.Module):
         # A padded query still sees itself: no row of the softmax is empty.
         return (allowed[None, :, :] & keep[:, None, :] | torch.eye(T, dtype=torch.bool, device=keep.device))[:, None]
 
-    def token_losses(self, enc_ids, dec_ids, labels):
-        """(B, Td) per-token cross-entropy in nats, 0 where labels == IGNORE_INDEX."""
+    def logits(self, enc_ids, dec_ids):
+        """(B, Td, V): at each decoder place, the logits of its label (what EncoderDecoder's
+        forward gives for the same inputs)."""
         te, td = enc_ids.shape[1], dec_ids.shape[1]
         ids = torch.cat([enc_ids, dec_ids[:, 1:]], dim=1)
         T = ids.shape[1]
@@ -292,11 +294,37 @@ class DecoderOnly(nn.Module):
         last = (enc_ids != self.pad_id).sum(1).clamp(min=1) - 1
         at = torch.cat([last[:, None], te + torch.arange(td - 1, device=ids.device).expand(ids.shape[0], -1)], dim=1)
         x = self.norm(x.gather(1, at[:, :, None].expand(-1, -1, x.shape[-1])))
+        return self._head(x)
+
+    def _head(self, x):
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, w)
+        return F.linear(x, w)
+
+    def token_losses(self, enc_ids, dec_ids, labels):
+        """(B, Td) per-token cross-entropy in nats, 0 where labels == IGNORE_INDEX."""
+        logits = self.logits(enc_ids, dec_ids)
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX, reduction="none")
         return loss.view(labels.shape)
+
+    def new_cache(self) -> DecoderCache:
+        """An empty KV cache for `decode` one piece at a time (generation)."""
+        return DecoderCache(len(self.layers))
+
+    def decode(self, ids, cache: DecoderCache):
+        """Logits (B, T, V) of the next token at each of `ids`, the tokens after those decoded
+        before (unpadded: a prompt, then what is generated). A prefix LM reads its first piece
+        (the prompt) bidirectionally, as it read the encoder input in training; every later
+        piece causally (tests/test_decoder.py: the logits equal `logits`')."""
+        T, start = ids.shape[1], cache.length
+        if start + T > self.cfg.max_len:
+            raise ValueError(f"sequence length {start + T} exceeds max_len {self.cfg.max_len}")
+        x = self.tok_emb(ids) + self.pos(torch.arange(start, start + T, device=ids.device))
+        causal = not (self.cfg.arch == "prefix-lm" and start == 0)
+        for layer, c in zip(self.layers, cache.layers):
+            x = layer(x, None, causal=causal, cache=c["self"])
+        cache.length += T
+        return self._head(self.norm(x))
 
     def forward(self, enc_ids, dec_ids, labels):
         losses = self.token_losses(enc_ids, dec_ids, labels)
