@@ -28,6 +28,7 @@ tokens per example (the source window), the unit the FLOP accounting uses.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -114,6 +115,12 @@ class ObjectiveConfig:
             raise ValueError(f"noise_density must be in (0, 0.5), got {self.noise_density}")
         if self.seq_len < 8:
             raise ValueError(f"seq_len must be at least 8, got {self.seq_len}")
+
+    def scored(self) -> "ObjectiveConfig":
+        """The examples every model is scored on (validation, `scaling score`): the objective's
+        own CLM examples, a prefix then its continuation as the targets, whatever the run
+        trained on; the same target tokens for every arch."""
+        return dataclasses.replace(self, clm_window=False)
 
     @property
     def lengths(self) -> tuple[int, int]:

@@ -7,7 +7,6 @@ whole set (the run's score); earlier points (Approach 1's curves) a fixed quarte
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 
 import numpy as np
@@ -57,11 +56,9 @@ class Validation:
 def val_objective(shards_dir, obj_cfg: ObjectiveConfig) -> tuple[MixedObjective, float]:
     """The validation examples (the same for every run of a sweep) and the split's bytes per token."""
     shards = TokenShards.open(shards_dir, "val")
-    # The objective's own CLM examples (a prefix, then its continuation as the targets) for
-    # every arch: a decoder-only run that trained on whole windows is scored on the same
-    # targets as an encoder-decoder, in the same bits per byte.
-    obj_cfg = dataclasses.replace(obj_cfg, clm_window=False)
-    return MixedObjective(shards.tokens, shards.doc_starts, obj_cfg, VAL_SEED), shards.bytes_per_token
+    # The scored examples (ObjectiveConfig.scored): a decoder-only run that trained on whole
+    # windows is scored on the same targets as an encoder-decoder, in the same bits per byte.
+    return MixedObjective(shards.tokens, shards.doc_starts, obj_cfg.scored(), VAL_SEED), shards.bytes_per_token
 
 
 @torch.no_grad()

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import torch
 
 from scaling.base.errors import UserError
-from scaling.base.shapes import objective_lengths
 
 GAP = "[...]"
 MODES = ("clm", "denoise")
@@ -131,7 +130,7 @@ def _window(kept) -> int:
 def generate_clm(kept, prompt: str, max_tokens: int | None, sampler: Sampler) -> Generation:
     ids = kept.encode([prompt])[0]
     # The prefix the objective's CLM examples hold (a decoder-only run of whole windows: the same)
-    enc_len = objective_lengths(kept.objective.seq_len, kept.objective.noise_density)[0]
+    enc_len = kept.objective.scored().lengths[0]
     if len(ids) + 1 > enc_len:
         raise UserError(f"--prompt: {len(ids)} tokens; in CLM mode this model's encoder reads [CLM] + at most "
                         f"{enc_len - 1} tokens (seq_len {kept.objective.seq_len})")
