@@ -233,20 +233,34 @@ class EncoderDecoder(nn.Module):
         return losses.sum() / n
 
 
-class DecoderOnly(nn.Module):
-    """A decoder-only Transformer (ModelConfig.arch "decoder" or "prefix-lm") with the
-    encoder-decoder's interface: `token_losses(enc_ids, dec_ids, labels)` reads enc_ids then
-    dec_ids as one sequence and scores the same labels, so validation, the objective's
-    examples and task scoring work unchanged for either family.
+def decoder_mask(keep, te: int, prefix_lm: bool):
+    """A decoder-only model's (B, 1, T, T) boolean attention mask over a sequence whose first
+    te tokens are the encoder's input (`keep`: (B, T), False at padding), or None when plain
+    causal attention is exact (nothing padded, no prefix): SDPA's fastest kernels then apply.
+    A one-token prefix ([CLM] before a whole window, a decoder run's CLM example) needs none;
+    otherwise checking costs a host sync, so on GPU the mask is built. prefix_lm: the first
+    te tokens see each other both ways."""
+    T = keep.shape[1]
+    if te == 1:
+        return None
+    i = torch.arange(T, device=keep.device)
+    allowed = i[None, :] <= i[:, None]                       # causal
+    if prefix_lm:
+        allowed = allowed | ((i[None, :] < te) & (i[:, None] < te))
+    elif not keep.is_cuda and bool(keep.all()):
+        return None
+    # A padded query still sees itself: no row of the softmax is empty.
+    return (allowed[None, :, :] & keep[:, None, :] | torch.eye(T, dtype=torch.bool, device=keep.device))[:, None]
 
-    The sequence is enc_ids (padding masked out of attention) followed by dec_ids[:, 1:]: the
-    decoder's start token is left out, and the encoder input's last real token predicts the
-    first label, as a GPT reads "[CLM] prefix continuation". Positions count real tokens
-    only, so the continuation's positions follow its prefix whatever the padding between.
-    "decoder": causal attention over everything; "prefix-lm": the enc part attends to all of
-    itself (bidirectional), the rest causally. Layers are the encoder's (pre-LN attention and
-    GELU feed-forward, no cross-attention); one position table (ModelConfig.max_len).
-    """
+
+class DecoderOnly(nn.Module):
+    """A decoder-only Transformer (arch "decoder" or "prefix-lm") with the encoder-decoder's
+    `token_losses(enc_ids, dec_ids, labels)`: validation, the objective's examples and task
+    scoring work unchanged. It reads enc_ids (padding masked out) then dec_ids[:, 1:] (no
+    start token: the prefix's last real token predicts the first label, as a GPT reads
+    "[CLM] prefix continuation"), positions counting real tokens only. "decoder" attends
+    causally; "prefix-lm" reads the enc part both ways. Layers are EncoderLayer's (no
+    cross-attention); one position table (ModelConfig.max_len)."""
 
     def __init__(self, cfg: ModelConfig, pad_id: int = 0):
         super().__init__()
@@ -261,20 +275,6 @@ class DecoderOnly(nn.Module):
         self.lm_head = None if cfg.tied_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
         init_weights(self)
 
-    def _attention_mask(self, keep, te: int):
-        """(B, 1, T, T) boolean mask, or None when plain causal attention is exact (nothing
-        padded, no prefix): SDPA's fastest kernels then apply. Checking costs a host sync,
-        so on GPU the mask is always built."""
-        T = keep.shape[1]
-        i = torch.arange(T, device=keep.device)
-        allowed = i[None, :] <= i[:, None]                       # causal
-        if self.cfg.arch == "prefix-lm":
-            allowed = allowed | ((i[None, :] < te) & (i[:, None] < te))
-        elif not keep.is_cuda and bool(keep.all()):
-            return None
-        # A padded query still sees itself: no row of the softmax is empty.
-        return (allowed[None, :, :] & keep[:, None, :] | torch.eye(T, dtype=torch.bool, device=keep.device))[:, None]
-
     def logits(self, enc_ids, dec_ids):
         """(B, Td, V): at each decoder place, the logits of its label (what EncoderDecoder's
         forward gives for the same inputs)."""
@@ -286,7 +286,7 @@ class DecoderOnly(nn.Module):
         keep = torch.cat([enc_ids != self.pad_id, torch.ones_like(dec_ids[:, 1:], dtype=torch.bool)], dim=1)
         pos = (keep.cumsum(1) - 1).clamp(min=0)                 # real tokens' positions, padding shares one
         x = self.tok_emb(ids) + self.pos(pos)
-        mask = self._attention_mask(keep, te)
+        mask = decoder_mask(keep, te, self.cfg.arch == "prefix-lm")
         for layer in self.layers:
             x = layer(x, mask, causal=mask is None)
         # The places whose next token is a label: the encoder input's last real token, then
