@@ -32,26 +32,31 @@ from scaling.data.shards import TokenShards
 from scaling.fit import compute
 from scaling.fit.table import RunTable
 from scaling.sweep.spec import load_sweep
+from scaling.base.config import read_toml
 from scaling.train.model import IGNORE_INDEX, DecoderOnly, build_model
+from scaling.train.run import train_run
 from scaling.train.validation import val_objective
 from scaling.use.score import score_texts
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
 
-# Long enough (195 steps) for a kill to land mid-run; small enough to take a few seconds.
-ARGS = ["--params", "60K", "--seq-len", "32", "--batch-size", "8", "--val-points", "2", "--no-progress"]
-TOKENS = {"encdec": "20K", "decoder": "50K"}
+# Long enough (195 steps) for a kill to land mid-run; small enough to take a few seconds. A
+# quarter of the default validation examples: scoring them would cost as much as the training.
+SETTINGS = dict(params="60K", seq_len=32, batch_size=8, val_points=2, val_examples=128, progress=False)
+TOKENS = {"encdec": 20_480, "decoder": 49_920}
+
+
+def _config(arch: str, shards, out: Path, **extra) -> dict:
+    return dict(SETTINGS, arch=arch, tokens=TOKENS[arch], data=str(shards), out=str(out), **extra)
 
 
 @pytest.fixture(scope="module")
 def runs(shards, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("arch")
-    out = {}
-    for arch, tokens in TOKENS.items():
-        out[arch] = root / arch
-        assert main(["train", *ARGS, "--tokens", tokens, "--arch", arch, "--data", str(shards),
-                     "--out", str(out[arch])]) == 0
+    out = {arch: root / arch for arch in TOKENS}
+    for arch in TOKENS:
+        assert train_run(TrainConfig(**_config(arch, shards, out[arch])))["status"] == "completed"
     return out
 
 
@@ -154,10 +159,11 @@ def test_one_yardstick_the_same_targets_for_every_arch(runs, shards):
 
 def test_a_killed_decoder_run_resumes_to_the_same_digest(runs, shards, tmp_path):
     out = tmp_path / "killed"
-    argv = ["train", *ARGS, "--tokens", TOKENS["decoder"], "--arch", "decoder", "--data", str(shards), "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", *argv, "--checkpoint-every", "0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cfg = _config("decoder", shards, out, checkpoint_every_s=0.1)
+    code = "import json, sys; from scaling.train.run import train_run; from scaling.base.config import TrainConfig; " \
+           "train_run(TrainConfig(**json.loads(sys.argv[1])))"
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
     ckpt, deadline = out / "checkpoints" / "last.ckpt", time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -165,9 +171,9 @@ def test_a_killed_decoder_run_resumes_to_the_same_digest(runs, shards, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _rec(out)["status"] == "running"
-    assert main(argv) == 0
+    assert train_run(TrainConfig(**cfg))["status"] == "completed"
     resumed, ref = _rec(out), _rec(runs["decoder"])
-    assert resumed["status"] == "completed" and resumed["restarts"] == 1
+    assert resumed["restarts"] == 1 and resumed["steps"] == ref["steps"] == 195
     assert resumed["data_digest"] == ref["data_digest"] and resumed["tokens_seen"] == ref["tokens_seen"]
 
 
@@ -186,16 +192,17 @@ def test_a_kept_decoder_scores_and_generates(runs, capsys):
 
 # ----------------------------------------------------------------------------- sweeps, results, refusals
 def test_the_shipped_decoder_sweep_spends_the_demos_compute():
-    dec, ref = load_sweep(ROOT / "sweeps/demo-decoder.toml"), load_sweep(ROOT / "sweeps/demo-cpu.toml")
-    assert {r.budget for r in dec.runs} == {r.budget for r in ref.runs}
+    dec, ref = load_sweep(ROOT / "sweeps/demo-decoder.toml"), read_toml(ROOT / "sweeps/demo-cpu.toml")
+    assert {r.budget for r in dec.runs} == set(ref["isoflop"]["budgets"])
+    assert {k: v for k, v in ref["isoflop"].items()} == read_toml(ROOT / "sweeps/demo-decoder.toml")["isoflop"]
     for r in dec.runs:
         c = r.config
         assert (c.arch, c.clm_ratio, c.seq_len, c.lr) == ("decoder", 1.0, 32, 1.5e-3)
         m = model_config(c.params, 260, 32, arch="decoder")
         assert r.n_params == m.n_params() and r.flops_per_token == m.flops_per_token(32, 0.15, 1.0)
         assert r.flops == pytest.approx(r.budget, rel=0.05)
-    assert {(c.config.data, c.config.val_examples) for c in dec.runs} == {(c.config.data, c.config.val_examples)
-                                                                       for c in ref.runs}
+    # the same [train] settings but the recipe
+    assert {k: v for k, v in read_toml(ROOT / "sweeps/demo-decoder.toml")["train"].items() if k != "arch"} == ref["train"]
 
 
 def test_a_decoder_table_is_counted_by_decoder_shapes():
