@@ -30,7 +30,7 @@ from scaling.cli import main
 from scaling.data.objectives import MixedObjective
 from scaling.data.shards import TokenShards
 from scaling.fit import compute
-from scaling.fit.table import RunTable
+from scaling.fit.table import load_runs
 from scaling.sweep.spec import load_sweep
 from scaling.base.config import read_toml
 from scaling.train.model import IGNORE_INDEX, DecoderOnly, build_model
@@ -213,7 +213,8 @@ def test_a_decoder_table_is_counted_by_decoder_shapes():
             rows.append({"run": f"{c:.0e}-{target:.0f}", "params": float(m.n_params()), "tokens": c / m.flops_per_token(32, 0.15, 1.0),
                          "loss": 1.0, "flops": c, "vocab_size": 260, "seq_len": 32, "noise_density": 0.15,
                          "tied_embeddings": True, "arch": "decoder", "clm_ratio": 1.0})
-    count, rec, _ = compute.count_for_table(RunTable(df=pl.DataFrame(rows), source="t", params_column="params"))
+    # as `scaling fit` reads a results table: arch and clm_ratio kept beside the shape's columns
+    count, rec, _ = compute.count_for_table(load_runs(pl.DataFrame(rows)))
     assert (count.kind, count.clm_window, rec["kind"]) == ("decoder", True, "decoder")
     assert rec["max_deviation"] < 0.03
     assert FlopCount.from_dict(json.loads(json.dumps(count.to_dict()))) == count
