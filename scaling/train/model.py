@@ -289,8 +289,9 @@ class DecoderOnly(nn.Module):
         mask = decoder_mask(keep, te, self.cfg.arch == "prefix-lm")
         for layer in self.layers:
             x = layer(x, mask, causal=mask is None)
-        # The places whose next token is a label: the encoder input's last real token, then
-        # every decoder input after the start token. Only these reach the LM head.
+        # The places whose next token is a label: the encoder input's last real token (padding
+        # sits at the end of a row, as for EncoderDecoder), then every decoder input after the
+        # start token. Only these reach the LM head.
         last = (enc_ids != self.pad_id).sum(1).clamp(min=1) - 1
         at = torch.cat([last[:, None], te + torch.arange(td - 1, device=ids.device).expand(ids.shape[0], -1)], dim=1)
         x = self.norm(x.gather(1, at[:, :, None].expand(-1, -1, x.shape[-1])))
