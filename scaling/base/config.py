@@ -109,9 +109,13 @@ class TrainConfig:
     batch_size: int = 16               # sequences per optimizer step, over all devices (global)
     micro_batch: int = 0               # sequences per device per forward/backward; 0 = its whole
                                        # share (batch_size / world): smaller means gradient accumulation
+    # architecture: encdec (AlexaTM), decoder (decoder-only, causal), prefix-lm (decoder-only,
+    # bidirectional over the prefix); see scaling/base/shapes.py ARCHS
+    arch: str = "encdec"
     # objective
     seq_len: int = 128                 # source window length in tokens
-    clm_ratio: float = 0.2             # fraction of examples that are causal LM
+    clm_ratio: float | None = None     # fraction of examples that are causal LM; None = the arch's
+                                       # default, CLM_DEFAULT (0.2 for encdec, 1.0 decoder-only)
     noise_density: float = 0.15        # fraction of tokens dropped in denoising
     mean_span: float = 3.0             # Poisson mean of dropped span lengths
     # model shape overrides (None = size rule)
@@ -165,13 +169,23 @@ class TrainConfig:
         "checkpoint_every_s": (0.0, None, True, False),
     }
 
+    # The objective a run trains on when clm_ratio is not given: AlexaTM's 80/20 mix for the
+    # encoder-decoder, causal LM alone for a decoder-only model (GPT, PaLM; prefix LM reads
+    # the same CLM examples with a bidirectional prefix).
+    CLM_DEFAULT = {"encdec": 0.2, "decoder": 1.0, "prefix-lm": 1.0}
+
     def __post_init__(self):
+        if self.clm_ratio is None and self.arch in self.CLM_DEFAULT:
+            # Frozen: set once, here, so run.json and every copy record the number.
+            object.__setattr__(self, "clm_ratio", self.CLM_DEFAULT[self.arch])
         self.check()
 
     def check(self, where=lambda key: key) -> "TrainConfig":
         """Raise UserError naming the setting (as `where(key)` spells it: a CLI flag, a sweep
         file's key) and the reason, for the first value outside LIMITS. Every config checks
         itself when it is made (__post_init__); `build` puts the entry point's name on it."""
+        if self.arch not in self.CLM_DEFAULT:
+            raise ConfigError("arch", where, f"must be one of {', '.join(self.CLM_DEFAULT)}, got {self.arch!r}")
         for key, (lo, hi, lo_open, hi_open) in self.LIMITS.items():
             v = getattr(self, key)
             if v is None and key == "lr":

@@ -7,6 +7,9 @@ A `FlopCount` is one of
   are 6ND);
 - `power`: k N^e per token, a convention stated by the user (or a foreign table's own, when its
   flops follow one exactly);
+- `decoder`: the same for the lab's decoder-only family (`ModelConfig(arch="decoder")`: the
+  sequence it reads, the encoder input then the decoder's; `clm_window` when its runs are causal
+  LM alone on whole windows, `scaling.base.shapes.run_lengths`);
 - `encdec`: this lab's encoder-decoder formula (`ModelConfig.flops_per_token`: every matmul,
   attention over the window, the LM head) of the shape the size rule builds for N with the
   runs' vocabulary and window (`scaling.base.shapes.model_config`), N counted in total or in
@@ -34,9 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scaling.base.errors import UserError
-from scaling.base.shapes import ModelConfig, model_config
+from scaling.base.shapes import ModelConfig, model_config, positions
 
-KINDS = ("encdec", "6nd", "power")
+KINDS = ("encdec", "decoder", "6nd", "power")
+BY_SHAPE = ("encdec", "decoder")   # the kinds that count the size rule's own shapes
 # Total parameters tabulated, 8 per decade (the rule builds nothing past ~4e12: 512 layers), and
 # the knots of the curve through them, one per decade of N.
 GRID = (1e3, 3e12, 8)
@@ -107,21 +111,22 @@ class _Curve:
 # ----------------------------------------------------------------------------- the size rule's shapes
 
 @functools.lru_cache(maxsize=16)
-def size_rule_shapes(vocab: int, max_len: int, tied: bool = True) -> tuple:
-    """The shapes the size rule builds on a log grid of N (GRID), sorted by size: every
-    per-token FLOP table is built from this one cached list (`ModelConfig.from_params` costs up
-    to a tenth of a second at large N)."""
+def size_rule_shapes(vocab: int, seq_len: int, tied: bool = True, arch: str = "encdec") -> tuple:
+    """The shapes the size rule builds on a log grid of N (GRID) for runs of this window,
+    sorted by size: every per-token FLOP table is built from this one cached list
+    (`ModelConfig.from_params` costs up to a tenth of a second at large N)."""
+    max_len = positions(seq_len, arch)
     lo, hi, k = GRID
     grid = np.geomspace(lo, hi, int(round(k * math.log10(hi / lo))) + 1)
     shapes = {}
     for n in grid:
         try:
-            c = ModelConfig.from_params(int(n), vocab_size=vocab, max_len=max_len, tied_embeddings=tied)
+            c = ModelConfig.from_params(int(n), vocab_size=vocab, max_len=max_len, tied_embeddings=tied, arch=arch)
         except UserError:
             continue
         shapes[c] = None
     if len(shapes) < 2:
-        raise UserError(f"no model shape fits vocabulary {vocab}: cannot count encoder-decoder FLOPs")
+        raise UserError(f"no model shape fits vocabulary {vocab}: cannot count {arch} FLOPs")
     return tuple(sorted(shapes, key=lambda c: c.n_params()))
 
 
@@ -139,15 +144,19 @@ def _curve_of(shapes: tuple, nonembed: bool, flops_of) -> _Curve:
 
 
 @functools.lru_cache(maxsize=32)
-def _train_curve(vocab: int, seq_len: int, noise: float, tied: bool, nonembed: bool) -> _Curve:
-    return _curve_of(size_rule_shapes(vocab, seq_len, tied), nonembed, lambda c: c.flops_per_token(seq_len, noise))
+def _train_curve(vocab: int, seq_len: int, noise: float, tied: bool, nonembed: bool, arch: str = "encdec",
+                 clm_ratio: float = 0.2) -> _Curve:
+    return _curve_of(size_rule_shapes(vocab, seq_len, tied, arch), nonembed,
+                     lambda c: c.flops_per_token(seq_len, noise, clm_ratio))
 
 
 @functools.lru_cache(maxsize=32)
-def _serve_curve(input_len: int, output_len: int, vocab: int, seq_len: int, tied: bool, nonembed: bool) -> _Curve:
+def _serve_curve(input_len: int, output_len: int, vocab: int, seq_len: int, tied: bool, nonembed: bool,
+                 arch: str = "encdec") -> _Curve:
     # Serving FLOPs per inference token (input and output tokens both counted): one request
-    # encodes input_len tokens once and generates output_len tokens with a KV cache.
-    return _curve_of(size_rule_shapes(vocab, seq_len, tied), nonembed,
+    # encodes (a decoder-only model: reads) input_len tokens once and generates output_len
+    # tokens with a KV cache.
+    return _curve_of(size_rule_shapes(vocab, seq_len, tied, arch), nonembed,
                      lambda c: c.inference_flops(input_len, output_len) / (input_len + output_len))
 
 
@@ -158,8 +167,9 @@ class FlopCount:
     """Training FLOPs per token as a function of N (see the module's docstring).
 
     kind: 'encdec' (this lab's formula by shape: seq_len, noise_density, vocab_size,
-    tied_embeddings, and N in non-embedding parameters when `nonembed`), '6nd', or 'power'
-    (k N^e). `warnings` are carried to the plan's output.
+    tied_embeddings, and N in non-embedding parameters when `nonembed`), 'decoder' (the same
+    for the decoder-only family; `clm_window`: its runs read [CLM] and whole windows, causal
+    LM alone), '6nd', or 'power' (k N^e). `warnings` are carried to the plan's output.
 
     One piece: every method reads the same few fields by kind, and the record fit.json keeps
     (`to_dict`, `from_dict`) sits beside the fields it writes."""
@@ -173,10 +183,11 @@ class FlopCount:
     k: float = 6.0                     # 'power': FLOPs per token = k N^e
     e: float = 1.0
     warnings: list = field(default_factory=list, compare=False)
+    clm_window: bool = False           # 'decoder': every example a whole window after [CLM]
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise UserError(f"--flops: expected encdec or 6nd (or power), got {self.kind!r}")
+            raise UserError(f"--flops: expected encdec, decoder or 6nd (or power), got {self.kind!r}")
         if self.kind == "6nd":
             self.k, self.e = 6.0, 1.0
         if self.kind == "power" and not (self.k > 0 and self.e > 0 and math.isfinite(self.k * self.e)):
@@ -186,11 +197,22 @@ class FlopCount:
     @property
     def is_power(self) -> bool:
         """A power law k N^e (6ND included): the compute-optimal frontier has a closed form."""
-        return self.kind != "encdec"
+        return self.kind not in BY_SHAPE
+
+    @property
+    def arch(self) -> str:
+        """The arch of the shapes counted (a 'decoder' count's shapes are "decoder": a
+        "prefix-lm" shape has the same counts)."""
+        return "decoder" if self.kind == "decoder" else "encdec"
+
+    @property
+    def clm_ratio(self) -> float:
+        """A clm_ratio that gives the count's example lengths (shapes.run_lengths)."""
+        return 1.0 if self.kind == "decoder" and self.clm_window else 0.0
 
     def _curve(self) -> _Curve:
         return _train_curve(int(self.vocab_size), int(self.seq_len), float(self.noise_density),
-                            bool(self.tied_embeddings), bool(self.nonembed))
+                            bool(self.tied_embeddings), bool(self.nonembed), self.arch, self.clm_ratio)
 
     def log_per_param(self, x, order: int = 2) -> tuple[np.ndarray, ...]:
         """h(x) = log(FLOPs per token / N) at x = log N, and its first two derivatives in x
@@ -225,7 +247,7 @@ class FlopCount:
         if self.kind == "power":
             return self.per_token(n) / 3.0
         curve = _serve_curve(int(input_len), int(output_len), int(self.vocab_size), int(self.seq_len),
-                             bool(self.tied_embeddings), bool(self.nonembed))
+                             bool(self.tied_embeddings), bool(self.nonembed), self.arch)
         return n * np.exp(curve(np.log(n), 0)[0])
 
     # ------------------------------------------------------------------ shapes
@@ -235,7 +257,7 @@ class FlopCount:
         if self.is_power:
             return None
         try:
-            return model_config(int(n), int(self.vocab_size), int(self.seq_len), bool(self.tied_embeddings))
+            return model_config(int(n), int(self.vocab_size), int(self.seq_len), bool(self.tied_embeddings), self.arch)
         except UserError:
             return None
 
@@ -259,7 +281,9 @@ class FlopCount:
             return "6 N D"
         if self.kind == "power":
             return f"{self.k:.4g} N^{self.e:.4g} D"
-        return (f"encoder-decoder formula (scaling.base.shapes), seq_len {self.seq_len}, noise {self.noise_density:g}, "
+        what = "encoder-decoder" if self.kind == "encdec" else (
+            "decoder-only (whole-window CLM)" if self.clm_window else "decoder-only")
+        return (f"{what} formula (scaling.base.shapes), seq_len {self.seq_len}, noise {self.noise_density:g}, "
                 f"vocab {self.vocab_size}" + (", N non-embedding" if self.nonembed else "")
                 + ("" if self.tied_embeddings else ", untied embeddings"))
 
@@ -269,9 +293,12 @@ class FlopCount:
             return {"kind": "6nd", "k": 6.0, "e": 1.0}
         if self.kind == "power":
             return {"kind": "power", "k": float(self.k), "e": float(self.e)}
-        return {"kind": "encdec", "vocab_size": int(self.vocab_size), "seq_len": int(self.seq_len),
-                "noise_density": float(self.noise_density), "tied_embeddings": bool(self.tied_embeddings),
-                "nonembed": bool(self.nonembed)}
+        rec = {"kind": self.kind, "vocab_size": int(self.vocab_size), "seq_len": int(self.seq_len),
+               "noise_density": float(self.noise_density), "tied_embeddings": bool(self.tied_embeddings),
+               "nonembed": bool(self.nonembed)}
+        if self.kind == "decoder":
+            rec["clm_window"] = bool(self.clm_window)
+        return rec
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FlopCount":
@@ -279,9 +306,10 @@ class FlopCount:
         fitted on the runs) reads as that power law; none at all as 6ND."""
         d = d or {}
         kind = d.get("kind")
-        if kind == "encdec":
-            return cls("encdec", int(d["seq_len"]), float(d.get("noise_density", 0.15)), int(d["vocab_size"]),
-                       bool(d.get("tied_embeddings", True)), bool(d.get("nonembed", False)))
+        if kind in BY_SHAPE:
+            return cls(kind, int(d["seq_len"]), float(d.get("noise_density", 0.15)), int(d["vocab_size"]),
+                       bool(d.get("tied_embeddings", True)), bool(d.get("nonembed", False)),
+                       clm_window=bool(d.get("clm_window", False)))
         k, e = float(d.get("k", 6.0)), float(d.get("e", 1.0))
         if kind == "6nd" or (kind is None and k == 6.0 and e == 1.0):
             return cls("6nd")
@@ -293,7 +321,8 @@ SIX_ND = FlopCount("6nd")
 
 def parse_flop_count(spec: str, where: str = "--flops") -> FlopCount:
     """A count as a user writes it: '6nd'; 'k*N^e' or 'power:k=8,e=1'; 'encdec:vocab=260,
-    seq_len=32[,noise=0.15][,nonembed][,untied]'."""
+    seq_len=32[,noise=0.15][,nonembed][,untied]'; 'decoder:...' the same, [,window] for runs of
+    whole-window causal LM alone."""
     s = str(spec).strip().lower().replace(" ", "")
     if s in ("6nd", "6n"):
         return FlopCount("6nd")
@@ -311,13 +340,15 @@ def parse_flop_count(spec: str, where: str = "--flops") -> FlopCount:
     try:
         if kind == "power":
             return FlopCount("power", k=float(opts.get("k", 6)), e=float(opts.get("e", 1)))
-        if kind == "encdec":
+        if kind in BY_SHAPE:
             missing = [k for k in ("vocab", "seq_len") if k not in opts]
             if missing:
-                raise UserError(f"{where}: {spec!r}: the encoder-decoder count needs {' and '.join(missing)} "
-                                "(encdec:vocab=260,seq_len=32)")
-            return FlopCount("encdec", int(opts["seq_len"]), float(opts.get("noise", 0.15)), int(opts["vocab"]),
-                             tied_embeddings="untied" not in opts, nonembed="nonembed" in opts)
+                raise UserError(f"{where}: {spec!r}: the {kind} count needs {' and '.join(missing)} "
+                                f"({kind}:vocab=260,seq_len=32)")
+            return FlopCount(kind, int(opts["seq_len"]), float(opts.get("noise", 0.15)), int(opts["vocab"]),
+                             tied_embeddings="untied" not in opts, nonembed="nonembed" in opts,
+                             clm_window=kind == "decoder" and "window" in opts)
     except (TypeError, ValueError):
         raise UserError(f"{where}: {spec!r}: a value is not a number") from None
-    raise UserError(f"{where}: {spec!r}: expected 6nd, k*N^e, power:k=..,e=.. or encdec:vocab=..,seq_len=..")
+    raise UserError(f"{where}: {spec!r}: expected 6nd, k*N^e, power:k=..,e=.., encdec:vocab=..,seq_len=.. or "
+                    "decoder:vocab=..,seq_len=..[,window]")

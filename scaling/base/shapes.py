@@ -21,6 +21,11 @@ IGNORE_INDEX = -100   # label of a position that takes no loss (torch's cross_en
 ALEXATM_ENC_FRACTION = 46 / 78
 ALEXATM_ASPECT = 4096 / 78
 
+# The architectures a run can train (TrainConfig.arch): the AlexaTM encoder-decoder, and a
+# decoder-only Transformer read causally ("decoder") or with its prefix bidirectional
+# ("prefix-lm"). The two decoder-only kinds have the same shapes, parameters and FLOPs.
+ARCHS = ("encdec", "decoder", "prefix-lm")
+
 
 def _head_dim(d_model: int) -> int:
     # AlexaTM uses 128-dim heads at d=4096 (32 heads); small models keep a few heads.
@@ -55,8 +60,13 @@ WIDTHS = sorted({int(m * 2**k) for k in range(4, 15) for m in (1, 1.5)} | set(ra
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One encoder-decoder shape and its exact counts: parameters, and training and inference
-    FLOPs per token, tested against the torch modules (tests/test_model.py).
+    """One model shape and its exact counts: parameters, and training and inference FLOPs per
+    token, tested against the torch modules (tests/test_model.py, tests/test_decoder.py).
+
+    arch "encdec": n_enc_layers encoder and n_dec_layers decoder layers, one position table of
+    max_len for each. A decoder-only arch ("decoder", "prefix-lm"): n_dec_layers layers without
+    cross-attention, n_enc_layers 0, one position table of max_len for the sequence it reads
+    (the encoder's input, then the decoder's: `scaling.train.model.DecoderOnly`).
 
     One piece: every count reads the same few fields, and the FLOP accounting is audited term
     by term against the parameter count beside it."""
@@ -69,12 +79,21 @@ class ModelConfig:
     max_len: int = 1024          # learned positions, for encoder and decoder each
     tied_embeddings: bool = True  # LM head shares the token embedding
     bias: bool = True
+    arch: str = "encdec"          # ARCHS
 
     def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise UserError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         if self.d_model % self.n_heads:
             raise UserError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
-        if min(self.n_enc_layers, self.n_dec_layers, self.d_model, self.vocab_size, self.max_len) < 1:
+        enc_min = 0 if self.decoder_only else 1
+        if (min(self.n_dec_layers, self.d_model, self.vocab_size, self.max_len) < 1 or self.n_enc_layers < enc_min
+                or (self.decoder_only and self.n_enc_layers)):
             raise UserError(f"model shape must be positive: {self}")
+
+    @property
+    def decoder_only(self) -> bool:
+        return self.arch != "encdec"
 
     @property
     def d_ff(self) -> int:
@@ -97,13 +116,16 @@ class ModelConfig:
         tied_embeddings: bool = True,
         enc_fraction: float = ALEXATM_ENC_FRACTION,
         aspect: float = ALEXATM_ASPECT,
+        arch: str = "encdec",
     ) -> "ModelConfig":
         """The shape with about `target` total parameters (within 10%).
 
         Over the usual widths (WIDTHS) and every depth L split encoder:decoder as AlexaTM's
         46:32, keep the shapes within 10% of the target and return the one whose width/depth
         ratio is closest to AlexaTM's 4096/78 (with half weight on the size error). At 20B
-        this is AlexaTM 20B itself: 46+32 layers, d_model 4096, 32 heads of 128.
+        this is AlexaTM 20B itself: 46+32 layers, d_model 4096, 32 heads of 128. A
+        decoder-only arch is sized by the same rule, every layer a decoder layer: the same
+        widths, the same aspect and tolerance, so the two families differ only in the recipe.
         """
         n = parse_count(target, "model size")
         best, best_score, closest = None, math.inf, None
@@ -112,6 +134,8 @@ class ModelConfig:
             heads = _n_heads(d)
 
             def shape(total: int) -> "ModelConfig":
+                if arch != "encdec":
+                    return cls(vocab_size, d, heads, 0, total, max_len, tied_embeddings, arch=arch)
                 n_enc = min(total - 1, max(1, round(total * enc_fraction)))
                 return cls(vocab_size, d, heads, n_enc, total - n_enc, max_len, tied_embeddings)
 
@@ -146,7 +170,7 @@ class ModelConfig:
                     best, best_score = cfg, score
         if best is None:
             raise UserError(
-                f"model size {target!r}: no encoder-decoder shape lands within 10% with a "
+                f"model size {target!r}: no {'encoder-decoder' if arch == 'encdec' else 'decoder-only'} shape lands within 10% with a "
                 f"vocabulary of {vocab_size} and {max_len} positions (closest: "
                 f"{closest.n_params():,} params); the embeddings alone may exceed it: try a "
                 f"larger size or a smaller vocabulary"
@@ -155,25 +179,28 @@ class ModelConfig:
 
     # ---------------------------------------------------------------- parameters
     def n_params(self, embeddings: bool = True) -> int:
-        """Exact parameter count of EncoderDecoder(self).
+        """Exact parameter count of EncoderDecoder(self) (DecoderOnly(self) for a decoder arch).
 
-        embeddings=False leaves out the token embedding, both position tables and an untied
+        embeddings=False leaves out the token embedding, the position table(s) and an untied
         LM head (Kaplan's non-embedding N); Chinchilla used the total.
         """
         d, b = self.d_model, int(self.bias)
         ln = 2 * d
         attn = 4 * d * d + 4 * d * b
         ff = 2 * 4 * d * d + (4 * d + d) * b
-        enc_layer = 2 * ln + attn + ff
-        dec_layer = 3 * ln + 2 * attn + ff
-        body = self.n_enc_layers * enc_layer + self.n_dec_layers * dec_layer + 2 * ln  # + final norms
+        enc_layer = 2 * ln + attn + ff          # also a decoder-only layer: no cross-attention
+        if self.decoder_only:
+            body = self.n_dec_layers * enc_layer + ln  # + the final norm
+        else:
+            dec_layer = 3 * ln + 2 * attn + ff
+            body = self.n_enc_layers * enc_layer + self.n_dec_layers * dec_layer + 2 * ln  # + final norms
         if not embeddings:
             return body
         return body + self.n_embedding_params()
 
     def n_embedding_params(self) -> int:
         d = self.d_model
-        emb = self.vocab_size * d + 2 * self.max_len * d
+        emb = self.vocab_size * d + (1 if self.decoder_only else 2) * self.max_len * d
         if not self.tied_embeddings:
             emb += self.vocab_size * d
         return emb
@@ -192,6 +219,12 @@ class ModelConfig:
         """
         d, V = self.d_model, self.vocab_size
         te, td = int(enc_tokens), int(dec_tokens)
+        if self.decoder_only:
+            # The decoder-only model reads the encoder's input then the decoder's, less the
+            # decoder's start token (the encoder input's last token predicts the first
+            # target): t tokens through every layer, the LM head over the td targets' places.
+            t = te + td - 1
+            return self.n_dec_layers * (t * 2 * 12 * d * d + 2 * 2 * t * t * d) + td * 2 * d * V
         enc = self.n_enc_layers * (te * 2 * 12 * d * d + 2 * 2 * te * te * d)
         dec_weights = td * 2 * (4 + 2 + 8) * d * d  # self q,k,v,o; cross q,o; two FF matrices
         cross_kv = te * 2 * 2 * d * d
@@ -205,11 +238,12 @@ class ModelConfig:
         matmuls (gradients for inputs and for weights), so 3x forward."""
         return 3 * self.forward_flops(enc_tokens, dec_tokens)
 
-    def flops_per_token(self, seq_len: int = 1024, noise_density: float = 0.15) -> float:
+    def flops_per_token(self, seq_len: int = 1024, noise_density: float = 0.15, clm_ratio: float = 0.2) -> float:
         """Training FLOPs per source token under the AlexaTM objective: the encoder gets the
         window minus the dropped tokens, the decoder the whole window (CLM examples are
-        padded to the same shapes, so they cost the same)."""
-        enc, dec = objective_lengths(seq_len, noise_density)
+        padded to the same shapes, so they cost the same). A decoder-only model reads both
+        (`run_lengths`: only [CLM] and the window when its run is all causal LM)."""
+        enc, dec = run_lengths(seq_len, noise_density, self.arch, clm_ratio)
         return self.train_flops(enc, dec) / seq_len
 
     def inference_flops(self, enc_tokens: int, dec_tokens: int) -> int:
@@ -218,12 +252,21 @@ class ModelConfig:
         before it and to the encoder states (cross K/V computed once)."""
         d, V = self.d_model, self.vocab_size
         te, td = int(enc_tokens), int(dec_tokens)
+        if self.decoder_only:
+            # The prompt's te tokens in one pass (scores as full matrices, as in training), then
+            # td generated tokens, each through the weights once, attending to all before it.
+            prompt = te * 2 * 12 * d * d + 2 * 2 * te * te * d
+            gen = td * 2 * 12 * d * d + 2 * 2 * d * (td * te + td * (td + 1) // 2)
+            return self.n_dec_layers * (prompt + gen) + td * 2 * d * V
         enc = self.n_enc_layers * (te * 2 * 12 * d * d + 2 * 2 * te * te * d)
         self_scores = 2 * 2 * d * (td * (td + 1) // 2)
         dec = self.n_dec_layers * (td * 2 * 14 * d * d + te * 2 * 2 * d * d + self_scores + 2 * 2 * td * te * d)
         return enc + dec + td * 2 * d * V
 
     def describe(self) -> str:
+        if self.decoder_only:
+            return (f"{self.arch}, {self.n_dec_layers} layers, d_model {self.d_model}, {self.n_heads} heads, vocab "
+                    f"{self.vocab_size}: {self.n_params():,} params ({self.n_params(embeddings=False):,} non-embedding)")
         return (
             f"{self.n_enc_layers}+{self.n_dec_layers} layers, d_model {self.d_model}, "
             f"{self.n_heads} heads, vocab {self.vocab_size}: {self.n_params():,} params "
@@ -244,7 +287,26 @@ def objective_lengths(seq_len: int, noise_density: float = 0.15) -> tuple[int, i
     return min(enc, seq_len + 1), seq_len
 
 
-def model_config(params, vocab_size: int, seq_len: int, tied_embeddings: bool = True) -> ModelConfig:
+def run_lengths(seq_len: int, noise_density: float = 0.15, arch: str = "encdec", clm_ratio: float = 0.2) -> tuple[int, int]:
+    """(encoder input, decoder input) lengths of a run's training examples. A decoder-only
+    ("decoder") run of causal LM alone trains on whole windows: its encoder input is [CLM]
+    alone (scaling/data/objectives.py, `clm_window`), so it reads seq_len tokens, as a GPT
+    does. Every other run has the objective's lengths (`objective_lengths`)."""
+    if arch == "decoder" and clm_ratio >= 1.0:
+        return 1, seq_len
+    return objective_lengths(seq_len, noise_density)
+
+
+def positions(seq_len: int, arch: str = "encdec") -> int:
+    """Learned positions of a run's model: seq_len for the encoder and again for the decoder,
+    or one table of 2 seq_len for a decoder-only model, which reads the two one after the
+    other (validation's examples, any arch's training examples): the same embedding
+    parameters either way."""
+    return seq_len if arch == "encdec" else 2 * seq_len
+
+
+def model_config(params, vocab_size: int, seq_len: int, tied_embeddings: bool = True, arch: str = "encdec") -> ModelConfig:
     """The shape a run trains: the size rule with the data's vocabulary and position tables
     as long as the source window. Sweeps and plans use this too, so they match runs exactly."""
-    return ModelConfig.from_params(params, vocab_size=vocab_size, max_len=seq_len, tied_embeddings=tied_embeddings)
+    return ModelConfig.from_params(params, vocab_size=vocab_size, max_len=positions(seq_len, arch),
+                                   tied_embeddings=tied_embeddings, arch=arch)

@@ -13,8 +13,9 @@ from scaling.train.run import TrainingRun
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train one encoder-decoder run",
-        description="Train one encoder-decoder run with the AlexaTM mixed objective to a token budget. "
+        help="train one run (encoder-decoder or decoder-only)",
+        description="Train one run to a token budget: an encoder-decoder with the AlexaTM mixed objective, or "
+        "a decoder-only model (--arch decoder, causal LM by default). "
         "Rerunning the same command resumes from the run's last checkpoint; a completed run is not retrained.",
     )
     p.add_argument("--params", required=True, help="model size target: 2M, 350M, 1.5B, 20B or an integer")
@@ -31,7 +32,11 @@ def register(sub) -> None:
                    help="sequences per process per forward/backward (default: its whole share); "
                    "smaller accumulates gradients")
     p.add_argument("--seq-len", type=int, default=None, help="source window in tokens (default 128)")
-    p.add_argument("--clm-ratio", type=float, default=None, help="fraction of causal-LM examples (default 0.2)")
+    p.add_argument("--arch", default=None,
+                   help="encdec (default), decoder (decoder-only, causal) or prefix-lm (decoder-only, bidirectional "
+                   "over the prefix)")
+    p.add_argument("--clm-ratio", type=float, default=None,
+                   help="fraction of causal-LM examples (default 0.2 for encdec, 1.0 decoder-only)")
     p.add_argument("--warmup-frac", type=float, default=None)
     p.add_argument("--untied", action="store_true", help="untie the LM head from the token embedding")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -60,7 +65,7 @@ def config_from_args(args: argparse.Namespace):
                   seed=args.seed, tied_embeddings=not args.untied, device=args.device, precision=args.precision,
                   compile=args.compile, devices=args.devices, progress=not args.no_progress,
                   keep_weights=not args.no_keep_weights, logger=args.logger)
-    for name in ("lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
+    for name in ("arch", "lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.checkpoint_every is not None:

@@ -15,19 +15,26 @@ Two tasks, chosen per example (CLM with probability `clm_ratio`, 0.2 by default)
   most seq_len tokens that does not cross a document boundary) go to the encoder; the
   decoder continues with the rest of that piece.
 
-Batch shapes are fixed, (B, enc_len) and (B, seq_len) from model.objective_lengths, so a
+A decoder-only run of causal LM (`clm_window`, TrainConfig.arch "decoder") takes its CLM
+examples as whole windows instead, as a GPT trains: the encoder input is `[CLM]` alone and
+every token of the window is a target; with clm_ratio 1 the encoder input is one token long.
+Validation always scores the split examples above (scaling/train/validation.py), whatever
+the run trained on, so every run is scored on the same targets.
+
+Batch shapes are fixed, (B, enc_len) and (B, seq_len) from shapes.run_lengths, so a
 step costs the same FLOPs whatever the mix. The token budget D of a run counts seq_len
 tokens per example (the source window), the unit the FLOP accounting uses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.base.shapes import IGNORE_INDEX, objective_lengths
+from scaling.base.shapes import IGNORE_INDEX, run_lengths
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAM_WINDOW, _STREAM_TASK, _STREAM_SPANS, _STREAM_GAPS, _STREAM_SPLIT = 1, 2, 3, 4, 5
@@ -99,6 +106,7 @@ class ObjectiveConfig:
     pad_id: int = 0
     eos_id: int = 1
     clm_id: int = 2
+    clm_window: bool = False    # CLM examples are whole windows after [CLM] (a decoder-only run)
 
     def __post_init__(self):
         if not 0.0 <= self.clm_ratio <= 1.0:
@@ -108,9 +116,16 @@ class ObjectiveConfig:
         if self.seq_len < 8:
             raise ValueError(f"seq_len must be at least 8, got {self.seq_len}")
 
+    def scored(self) -> "ObjectiveConfig":
+        """The examples every model is scored on (validation, `scaling score`): the objective's
+        own CLM examples, a prefix then its continuation as the targets, whatever the run
+        trained on; the same target tokens for every arch."""
+        return dataclasses.replace(self, clm_window=False)
+
     @property
     def lengths(self) -> tuple[int, int]:
-        return objective_lengths(self.seq_len, self.noise_density)
+        return run_lengths(self.seq_len, self.noise_density, "decoder" if self.clm_window else "encdec",
+                           self.clm_ratio)
 
 
 class MixedObjective:
@@ -165,7 +180,7 @@ class MixedObjective:
             enc[~is_clm, : e.shape[1]] = e
             labels[~is_clm] = l
         if is_clm.any():
-            e, l = self._clm(idx[is_clm], starts[is_clm])
+            e, l = (self._clm_whole if self.cfg.clm_window else self._clm)(idx[is_clm], starts[is_clm])
             enc[is_clm] = e
             labels[is_clm] = l
         dec = np.empty_like(labels)
@@ -215,7 +230,7 @@ class MixedObjective:
         idx = np.asarray(idx, dtype=np.int64)
         is_clm = uniforms(self.seed, idx, _STREAM_TASK, 1)[:, 0] < self.cfg.clm_ratio
         counts = np.full(len(idx), self.cfg.seq_len, dtype=np.int64)   # denoising rewrites the window
-        if is_clm.any():
+        if is_clm.any() and not self.cfg.clm_window:                   # a whole window is all targets
             _, piece_len, prefix = self._clm_split(idx[is_clm], self.window_starts(idx[is_clm]))
             counts[is_clm] = piece_len - prefix
         return counts
@@ -248,3 +263,10 @@ class MixedObjective:
         tgt_valid = src < piece_len[:, None]
         labels = np.where(tgt_valid, np.take_along_axis(piece, np.minimum(src, L - 1), axis=1), IGNORE_INDEX)
         return enc, labels
+
+    def _clm_whole(self, idx, starts):
+        """CLM examples of a decoder-only run: [CLM] then the whole window, every token a target."""
+        window = self.tokens[starts[:, None] + np.arange(self.cfg.seq_len)[None, :]].astype(np.int64)
+        enc = np.full((len(idx), self.enc_len), self.cfg.pad_id, dtype=np.int64)
+        enc[:, 0] = self.cfg.clm_id
+        return enc, window

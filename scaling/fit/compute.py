@@ -66,8 +66,13 @@ def _lab_count(table, warnings: list) -> FlopCount | None:
         return None
     noise = _one_value(table, "noise_density", warnings) if table.has("noise_density") else None
     tied = _one_value(table, "tied_embeddings", warnings) if table.has("tied_embeddings") else None
-    return FlopCount("encdec", int(seq), 0.15 if noise is None else float(noise), int(vocab),
-                     True if tied is None else bool(tied), nonembed="nonembed" in (table.params_column or ""))
+    # Runs from before the decoder-only family have no arch column: encoder-decoders.
+    arch = (_one_value(table, "arch", warnings) if table.has("arch") else None) or "encdec"
+    clm = _one_value(table, "clm_ratio", warnings) if table.has("clm_ratio") else None
+    kind = "encdec" if arch == "encdec" else "decoder"
+    return FlopCount(kind, int(seq), 0.15 if noise is None else float(noise), int(vocab),
+                     True if tied is None else bool(tied), nonembed="nonembed" in (table.params_column or ""),
+                     clm_window=arch == "decoder" and clm is not None and float(clm) >= 1.0)
 
 
 def count_for_table(table, stated=None) -> tuple[FlopCount, dict, list]:

@@ -23,8 +23,9 @@ from scaling.base.errors import UserError
 
 COLUMNS = ("params", "tokens", "loss", "flops", "budget", "unique_tokens", "run", "loss_se")
 # The model a run trained, as `scaling sweep collect` writes it: kept as they are, so that the
-# fit counts the runs' compute by their shapes (scaling/fit/compute.py).
-SHAPE_COLUMNS = ("vocab_size", "seq_len", "noise_density", "tied_embeddings")
+# fit counts the runs' compute by their shapes (scaling/fit/compute.py): a decoder-only table
+# (arch) by the decoder's, whose sequence depends on clm_ratio (scaling.base.shapes.run_lengths).
+SHAPE_COLUMNS = ("vocab_size", "seq_len", "noise_density", "tied_embeddings", "arch", "clm_ratio")
 REQUIRED = ("params", "tokens", "loss")
 CURVE_COLUMNS = ("run", "tokens", "flops", "loss")
 CURVES_FILE = "curves.parquet"

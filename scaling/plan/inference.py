@@ -64,9 +64,9 @@ def tokens_at_loss(law: Law, n, target, point: bool = True) -> np.ndarray:
 def compute_of(flop: FlopModel, serving: Serving, n, d, shape=None):
     """(training FLOPs, inference FLOPs) of N parameters trained on D tokens, then served; of
     `shape` itself when given (a plan's model: its own formulas, as its bill counts it)."""
-    if shape is not None and flop.kind == "encdec":
+    if shape is not None and not flop.is_power:
         per_request = shape.inference_flops(serving.input_len, serving.output_len)
-        return (shape.flops_per_token(flop.seq_len, flop.noise_density) * np.asarray(d, float),
+        return (shape.flops_per_token(flop.seq_len, flop.noise_density, flop.clm_ratio) * np.asarray(d, float),
                 per_request / (serving.input_len + serving.output_len) * serving.tokens)
     train = flop.per_token(n) * d
     inf = flop.inference_per_token(n, serving.input_len, serving.output_len) * serving.tokens

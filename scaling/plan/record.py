@@ -84,8 +84,8 @@ def plan_count(req: PlanRequest, law: Law) -> FlopCount:
     if req.flops == "6nd":
         flop = FlopCount("6nd")
     else:
-        base = law.flop_count if law.flop_count is not None and law.flop_count.kind == "encdec" else FlopCount()
-        flop = FlopCount(**{**vars(base), **stated, "kind": req.flops or "encdec", "warnings": []})
+        base = law.flop_count if law.flop_count is not None and not law.flop_count.is_power else FlopCount()
+        flop = FlopCount(**{**vars(base), **stated, "kind": req.flops or base.kind, "warnings": []})
     if law.flop_count is not None and flop != law.flop_count:
         flop.warnings.append(f"this plan counts compute by {flop.describe()}; the fit counted its runs by "
                              f"{law.flop_count.describe()} (its a, b, G and figures use that)")

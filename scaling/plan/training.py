@@ -202,13 +202,13 @@ def planned_model(flop: FlopCount, n: float):
     if shape is None:
         return float(n), float(flop.per_token(float(n))), None
     # N as the count reads it (non-embedding under a fit on Kaplan's N): the law's own N.
-    return float(flop.n_of(shape)), float(shape.flops_per_token(flop.seq_len, flop.noise_density)), shape
+    return float(flop.n_of(shape)), float(shape.flops_per_token(flop.seq_len, flop.noise_density, flop.clm_ratio)), shape
 
 
 def make_plan(law: Law, flop: FlopCount, cost, *, params=None, tokens=None, compute=None) -> dict:
     """The `scaling plan` record. Give params and tokens, or compute alone, or params alone."""
     warnings = list(flop.warnings) + ([law.note] if law.note else [])
-    if law.nonembed and flop.kind == "encdec" and not flop.nonembed:
+    if law.nonembed and not flop.is_power and not flop.nonembed:
         # Not converted: the optimum search and the FLOP count are in total N. At 20B the two
         # counts differ by the embeddings' share (18.48B total, 17.86B without them). A 6ND or
         # power count fitted on the law's own runs already reads N as the law does.

@@ -40,8 +40,10 @@ def _schema():
         "loss": pl.Float64, "loss_denoise": pl.Float64, "loss_clm": pl.Float64, "loss_se": pl.Float64,
         "bpb": pl.Float64, "bpb_denoise": pl.Float64, "bpb_clm": pl.Float64,
         "status": pl.Utf8, "wall_time_s": pl.Float64, "device": pl.Utf8, "error": pl.Utf8,
-        # What the encoder-decoder FLOP count needs to count any N as these runs were counted
-        # (scaling.base.flops): the vocabulary, the window, the noise, tied embeddings.
+        # What the lab's FLOP count needs to count any N as these runs were counted
+        # (scaling.base.flops): the architecture, the vocabulary, the window, the noise, tied
+        # embeddings (and clm_ratio below: a decoder-only run of CLM alone reads whole windows).
+        "arch": pl.Utf8,
         "vocab_size": pl.Int64, "seq_len": pl.Int64, "noise_density": pl.Float64, "tied_embeddings": pl.Boolean,
         # What else can differ between runs or sweeps: stacked tables group by these.
         "sweep": pl.Utf8, "seed": pl.Int64,
@@ -106,6 +108,8 @@ def _row(s: RunState) -> dict:
         "wall_time_s": rec.get("wall_time_s"),
         "device": rec.get("device"),
         "error": s.error,
+        # Runs from before the decoder-only family recorded no arch: encoder-decoders.
+        "arch": (cfg.get("arch") or "encdec") if cfg else None,
         "vocab_size": (rec.get("model") or {}).get("vocab_size"),
         "seq_len": cfg.get("seq_len"), "noise_density": cfg.get("noise_density"),
         "tied_embeddings": cfg.get("tied_embeddings"),

@@ -43,8 +43,8 @@ def vocab_size(data: str | None, stated: int | None = None) -> int:
 
 
 def model_for(params: str, tied_embeddings: bool = True, seq_len: int = 128, data: str | None = None,
-              stated_vocab: int | None = None):
-    return model_config(params, vocab_size(data, stated_vocab), seq_len, tied_embeddings)
+              stated_vocab: int | None = None, arch: str = "encdec"):
+    return model_config(params, vocab_size(data, stated_vocab), seq_len, tied_embeddings, arch)
 
 
 def check_stated_vocab(data: str | None, stated: int) -> None:

@@ -213,15 +213,15 @@ class Sweep:
 
 # ------------------------------------------------------------------- model sizes
 @lru_cache(maxsize=4096)
-def _model(params: str, tied: bool, seq_len: int, data: str | None, vocab: int | None):
+def _model(params: str, tied: bool, seq_len: int, data: str | None, vocab: int | None, arch: str = "encdec"):
     """The model the trainer will build for this size (cached: the size rule searches shapes)."""
-    return model_for(params, tied_embeddings=tied, seq_len=seq_len, data=data, stated_vocab=vocab)
+    return model_for(params, tied_embeddings=tied, seq_len=seq_len, data=data, stated_vocab=vocab, arch=arch)
 
 
 def model_stats(cfg: TrainConfig, vocab: int | None = None) -> tuple[int, int, float]:
     """(n_params, n_params non-embedding, training FLOPs per source token) of a run."""
-    m = _model(cfg.params, cfg.tied_embeddings, cfg.seq_len, cfg.data, vocab)
-    return m.n_params(), m.n_params(embeddings=False), m.flops_per_token(cfg.seq_len, cfg.noise_density)
+    m = _model(cfg.params, cfg.tied_embeddings, cfg.seq_len, cfg.data, vocab, cfg.arch)
+    return m.n_params(), m.n_params(embeddings=False), m.flops_per_token(cfg.seq_len, cfg.noise_density, cfg.clm_ratio)
 
 
 # ------------------------------------------------------------------------ loading
@@ -664,11 +664,11 @@ def _center(c: float, tpp: float, base: TrainConfig, where: str, vocab: int | No
     n = math.sqrt(c / (6.0 * tpp))
     for _ in range(4):
         try:
-            m = _model(format_count(_round_sig(n)), base.tied_embeddings, base.seq_len, base.data, vocab)
+            m = _model(format_count(_round_sig(n)), base.tied_embeddings, base.seq_len, base.data, vocab, base.arch)
         except UserError as e:
             raise UserError(f"{where}: budget too small: its compute-optimal size would be about "
                             f"{format_count(n)} parameters, and no model that small can be built ({e})") from None
-        per_param = m.flops_per_token(base.seq_len, base.noise_density) / m.n_params()
+        per_param = m.flops_per_token(base.seq_len, base.noise_density, base.clm_ratio) / m.n_params()
         n = math.sqrt(c / (tpp * per_param))
     return n
 

@@ -1,4 +1,5 @@
-"""The AlexaTM-style encoder-decoder Transformer (the torch modules).
+"""The AlexaTM-style encoder-decoder Transformer, and a decoder-only one beside it (the
+torch modules; `build_model` picks by ModelConfig.arch).
 
 Architecture (AlexaTM 20B, Soltan et al. 2022): pre-LN sub-layers in encoder and decoder,
 d_ff = 4 d_model, GELU, learned positional embeddings, a token embedding shared by encoder
@@ -21,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaling.base.shapes import (  # noqa: F401  (re-exported for callers of scaling.train.model)
+    ARCHS,
     IGNORE_INDEX,
     ALEXATM_ASPECT,
     ALEXATM_ENC_FRACTION,
@@ -96,8 +98,10 @@ class EncoderLayer(nn.Module):
         self.ln1, self.attn = nn.LayerNorm(cfg.d_model), Attention(cfg, cross=False)
         self.ln2, self.ff = nn.LayerNorm(cfg.d_model), FeedForward(cfg)
 
-    def forward(self, x, mask):
-        x = x + self.attn(self.ln1(x), mask=mask)
+    def forward(self, x, mask, causal: bool = False, cache: dict | None = None):
+        # causal, cache: a decoder-only model's layer (DecoderOnly): SDPA's own causal mask
+        # where no mask is needed, and its keys and values kept for generation
+        x = x + self.attn(self.ln1(x), mask=mask, causal=causal, cache=cache)
         return x + self.ff(self.ln2(x))
 
 
@@ -227,3 +231,108 @@ class EncoderDecoder(nn.Module):
         losses = self.token_losses(enc_ids, dec_ids, labels)
         n = (labels != IGNORE_INDEX).sum().clamp(min=1)
         return losses.sum() / n
+
+
+def decoder_mask(keep, te: int, prefix_lm: bool):
+    """A decoder-only model's (B, 1, T, T) boolean attention mask over a sequence whose first
+    te tokens are the encoder's input (`keep`: (B, T), False at padding), or None when plain
+    causal attention is exact (nothing padded, no prefix): SDPA's fastest kernels then apply.
+    A one-token prefix ([CLM] before a whole window, a decoder run's CLM example) needs none;
+    otherwise checking costs a host sync, so on GPU the mask is built. prefix_lm: the first
+    te tokens see each other both ways."""
+    T = keep.shape[1]
+    if te == 1:
+        return None
+    i = torch.arange(T, device=keep.device)
+    allowed = i[None, :] <= i[:, None]                       # causal
+    if prefix_lm:
+        allowed = allowed | ((i[None, :] < te) & (i[:, None] < te))
+    elif not keep.is_cuda and bool(keep.all()):
+        return None
+    # A padded query still sees itself: no row of the softmax is empty.
+    return (allowed[None, :, :] & keep[:, None, :] | torch.eye(T, dtype=torch.bool, device=keep.device))[:, None]
+
+
+class DecoderOnly(nn.Module):
+    """A decoder-only Transformer (arch "decoder" or "prefix-lm") with the encoder-decoder's
+    `token_losses(enc_ids, dec_ids, labels)`: validation, the objective's examples and task
+    scoring work unchanged. It reads enc_ids (padding masked out) then dec_ids[:, 1:] (no
+    start token: the prefix's last real token predicts the first label, as a GPT reads
+    "[CLM] prefix continuation"), positions counting real tokens only. "decoder" attends
+    causally; "prefix-lm" reads the enc part both ways. Layers are EncoderLayer's (no
+    cross-attention); one position table (ModelConfig.max_len)."""
+
+    def __init__(self, cfg: ModelConfig, pad_id: int = 0):
+        super().__init__()
+        if not cfg.decoder_only:
+            raise ValueError(f"DecoderOnly needs a decoder-only shape, got arch {cfg.arch!r}")
+        self.cfg, self.pad_id = cfg, pad_id
+        d = cfg.d_model
+        self.tok_emb = nn.Embedding(cfg.vocab_size, d)
+        self.pos = nn.Embedding(cfg.max_len, d)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_dec_layers))
+        self.norm = nn.LayerNorm(d)
+        self.lm_head = None if cfg.tied_embeddings else nn.Linear(d, cfg.vocab_size, bias=False)
+        init_weights(self)
+
+    def logits(self, enc_ids, dec_ids):
+        """(B, Td, V): at each decoder place, the logits of its label (what EncoderDecoder's
+        forward gives for the same inputs)."""
+        te, td = enc_ids.shape[1], dec_ids.shape[1]
+        ids = torch.cat([enc_ids, dec_ids[:, 1:]], dim=1)
+        T = ids.shape[1]
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
+        keep = torch.cat([enc_ids != self.pad_id, torch.ones_like(dec_ids[:, 1:], dtype=torch.bool)], dim=1)
+        pos = (keep.cumsum(1) - 1).clamp(min=0)                 # real tokens' positions, padding shares one
+        x = self.tok_emb(ids) + self.pos(pos)
+        mask = decoder_mask(keep, te, self.cfg.arch == "prefix-lm")
+        for layer in self.layers:
+            x = layer(x, mask, causal=mask is None)
+        # The places whose next token is a label: the encoder input's last real token (padding
+        # sits at the end of a row, as for EncoderDecoder), then every decoder input after the
+        # start token. Only these reach the LM head.
+        last = (enc_ids != self.pad_id).sum(1).clamp(min=1) - 1
+        at = torch.cat([last[:, None], te + torch.arange(td - 1, device=ids.device).expand(ids.shape[0], -1)], dim=1)
+        x = self.norm(x.gather(1, at[:, :, None].expand(-1, -1, x.shape[-1])))
+        return self._head(x)
+
+    def _head(self, x):
+        w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(x, w)
+
+    def token_losses(self, enc_ids, dec_ids, labels):
+        """(B, Td) per-token cross-entropy in nats, 0 where labels == IGNORE_INDEX."""
+        logits = self.logits(enc_ids, dec_ids)
+        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX, reduction="none")
+        return loss.view(labels.shape)
+
+    def new_cache(self) -> DecoderCache:
+        """An empty KV cache for `decode` one piece at a time (generation)."""
+        return DecoderCache(len(self.layers))
+
+    def decode(self, ids, cache: DecoderCache):
+        """Logits (B, T, V) of the next token at each of `ids`, the tokens after those decoded
+        before (unpadded: a prompt, then what is generated). A prefix LM reads its first piece
+        (the prompt) bidirectionally, as it read the encoder input in training; every later
+        piece causally (tests/test_decoder.py: the logits equal `logits`')."""
+        T, start = ids.shape[1], cache.length
+        if start + T > self.cfg.max_len:
+            raise ValueError(f"sequence length {start + T} exceeds max_len {self.cfg.max_len}")
+        x = self.tok_emb(ids) + self.pos(torch.arange(start, start + T, device=ids.device))
+        causal = not (self.cfg.arch == "prefix-lm" and start == 0)
+        for layer, c in zip(self.layers, cache.layers):
+            x = layer(x, None, causal=causal, cache=c["self"])
+        cache.length += T
+        return self._head(self.norm(x))
+
+    def forward(self, enc_ids, dec_ids, labels):
+        losses = self.token_losses(enc_ids, dec_ids, labels)
+        n = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        return losses.sum() / n
+
+
+def build_model(cfg: ModelConfig, pad_id: int = 0) -> nn.Module:
+    """The module of a shape: EncoderDecoder, or DecoderOnly for a decoder-only arch."""
+    return DecoderOnly(cfg, pad_id) if cfg.decoder_only else EncoderDecoder(cfg, pad_id)

@@ -1,4 +1,4 @@
-"""The math of a training step, as a LightningModule: the encoder-decoder, AdamW and its
+"""The math of a training step, as a LightningModule: the model (encoder-decoder or decoder-only), AdamW and its
 schedule (ending at the run's budget), one micro-batch's loss over the global batch's target
 tokens, and the guard that keeps a non-finite gradient out of the weights. A reader follows a
 step here on one screen; what happens around the steps (records, checkpoints, progress) is in
@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from scaling.base.config import TrainConfig
-from scaling.train.model import IGNORE_INDEX, EncoderDecoder
+from scaling.train.model import IGNORE_INDEX, build_model
 from scaling.train.schedule import lr_at
 
 
@@ -25,7 +25,7 @@ class EncoderDecoderModule(L.LightningModule):
         super().__init__()
         self.cfg, self.plan = cfg, plan
         # The data's pad id (meta.json): a tokenizer the user brings may use 0 for a real token.
-        self.model = EncoderDecoder(plan.model, pad_id=pad_id)
+        self.model = build_model(plan.model, pad_id=pad_id)   # EncoderDecoder or DecoderOnly (cfg.arch)
         self.loss_fn = self.model.token_losses
         self.bad_grad_step: int | None = None   # the step whose gradient was not finite
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaling.base.config import TrainConfig, parse_count
-from scaling.base.shapes import ModelConfig, model_config, objective_lengths
+from scaling.base.shapes import ModelConfig, model_config, run_lengths
 
 
 LR_CAP = 6e-3   # the rule's ceiling: small models' rule of N would climb past where they train stably
@@ -75,8 +75,8 @@ class RunPlan:
 
 
 def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
-    model = model_config(cfg.params, vocab_size, cfg.seq_len, cfg.tied_embeddings)
-    enc_len, dec_len = objective_lengths(cfg.seq_len, cfg.noise_density)
+    model = model_config(cfg.params, vocab_size, cfg.seq_len, cfg.tied_embeddings, cfg.arch)
+    enc_len, dec_len = run_lengths(cfg.seq_len, cfg.noise_density, cfg.arch, cfg.clm_ratio)
     world = cfg.devices * cfg.num_nodes
     share = cfg.batch_size // world            # TrainConfig.check: a multiple of world
     micro = cfg.micro_batch or share

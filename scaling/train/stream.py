@@ -22,6 +22,7 @@ def objective_config(cfg: TrainConfig, shards: TokenShards, shards_dir) -> Objec
     return ObjectiveConfig(
         seq_len=cfg.seq_len, clm_ratio=cfg.clm_ratio, noise_density=cfg.noise_density, mean_span=cfg.mean_span,
         pad_id=shards.meta["pad_id"], eos_id=shards.meta["eos_id"], clm_id=shards.meta["clm_id"],
+        clm_window=cfg.arch == "decoder",
     )
 
 

@@ -65,7 +65,9 @@ class Validation:
 def val_objective(shards_dir, obj_cfg: ObjectiveConfig) -> tuple[MixedObjective, float]:
     """The validation examples (the same for every run of a sweep) and the split's bytes per token."""
     shards = TokenShards.open(shards_dir, "val")
-    return MixedObjective(shards.tokens, shards.doc_starts, obj_cfg, VAL_SEED), shards.bytes_per_token
+    # The scored examples (ObjectiveConfig.scored): a decoder-only run that trained on whole
+    # windows is scored on the same targets as an encoder-decoder, in the same bits per byte.
+    return MixedObjective(shards.tokens, shards.doc_starts, obj_cfg.scored(), VAL_SEED), shards.bytes_per_token
 
 
 @torch.no_grad()

@@ -101,6 +101,9 @@ def hf_state_dict(model) -> dict:
 
 def to_hf(kept):
     """The kept model as a BlenderbotForConditionalGeneration (CPU, fp32, eval mode)."""
+    if kept.config.decoder_only:
+        raise UserError(f"{kept.path}: a {kept.config.arch} run: export writes encoder-decoders (Blenderbot) only; "
+                        "load, score and generate read decoder-only runs")
     from transformers import BlenderbotForConditionalGeneration
 
     hf = BlenderbotForConditionalGeneration(hf_config(kept))

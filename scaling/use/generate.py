@@ -14,7 +14,9 @@
   missing words (byte-level tokens carry their leading space).
 
 Decoding is greedy (temperature 0) or sampled (temperature, top-k, a seeded generator), one
-token at a time with the decoder's KV cache (EncoderDecoder.decode(..., cache)).
+token at a time with the decoder's KV cache (EncoderDecoder.decode(..., cache)). A decoder-only
+model reads what the encoder would have read, then writes on (DecoderOnly.decode, its own
+cache): the same two modes, the same prompts.
 """
 
 from __future__ import annotations
@@ -96,13 +98,39 @@ class _Decoder:
         return self.model.decode(x, self.memory, self.mask, self.cache)[0, -1]
 
 
+class _Continuation(_Decoder):
+    """A decoder-only model's stream, with _Decoder's feed / next_logits: the prompt (what the
+    encoder would read) is run first on its own (a prefix LM reads it bidirectionally, as in
+    training), then the tokens fed after it; no start token (DecoderOnly.logits)."""
+
+    def __init__(self, kept, enc_ids: list[int]):
+        self.model, self.device, self.pending = kept.model, kept.device, []
+        self.cache = self.model.new_cache()
+        with torch.no_grad():
+            self.last = self.model.decode(torch.tensor([enc_ids], dtype=torch.long, device=self.device),
+                                          self.cache)[0, -1]
+
+    @torch.no_grad()
+    def next_logits(self) -> torch.Tensor:
+        if self.pending:
+            x = torch.tensor([self.pending], dtype=torch.long, device=self.device)
+            self.pending = []
+            self.last = self.model.decode(x, self.cache)[0, -1]
+        return self.last
+
+
+def _stream(kept, enc_ids: list[int]) -> _Decoder:
+    return _Continuation(kept, enc_ids) if kept.config.decoder_only else _Decoder(kept, enc_ids)
+
+
 def _window(kept) -> int:
-    return kept.config.max_len   # decoder positions: the run's seq_len
+    return kept.objective.seq_len   # the decoder's positions (a decoder-only model's: after the prompt)
 
 
 def generate_clm(kept, prompt: str, max_tokens: int | None, sampler: Sampler) -> Generation:
     ids = kept.encode([prompt])[0]
-    enc_len = kept.objective.lengths[0]
+    # The prefix the objective's CLM examples hold (a decoder-only run of whole windows: the same)
+    enc_len = kept.objective.scored().lengths[0]
     if len(ids) + 1 > enc_len:
         raise UserError(f"--prompt: {len(ids)} tokens; in CLM mode this model's encoder reads [CLM] + at most "
                         f"{enc_len - 1} tokens (seq_len {kept.objective.seq_len})")
@@ -111,7 +139,7 @@ def generate_clm(kept, prompt: str, max_tokens: int | None, sampler: Sampler) ->
     # continuation fills the rest of it; at most the decoder's window.
     limit = max(1, window - len(ids)) if max_tokens is None else max_tokens
     _check_max(max_tokens, window)
-    dec = _Decoder(kept, [kept.objective.clm_id] + ids)
+    dec = _stream(kept, [kept.objective.clm_id] + ids)
     out, stopped = [], "max_tokens"
     while len(out) < limit:
         tok = sampler.pick(dec.next_logits())
@@ -152,7 +180,7 @@ def generate_denoise(kept, prompt: str, max_tokens: int | None, sampler: Sampler
     if max_tokens is not None and max_tokens < n_gaps:
         raise UserError(f"--max-tokens {max_tokens}: fewer than the prompt's {n_gaps} gaps (each takes at least one token)")
     budget = window - len(kept_ids) if max_tokens is None else min(max_tokens, window - len(kept_ids))
-    dec = _Decoder(kept, kept_ids)
+    dec = _stream(kept, kept_ids)
     out, fills, stopped = list(pieces[0]), [], "closed"
     dec.feed(pieces[0])
     for g in range(n_gaps):

@@ -1,7 +1,7 @@
 """`load_run(run_dir)`: a completed run's kept model, ready for inference.
 
     kept = scaling.load_run("runs/my-sweep/3M-60M")            # CPU; device="cuda" for a GPU
-    kept.model        EncoderDecoder in eval mode, on kept.device
+    kept.model        EncoderDecoder (DecoderOnly for a decoder-only run) in eval mode, on kept.device
     kept.tokenizer    the run's tokenizer (.encode_batch, .decode)
     kept.config       its ModelConfig; kept.objective its ObjectiveConfig; kept.special_ids
     kept.validate()   the run's validation score, computed as the run computed it
@@ -27,7 +27,7 @@ from scaling.base.shapes import ModelConfig
 from scaling.data.objectives import ObjectiveConfig
 from scaling.data.prepare import spoken_form
 from scaling.data.shards import load_tokenizer
-from scaling.train.model import EncoderDecoder
+from scaling.train.model import DecoderOnly, EncoderDecoder, build_model
 from scaling.train.validation import VAL_CHUNK, task_sums, val_objective, val_scores
 
 
@@ -36,7 +36,7 @@ class KeptModel:
     """A kept model, loaded: the modules, the tokenizer and what the run trained them on."""
 
     path: Path
-    model: EncoderDecoder
+    model: EncoderDecoder | DecoderOnly
     tokenizer: object
     config: ModelConfig
     objective: ObjectiveConfig
@@ -140,7 +140,7 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> KeptModel:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as e:
         raise UserError(f"{weights}: not readable safetensors ({e})") from None
-    model = EncoderDecoder(cfg, pad_id=int(info["pad_id"]))
+    model = build_model(cfg, pad_id=int(info["pad_id"]))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -104,7 +104,7 @@ def _denoise(kept, tokens, doc_starts, seed) -> tuple[np.ndarray, np.ndarray]:
     if n % L:                                           # the tail: a window ending at the end
         starts.append(n - L)
         first_new = np.append(first_new, L - n % L)
-    obj = _PlacedWindows(tokens, doc_starts, kept.objective, seed, np.asarray(starts))
+    obj = _PlacedWindows(tokens, doc_starts, kept.objective.scored(), seed, np.asarray(starts))
     losses, _ = _token_losses(kept, obj, np.arange(len(starts)), "denoise")
     pos = np.asarray(starts)[:, None] + np.arange(L)[None, :]
     new = np.arange(L)[None, :] >= first_new[:, None]
@@ -116,7 +116,7 @@ def _denoise(kept, tokens, doc_starts, seed) -> tuple[np.ndarray, np.ndarray]:
 def _clm(kept, tokens, doc_starts, seed) -> tuple[np.ndarray, np.ndarray]:
     L = kept.objective.seq_len
     piece_starts = np.concatenate([np.arange(s, e, L) for s, e in zip(doc_starts[:-1], doc_starts[1:])])
-    obj = _PlacedWindows(tokens, doc_starts, kept.objective, seed, piece_starts)
+    obj = _PlacedWindows(tokens, doc_starts, kept.objective.scored(), seed, piece_starts)
     losses, labels = _token_losses(kept, obj, np.arange(len(piece_starts)), "clm")
     doc = np.searchsorted(doc_starts, piece_starts, side="right") - 1
     n_docs = len(doc_starts) - 1
