@@ -21,10 +21,11 @@ demo: venv
 	$(BIN)/python -m scaling.demo
 
 # The layers point down and no modules import each other in a circle (pyproject.toml's
-# import-linter contracts, drawn in docs/architecture.md), then the tests.
+# import-linter contracts, drawn in docs/architecture.md), then the tests; the 25 slowest are
+# listed at the end, to keep the suite inside CI's time.
 test: venv
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 bench: venv
 	$(BIN)/python bench/run_all.py

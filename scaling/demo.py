@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from scaling.base.config import read_toml
 from scaling.cli import main as cli
+from scaling.data.tasks import BUILTIN_NAMES, NEXTSENT_CHOICES
 
 SWEEP = "sweeps/demo-cpu.toml"
 OUT = "runs/demo-cpu"
@@ -46,7 +48,31 @@ def steps(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap
           "--plots", f"{out}/plots"]),
         ("the report: runs, fits, held-out check, the plan and its bill, every figure, in one offline HTML file",
          ["report", out, "--out", report_path(out), "--plan", *PLAN_ARGS]),
-    ]
+    ] + task_steps(sweep, out, bootstrap)
+
+
+def demo_tasks(sweep: str) -> list[str]:
+    """The built-in tasks the sweep's runs score ([eval] tasks): the demo fits a task law to each."""
+    doc = read_toml(sweep, "sweep file")
+    return [t for t in (doc.get("eval") or {}).get("tasks", []) if t in BUILTIN_NAMES]
+
+
+def task_steps(sweep: str, out: str, bootstrap: int) -> list:
+    """The two-step task law of each built-in task (docs/task-laws.md), on the answers' bits per
+    byte in the CLM form ([CLM] + prompt in the encoder, the answer from the decoder): at this
+    scale the denoising form's answer loss does not fall with compute (docs/tasks.md), so it has
+    no law to fit. Step 2 is tried on the multiple-choice task, against its chance level."""
+    todo = []
+    for name in demo_tasks(sweep):
+        fit = f"{out}/fit-{name}.json"
+        acc = ["--accuracy", f"task.{name}.acc_clm", "--chance", f"{1 / NEXTSENT_CHOICES:g}"] if name == "nextsent" else []
+        todo += [(f"task law of {name}: step 1, its answers' bpb as L(N, D); step 2, accuracy against it "
+                  "(or why not at this scale)",
+                  ["fit", f"{out}/results.parquet", "--columns", N_COLUMN, "--target", f"task.{name}.bpb_clm", *acc,
+                   "--bootstrap", str(bootstrap), "--no-holdout", "--out", fit]),
+                 (f"the 20B / 1T plan's predicted {name} task loss under that law",
+                  ["plan", "--fit", fit, "--params", "20B", "--tokens", "1T", "--out", f"{out}/plan-{name}.json"])]
+    return todo
 
 
 PLAN_ARGS = ["--params", "20B", "--tokens", "1T", "--inference-tokens", "1T"]
@@ -82,7 +108,7 @@ def task_table(results_path: str) -> str:
         return ""
     df = pl.read_parquet(p).filter(pl.col("status") == "completed")
     names = sorted({c.split(".")[1] for c in df.columns if c.startswith("task.")})
-    cols = [f"task.{n}.{k}" for n in names for k in ("bpb", "acc") if f"task.{n}.{k}" in df.columns]
+    cols = [f"task.{n}.{k}" for n in names for k in ("bpb", "bpb_clm", "acc", "acc_clm") if f"task.{n}.{k}" in df.columns]
     if not cols or df.is_empty():
         return ""
     df = df.sort("budget", "params")
@@ -92,7 +118,61 @@ def task_table(results_path: str) -> str:
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
     fmt = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))  # noqa: E731
     return "\n".join(["Task scores per run (last validation point; bpb of the answer, accuracy of 4 choices, "
-                      "chance 0.25):", *(fmt(r) for r in [head, *rows])])
+                      "chance 0.25; _clm: the CLM form, docs/tasks.md):", *(fmt(r) for r in [head, *rows])])
+
+
+def degenerate(fit_path) -> str | None:
+    """Why a task law (fit-<task>.json) cannot carry a plan: its step-1 law is degenerate (a term
+    vanished, an exponent left (0, 3)), as tiny or too few runs give; None when it can."""
+    a3 = json.loads(Path(fit_path).read_text()).get("approach3") or {}
+    return a3.get("degenerate") or (None if a3 else "no approach 3 law")
+
+
+def unplannable(argv: list[str]) -> str | None:
+    """A task plan step whose law is degenerate is skipped with the reason, not run into an
+    error: the demo goes on to its summary, which says so."""
+    if argv[0] != "plan" or "--fit" not in argv:
+        return None
+    fit = argv[argv.index("--fit") + 1]
+    why = Path(fit).name.startswith("fit-") and degenerate(fit)
+    return f"{fit}: step 1's law is degenerate on these runs ({why}); no plan from it" if why else None
+
+
+def task_summary(out: str, names: list[str]) -> str:
+    """Per built-in task: each budget's lowest task loss, the two-step law (or why a step was
+    not fitted at this scale) and the 20B / 1T plan's predicted task loss."""
+    import polars as pl
+
+    res = Path(out, "results.parquet")
+    if not names or not res.exists():
+        return ""
+    df = pl.read_parquet(res).filter(pl.col("status") == "completed")
+    lines = []
+    for name in names:
+        col, fit_p, plan_p = f"task.{name}.bpb_clm", Path(out, f"fit-{name}.json"), Path(out, f"plan-{name}.json")
+        if col not in df.columns or not fit_p.exists():
+            continue
+        best = df.filter(pl.col(col).is_not_null()).group_by("budget").agg(pl.col(col).min()).sort("budget")
+        lines.append(f"Task {name} ({col}, bits per byte of the answer):")
+        lines.append("  lowest per budget: " + ", ".join(f"{b:.3g} FLOPs {v:.3f}" for b, v in best.iter_rows()))
+        t = json.loads(fit_p.read_text())["task"]
+        s1, s2 = t["step1"], t["step2"]
+        lines.append("  step 1: L = {E:.4g} + {A:.4g}/N^{alpha:.3f} + {B:.4g}/D^{beta:.3f}".format(**s1)
+                     + f" on {s1['n_runs']} runs")
+        lines.append(f"  step 2: not fitted: {s2['refused']}" if "refused" in s2 else
+                     f"  step 2: accuracy from {s2['floor']:.3f} to {s2['ceiling']:.3f} around task loss {s2['L0']:.3f}"
+                     f" ({s2['n_points']} points)")
+        why = degenerate(fit_p)
+        if why:
+            lines.append(f"  the 20B / 1T plan: not predicted: step 1's law is degenerate at this scale ({why})")
+        elif plan_p.exists():
+            p = json.loads(plan_p.read_text()).get("task") or {}
+            ci = p.get("task_loss_ci") or [None, None]
+            band = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None else ""
+            acc = (f", accuracy {p['accuracy']:.3f}" if p.get("accuracy") is not None else
+                   ", accuracy not predicted (no step 2)")
+            lines.append(f"  the 20B / 1T plan: task loss {p['task_loss']:.3f}{band}{acc}")
+    return "\n".join(lines)
 
 
 def summary(fit_path: str, plan_path: str) -> str:
@@ -150,6 +230,10 @@ def main(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap:
         if argv[0] == "prepare" and Path(argv[-1], "meta.json").exists():
             print(f"{argv[-1]} already holds shards; kept (delete it to rebuild)")
             continue
+        why = unplannable(argv)
+        if why:
+            print(f"skipped: {why}")
+            continue
         rc = cli(argv)
         if rc not in (0, None):
             print(f"demo: step {i} exited {rc}", file=sys.stderr)
@@ -157,6 +241,9 @@ def main(sweep: str = SWEEP, out: str = OUT, data: str | None = DATA, bootstrap:
     tasks = task_table(f"{out}/results.parquet")
     if tasks:
         print("\n" + tasks)
+    laws = task_summary(out, demo_tasks(sweep))
+    if laws:
+        print("\n" + laws)
     print("\n" + summary(f"{out}/fit.json", f"{out}/plan-own.json"))
     print(f"\nDemo finished in {time.time() - t0:.0f} s. Report: {report_path(out)} (open it in a browser; "
           f"it works offline). Figures alone: {out}/plots/*.html")

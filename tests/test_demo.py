@@ -41,6 +41,8 @@ def test_reduced_demo_reports_held_out_error_degeneracy_and_reach(work, capsys):
         batch_size = 8
         val_points = 3
         val_examples = 64
+        [eval]
+        tasks = ["docsum", "nextsent"]
         [executor]
         cpus_per_task = 1
         parallelism = 2
@@ -73,6 +75,23 @@ def test_reduced_demo_reports_held_out_error_degeneracy_and_reach(work, capsys):
     page = (out / "report.html").read_text()
     assert f"Report: {out / 'report.html'}" in text and page.count("plotly.js v") == 1
     assert "Held-out check" in page and "Famous models on the frontier" in page
+    # Its built-in tasks: scores per run, each task's two-step law (or why not) and the plan's task loss.
+    assert "Task scores per run" in text and "docsum.bpb_clm" in text and "nextsent.acc_clm" in text
+    for name in ("docsum", "nextsent"):
+        law = json.loads((out / f"fit-{name}.json").read_text())["task"]
+        assert law["target"] == f"task.{name}.bpb_clm" and law["step1"]["n_runs"] == 12
+        assert f"Task {name} (task.{name}.bpb_clm" in text and "lowest per budget: 4e+09 FLOPs" in text
+        # Tiny runs may leave step 1 degenerate: then the plan is skipped, and the summary says why.
+        if demo.degenerate(out / f"fit-{name}.json"):
+            assert not (out / f"plan-{name}.json").exists()
+            assert "the 20B / 1T plan: not predicted: step 1's law is degenerate" in text.split(f"Task {name} (")[1]
+        else:
+            planned = json.loads((out / f"plan-{name}.json").read_text())["task"]
+            assert planned["task_loss"] > 0 and f"the 20B / 1T plan: task loss {planned['task_loss']:.3f}" in text
+    # docsum has no choices: step 2 is refused for want of an accuracy column, and says so.
+    assert "no accuracy column for task.docsum.bpb_clm" in text
+    step2 = json.loads((out / "fit-nextsent.json").read_text())["task"]["step2"]
+    assert ("refused" in step2) == ("step 2: not fitted" in text.split("Task nextsent (")[1])
 
 
 def test_summary_counts_the_budgets_with_an_interior_minimum(tmp_path):

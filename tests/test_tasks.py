@@ -205,8 +205,9 @@ def test_demo_prints_each_runs_task_scores(sweep_dir):
     from scaling.demo import task_table
 
     text = task_table(str(sweep_dir / "results.parquet")).splitlines()
-    assert text[1].split() == ["run", "loss", "capitals.bpb", "capitals.acc", "docsum.bpb", "nextsent.bpb", "nextsent.acc"]
-    acc = pl.read_parquet(sweep_dir / "results.parquet")["task.nextsent.acc"][0]
+    assert text[1].split() == ["run", "loss", *(f"{t}.{k}" for t in ("capitals", "docsum", "nextsent")
+                                                for k in ("bpb", "bpb_clm", "acc", "acc_clm") if t != "docsum" or "acc" not in k)]
+    acc = pl.read_parquet(sweep_dir / "results.parquet")["task.nextsent.acc_clm"][0]
     assert text[2].split()[0] == "r1" and text[2].split()[-1] == f"{acc:.3f}"
 
 
