@@ -5,6 +5,7 @@ Chinchilla's points (where present) it stays within its allowance and fits every
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -119,7 +120,8 @@ lr = 0.002
 """
 
 
-def test_sweep_directory_gets_a_sweep_file_of_new_runs_that_launches_there(tmp_path, capsys):
+def _sweep_dir(tmp_path: Path) -> Path:
+    """A launched sweep's directory (ledger, sweep.toml) with its results.parquet, losses from LAW."""
     (tmp_path / "small.toml").write_text(SWEEP)
     sweep_dir = tmp_path / "runs" / "small"
     sweep = load_sweep(tmp_path / "small.toml", out=sweep_dir)
@@ -132,6 +134,11 @@ def test_sweep_directory_gets_a_sweep_file_of_new_runs_that_launches_there(tmp_p
              "flops": e.config["tokens"] * e.flops_per_token, "budget": e.budget, "status": "completed",
              "loss": float(predict_loss(LAW, e.n_params, e.config["tokens"]))} for e in load_ledger(sweep_dir).runs.values()]
     pl.DataFrame(rows).write_parquet(sweep_dir / "results.parquet")
+    return sweep_dir
+
+
+def test_sweep_directory_gets_a_sweep_file_of_new_runs_that_launches_there(tmp_path, capsys):
+    sweep_dir = _sweep_dir(tmp_path)
     out = tmp_path / "design.toml"
     assert main(["design", str(sweep_dir), "--compute", "3e12", "-o", str(out)]) == 0
     new = load_sweep(out)
@@ -140,6 +147,46 @@ def test_sweep_directory_gets_a_sweep_file_of_new_runs_that_launches_there(tmp_p
     assert sum(r.budget for r in new.runs) <= 3e12
     assert f"scaling sweep launch {out}" in out.read_text()
     capsys.readouterr()
+
+
+def test_a_sweeps_fit_json_sets_how_its_runs_are_read(tmp_path, capsys):
+    """A sweep fitted on params_nonembed (as the demo's is) is designed on that N and that fit's
+    FLOP count; a table without a fit says which N it read, as `scaling fit` does."""
+    sweep_dir = _sweep_dir(tmp_path)
+    pl.read_parquet(sweep_dir / "results.parquet").write_csv(tmp_path / "runs.csv")
+    args = ["--compute", "3e12", "--json"]
+
+    def design(*argv):
+        assert main(["design", *argv, *args]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    total = design(str(sweep_dir))
+    assert main(["fit", str(sweep_dir / "results.parquet"), "--approach", "3", "--bootstrap", "0", "--no-holdout",
+                 "--columns", "params=params_nonembed", "--out", str(sweep_dir / "fit.json")]) == 0
+    capsys.readouterr()
+    followed = design(str(sweep_dir))
+    assert any("fit.json read them (N = params_nonembed" in w for w in followed["notes"]), followed["notes"]
+    assert followed["value"] == design(str(tmp_path / "runs.csv"), "--columns", "params=params_nonembed")["value"]
+    assert followed["value"] != total["value"]
+    assert design(str(tmp_path / "runs.csv"), "--fit", str(sweep_dir / "fit.json"))["value"] == followed["value"]
+    assert main(["design", str(tmp_path / "runs.csv"), "--compute", "3e12"]) == 0
+    assert "note: N is the total parameter count (column 'params')" in capsys.readouterr().err
+
+
+def test_candidates_the_table_already_has_are_left_out(tmp_path, capsys):
+    """A list that holds the runs so far (a public sweep's, first runs included): those are not
+    chosen again, and the design says how many it left out."""
+    runs = _table(tmp_path / "runs.csv", START_N, START_D)
+    # The table's own points, D written 0.3% off (as a list rounds it), then the new candidates.
+    pl.DataFrame({"N": np.r_[START_N, CAND_N], "D": np.r_[START_D * 1.003, CAND_D]}).write_csv(tmp_path / "cands.csv")
+    allowance = float((6 * START_N * START_D).sum() + 0.05 * (6 * CAND_N * CAND_D).sum())
+    assert main(["design", str(runs), "--compute", f"{allowance:.6g}", "--candidates", str(tmp_path / "cands.csv"),
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["runs"] and not {(round(r["params"]), round(r["tokens"] / 1.003)) for r in got["runs"]} & set(
+        zip(START_N.round(), START_D.round()))
+    # The table's 16, and the 3 candidates at N = 1e7 that share a run's D/N (5, 10, 20).
+    assert f"19 of the {START_N.size + CAND_N.size} candidates are runs of the table already" in got["notes"][0]
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -151,6 +198,8 @@ def test_sweep_directory_gets_a_sweep_file_of_new_runs_that_launches_there(tmp_p
     (["--compute", "1e20", "--candidates", "NO_D"], "no tokens or D column"),
     (["--compute", "1e20", "--candidates", "NEGATIVE"], "column D, row 2: -5.0 is not a positive number"),
     (["--compute", "1e5", "--candidates", "GOOD"], "--compute 1e+05: less than the cheapest candidate"),
+    (["--compute", "1e20", "--candidates", "RUNS"], "every candidate is a run of the table already"),
+    (["--compute", "1e20", "--fit", "GOOD"], "not a JSON fit file"),
     (["--compute", "1e20", "--target", "loss"], "invalid choice: 'loss'"),
 ])
 def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys, argv, says):
@@ -158,7 +207,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys, argv, says)
     pl.DataFrame({"N": [1e8, 2e8]}).write_csv(tmp_path / "no_d.csv")
     pl.DataFrame({"N": [1e8, 2e8], "D": [1e9, -5.0]}).write_csv(tmp_path / "negative.csv")
     pl.DataFrame({"N": [1e8, 2e8], "D": [1e9, 2e9]}).write_csv(tmp_path / "good.csv")
-    names = {"NO_D": "no_d.csv", "NEGATIVE": "negative.csv", "GOOD": "good.csv", "OUT.toml": "out.toml",
+    names = {"RUNS": "runs.csv", "NO_D": "no_d.csv", "NEGATIVE": "negative.csv", "GOOD": "good.csv", "OUT.toml": "out.toml",
              "OUT.txt": "out.txt"}
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(["design", str(runs), *[str(tmp_path / names[a]) if a in names else a for a in argv]]) == 2

@@ -269,6 +269,25 @@ def grid_candidates(params: dict, count: FlopCount, budgets: np.ndarray, sizes: 
     return Candidates(n, c / count.per_token(n), c)
 
 
+# A candidate within 1% of a run of the table in both N and D is that run: a list built from the
+# same sweep, or a sweep's own sizes, round N and D a little differently.
+SAME_RUN_RTOL = 0.01
+
+
+def drop_runs(candidates: Candidates, n, d, rtol: float = SAME_RUN_RTOL) -> tuple[Candidates, int]:
+    """The candidates that are not runs of the table already (N and D both within `rtol` of one
+    run's), and how many were left out. Choosing a run the fit already holds would spend the
+    allowance on a point whose loss is known (a public sweep's) or only re-measured (a new seed)."""
+    tol = math.log1p(rtol)
+    ln, ld = np.log(np.asarray(n, float)), np.log(np.asarray(d, float))
+    same = np.zeros(len(candidates), bool)
+    for i, (cn, cd) in enumerate(zip(np.log(candidates.n), np.log(candidates.d))):
+        same[i] = bool(np.any((np.abs(ln - cn) <= tol) & (np.abs(ld - cd) <= tol)))
+    keep = np.flatnonzero(~same)
+    keys = None if candidates.keys is None else [candidates.keys[i] for i in keep]
+    return Candidates(candidates.n[keep], candidates.d[keep], candidates.c[keep], keys=keys), int(same.sum())
+
+
 # A list's columns: the canonical name first, then the short ones a hand-written list may use.
 CANDIDATE_COLUMNS = {"params": ("params", "N"), "tokens": ("tokens", "D"), "flops": ("flops", "C")}
 
