@@ -59,7 +59,11 @@ def find_results(source: str | Path) -> Path:
     p = Path(source)
     if p.is_dir():
         if not (p / RESULTS).exists():
-            raise UserError(f"{p}: no {RESULTS} in this directory (write it with `scaling sweep collect {p}`)")
+            # Point at `sweep collect` only where there is a sweep to collect.
+            how = (f"write it with `scaling sweep collect {p}`" if (p / "sweep.json").exists() else
+                   "not a sweep either: give a sweep directory, a results table (.csv, .parquet) or a folder of "
+                   "OLMo ladder runs (SIZE-MxC.csv)")
+            raise UserError(f"{p}: no {RESULTS} in this directory ({how})")
         return p / RESULTS
     if not p.exists():
         raise UserError(f"{p}: no such sweep directory or results table")
