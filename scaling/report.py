@@ -23,8 +23,9 @@ from scaling.base.errors import UserError
 from scaling.base.rundir import atomic_write_bytes
 from scaling.figures.page import figure_div, page
 from scaling.fit import FitOptions, column_mapping, fit_all, find_curves, load_curves, load_runs
+from scaling.fit import olmo
 from scaling.fit.report import read_fit_file
-from scaling.fit.table import read_any
+from scaling.fit.table import as_frame, read_any
 from scaling.fit.text import below_law_line, format_fit, held_out_extremes
 from scaling.plan.record import build
 from scaling.plan.request import parse_plan_args
@@ -50,6 +51,7 @@ class Inputs:
     assume: object | None = None     # scaling.base.cost.CostAssumptions
     plan_args: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    raw: object | None = None        # the runs as read, where not the file `results` (an OLMo ladder folder)
 
 
 def find_results(source: str | Path) -> Path:
@@ -57,7 +59,11 @@ def find_results(source: str | Path) -> Path:
     p = Path(source)
     if p.is_dir():
         if not (p / RESULTS).exists():
-            raise UserError(f"{p}: no {RESULTS} in this directory (write it with `scaling sweep collect {p}`)")
+            # Point at `sweep collect` only where there is a sweep to collect.
+            how = (f"write it with `scaling sweep collect {p}`" if (p / "sweep.json").exists() else
+                   "not a sweep either: give a sweep directory, a results table (.csv, .parquet) or a folder of "
+                   "OLMo ladder runs (SIZE-MxC.csv)")
+            raise UserError(f"{p}: no {RESULTS} in this directory ({how})")
         return p / RESULTS
     if not p.exists():
         raise UserError(f"{p}: no such sweep directory or results table")
@@ -82,9 +88,11 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
     arguments), the plan. Without fit.json (given, or beside the results) the runs are
     fitted here with `fit_all`, as `scaling fit` would with --bootstrap `bootstrap`. columns:
     the column mapping, a dict {"params": "N"} or the string "params=N" (as `scaling.fit`)."""
-    results = find_results(source)
+    # A folder of OLMo ladder runs is read as its results and curves (scaling/fit/olmo.py), as `scaling fit` reads it.
+    ladder = olmo.read_ladder(source) if olmo.is_ladder(source) else None
+    results = Path(source) if ladder else find_results(source)
     notes: list[str] = []
-    if fit_path is None and (results.parent / FIT).exists():
+    if fit_path is None and (results.parent / FIT).exists() and not ladder:
         fit_path = results.parent / FIT
     fit = read_fit(fit_path) if fit_path is not None else None
     cols = column_mapping(columns)
@@ -93,8 +101,9 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
     target = (fit or {}).get("target")
     if target and "loss" not in cols:
         cols["loss"] = target       # a fit of a task's loss (`scaling fit --target`): its runs read the same column
-    table = load_runs(results, cols)
-    cpath = find_curves(results, None)
+    table = load_runs(ladder[0] if ladder else results, cols)
+    table.source = str(results)
+    cpath = ladder[1] if ladder else find_curves(results, None)
     curves = load_curves(_on_target(cpath, target), table) if cpath is not None else None
     if fit is None:
         fit = fit_all(table, curves, FitOptions(n_boot=bootstrap, progress=False))
@@ -104,19 +113,20 @@ def load(source: str | Path, fit_path: str | Path | None = None, plan_args: list
         if fit["n_runs"] != table.df.height:
             notes.append(f"{fit_path} was fitted on {fit['n_runs']} runs; {results} now holds "
                          f"{table.df.height} usable runs (refit with `scaling fit`)")
-    inp = Inputs(results, table, curves, fit, fit_source, plan_args=list(plan_args or []), notes=notes)
+    inp = Inputs(results, table, curves, fit, fit_source, plan_args=list(plan_args or []), notes=notes,
+                 raw=ladder[0] if ladder else None)
     if plan_args is not None:
         add_plan(inp, list(plan_args))
     return inp
 
 
-def _on_target(curves_path: Path, target: str | None):
-    """The curves with the fit's target as their loss (the path itself without a target)."""
+def _on_target(curves, target: str | None):
+    """The curves (a path or a DataFrame) with the fit's target as their loss (as given without a target)."""
     if not target:
-        return curves_path
-    c = read_any(curves_path)
+        return curves
+    c, where = as_frame(curves)
     if target not in c.columns:
-        raise UserError(f"{curves_path}: no column {target!r}, which the fit's target names")
+        raise UserError(f"{where}: no column {target!r}, which the fit's target names")
     return c.drop([k for k in ("loss",) if k in c.columns]).with_columns(c[target].alias("loss"))
 
 
@@ -301,7 +311,7 @@ def _table(head: list[str], rows: list[list], left: int = 1, cls: str = "") -> s
 
 def runs_section(inp: Inputs) -> str:
     """The runs table of the report: every row of the results file, the unfitted ones marked."""
-    raw = read_any(inp.results)
+    raw = inp.raw if inp.raw is not None else read_any(inp.results)
     cols = [c for c in ("run", "params", "params_nonembed", "tokens", "flops", "budget", "loss", "loss_se", "status",
                         "wall_time_s") if c in raw.columns]
     used = set(inp.table.df["run"].to_list()) if "run" in raw.columns else set()

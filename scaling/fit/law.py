@@ -352,10 +352,14 @@ def bootstrap_law(data: LawData, fit: LawFit, n_boot: int, rng: np.random.Genera
     """Refit n_boot resamples of the runs (with replacement); returns [n_boot, 5] internal x.
 
     Each resample is a multiplicity vector over the runs (refit_weighted)."""
-    n = len(data)
-    w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float) \
-        if n_boot else np.zeros((0, n))
+    w = draw_weights(len(data), n_boot, rng)
     return refit_weighted(data, fit, w, n_starts=n_starts, delta=delta, progress=progress)
+
+
+def draw_weights(m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """n_boot resamples of m runs with replacement, each as how often each run was drawn [n_boot, m]."""
+    return np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_boot)]).astype(float) \
+        if n_boot else np.zeros((0, m))
 
 
 def refit_weighted(data: LawData, fit: LawFit, w: np.ndarray, *, n_starts: int = 3, delta: float = HUBER_DELTA,

@@ -392,7 +392,8 @@ def _bootstrap_draws(runs: _Runs3, s1: _BaseLaw, r: dict | None, opts: FitOption
     n, d, u, loss, base = runs.n, runs.d, runs.u, runs.loss, s1.base
     data = law.LawData.from_arrays(n[base], d[base], loss[base])
     if not runs.staged:
-        return law.bootstrap_law(data, s1.fit, opts.n_boot, rng, progress=bar), None
+        # The generator's first use: `approach3_draws` makes these same draws again for the task chain.
+        return law.refit_weighted(data, s1.fit, law.draw_weights(len(n), opts.n_boot, rng), progress=bar), None
     # Runs resampled over the whole table; each resample refits stage 1 on its draws of
     # the stage-1 runs (the set itself is the full fit's) and then stage 2 on all draws.
     m = len(n)
@@ -427,12 +428,13 @@ def _add_intervals(out: dict, dc: dict | None, runs: _Runs3, s1: _BaseLaw, xs, r
                                   "runs resampled; all seven parameters refitted jointly" if s1.joint else
                                   "runs resampled over the whole table; stage 1 refitted on each resample's draws "
                                   "of its runs (the set is the full fit's), then stage 2 on all draws")
-    ps = [p for p, good in zip(ps, ok) if good]
+    kept = [i for i, good in enumerate(ok) if good]
+    ps = [ps[i] for i in kept]
     if len(ps) < 2:
         # Kept, not skipped: the user sees the point fit, flagged, with no intervals.
         warnings.append("approach 3: the bootstrap fits are all degenerate: the data do not pin the law "
                         "down and it has no intervals")
-        ps = []
+        ps, kept = [], []
     # Every sample's a, b, G and D/N at once, under the fit's own FLOP count.
     rows = {k: np.array([p[k] for p in ps], float) for k in law.PARAMS}
     if ps:
@@ -446,7 +448,20 @@ def _add_intervals(out: dict, dc: dict | None, runs: _Runs3, s1: _BaseLaw, xs, r
         warnings.append(f"approach 3: E and alpha are strongly traded off in the bootstrap "
                         f"(correlation {corr:.2f}); more sizes would separate them")
     out["bootstrap"] = {"n": opts.n_boot, "seed": opts.seed,
-                        "samples": [[p[k] for k in law.PARAMS] for p in ps]}
+                        "samples": [[p[k] for k in law.PARAMS] for p in ps],
+                        "rows": kept}     # which resamples the samples are (`approach3_draws`)
+
+
+def _approach_rng(seed: int, k: int) -> np.random.Generator:
+    """Approach k's own generator, so that adding an approach does not change another's intervals."""
+    return np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[k - 1])
+
+
+def approach3_draws(n_runs: int, opts: FitOptions) -> np.ndarray:
+    """The run multiplicities [n_boot, n_runs] of approach 3's bootstrap on runs without repeated
+    data (its generator's first use, in `_bootstrap_draws`): the task chain refits step 2 on the
+    very resamples approach 3 refitted (scaling/fit/result.py), rather than drawing its own."""
+    return law.draw_weights(n_runs, opts.n_boot, _approach_rng(opts.seed, 3))
 
 
 def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
@@ -614,12 +629,10 @@ def fit_all(table: RunTable, curves: pl.DataFrame | None = None, opts: FitOption
     }
     if table.flops_from_6nd:
         out["warnings"].append("no flops column: FLOPs taken as 6 N D")
-    # One generator per approach, so adding an approach does not change another's intervals.
-    seeds = np.random.SeedSequence(opts.seed).spawn(3)
     bar = _Bar(opts.n_boot * len(opts.approaches), opts.progress)
     try:
         for k in sorted(opts.approaches):
-            rng = np.random.default_rng(seeds[k - 1])
+            rng = _approach_rng(opts.seed, k)
             try:
                 if k == 1:
                     out["approach1"] = approach1(table, curves, opts, rng, bar)

@@ -34,7 +34,7 @@ from scaling.base.intervals import CI
 from scaling.base.rundir import atomic_write_json
 from scaling.fit import compute, isoflop, law, olmo, tasklaw
 from scaling.fit.edges import Edge, edges_of_table
-from scaling.fit.report import FitOptions, fit_all, holdout, holdout_budget, read_fit_file
+from scaling.fit.report import FitOptions, approach3_draws, fit_all, holdout, holdout_budget, read_fit_file
 from scaling.fit.rollout import rollout
 from scaling.fit.table import RunTable, as_frame, column_mapping, find_curves, load_curves, load_runs
 from scaling.fit.tasklaw import Step2Options
@@ -83,17 +83,8 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
     curves' points, `step2` says how (`scaling.fit.tasklaw.Step2Options`). A folder of OLMo
     ladder runs (SIZE-MxC.csv) is read as results and curves (scaling/fit/olmo.py)."""
     opts = _options(options, opts)
-    if isinstance(data, (str, Path)) and olmo.is_ladder(data):
-        source = str(data)
-        data, ladder_curves = olmo.read_ladder(data)
-        curves = ladder_curves if curves is None else curves
-    else:
-        source = str(data) if isinstance(data, (str, Path)) else None
-        if curves is None and isinstance(data, (str, Path)):
-            curves = find_curves(data, None)
     # Read only when something uses them: approach 1, or a target's step 2.
-    wanted = 1 in opts.approaches or target is not None
-    curve_frame = None if curves is None or curves is False or not wanted else as_frame(curves)[0]
+    data, curve_frame, source = _read_source(data, curves, 1 in opts.approaches or target is not None)
     if target is not None:
         data, columns, curve_frame = _on_target(data, columns, curve_frame, target, source)
     table = load_runs(data, columns, drop_top_loss=drop_top_loss, invalid=invalid)
@@ -103,16 +94,30 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
     if 1 in opts.approaches and curve_frame is not None:
         curve_table = load_curves(curve_frame, table)
     record = fit_all(table, curve_table, opts)
+    task_args = None
     if target is not None:
-        record["target"] = target
         task_args = _TaskArgs(data, column_mapping(columns).get("run", "run"), curve_frame, target, accuracy, step2)
-        record["task"] = task_args.chain(table, opts)
-        record["warnings"] += record["task"]["warnings"]
+        task_args.add_to(record, table, opts)
     f = Fit(record, table, curve_table, opts)
-    if target is not None:
-        f._task_args = task_args
+    f._task_args = task_args
     f._warn()
     return f
+
+
+def _read_source(data, curves, want_curves: bool):
+    """(runs, curves frame or None, source name or None) of what `scaling.fit` is given: a
+    folder of OLMo ladder runs is read as both (scaling/fit/olmo.py); a results file brings
+    curves.parquet beside it, when `curves` is None and `want_curves`."""
+    if isinstance(data, (str, Path)) and olmo.is_ladder(data):
+        source = str(data)
+        data, ladder_curves = olmo.read_ladder(data)
+        curves = ladder_curves if curves is None else curves
+    else:
+        source = str(data) if isinstance(data, (str, Path)) else None
+        if curves is None and isinstance(data, (str, Path)):
+            curves = find_curves(data, None)
+    curve_frame = None if curves is None or curves is False or not want_curves else as_frame(curves)[0]
+    return data, curve_frame, source
 
 
 @dataclass
@@ -126,8 +131,41 @@ class _TaskArgs:
     accuracy: str | None
     step2: Step2Options | None
 
-    def chain(self, table: RunTable, opts: FitOptions) -> dict:
-        return _chain(table, self.frame, self.run_col, self.curves, self.target, self.accuracy, self.step2, opts)
+    def add_to(self, record: dict, table: RunTable, opts: FitOptions) -> None:
+        """The chain on `table`'s runs into `record` (fit_all's, of the same runs): target, task, warnings."""
+        record["target"] = self.target
+        record["task"] = _chain(table, self.frame, self.run_col, self.curves, self.target, self.accuracy,
+                                self.step2, opts, _step1_of(record, table, opts))
+        record["warnings"] += record["task"]["warnings"]
+
+    @classmethod
+    def of_record(cls, record: dict, data, columns, curve_frame, source: str | None) -> tuple["_TaskArgs", dict]:
+        """The chain's arguments as a fit read back from fit.json was made with (its target,
+        accuracy column and step-2 options, the record's) on its runs and curves read again, and
+        the column mapping that reads the target as the loss."""
+        task = record["task"]
+        frame, cols, curve_frame = _on_target(data, columns, curve_frame, record["target"], source)
+        opts = task.get("step2_options") or task.get("step2") or {}     # older files: the fitted step 2's
+        s2 = Step2Options(**{k: opts[k] for k in ("smooth", "skip", "ceiling_point", "chance") if k in opts})
+        return cls(frame, cols.get("run", "run"), curve_frame, record["target"], task.get("accuracy"), s2), cols
+
+
+def _step1_of(record: dict, table: RunTable, opts: FitOptions) -> tasklaw.Step1 | None:
+    """Approach 3 of the record, on the same runs, as the chain's step 1 (its law, intervals and
+    resamples: one fit, one interval), or None where the record has no plain approach 3 to reuse
+    (not fitted, or the data-constrained law of repeated data): the chain then fits its own."""
+    a3 = record.get("approach3")
+    if not isinstance(a3, dict) or "data_constrained" in a3:
+        return None
+    boot = a3.get("bootstrap") or {}
+    samples = np.asarray(boot.get("samples") or [], float).reshape(-1, 5)
+    rows = boot.get("rows") or []
+    draws = approach3_draws(table.df.height, opts)[rows] if opts.n_boot and len(rows) else \
+        np.zeros((0, table.df.height))
+    if len(draws) != len(samples):
+        return None
+    return tasklaw.Step1({k: float(a3[k]) for k in LAW_KEYS}, float(a3["objective"]), samples, draws,
+                         ci={k: (a3.get("ci") or {}).get(k, [None, None]) for k in LAW_KEYS}, from_approach3=True)
 
 
 # What a loss-like target changes: the LM loss's own columns no longer describe it.
@@ -143,6 +181,14 @@ def _on_target(data, columns, curve_frame, target: str, source: str | None):
         tasks = sorted({c for c in frame.columns if tasklaw.TASK_COLUMN.match(c)})
         raise UserError(f"target {target!r}: no such column in {where}; "
                         + (f"task columns are: {', '.join(tasks)}" if tasks else "it has no task.<name>.* columns"))
+    m = tasklaw.TASK_COLUMN.match(target)
+    if m and m["kind"] not in tasklaw.ACCURACY_OF:
+        loss = {"acc": "bpb", "acc_clm": "bpb_clm"}[m["kind"]]
+        raise UserError(f"target {target!r} is an accuracy, not a loss: fit the task's loss, --target "
+                        f"task.{m['name']}.{loss} (step 2 then fits {target} as a sigmoid of it)")
+    if not frame[target].dtype.is_numeric():
+        raise UserError(f"target {target!r} in {where}: a column of {frame[target].dtype}, not a loss (the target "
+                        "must be a number per run, e.g. a task's task.<name>.bpb)")
     cols = column_mapping(columns)
     if "loss" in cols:
         raise UserError(f"target {target!r} and a loss column mapping ({cols['loss']!r}) both name the loss: give one")
@@ -158,7 +204,7 @@ def _on_target(data, columns, curve_frame, target: str, source: str | None):
 
 
 def _chain(table: RunTable, frame: pl.DataFrame, run_col: str, curve_frame, target: str, accuracy: str | None,
-           step2, opts: FitOptions) -> dict:
+           step2, opts: FitOptions, step1: tasklaw.Step1 | None = None) -> dict:
     """The two-step law's record: step 2 on the curves' points (on the runs' final rows,
     `frame`, with a warning, where there are no curves)."""
     acc = accuracy or tasklaw.accuracy_column(target)
@@ -180,7 +226,7 @@ def _chain(table: RunTable, frame: pl.DataFrame, run_col: str, curve_frame, targ
         else:
             acc = None
     rec = tasklaw.fit_chain(runs, points, target=target, accuracy=acc, n_boot=opts.n_boot, seed=opts.seed,
-                            method=opts.method, refine=opts.refine, step2=s2, points_from=source)
+                            method=opts.method, refine=opts.refine, step2=s2, points_from=source, step1=step1)
     rec["warnings"] = notes + rec["warnings"]
     return rec
 
@@ -526,18 +572,25 @@ class Fit:
         if not any(isinstance(record.get(f"approach{k}"), dict) for k in (1, 2, 3)):
             raise UserError(f"{path}: not a fit file from `scaling fit --out` (no approach1, approach2 or approach3)")
         source = data if data is not None else record.get("source")
-        table = curves = None
-        if data is not None or (isinstance(source, str) and Path(source).is_file()):
+        table = curves = task_args = None
+        if data is not None or (isinstance(source, str) and (Path(source).is_file() or olmo.is_ladder(source))):
+            from_curves = bool((record.get("approach1") or {}).get("from_curves"))
+            frame, curve_frame, name = _read_source(source, None, from_curves or bool(record.get("task")))
             cols = column_mapping(columns)
             if record.get("params_column", "params") != "params":
                 cols.setdefault("params", record["params_column"])
-            if record.get("target"):     # a fit of a task's loss reads that column back (its chain stays as read)
+            if record.get("task"):     # the chain's columns and options, so that a refit refits it too
+                task_args, cols = _TaskArgs.of_record(record, frame, cols, curve_frame, name)
+                frame, curve_frame = task_args.frame, task_args.curves
+            elif record.get("target"):     # a fit of another column than the loss reads that column back
                 cols.setdefault("loss", record["target"])
-            table = load_runs(source, cols)
-            beside = find_curves(source, None) if isinstance(source, (str, Path)) else None
-            if beside is not None and "approach1" in record and record["approach1"].get("from_curves"):
-                curves = load_curves(beside, table)
+            table = load_runs(frame, cols)
+            if name is not None:
+                table.source = name
+            if curve_frame is not None and from_curves:
+                curves = load_curves(curve_frame, table)
         f = cls(record, table, curves)
+        f._task_args = task_args
         if table is not None and table.df.height != record.get("n_runs"):
             warnings.warn(f"{path} was fitted on {record.get('n_runs')} runs; {table.source} now holds "
                           f"{table.df.height} usable runs (refit with scaling.fit)", FitWarning, stacklevel=2)
@@ -656,11 +709,14 @@ class Fit:
         table = RunTable(df=df, source=f"{t.source} ({label})" if label else t.source, params_column=t.params_column,
                          flops_from_6nd=t.flops_from_6nd, warnings=list(t.warnings), dropped=t.dropped, hint=t.hint)
         curves = None if self.curves is None else self.curves.filter(pl.col("run").is_in(df["run"].to_list()))
+        if self.task and self._task_args is None:
+            raise UserError(f"{label or 'refit'}: this fit's task chain ({self.record.get('target')}) cannot be "
+                            "refitted without its runs' task columns: Fit.from_json(path, data=RESULTS)")
         record = fit_all(table, curves if curves is not None and curves.height else None, self.options)
+        if self.record.get("target"):     # every approach still fits the target, not the LM loss
+            record["target"] = self.record["target"]
         if self._task_args is not None:     # the chain on the runs kept (the step-2 points are filtered by run)
-            record["target"] = self._task_args.target
-            record["task"] = self._task_args.chain(table, self.options)
-            record["warnings"] += record["task"]["warnings"]
+            self._task_args.add_to(record, table, self.options)
         f = Fit(record, table, curves, self.options)
         f._task_args = self._task_args
         f._warn()

@@ -7,12 +7,15 @@ the LM loss (scaling/fit/law.py). Step 2: the task's accuracy as a sigmoid of th
     acc(L) = a / (1 + exp(-k (L - L0))) + b,     a in [-1, 0], k >= 0, b in [0, 1],
 
 fitted over every validation point of every run (curves.parquet), so that the ceiling is b
-(the accuracy as L -> 0) and the floor a + b (as L grows). As the paper's code does
+(the limit of accuracy as L -> -inf: approached where k (L0 - L) is large, not reached at L = 0)
+and the floor a + b (the limit as L -> +inf). As the paper's code does
 (`src/fitting/step2.py`, `src/scaling/utils.py`): the first 10% of each run's points are
 skipped, loss and accuracy are smoothed by a moving average of 5 points, and a helper point
 (L = 0, acc = 1) pins the ceiling. The chain predicts accuracy at an (N, D) through both
 steps; its interval comes from one bootstrap through both: each resample draws runs with
-replacement, refits step 1 on their final rows and step 2 on their points.
+replacement, refits step 1 on their final rows and step 2 on their points. Where the same fit
+has approach 3 on the same runs, step 1 is that law and its bootstrap, not a second fit: the
+chain refits step 2 on the runs each of approach 3's resamples drew (`Step1`).
 
 A task at chance over the whole ladder (its accuracy does not fall as its loss falls) is
 refused in the record, with the reason, rather than fitted: a sigmoid through noise would
@@ -174,17 +177,40 @@ def _every(m: int) -> int:
     return max(1, -(-m // FIGURE_POINTS))
 
 
-def _draws(m: int, n_boot: int, rng) -> np.ndarray:
-    return np.stack([np.bincount(rng.integers(0, m, m), minlength=m) for _ in range(n_boot)]).astype(float) \
-        if n_boot else np.zeros((0, m))
+@dataclass
+class Step1:
+    """Step 1 as fitted: the law (E, A, B, alpha, beta), its objective, 95% intervals `ci`
+    (None: read off `samples`), and its bootstrap: the kept resamples' laws `samples` [S, 5]
+    (law.PARAMS order) and the run multiplicities that drew each, `draws` [S, runs].
+    `from_approach3` says it is approach 3's fit of the same runs, reused."""
+
+    params: dict
+    objective: float
+    samples: np.ndarray
+    draws: np.ndarray
+    ci: dict | None = None
+    warnings: tuple = ()
+    from_approach3: bool = False
+
+
+def fit_step1(n, d, y, *, n_boot: int, seed: int, method: str = "vp", refine: int | None = 256) -> Step1:
+    """Step 1 on its own (the fit has no approach 3 on these runs): the law and its bootstrap."""
+    data = law.LawData.from_arrays(n, d, y)
+    f1 = law.fit(data, method=method, refine=refine)
+    w = law.draw_weights(len(n), n_boot, np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3]))
+    x1 = law.refit_weighted(data, f1, w) if n_boot else np.zeros((0, 5))
+    s1 = np.array([[law.to_params(x)[k] for k in law.PARAMS] for x in x1]).reshape(-1, 5)
+    ok = np.all(np.isfinite(s1), axis=1)
+    return Step1(dict(f1.params), f1.objective, s1[ok], w[ok], warnings=tuple(f1.warnings))
 
 
 def fit_chain(runs: pl.DataFrame, points: pl.DataFrame | None, *, target: str, accuracy: str | None,
               n_boot: int, seed: int, method: str = "vp", refine: int | None = 256,
-              step2: Step2Options | None = None, points_from: str = "curves") -> dict:
+              step2: Step2Options | None = None, points_from: str = "curves", step1: Step1 | None = None) -> dict:
     """Both steps and their joint bootstrap: the record's "task" entry. `runs` holds each run's
     final row (run, params, tokens, loss = the task loss), `points` step 2's points (run, loss,
-    acc; `step2_points`), or None without an accuracy column."""
+    acc; `step2_points`), or None without an accuracy column. `step1`: step 1 already fitted on
+    these runs, in this order (approach 3's); None: fitted here."""
     s2 = step2 or Step2Options()
     if not (isinstance(s2.smooth, int) and s2.smooth >= 1) or not 0 <= s2.skip < 1 or \
             (s2.chance is not None and not 0 <= s2.chance < 1):
@@ -196,12 +222,18 @@ def fit_chain(runs: pl.DataFrame, points: pl.DataFrame | None, *, target: str, a
     why = law.too_few(n)
     if why:
         raise UserError(f"{target}: step 1 cannot be fitted: {why}")
-    data = law.LawData.from_arrays(n, d, y1)
-    f1 = law.fit(data, method=method, refine=refine)
+    if step1 is None:
+        step1 = fit_step1(n, d, y1, n_boot=n_boot, seed=seed, method=method, refine=refine)
+    elif step1.draws.shape[1:] != (len(n),):
+        raise ValueError(f"step 1's draws cover {step1.draws.shape[1:]} runs, not the {len(n)} given")
     rec: dict = {"target": target, "name": task_name(target) or target, "accuracy": accuracy,
-                 "step1": {**f1.params, "n_runs": len(n), "objective": f1.objective,
+                 "step1": {**step1.params, "n_runs": len(n), "objective": step1.objective,
+                           "from": "approach 3" if step1.from_approach3 else "fitted for the chain",
                            "points": {"run": ids, "params": n.tolist(), "tokens": d.tolist(), "loss": y1.tolist()}},
-                 "warnings": list(f1.warnings)}
+                 # How step 2 reads its points, kept whether or not it was fitted (a refit reads them back).
+                 "step2_options": {"smooth": s2.smooth, "skip": s2.skip, "ceiling_point": s2.ceiling_point,
+                                   "chance": s2.chance},
+                 "warnings": list(step1.warnings)}
     p2 = None
     if accuracy is None:
         rec["step2"] = {"refused": f"no accuracy column for {target} (step 2 needs task.<name>.acc beside its bpb)"}
@@ -225,17 +257,15 @@ def fit_chain(runs: pl.DataFrame, points: pl.DataFrame | None, *, target: str, a
                             # Every k-th point, for the figure (fit.json stays small).
                             "points": {"run": pts["run"].gather_every(_every(len(x))).to_list(),
                                        "loss": x[::_every(len(x))].tolist(), "acc": y[::_every(len(x))].tolist()}}
-    _bootstrap(rec, data, f1, ids, pts if p2 is not None else None, p2, s2, n_boot, seed)
+    _bootstrap(rec, step1, ids, pts if p2 is not None else None, p2, s2, n_boot, seed)
     return rec
 
 
-def _bootstrap(rec: dict, data, f1, ids: list, pts, p2, s2: Step2Options, n_boot: int, seed: int) -> None:
-    """One resample of the runs feeds both steps: step 1 refitted under its multiplicities,
-    step 2 on the drawn runs' points (each as often as the run was drawn)."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
-    w = _draws(len(ids), n_boot, rng)
-    x1 = law.refit_weighted(data, f1, w) if n_boot else np.zeros((0, 5))
-    s1 = np.array([[law.to_params(x)[k] for k in law.PARAMS] for x in x1]).reshape(-1, 5)
+def _bootstrap(rec: dict, step1: Step1, ids: list, pts, p2, s2: Step2Options, n_boot: int, seed: int) -> None:
+    """One resample of the runs feeds both steps: step 1's law of that resample (refitted under
+    its multiplicities, by approach 3 or `fit_step1`), step 2 refitted on the drawn runs' points
+    (each as often as the run was drawn)."""
+    w, s1 = step1.draws, np.asarray(step1.samples, float).reshape(-1, 5)
     s2_rows = []
     if p2 is not None:
         by_run = {r: (g["loss"].to_numpy(), g["acc"].to_numpy())
@@ -251,7 +281,8 @@ def _bootstrap(rec: dict, data, f1, ids: list, pts, p2, s2: Step2Options, n_boot
         ok &= np.all(np.isfinite(s2a), axis=1)
     rec["bootstrap"] = {"n": n_boot, "seed": seed, "kept": int(ok.sum()),
                         "step1": s1[ok].tolist(), "step2": s2a[ok].tolist() if p2 is not None else []}
-    rec["step1"]["ci"] = {k: percentile_interval(s1[ok][:, i]) for i, k in enumerate(law.PARAMS)}
+    # Step 1's intervals are its own bootstrap's (approach 3's where reused: one interval printed).
+    rec["step1"]["ci"] = step1.ci or {k: percentile_interval(s1[:, i]) for i, k in enumerate(law.PARAMS)}
     if p2 is not None:
         rec["step2"]["ci"] = {k: percentile_interval(s2a[ok][:, i]) for i, k in enumerate(SIGMOID_KEYS)}
 
@@ -304,5 +335,7 @@ def chain_lines(rec: dict) -> list[str]:
                    f"rmse {s2['rmse']:.4f}")
     b = rec.get("bootstrap") or {}
     if b.get("n"):
-        out.append(f"  chain intervals: {b['kept']} of {b['n']} joint resamples of the runs (both steps refitted)")
+        how = ("approach 3's law and its resamples above; step 2 refitted on each" if p1.get("from") == "approach 3"
+               else "both steps refitted")
+        out.append(f"  chain intervals: {b['kept']} of {b['n']} joint resamples of the runs ({how})")
     return out

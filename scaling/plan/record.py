@@ -62,6 +62,8 @@ def _check(req: PlanRequest, params, tokens, compute) -> None:
         raise UserError("--target-loss goes alone (or give --params/--tokens or --compute and match their loss)")
     if req.compare is None and params is None and compute is None and req.target_loss is None:
         raise UserError("give --params and --tokens, --compute, --params alone, --target-loss, or --compare")
+    if req.compare is not None and req.task_fit:
+        raise UserError("--task-fit predicts a task at one plan: it does not combine with --compare")
     if req.compare is not None and req.target_loss is not None:
         raise UserError("--target-loss does not combine with --compare (each plan's own loss is the target)")
     if req.seq_len is not None and req.seq_len < 8:
@@ -150,15 +152,17 @@ def _target_compute(req: PlanRequest, law: Law, flop: FlopModel) -> float:
     return float(chin["train"][0])
 
 
-def task_at(law: Law, model: dict) -> dict:
+def task_at(law: Law, model: dict, planned_by: str) -> dict:
     """The fit's task chain at the plan's N and D (the compute-optimal model's without a plan):
-    task loss and accuracy, each with the joint bootstrap's 95% interval."""
+    task loss and accuracy, each with the joint bootstrap's 95% interval. planned_by: "plan"
+    (N and D given), "lm-loss" (the optimum of --fit's law, --task-fit's chain at it) or
+    "task-loss" (the optimum of the task loss's own law: not the model one would train)."""
     # Here, not above: only a fit with a task chain needs it, and the fit is loaded already.
     from scaling.fit.tasklaw import predict_chain
 
     p = predict_chain(law.task, model["params"], model["tokens"])
     out = {"name": law.task["name"], "target": law.task["target"], "accuracy_column": law.task.get("accuracy"),
-           "params": model["params"], "tokens": model["tokens"]}
+           "params": model["params"], "tokens": model["tokens"], "at": planned_by}
     for k in ("task_loss", "accuracy"):
         v, lo, hi = (float(p[k + s][0]) for s in ("", "_lower", "_upper"))
         out[k] = None if math.isnan(v) else v
@@ -166,6 +170,21 @@ def task_at(law: Law, model: dict) -> dict:
     if out["accuracy"] is None:
         out["accuracy_refused"] = (law.task.get("step2") or {}).get("refused")
     return out
+
+
+def _task_law(req: PlanRequest, law: Law) -> Law | None:
+    """The law whose task chain the plan predicts: --task-fit's (the plan's N and D from --fit's
+    law of the LM loss), else --fit's own where it has one."""
+    if not req.task_fit:
+        return law if law.task else None
+    if law.task:
+        raise UserError(f"--task-fit {req.task_fit}: --fit {req.fit} is itself a task law ({law.task['target']}); "
+                        "--fit names the LM loss's law, which chooses N and D, and --task-fit the task's")
+    t = Law.from_fit_file(req.task_fit)
+    if not t.task:
+        raise UserError(f"--task-fit {req.task_fit}: no task law in it (fit one with `scaling fit RESULTS --target "
+                        "task.NAME.bpb --out FILE`)")
+    return t
 
 
 def build(req: PlanRequest) -> tuple[dict, Law, FlopModel, CostAssumptions]:
@@ -185,8 +204,10 @@ def build(req: PlanRequest) -> tuple[dict, Law, FlopModel, CostAssumptions]:
         compute = _target_compute(req, law, flop)
     r = make_plan(law, flop, assume, params=params, tokens=tokens, compute=compute)
     r["reach"] = law.reach(r.get("plan", {}).get("params") or r["optimal"]["params"], r["compute"])
-    if law.task:
-        r["task"] = task_at(law, r.get("plan") or r["optimal"])
+    task_law = _task_law(req, law)
+    if task_law is not None:
+        at = "plan" if "plan" in r else "task-loss" if task_law is law else "lm-loss"
+        r["task"] = task_at(task_law, r.get("plan") or r["optimal"], at)
     if inference_tokens is not None:
         add_inference(r, law, flop, assume, req, inference_tokens)
     return r, law, flop, assume

@@ -27,6 +27,7 @@ class PlanRequest:
     tokens: str | float | None = None            # training tokens D
     compute: str | float | None = None           # training FLOPs alone (the plan is the optimum)
     fit: str | None = None                       # fit.json; None: the default law
+    task_fit: str | None = None                  # a fit.json with a task law, predicted at --fit's plan
     # How compute is counted: encdec | 6nd, and the encoder-decoder formula's window, noise and
     # vocabulary. None: the fit's own count (its fit.json's flop_count), else encdec with
     # AlexaTM's window (1024), noise (0.15) and vocabulary (150000); a value given replaces the
@@ -67,6 +68,9 @@ def add_plan_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--compute", default=_D.compute, help="training FLOPs alone, e.g. 1.2e23 (plan = the optimum)")
     p.add_argument("--fit", default=_D.fit, metavar="FILE",
                    help="fit.json from `scaling fit --out` (default: the Chinchilla 240-point refit)")
+    p.add_argument("--task-fit", default=_D.task_fit, metavar="FILE",
+                   help="a fit.json of `scaling fit --target task.NAME.bpb`: its two-step task law predicts the "
+                        "task loss and accuracy at the plan that --fit (the LM loss's law) makes")
     p.add_argument("--flops", default=_D.flops, choices=("encdec", "6nd"),
                    help="how compute is counted (default: the fit's own count; without --fit, the "
                         "encoder-decoder formula)")

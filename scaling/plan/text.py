@@ -170,8 +170,11 @@ def format_compare_inference(r: dict) -> str:
 def format_task(t: dict) -> str:
     """The plan's task: the two-step law's chain at the plan's N and D."""
     f4 = lambda v: f"{v:.4f}"  # noqa: E731
-    out = [f"task {t['name']} at N {_n(t['params'])}, D {_n(t['tokens'])} (the fit's two-step task law, 95% "
-           "interval over both steps):",
+    at = {"lm-loss": " (the LM loss's compute optimum, by --fit; the task law from --task-fit)",
+          "task-loss": " (the task loss's own compute optimum, not the LM loss's a run would be planned by: "
+                       "--fit LM-LOSS-FIT --task-fit TASK-FIT predicts at that)"}.get(t.get("at"), "")
+    out = [f"task {t['name']} at N {_n(t['params'])}, D {_n(t['tokens'])}{at} (the fit's two-step task law, "
+           "95% interval over both steps):",
            f"  predicted task loss  {t['task_loss']:.4f}{_ci(t.get('task_loss_ci'), f4)}  ({t['target']})"]
     if t.get("accuracy") is None:
         out.append(f"  predicted accuracy   - (step 2 not fitted: {t.get('accuracy_refused')})")
