@@ -2,7 +2,7 @@
 
     bash bench/gpu_check.sh OUT                  # a fresh GPU machine: installs, then runs this
     python bench/gpu_check.py --out OUT          # torch with CUDA and the lab already installed
-    python bench/gpu_check.py --out OUT --dry-run   # on CPU in under a minute: tiny sizes, few steps
+    python bench/gpu_check.py --out OUT --dry-run   # on CPU in seconds: tiny sizes, few steps, byte-level data
 
 Four stages, each timed, each a table in OUT (and OUT/summary.md with all of them):
 
@@ -13,10 +13,12 @@ Four stages, each timed, each a table in OUT (and OUT/summary.md with all of the
    DDP-wrapped (`--strategy ddp`) and FSDP2 (`--strategy fsdp`); tokens/s and MFU of each.
    A checkout whose `scaling train` has no --strategy says so in the table and goes on.
 3. isoflop.md: a small IsoFLOP sweep of the lab's encoder-decoders, 1e14-3e15 FLOPs per run,
-   three sizes per budget (2.5x either side of 20 tokens a parameter, batch 256 x 256), four
-   runs side by side on the one GPU (`sweep launch --executor local`, each run planned into a
-   quarter of its memory: `gpu_mem_gb`), collected and fitted (`scaling fit`): the AlexaTM
-   objective's first law from this lab on a GPU. `--budgets` changes the budgets.
+   three sizes per budget (2.5x either side of 20 tokens a parameter, batch 256 x 256) on
+   byte-level shards of the embedded corpus (`--data` to change; at 0.3M-12M parameters an
+   8192-token embedding would be most of the smaller models), four runs side by side on the
+   one GPU (`sweep launch --executor local`, each run planned into a quarter of the GPU's
+   memory: `gpu_mem_gb`), collected and fitted (`scaling fit`): the AlexaTM objective's first
+   law from this lab on a GPU. `--budgets` changes the budgets.
 4. summary.md: the above, the device, torch's version, each stage's time.
 
 On a GPU every stage runs as the user would run it (a subprocess: bench_train, the CLI), so a
@@ -24,7 +26,12 @@ stage that fails is reported with its error and the others still run. `--budget-
 whole check (default 420 s; gpu_check.sh passes what its install left of 8 minutes): a stage
 gets what is left, one that runs out is stopped with SIGTERM (a launch checkpoints its runs)
 and reported as such, and the sweep's finished runs are still collected and fitted. Nothing
-here asserts a figure; the tables say what was measured.
+here asserts a figure; the tables say what was measured. The exit is 1 when any stage failed
+(its table says why), 2 for bad arguments.
+
+The dry run trains everything on byte-level shards (the given --data must be byte-level: its
+models have 13K-100K parameters), built from the embedded corpus into the cache on first use
+(a few minutes, once).
 """
 
 from __future__ import annotations
@@ -121,11 +128,12 @@ def tail(log: Path, n: int = 1) -> str:
 
 
 # ------------------------------------------------------------------------- stages
-def stage_mfu(out: Path, clock: Clock, dry: bool, data: str | None) -> str:
+def stage_mfu(out: Path, clock: Clock, dry: bool, data: str | None) -> tuple[str, bool]:
     js = out / "mfu.json"
     argv = ["--json", str(js)]
-    argv += (["--sizes", "100K", "--steps", "8", "--seq-len", "32", "--batch-size", "4"] if dry
-             else ["--gpu", "--sizes", "50M,300M,1B", "--steps", "30", "--batch-size", "32"])
+    sizes = ["100K"] if dry else ["50M", "300M", "1B"]
+    argv += (["--sizes", ",".join(sizes), "--steps", "8", "--seq-len", "32", "--batch-size", "4"] if dry
+             else ["--gpu", "--sizes", ",".join(sizes), "--steps", "30", "--batch-size", "32"])
     argv += ["--data", data] if data else []
     code, secs = run(("bench_train", argv), out / "mfu.log", clock, in_process=dry)
     rows = json.loads(js.read_text())["results"] if js.exists() else []
@@ -142,7 +150,8 @@ def stage_mfu(out: Path, clock: Clock, dry: bool, data: str | None) -> str:
     if at300 is not None:
         lines += ["", f"300M: {at300:.1%} against the aim of {AIM_300M:.0%} "
                       f"({'met' if at300 >= AIM_300M else 'not met'})."]
-    return "\n".join(lines)
+    # bench_train reports a size that fails (out of memory) and goes on: every size must have its row.
+    return "\n".join(lines), code == 0 and len(rows) == len(sizes)
 
 
 def _has_strategy_flag() -> bool:
@@ -156,7 +165,7 @@ def _has_strategy_flag() -> bool:
     return "--strategy" in parser._subparsers._group_actions[0].choices["train"].format_help()
 
 
-def stage_strategies(out: Path, clock: Clock, dry: bool, data: str | None) -> str:
+def stage_strategies(out: Path, clock: Clock, dry: bool, data: str | None) -> tuple[str, bool]:
     # 50M, not 300M: three compilations of 300M would take a third of the check's 8 minutes,
     # and a strategy's per-step cost shows most where the step is short.
     size, steps, batch, seq = ("100K", 8, 4, 32) if dry else ("50M", 40, 32, 1024)
@@ -168,7 +177,7 @@ def stage_strategies(out: Path, clock: Clock, dry: bool, data: str | None) -> st
     lines = [f"One {size} run three ways on one {'CPU process (dry run)' if dry else 'GPU'}, {steps} steps of "
              f"{batch} x {seq} through `scaling train`", "",
              "| strategy | tokens/s | MFU | against plain | seconds | note |", "|---|---|---|---|---|---|"]
-    plain = None
+    plain, ok = None, True
     for name, extra in (("plain", []), ("ddp", ["--strategy", "ddp"]), ("fsdp", ["--strategy", "fsdp"])):
         if extra and not flag:
             lines.append(f"| {name} | - | - | - | - | not run: this checkout's `scaling train` has no --strategy |")
@@ -183,10 +192,11 @@ def stage_strategies(out: Path, clock: Clock, dry: bool, data: str | None) -> st
         rel = f"{tps / plain:.3f}x" if tps and plain else "-"
         log = out / f"strategy-{name}.log"
         note = "" if code == 0 else f"exit {code}: {tail(log)}"
+        ok = ok and code == 0
         speed = f"{tps:,.0f}" if tps else "-"
         share = f"{mfu:.1%}" if mfu else "-"
         lines.append(f"| {name} | {speed} | {share} | {rel} | {secs:.0f} | {note} |")
-    return "\n".join(lines)
+    return "\n".join(lines), ok
 
 
 def _speed(run_dir: Path) -> tuple[float | None, float | None]:
@@ -234,10 +244,11 @@ time_min = 30
 """
 
 
-def stage_isoflop(out: Path, clock: Clock, dry: bool, data: str | None, budgets: str | None = None) -> str:
+def stage_isoflop(out: Path, clock: Clock, dry: bool, data: str | None, budgets: str | None = None) -> tuple[str, bool]:
     side = 2 if dry else 4
-    # The dry run's three budgets give the 9 runs over 3 sizes that Approach 3 needs to fit.
-    budgets = f"[{budgets}]" if budgets else ("[1e9, 2e9, 3e9]" if dry else "[1e14, 3e14, 1e15, 3e15]")
+    # The dry run's three budgets give the 9 runs over 3 sizes that Approach 3 needs to fit, of
+    # 8-25 steps each: the path, in seconds.
+    budgets = f"[{budgets}]" if budgets else ("[3e8, 6e8, 1e9]" if dry else "[1e14, 3e14, 1e15, 3e15]")
     # The dry run's sizes are the smallest the tiny data's vocabulary can build; on the GPU,
     # three sizes from a third to three times the guessed optimum at 20 tokens a parameter.
     sizes = ('sizes = ["13K", "20K", "30K"]' if dry else
@@ -246,7 +257,7 @@ def stage_isoflop(out: Path, clock: Clock, dry: bool, data: str | None, budgets:
     f.write_text(SWEEP.format(
         side=side, budgets=budgets, sizes=sizes, data=f'data = "{data}"\n' if data else "", seq=32 if dry else 256,
         batch=16 if dry else 256, val=16 if dry else 256, precision="32" if dry else "bf16-mixed",
-        device="cpu" if dry else "cuda", gpus=0 if dry else 1, gpu_gb=80 // side, cpus=1 if dry else 3))
+        device="cpu" if dry else "cuda", gpus=0 if dry else 1, gpu_gb=_gpu_gb(dry) // side, cpus=1 if dry else 3))
     logs = []
     t = time.monotonic()
     # The dry run's runs train in the launcher's process (debug): the local executor's side by
@@ -255,20 +266,47 @@ def stage_isoflop(out: Path, clock: Clock, dry: bool, data: str | None, budgets:
                       ("launch", scaling_cmd("sweep", "launch", str(f), *(["--executor", "debug"] if dry else []))),
                       ("collect", scaling_cmd("sweep", "collect", str(out / "sweep"))),
                       ("fit", scaling_cmd("fit", str(out / "sweep" / "results.parquet"), "--bootstrap",
-                                          "20" if dry else "200", "--no-holdout"))):
+                                          "10" if dry else "200", "--no-holdout"))):
         code, _ = run(cmd, out / f"isoflop-{name}.log", clock, in_process=dry)
         logs.append((name, code))
         # A launch that failed a run (1) or ran out of time (124) still leaves runs to collect.
         if code and name in ("plan", "collect"):
             break
     secs = time.monotonic() - t
+    ok = len(logs) == 4 and not any(code for _, code in logs)
     lines = [f"A small IsoFLOP sweep ({budgets} FLOPs per run, 3 sizes each, {side} side by side), "
              f"{secs:.0f} s: " + ", ".join(f"{n} exit {c}" for n, c in logs), "",
              "Runs (`scaling sweep plan`):", "", "```", (out / "isoflop-plan.log").read_text().rstrip(), "```"]
     fit_log = out / "isoflop-fit.log"
     if fit_log.exists():
         lines += ["", "The fit (`scaling fit`):", "", "```", fit_log.read_text().rstrip(), "```"]
-    return "\n".join(lines)
+    return "\n".join(lines), ok
+
+
+def _gpu_gb(dry: bool) -> int:
+    """GB of memory of the GPU the sweep shares (80 in a dry run: no GPU to plan for)."""
+    if dry:
+        return 80
+    import torch
+
+    return int(torch.cuda.get_device_properties(0).total_memory / 1e9)
+
+
+def byte_data(data: str | None) -> str:
+    """The shards the tiny models and the sweep train on: the given ones, else byte-level shards
+    of the embedded corpus (the demo's tokenizer), built into the cache on first use. Bytes,
+    not the default 8192-token BPE: at 1e14-3e15 FLOPs a run has 0.3M-12M parameters, and an
+    8192-token embedding would be most of the smaller ones (their loss then follows the rest)."""
+    if data:
+        return data
+    from scaling.data.shards import ensure_default_shards
+
+    return str(ensure_default_shards(tokenizer="bytes", progress=False))
+
+
+def vocabulary(data: str) -> int:
+    """The vocabulary of a shards directory (its meta.json)."""
+    return int(json.loads((Path(data) / "meta.json").read_text())["vocab_size"])
 
 
 def device_line(dry: bool) -> str:
@@ -297,19 +335,34 @@ def main(argv=None) -> int:
             print("error: no CUDA device here; run with --dry-run on a CPU", file=sys.stderr)
             return 2
     data = str(Path(args.data).resolve()) if args.data else None
+    stages = {"mfu": stage_mfu, "strategies": stage_strategies,
+              "isoflop": lambda out, clock, dry, d: stage_isoflop(out, clock, dry, byte_data(d), budgets=args.budgets)}
+    unknown = [n for n in args.stages.split(",") if n not in stages]
+    if unknown:
+        print(f"error: --stages: no stage {', '.join(unknown)} (the stages: {', '.join(stages)})", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        # The dry run's tiny models (13K-100K parameters) need a byte-level vocabulary.
+        if data is None:
+            print("[gpu_check] dry run on byte-level shards of the embedded corpus (built on first use)", flush=True)
+        data = byte_data(data)
+        if vocabulary(data) > 512:
+            print(f"error: --data {args.data}: a vocabulary of {vocabulary(data):,}; the dry run's tiny models need "
+                  f"byte-level shards (`scaling prepare --tokenizer bytes`), or leave --data out", file=sys.stderr)
+            return 2
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     clock = Clock(args.budget_s or (300 if args.dry_run else 420))
-    stages = {"mfu": stage_mfu, "strategies": stage_strategies,
-              "isoflop": lambda *a: stage_isoflop(*a, budgets=args.budgets)}
-    parts, times = [], []
+    parts, times, failed = [], [], []
     for name in args.stages.split(","):
         t = time.monotonic()
         try:
-            text = stages[name](out, clock, args.dry_run, data)
+            text, ok = stages[name](out, clock, args.dry_run, data)
         except Exception as e:   # a stage's own failure (a missing table): reported, the rest still run
-            text = f"{name}: failed: {type(e).__name__}: {e}"
+            text, ok = f"{name}: failed: {type(e).__name__}: {e}", False
         times.append((name, time.monotonic() - t))
+        if not ok:
+            failed.append(name)
         (out / f"{name}.md").write_text(text + "\n")
         parts.append(f"## {name}\n\n{text}\n")
         print(f"[gpu_check] {name}: {times[-1][1]:.0f} s", flush=True)
@@ -318,6 +371,10 @@ def main(argv=None) -> int:
             + ", ".join(f"{n} {s:.0f} s" for n, s in times) + "\n")
     (out / "summary.md").write_text(head + "\n" + "\n".join(parts))
     print(f"[gpu_check] tables in {out}: summary.md, " + ", ".join(f"{n}.md" for n, _ in times))
+    if failed:
+        # The tables are written either way; the exit says whether every stage ran through.
+        print(f"[gpu_check] failed: {', '.join(failed)} (see {', '.join(f'{n}.md' for n in failed)})", file=sys.stderr)
+        return 1
     return 0
 
 

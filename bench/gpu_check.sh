@@ -6,6 +6,8 @@
 #   bash bench/gpu_check.sh results/gpu/h100-$(date +%F)      # then commit the folder
 #   bash bench/gpu_check.sh OUT --dry-run                      # CPU, seconds: the same steps, tiny
 #
+# Exit 0 when every stage ran through, 1 when one failed (its table in OUT says why).
+#
 # Install, as the README says for a GPU machine: the machine's own torch first (PyPI's Linux
 # wheel is built with CUDA), then the lab. A torch that already sees a GPU is kept; where the
 # lab's dependencies are already importable (a machine without the network), the lab itself is

@@ -10,7 +10,8 @@ Memory per GPU: `sweep plan`'s memory plan (scaling/base/memory.py, scaling/swee
 fp32 weights, gradients and AdamW's two moments, DDP's buckets or FSDP's gathered blocks,
 autocast's bf16 weight copies, and one micro-batch's activations counted tensor by tensor
 (Korthikanti et al. 2022 adapted to the encoder-decoder, checked against torch on CPU); each
-run under DDP where it fits its GPU, else FSDP, at the largest micro-batch that fits.
+run under DDP where it fits its GPU at a micro-batch of 4 or more, else FSDP where that fits a
+larger one, at the largest micro-batch that fits.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ SMALL = ModelConfig(vocab_size=100, d_model=16, n_heads=2, n_enc_layers=1, n_dec
 
 
 def test_state_by_hand():
-    assert SMALL.n_params() == 9_600
+    assert SMALL.n_params() == 9_600 and SMALL.layer_params() == (3_280, 4_400)   # one count for both
     ddp = memory(SMALL, 2, 6, 8, precision="bf16-mixed", strategy="ddp", world=2)
     assert (ddp.weights, ddp.gradients, ddp.optimizer) == (38_400, 38_400, 76_800)   # 4, 4, 8 bytes x N
     # DDP's buckets (4 N) and autocast's bf16 copies of the matmul weights: body 7,744 + tied head 1,600.
@@ -154,6 +154,13 @@ def test_choice_ddp_then_fsdp_then_none():
     assert sharded.strategy == "fsdp" and "ddp needs" in sharded.why
     assert choose(big, 8, 870, 1024, 80, world=8, strategy="ddp") is None
     assert choose(big, 8, 870, 1024, 80, world=1) is None      # one GPU: nothing to shard over
+    # DDP would hold 2.9B a sequence or two at a time; FSDP holds the whole share of 8.
+    mid = ModelConfig.from_params("2.9B", vocab_size=32768, max_len=1024)
+    k = choose(mid, 8, 870, 1024, 80, world=8, strategy="ddp").micro_batch
+    pick = choose(mid, 8, 870, 1024, 80, world=8)
+    assert k < 4 and (pick.strategy, pick.micro_batch, pick.why) == ("fsdp", 8, f"ddp fits micro-batch {k} only")
+    # ...but a micro-batch the file caps below 4 is DDP's to take.
+    assert choose(mid, 8, 870, 1024, 80, world=8, micro_batch=1).strategy == "ddp"
 
 
 def test_config_fields_and_their_limits():
@@ -207,6 +214,13 @@ def test_plan_shows_memory_and_writes_the_pick(tmp_path, capsys):
     assert m.state + m.activations == m.total and m.activations_ckpt < m.activations / 3
     assert row2.split()[-5] == str(big.config.micro_batch) and "fsdp" in row2
     assert "planned for 80 GB GPUs" in out and "1 run(s) sharded with FSDP, from 6" in out
+    # --json: the pick; one GPU reports ddp (its config keeps "auto": nothing to write).
+    one = _gpu_sweep(tmp_path, '["1B"]', 1)
+    assert main(["sweep", "plan", str(one), "--json"]) == 0
+    import json
+
+    run = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert (run["strategy"], run["gpus"], run["micro_batch"]) == ("ddp", 1, load_sweep(one).runs[0].config.micro_batch)
 
 
 def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -216,10 +230,18 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, c
     assert main(["sweep", "launch", str(f), "--dry-run"]) == 2
     err = capsys.readouterr().err
     # One line; the file states gpu_mem_gb, so the remedy is more GPUs, not a larger stated GPU.
-    assert err.count("\n") == 1 and err.startswith("error: ") and "give it more GPUs" in err and "gpu_mem_gb" not in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "gpu_mem_gb" not in err
+    assert "give it more GPUs (executor.gpus_per_node x executor.nodes, 1 GPU(s) now)" in err
     assert not (tmp_path / "out").exists()
-    with pytest.raises(UserError, match="does not fit"):       # a fixed strategy is kept, and refused
+    # A fixed DDP is kept, and refused: more GPUs cannot help a replicated run; sharding can.
+    with pytest.raises(UserError, match="does not fit") as e:
         load_sweep(_gpu_sweep(tmp_path, '["6B"]', 8, 'strategy = "ddp"'))
+    assert "more GPUs" not in str(e.value) and 'let the plan shard it (train.strategy = "auto" or "fsdp")' in str(e.value)
+    # A GPU too small to leave anything after the headroom: one line, not a negative budget.
+    f = _gpu_sweep(tmp_path, '["1B"]', 1).read_text().replace("gpu_mem_gb = 80", "gpu_mem_gb = 2")
+    (tmp_path / "gpu.toml").write_text(f)
+    with pytest.raises(UserError, match=r"gpu\.toml: executor\.gpu_mem_gb = 2 leaves the memory plan nothing: .* over 2\.22 GB"):
+        load_sweep(tmp_path / "gpu.toml")
 
 
 def test_the_20b_ladder_plans_with_every_run_placed():
@@ -227,5 +249,6 @@ def test_the_20b_ladder_plans_with_every_run_placed():
     assert len(sw.runs) == 35 and all(r.placement for r in sw.runs)
     assert all(r.placement.choice.memory.total <= usable_bytes(80) for r in sw.runs)
     sharded = sorted(r.n_params for r in sw.runs if r.config.strategy == "fsdp")
-    assert len(sharded) == 5 and sharded[0] > 3e9 and sharded[-1] > 9e9
-    assert all(r.config.strategy == "ddp" for r in sw.runs if r.n_params < 3e9)
+    assert len(sharded) == 7 and sharded[0] > 2.5e9 and sharded[-1] > 9e9
+    ddp = [r for r in sw.runs if r.config.strategy == "ddp"]
+    assert len(ddp) == 28 and all(r.n_params < 2.5e9 and r.config.micro_batch >= 4 for r in ddp)

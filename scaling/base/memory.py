@@ -43,6 +43,12 @@ STRATEGIES = ("ddp", "fsdp")
 # and the caching allocator's fragmentation. A plan that fills a GPU to the byte fails on it.
 HEADROOM = 0.10        # of the GPU's memory
 RESERVED_GB = 2.0      # CUDA context, NCCL and cuBLAS workspaces
+MIN_GPU_GB = RESERVED_GB / (1 - HEADROOM)   # a GPU of this much leaves a plan nothing
+# Under DDP a micro-batch of fewer sequences than this is taken only where FSDP fits no more:
+# one or two sequences a forward leave a large model's step dozens of sequential micro-batches,
+# each too small to keep the GPU's matmuls busy, while FSDP's sharded state frees the room for
+# more (its extra all-gather per micro-batch costs less than the idle GPU).
+DDP_MIN_MICRO = 4
 
 
 @dataclass(frozen=True)
@@ -154,14 +160,6 @@ def activation_bytes(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: in
 
 
 # ------------------------------------------------------------------------ state
-def _block_params(m: ModelConfig) -> tuple[int, int]:
-    """Parameters of (an encoder layer, a decoder layer): FSDP's units (ModelConfig.n_params)."""
-    d, b = m.d_model, int(m.bias)
-    attn = 4 * d * d + 4 * d * b
-    ff = 8 * d * d + 5 * d * b
-    return 2 * 2 * d + attn + ff, 3 * 2 * d + 2 * attn + ff
-
-
 def memory(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: int, *, precision: str = "bf16-mixed",
            strategy: str = "ddp", world: int = 1, checkpointing: bool = False) -> Memory:
     """Bytes per GPU of training `m` at `micro_batch` sequences per forward (enc_len and dec_len
@@ -179,7 +177,7 @@ def memory(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: int, *, prec
         working = buckets + casts
     else:
         gathered = 2 if mixed else 4
-        enc_block, dec_block = _block_params(m)
+        enc_block, dec_block = m.layer_params()
         root = n - m.n_enc_layers * enc_block - m.n_dec_layers * dec_block
         working = gathered * (2 * dec_block + root) + 4 * dec_block
     act = activation_bytes(m, micro_batch, enc_len, dec_len, mixed, False)
@@ -200,20 +198,35 @@ class Choice:
 def choose(m: ModelConfig, share: int, enc_len: int, dec_len: int, gpu_mem_gb: float, *, world: int,
            precision: str = "bf16-mixed", strategy: str = "auto", micro_batch: int = 0,
            checkpointing: bool = False) -> Choice | None:
-    """The first strategy that fits (DDP, then FSDP, unless `strategy` names one) at the largest
-    micro-batch that divides each process's `share` of the batch, at most `micro_batch` (0: the
-    share), and fits `gpu_mem_gb`. None when nothing does: even one sequence under FSDP leaves
+    """The strategy and micro-batch a run takes: under each strategy (DDP, then FSDP, unless
+    `strategy` names one) the largest micro-batch that divides each process's `share` of the
+    batch, at most `micro_batch` (0: the share), and fits `gpu_mem_gb`. DDP where it fits at
+    DDP_MIN_MICRO sequences or more (or at the largest micro-batch allowed), else FSDP where it
+    fits a larger one, else DDP's. None when nothing fits: even one sequence under FSDP leaves
     no room."""
     budget = usable_bytes(gpu_mem_gb)
     top = micro_batch or share
     micros = [k for k in range(top, 0, -1) if share % k == 0]
-    tried = []
-    for s in (STRATEGIES if strategy == "auto" else (strategy,)):
+
+    def largest(s: str) -> Memory | None:
         for k in micros:
             mem = memory(m, k, enc_len, dec_len, precision=precision, strategy=s, world=world,
                          checkpointing=checkpointing)
             if mem.total <= budget:
-                why = "; ".join(tried)
-                return Choice(s, k, mem, why)
-        tried.append(f"{s} needs {memory(m, 1, enc_len, dec_len, precision=precision, strategy=s, world=world, checkpointing=checkpointing).total / GB:.0f} GB at micro-batch 1")
+                return mem
+        return None
+
+    tried = []
+    for s in (STRATEGIES if strategy == "auto" else (strategy,)):
+        mem = largest(s)
+        if mem is None:
+            least = memory(m, 1, enc_len, dec_len, precision=precision, strategy=s, world=world,
+                           checkpointing=checkpointing)
+            tried.append(f"{s} needs {least.total / GB:.0f} GB at micro-batch 1")
+            continue
+        if s == "ddp" and strategy == "auto" and mem.micro_batch < min(DDP_MIN_MICRO, micros[0]):
+            sharded = largest("fsdp")
+            if sharded is not None and sharded.micro_batch > mem.micro_batch:
+                return Choice("fsdp", sharded.micro_batch, sharded, f"ddp fits micro-batch {mem.micro_batch} only")
+        return Choice(s, mem.micro_batch, mem, "; ".join(tried))
     return None

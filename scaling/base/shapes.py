@@ -184,19 +184,27 @@ class ModelConfig:
         embeddings=False leaves out the token embedding, the position table(s) and an untied
         LM head (Kaplan's non-embedding N); Chinchilla used the total.
         """
+        enc_layer, dec_layer = self.layer_params()
+        if self.decoder_only:
+            body = self.n_dec_layers * dec_layer + 2 * self.d_model  # + the final norm
+        else:
+            body = self.n_enc_layers * enc_layer + self.n_dec_layers * dec_layer + 2 * 2 * self.d_model  # + final norms
+        if not embeddings:
+            return body
+        return body + self.n_embedding_params()
+
+    def layer_params(self) -> tuple[int, int]:
+        """Parameters of (one encoder layer, one decoder layer): the per-layer counts of
+        n_params, and FSDP's units in the memory plan (scaling/base/memory.py). A decoder-only
+        model's layers have no cross-attention: both are the encoder layer's count."""
         d, b = self.d_model, int(self.bias)
         ln = 2 * d
         attn = 4 * d * d + 4 * d * b
         ff = 2 * 4 * d * d + (4 * d + d) * b
         enc_layer = 2 * ln + attn + ff          # also a decoder-only layer: no cross-attention
         if self.decoder_only:
-            body = self.n_dec_layers * enc_layer + ln  # + the final norm
-        else:
-            dec_layer = 3 * ln + 2 * attn + ff
-            body = self.n_enc_layers * enc_layer + self.n_dec_layers * dec_layer + 2 * ln  # + final norms
-        if not embeddings:
-            return body
-        return body + self.n_embedding_params()
+            return enc_layer, enc_layer
+        return enc_layer, 3 * ln + 2 * attn + ff   # 2 norms, self-attention, FF; + cross-attention
 
     def n_embedding_params(self) -> int:
         d = self.d_model

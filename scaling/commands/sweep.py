@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scaling.base.config import format_count
 from scaling.base.errors import UserError
+from scaling.base.memory import DDP_MIN_MICRO
 from scaling.base.rundir import weight_bytes
 from scaling.jobs.executors import EXECUTORS
 
@@ -137,7 +138,9 @@ def _memory_json(r) -> dict:
     if r.placement is None:
         return {}
     m = r.placement.choice.memory
-    return {"strategy": r.config.strategy, "micro_batch": m.micro_batch, "gpu_mem_gb": r.placement.gpu_mem_gb,
+    # The pick, not the config's: a one-GPU run keeps train.strategy = "auto" (nothing to write).
+    return {"strategy": r.placement.choice.strategy, "gpus": m.world, "micro_batch": m.micro_batch,
+            "gpu_mem_gb": r.placement.gpu_mem_gb,
             "memory_bytes": {"weights": m.weights, "gradients": m.gradients, "optimizer": m.optimizer,
                              "working": m.working, "activations": m.activations,
                              "activations_checkpointed": m.activations_ckpt, "total": m.total}}
@@ -152,7 +155,7 @@ def _memory_line(runs) -> str:
     fsdp = [r for r in runs if r.placement and r.placement.choice.strategy == "fsdp"]
     picked = all(r.placement.choice.why for r in fsdp)   # the plan chose FSDP, not the file
     sharded = (f"{len(fsdp)} run(s) sharded with FSDP, from {format_count(min(r.n_params for r in fsdp))}"
-               + (": DDP does not fit them even one sequence at a time" if picked else "") if fsdp else "no run sharded")
+               + (f": DDP does not fit them, or fits under {DDP_MIN_MICRO} sequences a micro-batch" if picked else "") if fsdp else "no run sharded")
     return (f"memory per GPU, planned for {gpu}: fp32 weights, gradients and AdamW's two moments, the strategy's "
             f"copies and one micro-batch's activations (docs/sweeps.md, \"Memory per GPU\"); {sharded}")
 

@@ -3,11 +3,12 @@
 For a run on GPUs (`[executor] gpus_per_node` > 0), the memory model (scaling/base/memory.py)
 prices its training state and activations per GPU of `[executor] gpu_mem_gb` (80, an H100's,
 when the file does not say). A run takes DDP where it fits, else FSDP over its world (one GPU:
-no sharding to gain, only the micro-batch); the micro-batch is the largest that divides each
+no sharding to gain, only the micro-batch), and FSDP too where DDP fits only a micro-batch under
+memory.DDP_MIN_MICRO sequences and FSDP fits a larger one; the micro-batch is the largest that divides each
 process's share of the batch, at most the file's `micro_batch`, and fits. The pick is written
 into the run's config (`strategy`, `micro_batch`), so the run trains as planned. A run that
 fits under no strategy, even one sequence at a time, is refused with one line naming it and
-what would make it fit, before anything is submitted: `sweep plan` and `sweep launch` both
+what would make it fit (more GPUs only where sharding can use them), before anything is submitted: `sweep plan` and `sweep launch` both
 load the file through here. Runs on CPUs are left as they are (no GPU memory to plan).
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from scaling.base.config import format_count
 from scaling.base.errors import UserError
-from scaling.base.memory import GB, Choice, choose, memory, usable_bytes
+from scaling.base.memory import GB, HEADROOM, MIN_GPU_GB, RESERVED_GB, Choice, choose, memory, usable_bytes
 from scaling.base.shapes import objective_lengths
 
 DEFAULT_GPU_GB = 80.0   # an H100 (SXM or PCIe, 80 GB): the GPU the lab's figures are for
@@ -50,6 +51,10 @@ def place(path: Path, r, res, model) -> tuple[object, Placement | None]:
     enc, dec = objective_lengths(cfg.seq_len, cfg.noise_density)
     precision = "32" if cfg.precision == "32" else "bf16-mixed"   # auto: bf16-mixed on a GPU
     gpu_gb = res.gpu_mem_gb or DEFAULT_GPU_GB
+    if gpu_gb <= MIN_GPU_GB:
+        raise UserError(f"{path}: executor.gpu_mem_gb = {gpu_gb:g} leaves the memory plan nothing: it keeps "
+                        f"{HEADROOM:.0%} of a GPU and {RESERVED_GB:g} GB free, so a GPU must hold over "
+                        f"{MIN_GPU_GB:.2f} GB (it is each GPU's memory in GB, e.g. 80 for an H100)")
     # One GPU: FSDP over a world of one shards nothing; the trainer's plain run it is.
     strategy = "ddp" if world == 1 and cfg.strategy == "auto" else cfg.strategy
     pick = choose(model, share, enc, dec, gpu_gb, world=world, precision=precision, strategy=strategy,
@@ -76,12 +81,16 @@ def _refusal(path, r, model, world, share, enc, dec, precision, gpu_gb, strategy
         ckpt = replace(least, checkpointing=True)
         if ckpt.total <= usable_bytes(gpu_gb):
             fixes.append("set train.activation_checkpointing = true")
-    if strategy == "ddp" and world > 1:
-        fixes.append("let the plan shard it (train.strategy = \"auto\" or \"fsdp\")")
-    # FSDP's state shrinks with the world: the GPUs that would hold it, activations aside.
-    fixes.append(f"give it more GPUs (executor.gpus_per_node, nodes: {world} now)")
+    gpus = f"executor.gpus_per_node x executor.nodes, {world} GPU(s) now"
+    if cfg.strategy == "ddp":
+        # DDP copies everything onto every GPU: more of them cannot help a run it does not fit.
+        fixes.append("let the plan shard it (train.strategy = \"auto\" or \"fsdp\")"
+                     + ("" if world > 1 else f" over more GPUs ({gpus})"))
+    else:
+        # FSDP's state shrinks with the world: the GPUs that would hold it, activations aside.
+        fixes.append(f"give it more GPUs ({gpus})")
     if res.gpu_mem_gb is None:
         fixes.append(f"state executor.gpu_mem_gb if its GPUs hold more than {DEFAULT_GPU_GB:.0f} GB")
     return (f"{path}: run {r.name} ({format_count(r.n_params)} parameters) does not fit its {gpu_gb:g} GB GPUs: "
-            f"at the least {least.line()}, over the {usable_bytes(gpu_gb) / GB:.0f} GB a plan may use; "
+            f"at the least {least.line()}, over the {usable_bytes(gpu_gb) / GB:.3g} GB a plan may use; "
             + "; or ".join(fixes))
