@@ -122,6 +122,9 @@ class TrainConfig:
     compile: bool = False              # torch.compile (GPU)
     devices: int = 1                   # DDP processes (GPUs per node)
     num_nodes: int = 1
+    strategy: str = "auto"             # auto (DDP when several processes) | ddp | fsdp: FSDP2, the
+                                       # weights, gradients and optimizer state sharded over the processes
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward
     val_points: int = 8                # validation evaluations at log-spaced token counts
     val_examples: int = 512            # validation examples per task (the same ones for every run)
     log_every: int = 10                # steps between metrics rows
@@ -190,6 +193,10 @@ class TrainConfig:
             raise ConfigError("device", where, f"must be auto, cpu or cuda, got {self.device!r}")
         if not isinstance(self.keep_weights, bool):
             raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
+        if self.strategy not in ("auto", "ddp", "fsdp"):
+            raise ConfigError("strategy", where, f"must be auto, ddp or fsdp, got {self.strategy!r}")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError("activation_checkpointing", where, f"must be true or false, got {self.activation_checkpointing!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
             raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
         if self.logger not in LOGGERS:
@@ -257,8 +264,12 @@ class TrainConfig:
         run preempted on 8 GPUs may resume on 4."""
         d = self.to_dict()
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch", "keep_weights"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights", "activation_checkpointing"):
             d.pop(k, None)
+        if d.get("strategy") != "fsdp":
+            # auto and ddp train and checkpoint alike (one file); a sharded run's checkpoint is a
+            # folder of shards, so an fsdp run resumes as fsdp only (on any number of processes).
+            d.pop("strategy", None)
         if d.get("data") not in (None, "", "default"):
             # One shard directory, however it was spelled: sweeps record it absolute now, runs
             # launched before recorded it relative to the folder they were launched from.

@@ -7,12 +7,11 @@ scaling/train/callbacks/.
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 
 from scaling.base.config import TrainConfig
+from scaling.train import sharding
 from scaling.train.model import IGNORE_INDEX, EncoderDecoder
 from scaling.train.schedule import lr_at
 
@@ -27,7 +26,18 @@ class EncoderDecoderModule(L.LightningModule):
         # The data's pad id (meta.json): a tokenizer the user brings may use 0 for a real token.
         self.model = EncoderDecoder(plan.model, pad_id=pad_id)
         self.loss_fn = self.model.token_losses
-        self.bad_grad_step: int | None = None   # the step whose gradient was not finite
+        # The first step whose gradient was not finite, -1 while none: a device tensor, read
+        # by the host only at the logging cadence (bad_grad_step), never each step.
+        self.first_bad_step: torch.Tensor | None = None
+
+    def configure_model(self):
+        # Lightning calls this once the processes and the device mesh exist, before the optimizer.
+        if self.cfg.activation_checkpointing:
+            sharding.checkpoint_blocks(self.model)
+        if self.cfg.strategy == "fsdp" and not sharding.is_sharded(self.model):
+            bf16 = str(self.trainer.precision).startswith("bf16")
+            sharding.shard(self.model, self.device_mesh["data_parallel"], bf16)
+            self.loss_fn = self.model.token_losses   # now the method that gathers the root's weights
 
     def configure_optimizers(self):
         cfg, plan = self.cfg, self.plan
@@ -71,15 +81,25 @@ class EncoderDecoderModule(L.LightningModule):
         return {"loss": loss, "sums": sums, "digest": digest}
 
     def on_before_optimizer_step(self, optimizer):
-        # After the backward (and DDP's all-reduce: every rank sees the same gradient), before
-        # the update. Clipping here rather than through Trainer(gradient_clip_val): Lightning
-        # refuses to clip for fused AdamW, which needs no unscaling under bf16.
+        # After the backward (and DDP's all-reduce or FSDP's reduce-scatter: every rank sees the
+        # same norm), before the update. Clipping here rather than through
+        # Trainer(gradient_clip_val): Lightning refuses to clip for fused AdamW.
         params = [p for p in self.model.parameters() if p.grad is not None]
-        clip = self.cfg.grad_clip if self.cfg.grad_clip and self.cfg.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-        if not bool(torch.isfinite(norm)):
-            # A NaN/inf gradient must not reach the weights: AdamW skips parameters without a
-            # gradient, so this step changes nothing, and the run stops as diverged.
-            for p in params:
-                p.grad = None
-            self.bad_grad_step = self.global_step
+        norm = sharding.local_norm(torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True))
+        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm, foreach=True)
+        # A NaN/inf gradient must not reach the weights, decided on the device (a host bool()
+        # here would sync every step): fused AdamW skips the whole update (no Adam step, no
+        # decay) while found_inf is 1. From the first bad step on every update is skipped, so
+        # the run keeps the weights of the step before until the recorder, at its next
+        # logging step, reads first_bad_step and stops it as diverged.
+        if self.first_bad_step is None:
+            self.first_bad_step = torch.full((), -1, dtype=torch.long, device=norm.device)
+        bad = ~torch.isfinite(norm) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, self.global_step, self.first_bad_step)
+        getattr(optimizer, "_optimizer", optimizer).found_inf = (self.first_bad_step >= 0).float()
+
+    def bad_grad_step(self) -> int | None:
+        """The first step whose gradient was not finite (a host sync: at the logging cadence)."""
+        step = -1 if self.first_bad_step is None else int(self.first_bad_step)
+        return step if step >= 0 else None

@@ -10,14 +10,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError, WriteError
+from scaling.train.callbacks.checkpointing import checkpoint_folder
 from scaling.base.rundir import (
-    CKPT_DIR, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
+    CKPT_DIR, LAST_CKPT, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
 )
 
 # What a run directory may hold (besides dotfiles and files set aside with ASIDE).
@@ -65,6 +67,8 @@ class RunDirectory:
         and comes to the same verdict; only the main one cleans up and moves files."""
         for tmp in stale_temp_files(self.path / CKPT_DIR) if main else []:
             tmp.unlink(missing_ok=True)   # a write killed half-way: never read, only in the way
+        if self.cfg.strategy == "fsdp":
+            return self._good_folder(main)
         path = last_checkpoint(self.path)
         if path is None:
             return None
@@ -79,6 +83,20 @@ class RunDirectory:
         if main:
             self._set_aside(path, f"{path}: checkpoint is corrupt ({why}); training restarts from step 0")
         return None
+
+    def _good_folder(self, main: bool) -> Path | None:
+        """A sharded run's checkpoint folder (callbacks/checkpointing.checkpoint_folder), read
+        as it is: every rank must come to the same path without waiting on rank 0's clean-up.
+        Folders of saves killed half-way (.last.ckpt.tmp-*) are removed by rank 0."""
+        ckpt_dir = self.path / CKPT_DIR
+        path = checkpoint_folder(ckpt_dir / LAST_CKPT)
+        if main and ckpt_dir.is_dir():
+            for tmp in ckpt_dir.glob(f".{LAST_CKPT}.tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        if path is None and main and (ckpt_dir / LAST_CKPT).exists():
+            self._set_aside(ckpt_dir / LAST_CKPT, f"{ckpt_dir / LAST_CKPT}: sharded checkpoint is incomplete; "
+                            "training restarts from step 0")
+        return path
 
     def _set_aside(self, path: Path, why: str) -> None:
         """Rename a corrupt file of the run to NAME.corrupt and say so on stderr, with its path."""
