@@ -26,18 +26,13 @@ class EncoderDecoderModule(L.LightningModule):
         # The data's pad id (meta.json): a tokenizer the user brings may use 0 for a real token.
         self.model = EncoderDecoder(plan.model, pad_id=pad_id)
         self.loss_fn = self.model.token_losses
-        # The first step whose gradient was not finite, -1 while none: a device tensor, read
-        # by the host only at the logging cadence (bad_grad_step), never each step.
+        # The first step whose gradient was not finite, -1 while none: on the device, read by
+        # the host at the logging cadence only (bad_grad_step).
         self.first_bad_step: torch.Tensor | None = None
 
     def configure_model(self):
         # Lightning calls this once the processes and the device mesh exist, before the optimizer.
-        if self.cfg.activation_checkpointing:
-            sharding.checkpoint_blocks(self.model)
-        if self.cfg.strategy == "fsdp" and not sharding.is_sharded(self.model):
-            bf16 = str(self.trainer.precision).startswith("bf16")
-            sharding.shard(self.model, self.device_mesh["data_parallel"], bf16)
-            self.loss_fn = self.model.token_losses   # now the method that gathers the root's weights
+        self.loss_fn = sharding.configure(self.model, self.cfg, self.trainer.precision, self.device_mesh)
 
     def configure_optimizers(self):
         cfg, plan = self.cfg, self.plan
@@ -88,18 +83,23 @@ class EncoderDecoderModule(L.LightningModule):
         norm = sharding.local_norm(torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True))
         if self.cfg.grad_clip and self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm, foreach=True)
-        # A NaN/inf gradient must not reach the weights, decided on the device (a host bool()
-        # here would sync every step): fused AdamW skips the whole update (no Adam step, no
-        # decay) while found_inf is 1. From the first bad step on every update is skipped, so
-        # the run keeps the weights of the step before until the recorder, at its next
-        # logging step, reads first_bad_step and stops it as diverged.
-        if self.first_bad_step is None:
-            self.first_bad_step = torch.full((), -1, dtype=torch.long, device=norm.device)
-        bad = ~torch.isfinite(norm) & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(bad, self.global_step, self.first_bad_step)
-        getattr(optimizer, "_optimizer", optimizer).found_inf = (self.first_bad_step >= 0).float()
+        self.first_bad_step = skip_updates_once_not_finite(optimizer, norm, self.first_bad_step, self.global_step)
 
     def bad_grad_step(self) -> int | None:
         """The first step whose gradient was not finite (a host sync: at the logging cadence)."""
         step = -1 if self.first_bad_step is None else int(self.first_bad_step)
         return step if step >= 0 else None
+
+
+def skip_updates_once_not_finite(optimizer, norm: torch.Tensor, first_bad: torch.Tensor | None,
+                                 step: int) -> torch.Tensor:
+    """A NaN/inf gradient must not reach the weights, decided on the device (a host bool() of
+    the norm would sync every step): fused AdamW skips the whole update (no Adam step, no
+    decay) while its found_inf is 1. From the first bad step on every update is skipped, so
+    the run keeps the weights of the step before until the recorder, at its next logging
+    step, reads the returned first bad step (-1: none) and stops the run as diverged."""
+    if first_bad is None:
+        first_bad = torch.full((), -1, dtype=torch.long, device=norm.device)
+    first_bad = torch.where(~torch.isfinite(norm) & (first_bad < 0), step, first_bad)
+    getattr(optimizer, "_optimizer", optimizer).found_inf = (first_bad >= 0).float()
+    return first_bad

@@ -68,7 +68,7 @@ class RunDirectory:
         for tmp in stale_temp_files(self.path / CKPT_DIR) if main else []:
             tmp.unlink(missing_ok=True)   # a write killed half-way: never read, only in the way
         if self.cfg.strategy == "fsdp":
-            return self._good_folder(main)
+            return good_folder(self.path / CKPT_DIR, main, self._set_aside)
         path = last_checkpoint(self.path)
         if path is None:
             return None
@@ -84,20 +84,6 @@ class RunDirectory:
             self._set_aside(path, f"{path}: checkpoint is corrupt ({why}); training restarts from step 0")
         return None
 
-    def _good_folder(self, main: bool) -> Path | None:
-        """A sharded run's checkpoint folder (callbacks/checkpointing.checkpoint_folder), read
-        as it is: every rank must come to the same path without waiting on rank 0's clean-up.
-        Folders of saves killed half-way (.last.ckpt.tmp-*) are removed by rank 0."""
-        ckpt_dir = self.path / CKPT_DIR
-        path = checkpoint_folder(ckpt_dir / LAST_CKPT)
-        if main and ckpt_dir.is_dir():
-            for tmp in ckpt_dir.glob(f".{LAST_CKPT}.tmp-*"):
-                shutil.rmtree(tmp, ignore_errors=True)
-        if path is None and main and (ckpt_dir / LAST_CKPT).exists():
-            self._set_aside(ckpt_dir / LAST_CKPT, f"{ckpt_dir / LAST_CKPT}: sharded checkpoint is incomplete; "
-                            "training restarts from step 0")
-        return path
-
     def _set_aside(self, path: Path, why: str) -> None:
         """Rename a corrupt file of the run to NAME.corrupt and say so on stderr, with its path."""
         aside = path.with_name(path.name + ASIDE)
@@ -109,3 +95,18 @@ class RunDirectory:
             raise WriteError(f"{path}: {why}, and it cannot be moved aside ({os.strerror(e.errno)})") from None
         self.set_aside.append(f"{why}; moved to {aside.name}")
         print(f"warning: {why}; moved to {aside}", file=sys.stderr)
+
+
+def good_folder(ckpt_dir: Path, main: bool, set_aside) -> Path | None:
+    """A sharded run's checkpoint folder (callbacks/checkpointing.checkpoint_folder), read as
+    it is: every rank must come to the same path without waiting on rank 0's clean-up.
+    Folders of saves killed half-way (.last.ckpt.tmp-*) are removed by rank 0; an incomplete
+    last.ckpt is set aside (`set_aside(path, why)`) and the run starts from scratch."""
+    path = checkpoint_folder(ckpt_dir / LAST_CKPT)
+    if main and ckpt_dir.is_dir():
+        for tmp in ckpt_dir.glob(f".{LAST_CKPT}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if path is None and main and (ckpt_dir / LAST_CKPT).exists():
+        set_aside(ckpt_dir / LAST_CKPT, f"{ckpt_dir / LAST_CKPT}: sharded checkpoint is incomplete; "
+                  "training restarts from step 0")
+    return path

@@ -18,7 +18,18 @@ import torch
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.utils.checkpoint import checkpoint
 
+from scaling.base.config import TrainConfig
 from scaling.train.model import EncoderDecoder
+
+
+def configure(model: EncoderDecoder, cfg: TrainConfig, precision: str, mesh):
+    """EncoderDecoderModule.configure_model: what the config asks of the model's layout, once.
+    Returns the loss function a step calls (a sharded model's gathers the root's weights)."""
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(model)
+    if cfg.strategy == "fsdp" and not is_sharded(model):
+        shard(model, mesh["data_parallel"], bf16=str(precision).startswith("bf16"))
+    return model.token_losses
 
 
 def blocks(model: EncoderDecoder) -> list[torch.nn.Module]:

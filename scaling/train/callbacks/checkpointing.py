@@ -60,7 +60,8 @@ class Checkpointing(L.Callback):
         step = self._seen = trainer.global_step
         last = step >= self.plan.steps
         agreed = not (step % self.cfg.log_every) or last
-        stop, save = self._agree(trainer, agreed)
+        due = time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s
+        stop, save = agree(self, trainer, agreed, due)
         if stop:
             trainer.should_stop = True
         elif save and not last and not trainer.should_stop:
@@ -72,29 +73,13 @@ class Checkpointing(L.Callback):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
 
-    def _agree(self, trainer, agreed: bool) -> tuple[bool, bool]:
-        """(stop, save) after this step. A signal reaches the ranks at different moments; they
-        must stop after the same step, and a sharded run's ranks must save together (each
-        writes its shard). Agreed at the logging steps only: the same steps on every rank,
-        which sync with the host anyway. A DDP run saves on its own clock (rank 0 writes)."""
-        due = time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s
-        if self.plan.world == 1 and not self.sharded:
-            return self.stop_asked, due
-        if not agreed:
-            return False, due and not self.sharded
-        usr2 = self.sharded and self._blocked and signal.SIGUSR2 in signal.sigpending()
-        flags = torch.tensor([int(self.stop_asked), int(due), int(usr2)], device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flags)
-        stop, due, usr2 = (bool(f) for f in flags.tolist())
-        return stop, due or usr2
-
     def save_last(self, trainer) -> None:
         """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
         disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
         a signal handler (USR2 is held back during a step). A sharded run's is a folder, saved
         by every rank at once (save_sharded)."""
         if self.sharded:
-            self.save_sharded(trainer)
+            save_sharded(trainer, self.ckpt_path)
         elif trainer.world_size > 1:
             # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
             # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
@@ -112,25 +97,42 @@ class Checkpointing(L.Callback):
         self._t_ckpt = time.monotonic()
         self.saved_step = trainer.global_step
 
-    def save_sharded(self, trainer) -> None:
-        """Every rank writes its shards (torch.distributed.checkpoint, through Lightning's
-        ModelParallelStrategy) into a fresh folder beside last.ckpt; rank 0 then puts it in
-        place: last.ckpt -> .last.ckpt.old, the folder -> last.ckpt, the old one removed. A
-        kill between the two renames leaves .last.ckpt.old, whole, which a resume reads
-        (checkpoint_folder). A collective: only at a step the ranks agreed on."""
-        main = trainer.global_rank == 0
-        if main:
-            self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir_beside(self.ckpt_path) if main else self.ckpt_path   # rank 0's path is used
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if main:
-            tmp = Path(tmp)
-            old = self.ckpt_path.with_name(f".{self.ckpt_path.name}{OLD}")
-            if self.ckpt_path.exists():
-                remove_checkpoint(old)
-                os.rename(self.ckpt_path, old)
-            os.rename(tmp, self.ckpt_path)
+
+def agree(ckpt: Checkpointing, trainer, agreed: bool, due: bool) -> tuple[bool, bool]:
+    """(stop, save) after this step. A signal reaches the ranks at different moments; they
+    must stop after the same step, and a sharded run's ranks must save together (each writes
+    its shards), when a checkpoint is `due` on any rank's clock or any rank holds submitit's
+    USR2. Agreed at the logging steps only (`agreed`): the same steps on every rank, which
+    sync with the host anyway. A DDP run also saves between them (rank 0 writes alone)."""
+    if ckpt.plan.world == 1 and not ckpt.sharded:
+        return ckpt.stop_asked, due
+    if not agreed:
+        return False, due and not ckpt.sharded
+    usr2 = ckpt.sharded and ckpt._blocked and signal.SIGUSR2 in signal.sigpending()
+    flags = torch.tensor([int(ckpt.stop_asked), int(due), int(usr2)], device=trainer.strategy.root_device)
+    torch.distributed.all_reduce(flags)
+    stop, due, usr2 = (bool(f) for f in flags.tolist())
+    return stop, due or usr2
+
+
+def save_sharded(trainer, ckpt_path: Path) -> None:
+    """Every rank writes its shards (torch.distributed.checkpoint, through Lightning's
+    ModelParallelStrategy) into a fresh folder beside last.ckpt; rank 0 then puts it in place:
+    last.ckpt -> .last.ckpt.old, the folder -> last.ckpt, the old one removed. A kill between
+    the two renames leaves .last.ckpt.old, whole, which a resume reads (checkpoint_folder). A
+    collective: only at a step the ranks agreed on."""
+    main = trainer.global_rank == 0
+    if main:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_beside(ckpt_path) if main else ckpt_path   # rank 0's path is the one used
+    trainer.save_checkpoint(tmp, weights_only=False)
+    if main:
+        old = ckpt_path.with_name(f".{ckpt_path.name}{OLD}")
+        if ckpt_path.exists():
             remove_checkpoint(old)
+            os.rename(ckpt_path, old)
+        os.rename(tmp, ckpt_path)
+        remove_checkpoint(old)
 
 
 OLD = ".old"   # .last.ckpt.old: a sharded checkpoint while its successor is put in place
