@@ -21,10 +21,15 @@ from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.cli import main
 
-# 30 steps of a global batch of 16; a sharded run's ranks save together at the logging steps
-# (every 10).
-ARGS = ["--params", "300K", "--tokens", str(16 * 32 * 30), "--seq-len", "32", "--batch-size", "16",
-        "--val-points", "2", "--no-progress"]
+# 30 steps of a global batch of 16, on the tests' byte-level shards; a sharded run's ranks save
+# together at the logging steps (every 10).
+RUN = ["--params", "100K", "--tokens", str(16 * 32 * 30), "--seq-len", "32", "--batch-size", "16",
+       "--val-points", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def args(shards):
+    return [*RUN, "--corpus", str(shards)]
 
 
 def _rec(out: Path) -> dict:
@@ -36,20 +41,20 @@ def _train_losses(out: Path) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def ddp(tmp_path_factory):
+def ddp(tmp_path_factory, args):
     out = tmp_path_factory.mktemp("fsdp") / "ddp"
-    assert main(["train", *ARGS, "--devices", "2", "--out", str(out)]) == 0
+    assert main(["train", *args, "--devices", "2", "--out", str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def fsdp(tmp_path_factory):
+def fsdp(tmp_path_factory, args):
     """A sharded run of 2 processes (each accumulating its 8 sequences in 2 micro-batches,
     recomputing activations: none of it changes the math), killed with -9 after its first
     checkpoint (one shard per process), then resumed to its end on one process. Returns the
     run directory and what its checkpoint folder held at the kill."""
     out = tmp_path_factory.mktemp("fsdp") / "fsdp"
-    cmd = [sys.executable, "-m", "scaling.cli", "train", *ARGS, "--devices", "2", "--strategy", "fsdp",
+    cmd = [sys.executable, "-m", "scaling.cli", "train", *args, "--devices", "2", "--strategy", "fsdp",
            "--micro-batch", "4", "--activation-checkpointing", "--checkpoint-every", "0.1", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = out / "checkpoints" / "last.ckpt"
@@ -61,7 +66,7 @@ def fsdp(tmp_path_factory):
     assert (ckpt / "meta.pt").exists(), proc.stderr.read().decode()[-3000:]
     held = sorted(p.name for p in ckpt.iterdir())
     killed = _rec(out)
-    assert main(["train", *ARGS, "--strategy", "fsdp", "--out", str(out)]) == 0
+    assert main(["train", *args, "--strategy", "fsdp", "--out", str(out)]) == 0
     return out, held, killed
 
 
@@ -100,11 +105,11 @@ def test_a_sharded_run_keeps_one_whole_model(ddp, fsdp):
     assert diff < 1e-3 * sum(float((wa[k] ** 2).sum()) for k in wa) ** 0.5
 
 
-def test_strategy_is_checked_where_it_is_written(fsdp, capsys):
+def test_strategy_is_checked_where_it_is_written(fsdp, args, capsys):
     with pytest.raises(UserError, match=r"^sweep.toml: train.strategy must be auto, ddp or fsdp, got 'zero3'$"):
         TrainConfig.build({"strategy": "zero3"}, lambda key: f"sweep.toml: train.{key}")
     with pytest.raises(UserError, match="activation_checkpointing must be true or false"):
         TrainConfig.build({"activation_checkpointing": "yes"})
     # A sharded run's checkpoint is a folder of shards: its directory is not resumed as DDP.
-    assert main(["train", *ARGS, "--out", str(fsdp[0])]) == 2
+    assert main(["train", *args, "--out", str(fsdp[0])]) == 2
     assert "strategy: 'fsdp' -> None" in capsys.readouterr().err
