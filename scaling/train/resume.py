@@ -17,10 +17,10 @@ from pathlib import Path
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError, WriteError
-from scaling.train.callbacks.checkpointing import checkpoint_folder
 from scaling.base.rundir import (
     CKPT_DIR, LAST_CKPT, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
 )
+from scaling.train.callbacks.checkpointing import checkpoint_folder
 
 # What a run directory may hold (besides dotfiles and files set aside with ASIDE).
 RUN_FILES = {RUN_JSON, METRICS, CKPT_DIR, "train.log", WEIGHTS, MODEL_JSON, TOKENIZER_DIR}

@@ -137,7 +137,7 @@ class TrainingRun:
             return
         if self.checkpointing.sharded:
             # Rank 0 alone cannot save a sharded run (every rank writes its shards): the ranks
-            # saved together at this step if any of them held the signal (Checkpointing._agree),
+            # saved together at this step if any of them held the signal (checkpointing.agree),
             # else the requeued run resumes from the last checkpoint, as exactly.
             self.checkpointed_for_requeue = self.checkpointing.saved_step == self.trainer.global_step
             return

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
@@ -69,8 +70,6 @@ def strategy_for(cfg: TrainConfig, plan: RunPlan):
     parallelism), which calls EncoderDecoderModule.configure_model to shard the model
     (sharding.py), and saves checkpoints as one shard per process (torch.distributed.checkpoint)."""
     if cfg.strategy == "fsdp":
-        from lightning.pytorch.strategies import ModelParallelStrategy
-
         return ModelParallelStrategy(data_parallel_size=plan.world, tensor_parallel_size=1,
                                      save_distributed_checkpoint=True)
     return "ddp" if plan.world > 1 else "auto"
