@@ -147,9 +147,12 @@ def test_divergence_is_recorded(tmp_path):
     assert all(torch.isfinite(p).all() for p in run.module.model.parameters()), rec["error"]
 
 
-def test_a_nan_gradient_never_reaches_the_weights(tmp_path):
+@pytest.mark.parametrize("log_every", [1, 5])
+def test_a_nan_gradient_never_reaches_the_weights(tmp_path, log_every):
     """One poisoned step: its update is skipped entirely (no decay, no Adam step), and the run
-    stops as diverged with the weights of the step before."""
+    stops as diverged with the weights of the step before. The skip is decided on the device;
+    the host learns of it at the next logging step (log_every 5: step 5), and no update is
+    applied in between."""
     import torch
 
     from scaling.base.config import TrainConfig
@@ -168,12 +171,13 @@ def test_a_nan_gradient_never_reaches_the_weights(tmp_path):
     EncoderDecoderModule.training_step = poisoned
     try:
         cfg = TrainConfig(params="300K", tokens=20_480, out=str(tmp_path / "nan"), seq_len=32, batch_size=8,
-                          val_points=2, val_examples=16, progress=False, log_every=1)
+                          val_points=2, val_examples=16, progress=False, log_every=log_every)
         run = TrainingRun(cfg)
         rec = run.fit()
     finally:
         EncoderDecoderModule.training_step = real
     assert rec["status"] == "diverged" and rec["error"].startswith("gradient became non-finite at step 4"), rec["error"]
+    assert rec["tokens_seen"] == (4 if log_every == 1 else 5) * 8 * 32   # stopped at the logging step
     after = list(run.module.model.parameters())
     assert all(torch.equal(a, b) for a, b in zip(after, seen["before"]))
 

@@ -125,10 +125,10 @@ class TrainConfig:
     precision: str = "auto"            # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed
     compile: bool = False              # torch.compile (GPU)
     devices: int = 1                   # DDP processes (GPUs per node)
-    strategy: str = "auto"             # auto | ddp | fsdp: how the processes share the model
-                                       # (fsdp shards weights, gradients and optimiser state)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward
     num_nodes: int = 1
+    strategy: str = "auto"             # auto (DDP when several processes) | ddp | fsdp: FSDP2, the
+                                       # weights, gradients and optimizer state sharded over the processes
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward
     val_points: int = 8                # validation evaluations at log-spaced token counts
     val_examples: int = 512            # validation examples per task (the same ones for every run)
     log_every: int = 10                # steps between metrics rows
@@ -208,13 +208,12 @@ class TrainConfig:
                               f"batch, {self.batch_size} / {world} = {self.batch_size // world}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", where, f"must be auto, cpu or cuda, got {self.device!r}")
+        if not isinstance(self.keep_weights, bool):
+            raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
         if self.strategy not in ("auto", "ddp", "fsdp"):
             raise ConfigError("strategy", where, f"must be auto, ddp or fsdp, got {self.strategy!r}")
         if not isinstance(self.activation_checkpointing, bool):
-            raise ConfigError("activation_checkpointing", where,
-                              f"must be true or false, got {self.activation_checkpointing!r}")
-        if not isinstance(self.keep_weights, bool):
-            raise ConfigError("keep_weights", where, f"must be true or false, got {self.keep_weights!r}")
+            raise ConfigError("activation_checkpointing", where, f"must be true or false, got {self.activation_checkpointing!r}")
         if self.precision not in ("auto", "32", "bf16-mixed"):
             raise ConfigError("precision", where, f"must be auto, 32 or bf16-mixed, got {self.precision!r}")
         if not isinstance(self.eval, list) or not all(isinstance(t, str) and t for t in self.eval):
@@ -280,16 +279,19 @@ class TrainConfig:
     def identity(self) -> dict:
         """The fields that define WHAT is trained; a run directory may only be resumed with
         the same identity. Execution details (progress bar, logging cadence, device, how many
-        processes share a batch and in how many pieces, sharded or not, recomputed or not) may
-        change: the batch is global, so a run preempted on 8 GPUs may resume on 4, and a run the
-        memory plan now shards (strategy, micro_batch) resumes what it trained before. The tasks
+        processes share a batch and in how many pieces, recomputed or not) may change: the batch
+        is global, so a run preempted on 8 GPUs may resume on 4; a sharded run (fsdp) resumes
+        sharded, on any number of processes. The tasks
         scored (eval) measure the run and train nothing: a run resumed with other tasks scores
         those from then on."""
         d = self.to_dict()
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch", "keep_weights", "strategy", "activation_checkpointing",
-                  "eval"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights", "activation_checkpointing", "eval"):
             d.pop(k, None)
+        if d.get("strategy") != "fsdp":
+            # auto and ddp train and checkpoint alike (one file); a sharded run's checkpoint is a
+            # folder of shards, so an fsdp run resumes as fsdp only (on any number of processes).
+            d.pop("strategy", None)
         if d.get("data") not in (None, "", "default"):
             # One shard directory, however it was spelled: sweeps record it absolute now, runs
             # launched before recorded it relative to the folder they were launched from.

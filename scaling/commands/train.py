@@ -44,6 +44,11 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     p.add_argument("--devices", type=int, default=1,
                    help="processes per node: GPUs, or CPU processes with gloo (DDP when > 1)")
+    p.add_argument("--strategy", choices=["auto", "ddp", "fsdp"], default="auto",
+                   help="fsdp: shard weights, gradients and optimizer state over the processes (FSDP2); "
+                   "default: DDP when several processes")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each Transformer block's activations in the backward (less memory)")
     p.add_argument("--val-points", type=int, default=None, help="log-spaced validation points (default 8)")
     p.add_argument("--eval", action="append", default=None, metavar="TASK",
                    help="a task scored at every validation point: docsum, nextsent (built in) or a .jsonl "
@@ -63,7 +68,8 @@ def register(sub) -> None:
 def config_from_args(args: argparse.Namespace):
     values = dict(params=args.params, tokens=parse_count(args.tokens, "--tokens"), out=args.out, data=args.data,
                   seed=args.seed, tied_embeddings=not args.untied, device=args.device, precision=args.precision,
-                  compile=args.compile, devices=args.devices, progress=not args.no_progress,
+                  compile=args.compile, devices=args.devices, strategy=args.strategy,
+                  activation_checkpointing=args.activation_checkpointing, progress=not args.no_progress,
                   keep_weights=not args.no_keep_weights, logger=args.logger)
     for name in ("arch", "lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
         if getattr(args, name) is not None:

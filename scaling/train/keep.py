@@ -65,15 +65,17 @@ def copy_tokenizer(shards_dir: Path, dest: Path) -> None:
         raise
 
 
-def keep_model(run_dir, model, objective: ObjectiveConfig, shards_dir, record: dict) -> None:
+def keep_model(run_dir, model, objective: ObjectiveConfig, shards_dir, record: dict, weights: dict | None = None) -> None:
     """Write the kept model of a completed run: tokenizer/ and model.json first, the weights
-    last, each atomically, so a directory with model.safetensors holds all three."""
+    last, each atomically, so a directory with model.safetensors holds all three. `weights`:
+    the whole state dict when the model itself holds only this process's shards (FSDP)."""
     run_dir = Path(run_dir)
     meta = read_meta(shards_dir)
     copy_tokenizer(shards_dir, run_dir / TOKENIZER_DIR)
     atomic_write_json(run_dir / MODEL_JSON, model_info(model, objective, meta, record))
     # contiguous fp32 copies on the CPU: what safetensors writes, whatever the run's device
     # and precision (bf16-mixed keeps fp32 weights; the copy is exact).
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict() if weights is None else weights
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     with atomic_file(run_dir / WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "run": str(record.get("name"))})

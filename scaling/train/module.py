@@ -7,12 +7,11 @@ scaling/train/callbacks/.
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 
 from scaling.base.config import TrainConfig
+from scaling.train import sharding
 from scaling.train.model import IGNORE_INDEX, build_model
 from scaling.train.schedule import lr_at
 
@@ -27,7 +26,13 @@ class EncoderDecoderModule(L.LightningModule):
         # The data's pad id (meta.json): a tokenizer the user brings may use 0 for a real token.
         self.model = build_model(plan.model, pad_id=pad_id)   # EncoderDecoder or DecoderOnly (cfg.arch)
         self.loss_fn = self.model.token_losses
-        self.bad_grad_step: int | None = None   # the step whose gradient was not finite
+        # The first step whose gradient was not finite, -1 while none: on the device, read by
+        # the host at the logging cadence only (bad_grad_step).
+        self.first_bad_step: torch.Tensor | None = None
+
+    def configure_model(self):
+        # Lightning calls this once the processes and the device mesh exist, before the optimizer.
+        self.loss_fn = sharding.configure(self.model, self.cfg, self.trainer.precision, self.device_mesh)
 
     def configure_optimizers(self):
         cfg, plan = self.cfg, self.plan
@@ -71,15 +76,30 @@ class EncoderDecoderModule(L.LightningModule):
         return {"loss": loss, "sums": sums, "digest": digest}
 
     def on_before_optimizer_step(self, optimizer):
-        # After the backward (and DDP's all-reduce: every rank sees the same gradient), before
-        # the update. Clipping here rather than through Trainer(gradient_clip_val): Lightning
-        # refuses to clip for fused AdamW, which needs no unscaling under bf16.
+        # After the backward (and DDP's all-reduce or FSDP's reduce-scatter: every rank sees the
+        # same norm), before the update. Clipping here rather than through
+        # Trainer(gradient_clip_val): Lightning refuses to clip for fused AdamW.
         params = [p for p in self.model.parameters() if p.grad is not None]
-        clip = self.cfg.grad_clip if self.cfg.grad_clip and self.cfg.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
-        if not bool(torch.isfinite(norm)):
-            # A NaN/inf gradient must not reach the weights: AdamW skips parameters without a
-            # gradient, so this step changes nothing, and the run stops as diverged.
-            for p in params:
-                p.grad = None
-            self.bad_grad_step = self.global_step
+        norm = sharding.local_norm(torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True))
+        if self.cfg.grad_clip and self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm, foreach=True)
+        self.first_bad_step = skip_updates_once_not_finite(optimizer, norm, self.first_bad_step, self.global_step)
+
+    def bad_grad_step(self) -> int | None:
+        """The first step whose gradient was not finite (a host sync: at the logging cadence)."""
+        step = -1 if self.first_bad_step is None else int(self.first_bad_step)
+        return step if step >= 0 else None
+
+
+def skip_updates_once_not_finite(optimizer, norm: torch.Tensor, first_bad: torch.Tensor | None,
+                                 step: int) -> torch.Tensor:
+    """A NaN/inf gradient must not reach the weights, decided on the device (a host bool() of
+    the norm would sync every step): fused AdamW skips the whole update (no Adam step, no
+    decay) while its found_inf is 1. From the first bad step on every update is skipped, so
+    the run keeps the weights of the step before until the recorder, at its next logging
+    step, reads the returned first bad step (-1: none) and stops the run as diverged."""
+    if first_bad is None:
+        first_bad = torch.full((), -1, dtype=torch.long, device=norm.device)
+    first_bad = torch.where(~torch.isfinite(norm) & (first_bad < 0), step, first_bad)
+    getattr(optimizer, "_optimizer", optimizer).found_inf = (first_bad >= 0).float()
+    return first_bad

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -17,8 +18,9 @@ from pathlib import Path
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError, WriteError
 from scaling.base.rundir import (
-    CKPT_DIR, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
+    CKPT_DIR, LAST_CKPT, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
 )
+from scaling.train.callbacks.checkpointing import checkpoint_folder
 
 # What a run directory may hold (besides dotfiles and files set aside with ASIDE).
 RUN_FILES = {RUN_JSON, METRICS, CKPT_DIR, "train.log", WEIGHTS, MODEL_JSON, TOKENIZER_DIR}
@@ -65,6 +67,8 @@ class RunDirectory:
         and comes to the same verdict; only the main one cleans up and moves files."""
         for tmp in stale_temp_files(self.path / CKPT_DIR) if main else []:
             tmp.unlink(missing_ok=True)   # a write killed half-way: never read, only in the way
+        if self.cfg.strategy == "fsdp":
+            return good_folder(self.path / CKPT_DIR, main, self._set_aside)
         path = last_checkpoint(self.path)
         if path is None:
             return None
@@ -91,3 +95,18 @@ class RunDirectory:
             raise WriteError(f"{path}: {why}, and it cannot be moved aside ({os.strerror(e.errno)})") from None
         self.set_aside.append(f"{why}; moved to {aside.name}")
         print(f"warning: {why}; moved to {aside}", file=sys.stderr)
+
+
+def good_folder(ckpt_dir: Path, main: bool, set_aside) -> Path | None:
+    """A sharded run's checkpoint folder (callbacks/checkpointing.checkpoint_folder), read as
+    it is: every rank must come to the same path without waiting on rank 0's clean-up.
+    Folders of saves killed half-way (.last.ckpt.tmp-*) are removed by rank 0; an incomplete
+    last.ckpt is set aside (`set_aside(path, why)`) and the run starts from scratch."""
+    path = checkpoint_folder(ckpt_dir / LAST_CKPT)
+    if main and ckpt_dir.is_dir():
+        for tmp in ckpt_dir.glob(f".{LAST_CKPT}.tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if path is None and main and (ckpt_dir / LAST_CKPT).exists():
+        set_aside(ckpt_dir / LAST_CKPT, f"{ckpt_dir / LAST_CKPT}: sharded checkpoint is incomplete; "
+                  "training restarts from step 0")
+    return path

@@ -17,6 +17,7 @@ processes (distributed.py) or train this process's rank, and record how the star
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from scaling.base.rundir import CKPT_DIR, CKPT_INFO, LAST_CKPT, RunStatus, write
 from scaling.base.signals import checkpoint_signal_held
 from scaling.data.builtin_tasks import encode_tasks
 from scaling.data.shards import TokenShards, resolve_data
-from scaling.train import distributed
-from scaling.train.callbacks.checkpointing import Checkpointing
+from scaling.train import distributed, sharding
+from scaling.train.callbacks.checkpointing import Checkpointing, remove_checkpoint
 from scaling.train.callbacks.logger import MetricsLogging
 from scaling.train.callbacks.progress import Progress
 from scaling.train.callbacks.recorder import RunRecorder
@@ -105,10 +106,10 @@ class TrainingRun:
         self.trainer, accel, precision = build_trainer(cfg, plan, self.process, callbacks, self.run_dir)
         self.record.data["threads"] = torch.get_num_threads()
         t0 = time.monotonic()
-        with own_stop_signals():
+        with own_stop_signals(), sharded_group(cfg, self.process):
             self.trainer.fit(self.module, train_dataloaders=loader(stream, accel),
                              ckpt_path=str(resume_from) if resume_from else None)
-        self._conclude(plan, precision, time.monotonic() - t0)
+            self._conclude(plan, precision, time.monotonic() - t0)
 
     def _conclude(self, plan: RunPlan, precision: str, wall_s: float) -> None:
         """What the run did, its metrics file, and how this start ended."""
@@ -122,23 +123,45 @@ class TrainingRun:
             self.checkpointing.save_last(self.trainer)
         if main:
             write_metrics(self.run_dir, self.recorder.rows)
+        keep = status == RunStatus.COMPLETED and self.cfg.keep_weights
+        # A sharded model's weights are gathered by every rank together, for rank 0 to write.
+        weights = sharding.full_weights(self.module.model) if keep and sharding.is_sharded(self.module.model) else None
         if status == RunStatus.COMPLETED and main:
-            if self.cfg.keep_weights:   # before the checkpoint goes: a failed write leaves it to resume
-                keep_model(self.run_dir, self.module.model, self.objective, self.shards_dir, self.record.data)
+            if keep:   # before the checkpoint goes: a failed write leaves it to resume
+                keep_model(self.run_dir, self.module.model, self.objective, self.shards_dir, self.record.data, weights)
             for name in (LAST_CKPT, CKPT_INFO):   # the fit needs no optimizer state
-                (self.run_dir / CKPT_DIR / name).unlink(missing_ok=True)
+                remove_checkpoint(self.run_dir / CKPT_DIR / name)
         self.record.ended(status, step, error)
 
     def save_checkpoint(self) -> None:
         """For submitit's checkpoint(): save the exact position now (main thread)."""
-        if self.trainer is not None and self.trainer.state.fn is not None:
-            self.checkpointing.save_last(self.trainer)
-            self.checkpointed_for_requeue = True
+        if self.trainer is None or self.trainer.state.fn is None:
+            return
+        if self.checkpointing.sharded:
+            # Rank 0 alone cannot save a sharded run (every rank writes its shards): the ranks
+            # saved together at this step if any of them held the signal (checkpointing.agree),
+            # else the requeued run resumes from the last checkpoint, as exactly.
+            self.checkpointed_for_requeue = self.checkpointing.saved_step == self.trainer.global_step
+            return
+        self.checkpointing.save_last(self.trainer)
+        self.checkpointed_for_requeue = True
 
     @property
     def start_step(self) -> int:
         """The step this start resumed from (0 for a fresh run)."""
         return self.recorder.start_step if self.recorder is not None else 0
+
+
+@contextlib.contextmanager
+def sharded_group(cfg: TrainConfig, proc: distributed.Process):
+    """A sharded run of one process in this process (a notebook, a test, a 1-task job) starts
+    a process group of one (ModelParallelStrategy needs one); it is ended with the run, so
+    the caller's process is left as it was. Workers and tasks exit with theirs."""
+    try:
+        yield
+    finally:
+        if cfg.strategy == "fsdp" and proc.source == "single" and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def train_run(cfg: TrainConfig) -> dict:

@@ -1,7 +1,7 @@
 """The Lightning Trainer of a run, wired once: the accelerator and precision a config asks for,
 the thread count (base/threads.py decides), the cluster environment (lightning_environment:
-the one place Slurm is told to Lightning), DDP when
-the run has several processes, the optional logger a run asks for (make_logger), and none of
+the one place Slurm is told to Lightning), DDP when the run has several processes or FSDP2 when
+it asks (strategy_for), the optional logger a run asks for (make_logger), and none of
 Lightning's own checkpointing or validation loops: the callbacks (scaling/train/callbacks/) own
 those, and send the logger its metrics.
 """
@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
@@ -54,13 +55,24 @@ def build_trainer(cfg: TrainConfig, plan: RunPlan, process: Process, callbacks: 
     env = lightning_environment(process)
     trainer = L.Trainer(
         accelerator="gpu" if accel == "cuda" else "cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy="ddp" if plan.world > 1 else "auto", precision=precision,
+        strategy=strategy_for(cfg, plan), precision=precision,
         max_steps=plan.steps, max_epochs=-1, accumulate_grad_batches=plan.accum,
         logger=make_logger(cfg, run_dir), enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
         default_root_dir=str(run_dir), callbacks=callbacks, plugins=[env] if env is not None else None,
     )
     return trainer, accel, precision
+
+
+def strategy_for(cfg: TrainConfig, plan: RunPlan):
+    """DDP for several processes, nothing for one; `strategy = "fsdp"`: Lightning's
+    ModelParallelStrategy with every process on the data-parallel axis (no tensor
+    parallelism), which calls EncoderDecoderModule.configure_model to shard the model
+    (sharding.py), and saves checkpoints as one shard per process (torch.distributed.checkpoint)."""
+    if cfg.strategy == "fsdp":
+        return ModelParallelStrategy(data_parallel_size=plan.world, tensor_parallel_size=1,
+                                     save_distributed_checkpoint=True)
+    return "ddp" if plan.world > 1 else "auto"
 
 
 def make_logger(cfg: TrainConfig, run_dir):

@@ -46,7 +46,8 @@ class Validation:
         # validation stays a small share of a short run.
         n = cfg.val_examples if step == plan.steps else max(1, cfg.val_examples // 4)
         sums = task_sums(model, obj, n, max(plan.micro_batch, VAL_CHUNK), module.device,
-                         trainer.global_rank, plan.world, trainer.precision_plugin.forward_context)
+                         trainer.global_rank, plan.world, trainer.precision_plugin.forward_context,
+                         lockstep=cfg.strategy == "fsdp")
         if plan.world > 1:
             torch.distributed.all_reduce(sums)
         row = {"split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
@@ -72,18 +73,25 @@ def val_objective(shards_dir, obj_cfg: ObjectiveConfig) -> tuple[MixedObjective,
 
 @torch.no_grad()
 def task_sums(model, obj: MixedObjective, n: int, chunk: int, device, rank: int = 0, world: int = 1,
-              forward_context=contextlib.nullcontext) -> torch.Tensor:
+              forward_context=contextlib.nullcontext, lockstep: bool = False) -> torch.Tensor:
     """(2, 4) float64 sums per task (denoise, clm) over validation examples 0..n-1 of this
     rank: loss, target tokens, and the sum and sum of squares of example means. Rank r scores
     chunks r, r + W, ...: the sums over ranks are the same whatever the world size. A kept
-    model (scaling.load_run) is scored by this same function."""
+    model (scaling.load_run) is scored by this same function. `lockstep` (a sharded model,
+    whose every forward gathers weights from all ranks): every rank makes as many passes,
+    a rank out of chunks scoring chunk 0 again and counting nothing."""
     sums = torch.zeros(2, 4, dtype=torch.float64, device=device)
+    passes = -(-(-(-n // chunk)) // world)   # ceil(chunks / world)
     for t, task in enumerate(("denoise", "clm")):
-        for start in range(rank * chunk, n, chunk * world):
+        starts = range(rank * chunk, n, chunk * world)
+        for i in range(passes if lockstep else len(starts)):
+            start = starts[i] if i < len(starts) else 0
             b = obj.batch(np.arange(start, min(n, start + chunk)), force=task)
             b = {k: torch.from_numpy(v).to(device) for k, v in b.items()}
             with forward_context():
                 losses = model.token_losses(b["enc"], b["dec"], b["labels"]).double()
+            if i >= len(starts):
+                continue
             tok = (b["labels"] != IGNORE_INDEX).sum(1).double()
             per_ex = losses.sum(1) / tok.clamp(min=1)
             sums[t] += torch.stack([losses.sum(), tok.sum(), per_ex.sum(), (per_ex * per_ex).sum()])

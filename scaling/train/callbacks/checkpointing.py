@@ -1,10 +1,12 @@
 """checkpoints/last.ckpt of a run: saved every few seconds, on a stop signal and on submitit's
-USR2, always at a step boundary and atomically.
+USR2, always at a step boundary and atomically. A sharded run's (strategy = "fsdp") is a
+folder with one shard per process.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -15,7 +17,7 @@ import lightning as L
 import torch
 
 from scaling.base.config import TrainConfig
-from scaling.base.rundir import atomic_file, write_checkpoint_info
+from scaling.base.rundir import atomic_file, temp_dir_beside, write_checkpoint_info
 from scaling.train.callbacks import step_ended
 
 
@@ -32,6 +34,8 @@ class Checkpointing(L.Callback):
         self._seen = -1
         self._blocked = False
         self._t_ckpt = time.monotonic()
+        self.sharded = cfg.strategy == "fsdp"   # every rank saves its shards, at agreed steps
+        self.saved_step = -1                      # the step of this start's latest checkpoint
 
     def on_train_start(self, trainer, module):
         self._seen = trainer.global_step
@@ -55,33 +59,28 @@ class Checkpointing(L.Callback):
             return
         step = self._seen = trainer.global_step
         last = step >= self.plan.steps
-        if self._agree_to_stop(trainer, step, last):
+        agreed = not (step % self.cfg.log_every) or last
+        due = time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s
+        stop, save = agree(self, trainer, agreed, due)
+        if stop:
             trainer.should_stop = True
-        elif not last and not trainer.should_stop and time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s:
+        elif save and not last and not trainer.should_stop:
             self.save_last(trainer)
-        if self._blocked:
+        if self._blocked and (agreed or not self.sharded):
             # The step boundary: a pending USR2 is delivered here (its handler runs before
-            # the next line), then the signal is held again until the next boundary.
+            # the next line), then the signal is held again until the next boundary. A sharded
+            # run's ranks saved together just above if any of them held one.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-
-    def _agree_to_stop(self, trainer, step: int, last: bool) -> bool:
-        if self.plan.world == 1:
-            return self.stop_asked
-        # A signal reaches the ranks at different moments; they must stop after the same
-        # step. Agreed at the logging steps only: the same steps on every rank, which sync
-        # with the host anyway.
-        if step % self.cfg.log_every and not last:
-            return False
-        flag = torch.tensor(int(self.stop_asked), device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flag)
-        return bool(flag)
 
     def save_last(self, trainer) -> None:
         """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
         disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
-        a signal handler (USR2 is held back during a step)."""
-        if trainer.world_size > 1:
+        a signal handler (USR2 is held back during a step). A sharded run's is a folder, saved
+        by every rank at once (save_sharded)."""
+        if self.sharded:
+            save_sharded(trainer, self.ckpt_path)
+        elif trainer.world_size > 1:
             # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
             # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
             if trainer.global_rank == 0:
@@ -96,6 +95,66 @@ class Checkpointing(L.Callback):
             step = trainer.global_step
             write_checkpoint_info(self.ckpt_path.parent.parent, step, step * self.plan.tokens_per_step)
         self._t_ckpt = time.monotonic()
+        self.saved_step = trainer.global_step
+
+
+def agree(ckpt: Checkpointing, trainer, agreed: bool, due: bool) -> tuple[bool, bool]:
+    """(stop, save) after this step. A signal reaches the ranks at different moments; they
+    must stop after the same step, and a sharded run's ranks must save together (each writes
+    its shards), when a checkpoint is `due` on any rank's clock or any rank holds submitit's
+    USR2. Agreed at the logging steps only (`agreed`): the same steps on every rank, which
+    sync with the host anyway. A DDP run also saves between them (rank 0 writes alone)."""
+    if ckpt.plan.world == 1 and not ckpt.sharded:
+        return ckpt.stop_asked, due
+    if not agreed:
+        return False, due and not ckpt.sharded
+    usr2 = ckpt.sharded and ckpt._blocked and signal.SIGUSR2 in signal.sigpending()
+    flags = torch.tensor([int(ckpt.stop_asked), int(due), int(usr2)], device=trainer.strategy.root_device)
+    torch.distributed.all_reduce(flags)
+    stop, due, usr2 = (bool(f) for f in flags.tolist())
+    return stop, due or usr2
+
+
+def save_sharded(trainer, ckpt_path: Path) -> None:
+    """Every rank writes its shards (torch.distributed.checkpoint, through Lightning's
+    ModelParallelStrategy) into a fresh folder beside last.ckpt; rank 0 then puts it in place:
+    last.ckpt -> .last.ckpt.old, the folder -> last.ckpt, the old one removed. A kill between
+    the two renames leaves .last.ckpt.old, whole, which a resume reads (checkpoint_folder). A
+    collective: only at a step the ranks agreed on."""
+    main = trainer.global_rank == 0
+    if main:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_beside(ckpt_path) if main else ckpt_path   # rank 0's path is the one used
+    trainer.save_checkpoint(tmp, weights_only=False)
+    if main:
+        old = ckpt_path.with_name(f".{ckpt_path.name}{OLD}")
+        if ckpt_path.exists():
+            remove_checkpoint(old)
+            os.rename(ckpt_path, old)
+        os.rename(tmp, ckpt_path)
+        remove_checkpoint(old)
+
+
+OLD = ".old"   # .last.ckpt.old: a sharded checkpoint while its successor is put in place
+
+
+def remove_checkpoint(path: Path) -> None:
+    """A checkpoint file or a sharded checkpoint's folder, if there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def checkpoint_folder(path: Path) -> Path | None:
+    """The sharded checkpoint a resume reads: `path` (checkpoints/last.ckpt) if it is a whole
+    folder, else the previous one left by a save killed between its renames, else None.
+    Whole: the shards' index (.metadata, written after every shard) and Lightning's state
+    (meta.pt, written after it) are there."""
+    for p in (path, path.with_name(f".{path.name}{OLD}")):
+        if p.is_dir() and (p / ".metadata").is_file() and (p / "meta.pt").is_file():
+            return p
+    return None
 
 
 def stop_handler(ckpt: Checkpointing, trainer, slurm: bool):

@@ -69,10 +69,13 @@ class RunRecorder(L.Callback):
             return   # a micro-batch inside a step
         step = self._seen = trainer.global_step
         self.data.fold(module.device)
-        if module.bad_grad_step is not None:
-            self.diverged = f"gradient became non-finite at step {module.bad_grad_step + 1}; that update was skipped"
         last = step >= self.plan.steps
         if step % self.cfg.log_every == 0 or last or step in self.plan.val_steps:
+            # The module's bad-gradient flag lives on the device: read here, where the loss
+            # sums sync anyway, not every step. Updates since that step were skipped.
+            bad = module.bad_grad_step()
+            if bad is not None and not self.diverged:
+                self.diverged = f"gradient became non-finite at step {bad + 1}; no update from it on was applied"
             self._log_train(trainer, step)
         if not self.diverged and step in self.plan.val_steps:
             self.validate(trainer, module, step)
