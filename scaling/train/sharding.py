@@ -19,7 +19,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_f
 from torch.utils.checkpoint import checkpoint
 
 from scaling.base.config import TrainConfig
-from scaling.train.model import EncoderDecoder
+from scaling.train.model import DecoderOnly, EncoderDecoder
 
 
 def configure(model: EncoderDecoder, cfg: TrainConfig, precision: str, mesh):
@@ -32,7 +32,11 @@ def configure(model: EncoderDecoder, cfg: TrainConfig, precision: str, mesh):
     return model.token_losses
 
 
-def blocks(model: EncoderDecoder) -> list[torch.nn.Module]:
+def blocks(model: EncoderDecoder | DecoderOnly) -> list[torch.nn.Module]:
+    """The Transformer blocks, FSDP's units: the encoder's then the decoder's layers, or a
+    decoder-only model's layers (`arch = "decoder"`, scaling/train/model.py)."""
+    if isinstance(model, DecoderOnly):
+        return list(model.layers)
     return [*model.enc_layers, *model.dec_layers]
 
 
