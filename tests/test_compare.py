@@ -100,15 +100,13 @@ def test_one_law_twice_is_no_difference(tables):
     assert "no difference" in c.summary()
 
 
-def test_the_cli_prints_json_and_writes_the_figure_and_report(tables, tmp_path, capsys):
+def test_the_cli_prints_json_and_writes_the_figure(tables, tmp_path, capsys):
     code = main(["compare", str(tables["a"]), str(tables["b"]), "--metric", "val_bpb_clm", "--bootstrap", "40",
-                 "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "r.html"), "--json"])
+                 "--plots", str(tmp_path / "plots"), "--json"])
     assert code == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["metric"] == "val_bpb_clm" and [r["column"] for r in rec["recipes"]] == ["bpb_clm", "bpb_clm"]
     assert {r["recipe"] for r in rec["rows"]} == {"a", "b"}
-    html = (tmp_path / "r.html").read_text()
-    assert "Recipes compared on val_bpb_clm" in html and "fig-recipes-plot" in html
     assert "compute multiplier k(C)" in (tmp_path / "plots" / "compare.html").read_text()
 
 
@@ -135,3 +133,16 @@ def test_the_cli_refuses_bad_inputs_in_one_line(tables, tmp_path, capsys):
     assert _error(["compare", str(tables["a"])], capsys).endswith("got 1")
     assert "--plan-compute" in _error(["compare", str(tables["a"]), str(tables["b"]), "--plan-compute", "-3"], capsys)
     assert not (tmp_path / "plots").exists()
+
+
+def test_the_report_has_a_section_when_asked(tables, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert main(["report", str(tables["a"]), "--out", str(out), "--bootstrap", "20",
+                 "--compare-with", str(tables["b"]), "--compare-metric", "bpb_clm"]) == 0
+    capsys.readouterr()
+    html = out.read_text()
+    assert "<h2 id='recipes'>Recipes compared on bpb_clm</h2>" in html and "href='#recipes'" in html
+    assert "a ahead" in html
+    assert "--compare-with" in _error(["report", str(tables["a"]), "--out", str(tmp_path / "x.html"),
+                                       "--compare-metric", "bpb_clm"], capsys)
+    assert not (tmp_path / "x.html").exists()
