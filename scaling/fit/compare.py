@@ -268,31 +268,30 @@ def _optimum_rows(r: Recipe, c: np.ndarray, m: int) -> tuple[dict, list[np.ndarr
     return {"params": n, "tokens": d, "loss": loss}, list(s)
 
 
-def _recipe_rows(ref: Recipe, r: Recipe, c: np.ndarray, in_range: np.ndarray, m: int) -> list[dict]:
+def _recipe_rows(ref: Recipe, r: Recipe, c: np.ndarray, in_range: np.ndarray, m: int, optima: dict) -> list[dict]:
     """One row per compute of recipe r against the reference: its optimum with intervals and,
-    for r other than the reference, k(C) and the ratios of N_opt and D_opt with intervals."""
-    point, boot = _optimum_rows(r, c, m)
+    for r other than the reference, k(C) and the ratios of N_opt and D_opt with intervals.
+    optima: each recipe's `_optimum_rows`, computed once."""
+    point, boot = optima[r.name]
     cols = {"recipe": [r.name] * len(c), "compute": c, "in_range": in_range}
     for i, key in enumerate(("params", "tokens", "loss")):
         lo, hi = _interval(boot[i])
         cols |= {key: point[key], f"{key}_lower": lo, f"{key}_upper": hi}
     if r is not ref:
-        p_ref, b_ref = _optimum_rows(ref, c, m)
+        p_ref, b_ref = optima[ref.name]
         a_pt = np.array([[ref.fit.law[k] for k in law.PARAMS]])
         b_pt = np.array([[r.fit.law[k] for k in law.PARAMS]])
         lk = log_multiplier(a_pt, ref.count, b_pt, r.count, c)[0]
-        lk_s = log_multiplier(ref.samples()[:m], ref.count, r.samples()[:m], r.count, c)
-        lo, hi = _interval(lk_s)
-        cols |= {"k": 10.0 ** lk, "k_lower": 10.0 ** lo, "k_upper": 10.0 ** hi,
-                 "k_beyond": np.abs(lk) >= LOG_K_MAX, "compute_needed": c * 10.0 ** lk,
-                 "compute_needed_in_range": (c * 10.0 ** lk >= r.flops[0] * 0.999) & (c * 10.0 ** lk <= r.flops[1] * 1.001)}
+        lo, hi = _interval(log_multiplier(ref.samples()[:m], ref.count, r.samples()[:m], r.count, c))
+        needed = c * 10.0 ** lk
+        cols |= {"k": 10.0 ** lk, "k_lower": 10.0 ** lo, "k_upper": 10.0 ** hi, "k_beyond": np.abs(lk) >= LOG_K_MAX,
+                 "compute_needed": needed,
+                 "compute_needed_in_range": (needed >= r.flops[0] * 0.999) & (needed <= r.flops[1] * 1.001)}
         for i, key in enumerate(("params", "tokens")):
-            ratio = boot[i] / b_ref[i]
-            lo, hi = _interval(ratio)
+            lo, hi = _interval(boot[i] / b_ref[i])
             cols |= {f"{key}_ratio": point[key] / p_ref[key], f"{key}_ratio_lower": lo, f"{key}_ratio_upper": hi}
         cols["verdict"] = [verdict(ref.name, r.name, a, b) for a, b in zip(cols["k_lower"], cols["k_upper"])]
-    df = pl.DataFrame(cols)
-    return df.to_dicts()
+    return pl.DataFrame(cols).to_dicts()
 
 
 def _recipe_record(r: Recipe) -> dict:
@@ -311,7 +310,8 @@ def build(recipes: list[Recipe], metric: str, plan_compute: float | None = None,
     c, in_range = computes_of(recipes, plan_compute)
     m = min(len(r.fit.samples) for r in recipes)
     ref = recipes[0]
-    rows = [row for r in recipes for row in _recipe_rows(ref, r, c, in_range, m)]
+    optima = {r.name: _optimum_rows(r, c, m) for r in recipes}
+    rows = [row for r in recipes for row in _recipe_rows(ref, r, c, in_range, m, optima)]
     return {"metric": metric, "reference": ref.name, "bootstrap": n_boot, "paired_samples": m, "seed": seed,
             "plan_compute": plan_compute, "recipes": [_recipe_record(r) for r in recipes],
             "rows": rows, "notes": list(notes or [])}
