@@ -121,7 +121,13 @@ def test_the_cli_refuses_bad_inputs_in_one_line(tables, tmp_path, capsys):
     few = tmp_path / "few.parquet"
     sweep(TRUE, 3, budgets=(1e18, 4e18)).head(6).write_parquet(few)
     err = _error(["compare", str(tables["a"]), str(few)], capsys)
-    assert "few" in err and "too few runs for a law" in err and "6 runs" in err
+    assert "few" in err and "too few runs scored on bpb_clm for a law" in err and "6 runs" in err
+    unscored = tmp_path / "decoder.parquet"
+    sweep(TRUE, 3).with_columns(bpb_denoise=None).write_parquet(unscored)
+    scored = tmp_path / "encdec.parquet"
+    sweep(TRUE, 4).with_columns(bpb_denoise=pl.col("bpb_clm")).write_parquet(scored)
+    err = _error(["compare", str(scored), str(unscored), "--metric", "bpb_denoise"], capsys)
+    assert "none of its 25 completed runs has a value in column 'bpb_denoise'" in err
     err = _error(["compare", str(tables["a"]), str(tables["b"]), "--metric", "bpb_denoise"], capsys)
     assert "no column 'bpb_denoise'" in err and str(tables["a"]) in err and "bpb_clm" in err
     other = tmp_path / "other.parquet"

@@ -164,15 +164,20 @@ def fit_recipe(df: pl.DataFrame, where: str, name: str, metric: str, columns: di
     return Recipe(name, where, column, f)
 
 
-def _too_few(df: pl.DataFrame, where: str, name: str, columns: dict) -> None:
-    """A sweep with too few completed runs for the 5-parameter law: one line naming it."""
+def _too_few(df: pl.DataFrame, where: str, name: str, columns: dict, column: str) -> None:
+    """A sweep with too few completed runs scored on the metric for the 5-parameter law: one
+    line naming it (a decoder-only sweep has no denoising score, for one)."""
     n_col = columns.get("params", "params")
     if n_col not in df.columns:
         return   # the fit names the missing column
     ok = df.filter(pl.col("status") == "completed") if "status" in df.columns else df
-    why = law.too_few(ok[n_col].drop_nulls().cast(pl.Float64).to_numpy())
+    scored = ok.filter(pl.col(column).cast(pl.Float64, strict=False).is_finite().fill_null(False))
+    if ok.height and not scored.height:
+        raise UserError(f"{name} ({where}): none of its {ok.height} completed runs has a value in column {column!r}: "
+                        "these runs were not scored on it (choose another --metric)")
+    why = law.too_few(scored[n_col].drop_nulls().cast(pl.Float64).to_numpy())
     if why:
-        raise UserError(f"{name} ({where}) has too few runs for a law: {why}")
+        raise UserError(f"{name} ({where}) has too few runs scored on {column} for a law: {why}")
 
 
 # ----------------------------------------------------------------------------- the math
@@ -388,8 +393,7 @@ def compare(sources, metric: str = DEFAULT_METRIC, *, columns=None, plan_compute
         if seen[name] > 1 or [n for _, _, n in read].count(name) > 1:
             read[i] = (df, where, f"{name} ({i + 1})")
     for df, where, name in read:
-        resolve_metric(df, metric, where)
-        _too_few(df, where, name, cols)
+        _too_few(df, where, name, cols, resolve_metric(df, metric, where))
     note = check_same_data([(name, df) for df, _, name in read], metric)
     recipes = [fit_recipe(df, where, name, metric, cols, n_boot, seed + i) for i, (df, where, name) in enumerate(read)]
     return Comparison(build(recipes, metric, plan_compute, n_boot, seed, [note] if note else []), recipes)
