@@ -152,3 +152,11 @@ def test_the_report_has_a_section_when_asked(tables, tmp_path, capsys):
     assert "--compare-with" in _error(["report", str(tables["a"]), "--out", str(tmp_path / "x.html"),
                                        "--compare-metric", "bpb_clm"], capsys)
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_metric_of_each_runs_own_mix_is_flagged_when_the_mixes_differ():
+    mix, clm = pl.DataFrame({"clm_ratio": [0.2, 0.2]}), pl.DataFrame({"clm_ratio": [1.0]})
+    note = cm._own_mix([(mix, "x", "mix"), (clm, "y", "clm")], "bpb")
+    assert "own objective mix" in note and "mix 0.2" in note and "clm 1.0" in note
+    assert cm._own_mix([(mix, "x", "mix"), (clm, "y", "clm")], "bpb_clm") is None
+    assert cm._own_mix([(mix, "x", "mix"), (mix, "y", "mix2")], "loss") is None

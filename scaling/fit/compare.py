@@ -394,6 +394,20 @@ def compare(sources, metric: str = DEFAULT_METRIC, *, columns=None, plan_compute
             read[i] = (df, where, f"{name} ({i + 1})")
     for df, where, name in read:
         _too_few(df, where, name, cols, resolve_metric(df, metric, where))
-    note = check_same_data([(name, df) for df, _, name in read], metric)
+    notes = [check_same_data([(name, df) for df, _, name in read], metric), _own_mix(read, metric)]
     recipes = [fit_recipe(df, where, name, metric, cols, n_boot, seed + i) for i, (df, where, name) in enumerate(read)]
-    return Comparison(build(recipes, metric, plan_compute, n_boot, seed, [note] if note else []), recipes)
+    return Comparison(build(recipes, metric, plan_compute, n_boot, seed, [n for n in notes if n]), recipes)
+
+
+def _own_mix(read: list, metric: str) -> str | None:
+    """A note where the metric is each run's own training mix (loss, bpb) and the sweeps' mixes
+    differ: then the sweeps measure different things, and k compares nothing."""
+    if metric.removeprefix("val_") not in ("loss", "bpb"):
+        return None
+    mixes = {name: tuple(sorted(set(df["clm_ratio"].drop_nulls().to_list()))) for df, _, name in read
+             if "clm_ratio" in df.columns}
+    if len(set(mixes.values())) > 1:
+        return (f"--metric {metric} is each run's loss on its own objective mix, and the sweeps' mixes differ (clm_ratio "
+                + ", ".join(f"{n} {'/'.join(map(str, m)) or '?'}" for n, m in mixes.items())
+                + "): compare them on one yardstick every run was scored on (bpb_clm, bpb_denoise)")
+    return None
