@@ -78,6 +78,8 @@ def comparison(record: dict, runs: dict | None = None):
     # k spans fractions and multiples: plotly's own log ticks (0.5, 1, 2, ...), not counts' labels.
     fig.update_yaxes(type="log", title=f"k: compute needed / {ref}'s", row=1, col=2)
     plan = record.get("plan_compute")
-    title = (f"Recipes compared on {metric}: frontiers and the compute multiplier against {ref} "
-             f"(95% bootstrap bands; dashed: beyond the runs{', to the plan at ' + flops_label(plan) if plan else ''})")
-    return style(fig, title, legend_below=True)
+    title = (f"Recipes compared on {metric}, against {ref}<br><sup>95% bootstrap bands; dashed: beyond the runs"
+             f"{', to the plan at ' + flops_label(plan) if plan else ''}</sup>")
+    fig = style(fig, title, legend_below=True)
+    fig.update_layout(margin=dict(t=100))          # room for the title's second line above the panels
+    return fig
