@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         "compare", help="recipes compared: the compute one needs to match another's loss, with intervals",
         description="Fit each sweep's law L(N, D) on one yardstick column and report, across the runs' compute and "
                     "at a plan's, the compute multiplier k(C) each recipe needs to reach the first one's "
-                    "compute-optimal loss (95%% bootstrap interval; 'no difference' when it holds 1), and the ratios "
+                    "compute-optimal loss (95% bootstrap interval; 'no difference' when it holds 1), and the ratios "
                     "of compute-optimal N and D.")
     p.add_argument("sources", nargs="+", metavar="SWEEP_OR_TABLE",
                    help="sweep directories (their results.parquet) or results tables; the first is the reference")
