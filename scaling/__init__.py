@@ -20,6 +20,10 @@ Fit.plot.frontier(), .isoflop(), .contours(), .residuals(), .loss_curves(), .hel
     with a static PNG beside it.
 Fit.to_json(path=None), scaling.fit.Fit.from_json(path)
     fit.json, the file `scaling fit --out` writes and `scaling plan --fit` reads.
+scaling.compare(sweeps, metric="bpb_clm", columns=None, plan_compute=None) -> Comparison
+    Recipes compared: the compute multiplier k(C) each needs to match the first one's
+    compute-optimal loss, with bootstrap intervals; .multiplier, .optimal, .summary()
+    (docs/recipes.md).
 scaling.fit.FitWarning
     The category of a fit's warnings (warnings.warn).
 scaling.fit.load_runs, scaling.fit.fit_all, scaling.fit.FitOptions, scaling.fit.text.format_fit
@@ -56,6 +60,8 @@ _LAZY = ("fit", "plan", "figures", "report")
 
 
 def __getattr__(name: str):
+    if name == "compare":    # recipes compared (scaling/fit/compare.py): a function, loaded with the fit
+        return importlib.import_module("scaling.fit.compare").compare
     if name == "load_run":   # torch loads with it: only when a notebook asks for a model
         return importlib.import_module("scaling.use.load").load_run
     if name in _LAZY:
@@ -64,4 +70,4 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | {"load_run"})
+    return sorted(set(globals()) | set(_LAZY) | {"load_run", "compare"})

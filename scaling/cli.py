@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "train one encoder-decoder run",
     "sweep": "plan, launch, watch, collect, extend and cancel grids of runs",
     "fit": "fit Chinchilla's three approaches to a results table",
+    "compare": "recipes compared: the compute one needs to match another's loss, with intervals",
     "plan": "extrapolate a fit to a training plan and its cost",
     "design": "the next runs, chosen to narrow the interval of the plan's loss, a or N_opt",
     "report": "one self-contained HTML report: runs, fits, held-out check, plan, figures",

@@ -24,6 +24,8 @@ from scaling.base.rundir import atomic_write_bytes
 from scaling.figures.page import figure_div, page
 from scaling.fit import FitOptions, column_mapping, fit_all, find_curves, load_curves, load_runs
 from scaling.fit import olmo
+from scaling.fit.compare import Comparison
+from scaling.fit.compare_text import format_comparison, shown_rows
 from scaling.fit.report import read_fit_file
 from scaling.fit.table import as_frame, read_any
 from scaling.fit.text import below_law_line, format_fit, held_out_extremes
@@ -52,6 +54,7 @@ class Inputs:
     plan_args: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     raw: object | None = None        # the runs as read, where not the file `results` (an OLMo ladder folder)
+    recipes: Comparison | None = None  # `--compare-with`: this sweep against others (scaling.compare)
 
 
 def find_results(source: str | Path) -> Path:
@@ -447,6 +450,31 @@ def plan_section(inp: Inputs) -> str:
     return "\n".join(out)
 
 
+def comparison_section(cmp: Comparison) -> str:
+    """Recipes compared (`scaling compare`, `scaling report --compare-with`): k(C) with its
+    interval and verdict at the ends and middle of the runs' range (and the plan's compute), the
+    figure of frontiers and k(C), and the text `scaling compare` prints."""
+    r = cmp.record
+    picks = shown_rows(r)
+    rows = [[_e(x["recipe"]), f"{x['compute']:.3g}", _num(x["k"]), _ci([x["k_lower"], x["k_upper"]]),
+             f"{x['params_ratio']:.3g} {_ci([x['params_ratio_lower'], x['params_ratio_upper']])}",
+             f"{x['tokens_ratio']:.3g} {_ci([x['tokens_ratio_lower'], x['tokens_ratio_upper']])}", _e(x["verdict"])]
+            for x in r["rows"] if x["recipe"] != r["reference"] and x["compute"] in picks]
+    runs = {rc.name: (rc.fit.table.col("flops"), rc.fit.table.col("loss")) for rc in cmp.recipes}
+    fig = figures.comparison(r, runs)
+    return "\n".join([
+        f"<h2 id='recipes'>Recipes compared on {_e(r['metric'])}</h2><p>Each sweep's law fitted on "
+        f"<code>{_e(r['metric'])}</code>; k(C) is the compute a recipe needs to reach {_e(r['reference'])}'s "
+        f"compute-optimal value at C (k &gt; 1: {_e(r['reference'])} ahead), with a 95% interval from "
+        f"{r['bootstrap']} bootstrap resamples of each sweep's runs; an interval that holds 1 is no difference.</p>",
+        _table(["recipe", "compute C", "k", "95% interval", "N_opt ratio", "D_opt ratio", "verdict"], rows),
+        f"<div class='figure'>{figure_div(fig, 'fig-recipes-plot')}</div>",
+        "<p class='caption'>Left: each recipe's compute-optimal frontier with its 95% band and its runs; right: "
+        "k(C) with its band. Dashed: beyond the runs' compute.</p>",
+        f"<details open><summary>What <code>scaling compare</code> prints</summary>"
+        f"<pre>{_e(format_comparison(r))}</pre></details>"])
+
+
 def render(inp: Inputs) -> str:
     """The report as one HTML string."""
     by_kind = {k: (t, c, f, why) for k, t, c, f, why in all_figures(inp)}
@@ -460,8 +488,9 @@ def render(inp: Inputs) -> str:
 
     title = f"Scaling report: {inp.results}"
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    toc = " · ".join(f"<a href='#{a}'>{b}</a>" for a, b in (("runs", "runs"), ("fits", "fits"), ("figures", "figures"),
-                                                           ("heldout", "held-out check"), ("plan", "plan")))
+    parts = (("runs", "runs"), ("fits", "fits"), ("figures", "figures"), ("heldout", "held-out check"), ("plan", "plan"))
+    parts += (("recipes", "recipes compared"),) if inp.recipes is not None else ()
+    toc = " · ".join(f"<a href='#{a}'>{b}</a>" for a, b in parts)
     body = [f"<h1>{_e(title)}</h1><p>Written {stamp} by scaling {__version__}: "
             f"<code>scaling report</code>. {toc}</p>",
             runs_section(inp), fits_section(inp),
@@ -470,6 +499,8 @@ def render(inp: Inputs) -> str:
               + (("task",) if inp.fit.get("task") else ())),
             heldout_section(inp), fig_block("heldout"),
             plan_section(inp), fig_block("famous"), fig_block("cost")]
+    if inp.recipes is not None:
+        body.append(comparison_section(inp.recipes))
     return page(title, "\n".join(body))
 
 

@@ -8,6 +8,7 @@ import sys
 from scaling import report
 from scaling.base.errors import UserError
 from scaling.figures.page import PAGE, check_out
+from scaling.fit.compare import DEFAULT_METRIC, compare
 
 
 def add_inputs(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,11 @@ def register(subparsers) -> None:
         "report", help="one self-contained HTML report: runs, fits, held-out check, plan, figures",
         description="Write one HTML file (plotly.js embedded once; opens offline) with the runs table, the fits with "
                     "intervals and warnings, the held-out check, the plan and its bill, and every figure.")
+    p.add_argument("--compare-with", nargs="+", default=None, metavar="SWEEP",
+                   help="add a section comparing this sweep (the reference) with these sweeps or tables, as "
+                        "`scaling compare` does")
+    p.add_argument("--compare-metric", default=None, metavar="COLUMN",
+                   help="the yardstick of --compare-with (default: `scaling compare`'s, bpb_clm)")
     add_inputs(p)
     p.set_defaults(func=run)
 
@@ -40,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
     out = check_out(args.out, PAGE)
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    if args.compare_metric and not args.compare_with:
+        raise UserError("--compare-metric is the yardstick of --compare-with: give the sweeps to compare with")
     inp = report.load(args.source, args.fit, args.plan, args.columns, args.bootstrap)
+    if args.compare_with:
+        inp.recipes = compare([args.source, *args.compare_with], args.compare_metric or DEFAULT_METRIC,
+                              columns=args.columns, n_boot=max(args.bootstrap, 20))
     path = report.write(inp, out)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)", file=sys.stderr)
     print(path)

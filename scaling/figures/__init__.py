@@ -9,11 +9,13 @@ report page (`scaling report`) or alone (`scaling plot`).
     figures.loss_curves(fit.table, fit.curves, fit.record)     # the same, by function
 
 Modules: axes (ticks, hover, colours, label placement), sweep (runs and their fits),
-laws (fitted and published laws, plans), tasks (the two-step task law), page (HTML with plotly.js once, PNG and SVG, a
-notebook's display), accessor (`Fit.plot`, and the fit's figures in the report's order).
+laws (fitted and published laws, plans), tasks (the two-step task law), compare (recipes
+compared: frontiers and k(C)), page (HTML with plotly.js once, PNG and SVG, a notebook's
+display), accessor (`Fit.plot`, and the fit's figures in the report's order).
 """
 
 from scaling.figures.accessor import FitPlots, fit_figures
+from scaling.figures.compare import comparison
 from scaling.figures.laws import contours, cost, famous, frontier
 from scaling.figures.page import show
 from scaling.figures.sweep import heldout, isoflop_profiles, loss_curves, residuals
@@ -43,5 +45,4 @@ def plan_figures(plan: dict, law, flop) -> list:
 
 
 __all__ = ["loss_curves", "isoflop_profiles", "frontier", "contours", "residuals", "heldout", "task_steps", "famous",
-           "cost",
-           "fit_figures", "plan_cost", "plan_figures", "show", "FitPlots"]
+           "cost", "fit_figures", "plan_cost", "plan_figures", "show", "FitPlots", "comparison"]
