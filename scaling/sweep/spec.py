@@ -37,7 +37,7 @@ KINDS = ("grid", "isoflop")
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 # Settings a sweep may not set in [train]: the expansion owns them.
-_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes"}
+_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes", "branch_from", "branch_steps"}
 
 
 # ------------------------------------------------------------------ schema helpers
