@@ -30,6 +30,7 @@ from scaling.base.config import TrainConfig, format_count, parse_count, read_tom
 from scaling.base.errors import UserError
 from scaling.jobs.executors import EXECUTORS, SBATCH_OPTIONS, Resources, SlurmSettings
 from scaling.sweep import resources as by_size
+from scaling.sweep.branches import branch_runs
 from scaling.sweep.sizes import model_for
 from scaling.tuning.rules import resolve
 
@@ -168,6 +169,8 @@ class RunSpec:
     sources: tuple = ()          # (("lr", "tuned 300K (trial 3)"), ...): where a value came from
     resources: Resources | None = None   # its own, where [executor] / [slurm] give keys by size
     slurm: SlurmSettings | None = None
+    trunk: str | None = None     # a branch ([sweep] branches): its trunk's run name (branches.py)
+    branch_step: int | None = None   # ... and the trunk's step its cooldown starts from
 
     @property
     def tokens(self) -> int:
@@ -194,6 +197,7 @@ class Sweep:
     notes: list[str] = field(default_factory=list)  # things plan should mention
     vocab_size: int | None = None                   # as stated in the file ([sweep] vocab_size)
     warnings: list[str] = field(default_factory=list)  # paths read as before the file-relative rule
+    branches: bool = False                          # [sweep] branches: trunks and branches (branches.py)
 
     def resources_of(self, r: RunSpec) -> Resources:
         return r.resources or self.resources
@@ -249,6 +253,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if vocab is not None and vocab < 2:
         raise UserError(f"{s.where('vocab_size')} must be a vocabulary size, got {vocab}")
     s.get("description", (str,))
+    branches = s.get("branches", (bool,), False)
     s.finish()
 
     # Keys given by size ([executor] gpus_per_node = { "0" = 1, "1B" = 8 }): the sweep's own
@@ -286,7 +291,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     runs = _dedupe(runs, notes)
     if ex_sizes or sl_sizes:
         runs = [_sized(path, r, (ex_table, ex_sizes), (sl_table, sl_sizes)) for r in runs]
-    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab, warnings)
+    if branches:
+        runs = branch_runs(s.where("branches"), runs)
+    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab, warnings, branches)
 
 
 def file_path(path: Path, value: str, where: str, warnings: list[str]) -> str:
