@@ -58,7 +58,7 @@ class Checkpointing(L.Callback):
         if step in self.cfg.branch_steps:
             # A wsd trunk's state where a branch's cooldown starts, before any stop or
             # last.ckpt: a checkpoint past this step implies this one is written.
-            self._save(trainer, branch_checkpoint(self.ckpt_path.parent.parent, step))
+            write_checkpoint(trainer, branch_checkpoint(self.ckpt_path.parent.parent, step))
         if self._agree_to_stop(trainer, step, last):
             trainer.should_stop = True
         elif not last and not trainer.should_stop and time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s:
@@ -85,25 +85,26 @@ class Checkpointing(L.Callback):
         """Write checkpoints/last.ckpt atomically (rundir.atomic_file: a kill -9 or a full
         disk mid-write leaves the previous checkpoint as it was). Safe between steps and from
         a signal handler (USR2 is held back during a step)."""
-        self._save(trainer, self.ckpt_path)
+        write_checkpoint(trainer, self.ckpt_path)
         if trainer.global_rank == 0:
             # After the checkpoint: `status` reads the step it holds without loading torch.
             step = trainer.global_step
             write_checkpoint_info(self.ckpt_path.parent.parent, step, step * self.plan.tokens_per_step)
         self._t_ckpt = time.monotonic()
 
-    @staticmethod
-    def _save(trainer, path: Path) -> None:
-        if trainer.world_size > 1:
-            # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
-            # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
-            if trainer.global_rank == 0:
-                state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-                with atomic_file(path) as tmp:
-                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
-        else:
+
+def write_checkpoint(trainer, path: Path) -> None:
+    """The trainer's state into `path`, atomically (a temp file renamed over it)."""
+    if trainer.world_size > 1:
+        # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
+        # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
+        if trainer.global_rank == 0:
+            state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
             with atomic_file(path) as tmp:
-                trainer.save_checkpoint(tmp, weights_only=False)
+                trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
+    else:
+        with atomic_file(path) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=False)
 
 
 def stop_handler(ckpt: Checkpointing, trainer, slurm: bool):
