@@ -235,3 +235,14 @@ def test_a_branch_without_its_trunks_checkpoint_is_refused_before_writing(refere
     with pytest.raises(UserError, match=r"branch-50.ckpt: no checkpoint of the trunk at step 50"):
         TrainingRun(cfg).fit()
     assert not (tmp_path / "b").exists()
+
+
+def test_a_branch_job_array_waits_for_its_trunks_slurm_job(tmp_path):
+    """What sbatch is handed for the branches of a trunk queued as task 1 of array 53."""
+    from scaling.jobs import sbatch
+    from scaling.jobs.executors import ExecutorSettings
+    from scaling.sweep.launch import waiting_for
+
+    text = sbatch.script(waiting_for(ExecutorSettings(), "53_1"), tmp_path, "wsd", 2)
+    assert "#SBATCH --dependency=afterok:53_1" in text and "#SBATCH --kill-on-invalid-dep=yes" in text
+    assert "--dependency" not in sbatch.script(ExecutorSettings(), tmp_path, "wsd", 2)

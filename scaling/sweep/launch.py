@@ -243,6 +243,13 @@ def check_scripts(sweep: Sweep, dir: Path, todo: list[RunSpec], hold: bool = Fal
     return scripts
 
 
+def waiting_for(settings: ExecutorSettings, job_id: str) -> ExecutorSettings:
+    """`settings` for jobs that start once Slurm job `job_id` (a trunk) has completed; a
+    dependency that can never be met (the trunk failed or was cancelled) cancels them."""
+    extra = {**settings.slurm.extra, "dependency": f"afterok:{job_id}", "kill_on_invalid_dep": "yes"}
+    return replace(settings, slurm=replace(settings.slurm, extra=extra))
+
+
 def _few(names, most: int = 4) -> str:
     names = list(names)
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
@@ -298,9 +305,8 @@ class _Submission:
 
     def _arrays(self, sweep: Sweep, todo: list[RunSpec], after: str | None = None) -> None:
         for settings, runs in groups(sweep, todo):
-            if after is not None:   # a dependency that can never be met (the trunk failed) cancels the job
-                settings = replace(settings, slurm=replace(settings.slurm, extra={
-                    **settings.slurm.extra, "dependency": f"afterok:{after}", "kill_on_invalid_dep": "yes"}))
+            if after is not None:
+                settings = waiting_for(settings, after)
             ex = make_executor("slurm", self.launch.folder, settings, self.launch.job_name, hold=True)
             try:
                 with ex.batch():
