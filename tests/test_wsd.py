@@ -21,8 +21,9 @@ from scaling.sweep.branches import branched_compute
 from scaling.sweep.spec import load_sweep
 from scaling.train.schedule import lr_at, make_plan
 
-# One size, two budgets of 100 and 200 steps of 8 x 32 tokens: the 200-step run is the trunk, the
-# 100-step one a branch of it. A 50% cooldown keeps the branch long enough to be preempted.
+# One size, two budgets of 50 and 100 steps of 8 x 32 tokens: the 100-step run is the trunk, the
+# 50-step one a branch of it from step 10. An 80% cooldown keeps the branch long enough to be
+# preempted in a test this short.
 SWEEP = """
 [sweep]
 name = "wsd"
@@ -32,14 +33,14 @@ branches = true
 
 [grid]
 sizes = ["300K"]
-tokens = ["25.6K", "51.2K"]
+tokens = ["12.8K", "25.6K"]
 
 [train]
 data = "{shards}"
 seq_len = 32
 batch_size = 8
 schedule = "wsd"
-cooldown_frac = 0.5
+cooldown_frac = 0.8
 val_points = 3
 val_examples = 32
 log_every = 5
@@ -51,7 +52,7 @@ progress = false
 parallelism = 1
 time_min = 10
 """
-TRUNK, BRANCH = "N300K-D51.2K", "N300K-D25.6K"
+TRUNK, BRANCH = "N300K-D25.6K", "N300K-D12.8K"
 
 
 def sweep_file(folder: Path, shards: Path, **swap: str) -> Path:
@@ -102,10 +103,10 @@ def test_a_branch_equals_a_from_scratch_wsd_run_of_its_length(reference):
     trunk, branch, scratch = recs["trunk"], recs["branch"], recs["scratch"]
     assert trunk["status"] == branch["status"] == scratch["status"] == "completed"
     step = sweep.run(BRANCH).branch_step
-    assert step == 50 and sweep.run(TRUNK).config.branch_steps == (50,)
+    assert step == 10 and sweep.run(TRUNK).config.branch_steps == (10,)
     # The branch trained only its cooldown, from the trunk's checkpoint ...
-    assert [h["step"] for h in branch["history"]] == [step, 100]
-    assert (tmp / "trunk" / "checkpoints" / "branch-50.ckpt").exists()
+    assert [h["step"] for h in branch["history"]] == [step, 50]
+    assert (tmp / "trunk" / "checkpoints" / "branch-10.ckpt").exists()
     assert not (tmp / "trunk" / "checkpoints" / "last.ckpt").exists()
     # ... on exactly the data of a run from scratch, to the same loss.
     assert branch["data_digest"] == scratch["data_digest"] and branch["tokens_seen"] == scratch["tokens_seen"]
@@ -139,7 +140,7 @@ def test_a_branched_sweep_preempted_mid_trunk_and_mid_branch_completes_with_the_
     out = tmp_path / "out"
     # Preempt (SIGTERM to the training task, as Slurm does) the trunk once it has a checkpoint
     # before the branch point, then the branch once it has one of its own.
-    plan = [(out / "runs" / TRUNK, 0), (out / "runs" / BRANCH, 50)]
+    plan = [(out / "runs" / TRUNK, 0), (out / "runs" / BRANCH, 10)]
     done = threading.Event()
 
     def preempt():
@@ -171,21 +172,21 @@ def test_a_branched_sweep_preempted_mid_trunk_and_mid_branch_completes_with_the_
         assert rec["status"] == "completed" and len(stops) == 1, rec["history"]
         assert rec["data_digest"] == ref["data_digest"]
         assert final_loss(rec) == pytest.approx(final_loss(ref), rel=1e-6)
-    assert [h["step"] for h in runs[BRANCH]["history"]][0] == 50   # started from the trunk's checkpoint
+    assert [h["step"] for h in runs[BRANCH]["history"]][0] == 10   # started from the trunk's checkpoint
     assert main(["sweep", "collect", str(out)]) == 0
     import polars as pl
 
     table = pl.read_parquet(out / "results.parquet")
-    assert table["schedule"].to_list() == ["wsd", "wsd"] and table["cooldown_frac"].to_list() == [0.5, 0.5]
+    assert table["schedule"].to_list() == ["wsd", "wsd"] and table["cooldown_frac"].to_list() == [0.8, 0.8]
 
 
 def test_sweep_plan_prints_the_branched_compute_against_from_scratch(shards, tmp_path, capsys):
-    f = sweep_file(tmp_path, shards, **{'tokens = ["25.6K", "51.2K"]': 'tokens = ["25.6K", "51.2K", "102.4K"]',
-                                        '["300K"]': '["300K", "500K"]'})
+    f = sweep_file(tmp_path, shards, **{'tokens = ["12.8K", "25.6K"]': 'tokens = ["25.6K", "51.2K", "102.4K"]',
+                                        '["300K"]': '["300K", "500K"]', "cooldown_frac = 0.8": "cooldown_frac = 0.5"})
     sweep = load_sweep(f)
     c = branched_compute(sweep.runs)
-    # Per size: the 400-step trunk, a 100-step branch (its 50 cooldown steps), a 200-step
-    # branch (100): 550 steps trained instead of 700.
+    # Per size, with a 50% cooldown: the 400-step trunk, a 100-step branch (its 50 cooldown
+    # steps), a 200-step branch (100): 550 steps trained instead of 700.
     assert (c.trunks, c.branches) == (2, 4)
     assert c.branched == pytest.approx(c.scratch * 550 / 700)
     assert main(["sweep", "plan", str(f)]) == 0
@@ -222,7 +223,7 @@ def test_refusals_of_the_cli_and_the_sweep_file(shards, tmp_path, capsys):
     assert main(["sweep", "plan", str(f)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {f}: sweep.branches: branches = true needs train.schedule = \"wsd\"") and "\n" not in err
-    f = sweep_file(tmp_path, shards, **{"cooldown_frac = 0.5": "cooldown_frac = 0.5\nbranch_from = \"x\""})
+    f = sweep_file(tmp_path, shards, **{"cooldown_frac = 0.8": "cooldown_frac = 0.8\nbranch_from = \"x\""})
     assert main(["sweep", "plan", str(f)]) == 2
     assert "train.branch_from: set by the sweep itself" in capsys.readouterr().err
 
@@ -232,7 +233,7 @@ def test_a_branch_without_its_trunks_checkpoint_is_refused_before_writing(refere
 
     sweep, _, _ = reference
     cfg = replace(sweep.run(BRANCH).config, out=str(tmp_path / "b"), branch_from=str(tmp_path / "no-trunk"))
-    with pytest.raises(UserError, match=r"branch-50.ckpt: no checkpoint of the trunk at step 50"):
+    with pytest.raises(UserError, match=r"branch-10.ckpt: no checkpoint of the trunk at step 10"):
         TrainingRun(cfg).fit()
     assert not (tmp_path / "b").exists()
 
