@@ -18,6 +18,7 @@ from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
 from scaling.cli import main
 from scaling.sweep.branches import branched_compute
+from scaling.sweep.launch import launch
 from scaling.sweep.spec import load_sweep
 from scaling.train.schedule import lr_at, make_plan
 
@@ -158,7 +159,8 @@ def test_a_branched_sweep_preempted_mid_trunk_and_mid_branch_completes_with_the_
     watcher.start()
     try:
         for _ in range(4):
-            main(["sweep", "launch", str(f), "--executor", "local", "--out", str(out)])
+            # The launch `scaling sweep launch --executor local` makes, polling its jobs often.
+            launch(load_sweep(f), "local", out, progress=False, poll_s=0.2)
             runs = {n: json.loads((out / "runs" / n / "run.json").read_text()) for n in (TRUNK, BRANCH)
                     if (out / "runs" / n / "run.json").exists()}
             if len(runs) == 2 and all(r["status"] == "completed" for r in runs.values()):
