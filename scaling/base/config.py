@@ -100,8 +100,14 @@ class TrainConfig:
     seed: int = 0
     # optimisation
     lr: float | None = None            # None = rule of N (see train.lr_rule)
-    min_lr_ratio: float = 0.1          # cosine decays to 10% of peak, ending at the budget
+    min_lr_ratio: float = 0.1          # the schedule ends at 10% of peak, at the budget
     warmup_frac: float = 0.02          # of the total steps; at least 1 step
+    warmup_steps: int = 0              # fixed warmup steps; 0 = warmup_frac of the run's steps. A
+                                       # branching sweep fixes it per size, so every D of a size
+                                       # warms up alike and a branch equals a run from scratch
+    schedule: str = "cosine"           # cosine | wsd (warmup, constant, cooldown; schedule.py)
+    cooldown_frac: float = 0.2         # wsd: the cooldown's share of the steps (Hägele et al. 2024)
+    cooldown_shape: str = "1-sqrt"     # wsd: 1-sqrt | linear, from peak to min_lr_ratio x peak
     weight_decay: float = 0.1          # not on biases and norms
     beta1: float = 0.9
     beta2: float = 0.95
@@ -142,6 +148,10 @@ class TrainConfig:
                                        # built-in names (docsum, nextsent) and .jsonl task files
                                        # (docs/tasks.md); columns task.<name>.*
     extra: dict = field(default_factory=dict)  # free-form tags (sweep name, budget, ...)
+    # branching (wsd): neither changes what is trained, so neither is part of the identity
+    branch_from: str | None = None     # the trunk's run directory: a run with no checkpoint of its
+                                       # own starts from the trunk's at its cooldown's first step
+    branch_steps: tuple = ()           # a trunk's steps whose checkpoint it keeps for its branches
 
     # The limits of a run's settings, in one place: the CLI, sweep files, tune and the trainer
     # all call check(). (lo, hi, lo_open, hi_open); None = unbounded on that side.
@@ -167,7 +177,10 @@ class TrainConfig:
         "val_examples": (1, None, False, False),
         "log_every": (1, None, False, False),
         "checkpoint_every_s": (0.0, None, True, False),
+        "warmup_steps": (0, None, False, False),
+        "cooldown_frac": (0.0, 1.0, True, False),
     }
+    CHOICES = {"schedule": ("cosine", "wsd"), "cooldown_shape": ("1-sqrt", "linear")}
 
     # The objective a run trains on when clm_ratio is not given: AlexaTM's 80/20 mix for the
     # encoder-decoder, causal LM alone for a decoder-only model (GPT, PaLM; prefix LM reads
@@ -178,6 +191,8 @@ class TrainConfig:
         if self.clm_ratio is None and self.arch in self.CLM_DEFAULT:
             # Frozen: set once, here, so run.json and every copy record the number.
             object.__setattr__(self, "clm_ratio", self.CLM_DEFAULT[self.arch])
+        if isinstance(self.branch_steps, list):   # as read back from JSON
+            object.__setattr__(self, "branch_steps", tuple(self.branch_steps))
         self.check()
 
     def check(self, where=lambda key: key) -> "TrainConfig":
@@ -220,7 +235,30 @@ class TrainConfig:
             raise ConfigError("eval", where, f"must be a list of task names or .jsonl files, got {self.eval!r}")
         if self.logger not in LOGGERS:
             raise ConfigError("logger", where, f"must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
+        self._check_schedule(where)
         return self
+
+    def _check_schedule(self, where) -> None:
+        """The schedule's choices, and what a wsd run and its branches need."""
+        for key, options in self.CHOICES.items():
+            if getattr(self, key) not in options:
+                raise ConfigError(key, where, f"must be one of {', '.join(options)}, got {getattr(self, key)!r}")
+        if self.schedule == "wsd" and not self.warmup_steps and self.warmup_frac + self.cooldown_frac > 1:
+            raise ConfigError("cooldown_frac", where, f"({self.cooldown_frac:g}) and warmup_frac "
+                              f"({self.warmup_frac:g}) overlap: together they must be at most 1")
+        if self.branch_from is not None and (not isinstance(self.branch_from, str) or not self.branch_from):
+            raise ConfigError("branch_from", where, f"must be a run directory, got {self.branch_from!r}")
+        if not isinstance(self.branch_steps, tuple) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in self.branch_steps):
+            raise ConfigError("branch_steps", where, f"must be a list of steps >= 1, got {self.branch_steps!r}")
+        if (self.branch_from or self.branch_steps) and self.strategy == "fsdp":
+            # A trunk's branch checkpoints are one file, as a DDP run's; a sharded run's are folders.
+            raise ConfigError("strategy", where, "fsdp: a branching sweep's trunks and branches do not shard yet; "
+                              "use strategy ddp (or auto), or a sweep without branches")
+        if (self.branch_from or self.branch_steps) and self.schedule != "wsd":
+            key = "branch_from" if self.branch_from else "branch_steps"
+            raise ConfigError(key, where, f"needs schedule wsd (a branch is a cooldown from a constant lr), "
+                              f"got schedule {self.schedule!r}")
 
     def check_logger_installed(self, where=lambda key: key) -> "TrainConfig":
         """The logger's package is importable here (checked where the run trains, and by a
@@ -286,7 +324,8 @@ class TrainConfig:
         those from then on."""
         d = self.to_dict()
         for k in ("out", "progress", "logger", "log_every", "checkpoint_every_s", "device", "compile", "extra",
-                  "devices", "num_nodes", "micro_batch", "keep_weights", "activation_checkpointing", "eval"):
+                  "devices", "num_nodes", "micro_batch", "keep_weights", "activation_checkpointing", "eval",
+                  "branch_from", "branch_steps"):
             d.pop(k, None)
         if d.get("strategy") != "fsdp":
             # auto and ddp train and checkpoint alike (one file); a sharded run's checkpoint is a

@@ -263,6 +263,12 @@ def checkpoint_info(run_dir: Path) -> dict | None:
     return info if isinstance(info, dict) and isinstance(info.get("step"), int) else None
 
 
+def branch_checkpoint(run_dir: Path, step: int) -> Path:
+    """checkpoints/branch-STEP.ckpt of a wsd trunk: its state at the start of a branch's
+    cooldown, kept after the trunk completes (the branch starts from it)."""
+    return Path(run_dir) / CKPT_DIR / f"branch-{int(step)}.ckpt"
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     p = Path(run_dir) / CKPT_DIR / LAST_CKPT
     return p if p.exists() else None

@@ -87,7 +87,8 @@ def plan_table(sweep, executor: str | None = None) -> str:
 
     res = sweep.resources
     fps = res.flops_per_s()
-    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")]
+    rows = [("run", "N", "N non-emb", "D", "C (FLOPs)", "D/N", "batch", "procs", "steps", "lr", "est. time")
+            + (("trains",) if sweep.branches else ())]
     gpus = any(r.placement for r in sweep.runs)
     if gpus:   # runs on GPUs: the memory plan's pick (scaling/sweep/placement.py)
         rows[0] += ("strategy", "micro", "state GB", "act GB (ckpt)", "GB/GPU")
@@ -101,7 +102,8 @@ def plan_table(sweep, executor: str | None = None) -> str:
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
                      str(own.world), f"{r.tokens // r.config.tokens_per_step:,}",
-                     _lr_cell(r), _hms(t)) + (_memory_cells(r) if gpus else ()))
+                     _lr_cell(r), _hms(t)) + ((_branch_cell(r),) if sweep.branches else ())
+                    + (_memory_cells(r) if gpus else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     kind = executor or res.default
@@ -116,6 +118,8 @@ def plan_table(sweep, executor: str | None = None) -> str:
     lines.append(_weights_line(sweep.runs))
     if gpus:
         lines.append(_memory_line(sweep.runs))
+    if sweep.branches:
+        lines.append(_branched_line(sweep.runs))
     for note in sweep.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -160,6 +164,23 @@ def _memory_line(runs) -> str:
             f"copies and one micro-batch's activations (docs/sweeps.md, \"Memory per GPU\"); {sharded}")
 
 
+def _branch_cell(r) -> str:
+    """What a run of a branched sweep trains: all its steps (a trunk), or its cooldown from its
+    trunk's checkpoint."""
+    return f"cooldown from {r.trunk} @ step {r.branch_step:,}" if r.trunk else "trunk: every step"
+
+
+def _branched_line(runs) -> str:
+    """A branched sweep's compute against the same points from scratch (sweep/branches.py)."""
+    from scaling.sweep.branches import branched_compute
+    from scaling.sweep.spec import format_budget
+
+    c = branched_compute(runs)
+    return (f"branched: {format_budget(c.branched)} FLOPs to train ({c.trunks} trunk(s), {c.branches} branch(es) "
+            f"that train only their cooldown) against {format_budget(c.scratch)} FLOPs for the same points from "
+            f"scratch: {c.saved:.0%} less")
+
+
 def _weights_line(runs) -> str:
     """The disk the sweep's kept models take (rundir.weight_bytes: fp32), or that none are kept."""
     kept = [r for r in runs if r.config.keep_weights]
@@ -196,6 +217,7 @@ def run_plan(args) -> int:
                               "n_params_nonembed": r.n_params_nonembed, "tokens": r.tokens, "flops": r.flops,
                               "budget": r.budget, "tokens_per_param": r.tokens_per_param,
                               "lr": r.config.lr, "batch_size": r.config.batch_size, "sources": dict(r.sources),
+                              "schedule": r.config.schedule, "trunk": r.trunk, "branch_step": r.branch_step,
                               "weight_bytes": weight_bytes(r.n_params) if r.config.keep_weights else 0,
                               **_memory_json(r)}))
     else:

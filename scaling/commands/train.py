@@ -38,6 +38,12 @@ def register(sub) -> None:
     p.add_argument("--clm-ratio", type=float, default=None,
                    help="fraction of causal-LM examples (default 0.2 for encdec, 1.0 decoder-only)")
     p.add_argument("--warmup-frac", type=float, default=None)
+    p.add_argument("--warmup-steps", type=int, default=None, help="fixed warmup steps (default: --warmup-frac of the steps)")
+    p.add_argument("--schedule", choices=["cosine", "wsd"], default=None,
+                   help="lr schedule after warmup: cosine to 10%% of peak (default), or wsd: constant, then a "
+                        "cooldown (docs/training.md)")
+    p.add_argument("--cooldown-frac", type=float, default=None, help="wsd: the cooldown's share of the steps (default 0.2)")
+    p.add_argument("--cooldown-shape", choices=["1-sqrt", "linear"], default=None, help="wsd: the cooldown's shape (default 1-sqrt)")
     p.add_argument("--untied", action="store_true", help="untie the LM head from the token embedding")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["auto", "32", "bf16-mixed"], default="auto")
@@ -71,7 +77,8 @@ def config_from_args(args: argparse.Namespace):
                   compile=args.compile, devices=args.devices, strategy=args.strategy,
                   activation_checkpointing=args.activation_checkpointing, progress=not args.no_progress,
                   keep_weights=not args.no_keep_weights, logger=args.logger)
-    for name in ("arch", "lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points"):
+    for name in ("arch", "lr", "batch_size", "micro_batch", "seq_len", "clm_ratio", "warmup_frac", "val_points",
+                 "warmup_steps", "schedule", "cooldown_frac", "cooldown_shape"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.checkpoint_every is not None:

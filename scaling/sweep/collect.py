@@ -49,6 +49,7 @@ def _schema():
         "sweep": pl.Utf8, "seed": pl.Int64,
         "clm_ratio": pl.Float64, "mean_span": pl.Float64,
         "lr": pl.Float64, "lr_rule": pl.Boolean, "warmup_frac": pl.Float64, "min_lr_ratio": pl.Float64,
+        "schedule": pl.Utf8, "cooldown_frac": pl.Float64,
         "batch_size": pl.Int64, "steps": pl.Int64,
         "weight_decay": pl.Float64, "beta1": pl.Float64, "beta2": pl.Float64, "grad_clip": pl.Float64,
         "precision": pl.Utf8,
@@ -129,6 +130,9 @@ def _options(rec: dict, cfg: dict) -> dict:
         "clm_ratio": cfg.get("clm_ratio"), "mean_span": cfg.get("mean_span"),
         "lr": lr, "lr_rule": cfg.get("lr") is None if cfg else None,
         "warmup_frac": cfg.get("warmup_frac"), "min_lr_ratio": cfg.get("min_lr_ratio"),
+        # Records from before WSD existed trained with cosine; a cosine run has no cooldown.
+        "schedule": cfg.get("schedule", "cosine") if cfg else None,
+        "cooldown_frac": cfg.get("cooldown_frac") if cfg.get("schedule") == "wsd" else None,
         "batch_size": cfg.get("batch_size"), "steps": rec.get("steps"),
         "weight_decay": cfg.get("weight_decay"), "beta1": cfg.get("beta1"), "beta2": cfg.get("beta2"),
         "grad_clip": cfg.get("grad_clip"), "precision": rec.get("precision") or cfg.get("precision"),

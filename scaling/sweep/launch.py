@@ -21,12 +21,12 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError
-from scaling.base.rundir import atomic_write_bytes, read_run_json
+from scaling.base.rundir import atomic_write_bytes, branch_checkpoint, last_checkpoint, read_run_json
 from scaling.jobs import processes
 from scaling.jobs import sbatch
 from scaling.jobs.executors import (LAUNCHES, ExecutorSettings, check_executor, launch_stamp, make_executor,
@@ -180,7 +180,7 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
     sub = _Submission(sweep, ledger, result, len(todo))
     if kind == "slurm":
         try:
-            sub.array(sweep, todo)
+            sub.array(sweep, todo, states)
         except UserError:
             if not result.job_ids:   # nothing submitted: leave nothing behind
                 _undo(dir, existed, sub.launch.folder, toml)
@@ -243,6 +243,13 @@ def check_scripts(sweep: Sweep, dir: Path, todo: list[RunSpec], hold: bool = Fal
     return scripts
 
 
+def waiting_for(settings: ExecutorSettings, job_id: str) -> ExecutorSettings:
+    """`settings` for jobs that start once Slurm job `job_id` (a trunk) has completed; a
+    dependency that can never be met (the trunk failed or was cancelled) cancels them."""
+    extra = {**settings.slurm.extra, "dependency": f"afterok:{job_id}", "kill_on_invalid_dep": "yes"}
+    return replace(settings, slurm=replace(settings.slurm, extra=extra))
+
+
 def _few(names, most: int = 4) -> str:
     names = list(names)
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
@@ -267,6 +274,8 @@ class _Submission:
         c = r.config.to_dict()
         c["out"] = str(self.ledger.run_dir(r.name).resolve())
         c["progress"] = False
+        if r.trunk:   # a branch starts from its trunk's checkpoint (sweep/branches.py)
+            c["branch_from"] = str(self.ledger.run_dir(r.trunk).resolve())
         return TrainJob(c, str(self.ledger.job_record(r.name).resolve()))
 
     def record(self, r: RunSpec, job_id: str, name: str | None = None) -> None:
@@ -274,10 +283,30 @@ class _Submission:
         self.ledger.runs[r.name].jobs.append(Job(self.kind, job_id, lch.folder.name, name or lch.job_name, time.time()))
         self.result.job_ids[r.name] = job_id
 
-    def array(self, sweep: Sweep, todo: list[RunSpec]) -> None:
+    def array(self, sweep: Sweep, todo: list[RunSpec], states: dict[str, RunState]) -> None:
         """Slurm: one job array for each set of resources, submitted held; each task is named
-        `<sweep>/<run>` (squeue, sacct, %x), then the array is let go."""
+        `<sweep>/<run>` (squeue, sacct, %x), then the array is let go. A branch whose trunk is
+        queued or training waits for the trunk's job (`afterok`: Slurm cannot wait for a step,
+        so it starts once the trunk has completed) in an array per trunk, submitted after it."""
+        waits = {r.name: self._trunk_job(r, states) for r in todo if r.trunk}
+        self._arrays(sweep, [r for r in todo if waits.get(r.name) is None])
+        for job_id in dict.fromkeys(j for j in waits.values() if j is not None):
+            self._arrays(sweep, [r for r in todo if waits.get(r.name) == job_id], after=job_id)
+
+    def _trunk_job(self, r: RunSpec, states: dict[str, RunState]) -> str | None:
+        """The Slurm job a branch must wait for: its trunk's, where the trunk is submitted now or
+        queued or training and has not yet written the branch's checkpoint."""
+        if branch_checkpoint(self.ledger.run_dir(r.trunk), r.branch_step).exists():
+            return None
+        if r.trunk in self.result.job_ids:
+            return self.result.job_ids[r.trunk]
+        trunk = states.get(r.trunk)
+        return trunk.job_id if trunk is not None and trunk.state in ("pending", "running") else None
+
+    def _arrays(self, sweep: Sweep, todo: list[RunSpec], after: str | None = None) -> None:
         for settings, runs in groups(sweep, todo):
+            if after is not None:
+                settings = waiting_for(settings, after)
             ex = make_executor("slurm", self.launch.folder, settings, self.launch.job_name, hold=True)
             try:
                 with ex.batch():
@@ -317,9 +346,15 @@ def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: b
     try:
         with _signals_raise(signal.SIGTERM):
             while queue or running:
-                while queue and len(running) < n:
-                    r = queue.pop(0)
+                while len(running) < n and (r := _next_ready(sub.ledger, queue)) is not None:
+                    queue.remove(r)
                     running.append((r, sub.submit(r)))
+                if not running and queue:   # branches whose trunk ended without their checkpoint
+                    for r in queue:
+                        result.errors[r.name] = _blocked(sub.ledger, r)
+                        bar.update(1)
+                    queue = []
+                    continue
                 if kind == "debug":
                     r, job = running.pop(0)
                     _finish(r, job, result)
@@ -340,6 +375,26 @@ def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: b
         raise LaunchInterrupted(signum, stopped, [q.name for q in queue], killed) from None
     finally:
         bar.close()
+
+
+def _next_ready(ledger: Ledger, queue: list[RunSpec]) -> RunSpec | None:
+    """The first run of the queue that can start: any but a branch, and a branch once its
+    trunk's checkpoint at its branch step is written (while the trunk trains on) or once it has
+    a checkpoint of its own (a resumed branch)."""
+    for r in queue:
+        if not r.trunk or branch_checkpoint(ledger.run_dir(r.trunk), r.branch_step).exists() \
+                or last_checkpoint(ledger.run_dir(r.name)) is not None:
+            return r
+    return None
+
+
+def _blocked(ledger: Ledger, r: RunSpec) -> str:
+    rec = None
+    with contextlib.suppress(UserError):
+        rec = read_run_json(ledger.run_dir(r.trunk))
+    status = (rec or {}).get("status", "not launched")
+    return (f"not started: its trunk {r.trunk} ended {status} without its checkpoint at step {r.branch_step}; "
+            f"launch again once the trunk can run")
 
 
 def _sbatch_reason(e: Exception) -> str:

@@ -32,6 +32,7 @@ from scaling.data.tasks import checked_eval_list
 from scaling.jobs.executors import EXECUTORS, SBATCH_OPTIONS, Resources, SlurmSettings
 from scaling.sweep import resources as by_size
 from scaling.sweep.placement import Placement, place
+from scaling.sweep.branches import branch_runs
 from scaling.sweep.sizes import model_for
 from scaling.tuning.rules import resolve
 
@@ -39,7 +40,7 @@ KINDS = ("grid", "isoflop")
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
 # Settings a sweep may not set in [train]: the expansion owns them.
-_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes", "eval"}
+_OWNED = {"params", "tokens", "out", "extra", "devices", "num_nodes", "eval", "branch_from", "branch_steps"}
 
 
 # ------------------------------------------------------------------ schema helpers
@@ -171,6 +172,8 @@ class RunSpec:
     resources: Resources | None = None   # its own, where [executor] / [slurm] give keys by size
     slurm: SlurmSettings | None = None
     placement: Placement | None = None   # its strategy and micro-batch on its GPUs, and their memory
+    trunk: str | None = None     # a branch ([sweep] branches): its trunk's run name (branches.py)
+    branch_step: int | None = None   # ... and the trunk's step its cooldown starts from
 
     @property
     def tokens(self) -> int:
@@ -197,6 +200,7 @@ class Sweep:
     notes: list[str] = field(default_factory=list)  # things plan should mention
     vocab_size: int | None = None                   # as stated in the file ([sweep] vocab_size)
     warnings: list[str] = field(default_factory=list)  # paths read as before the file-relative rule
+    branches: bool = False                          # [sweep] branches: trunks and branches (branches.py)
 
     def resources_of(self, r: RunSpec) -> Resources:
         return r.resources or self.resources
@@ -252,6 +256,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if vocab is not None and vocab < 2:
         raise UserError(f"{s.where('vocab_size')} must be a vocabulary size, got {vocab}")
     s.get("description", (str,))
+    branches = s.get("branches", (bool,), False)
     s.finish()
 
     # Keys given by size ([executor] gpus_per_node = { "0" = 1, "1B" = 8 }): the sweep's own
@@ -292,7 +297,9 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     if ex_sizes or sl_sizes:
         runs = [_sized(path, r, (ex_table, ex_sizes), (sl_table, sl_sizes)) for r in runs]
     runs = [_placed(path, r, resources, vocab) for r in runs]
-    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab, warnings)
+    if branches:
+        runs = branch_runs(s.where("branches"), runs)
+    return Sweep(name, kind, path, out_dir, runs, resources, slurm, notes, vocab, warnings, branches)
 
 
 def file_path(path: Path, value: str, where: str, warnings: list[str]) -> str:

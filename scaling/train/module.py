@@ -13,7 +13,6 @@ import torch
 from scaling.base.config import TrainConfig
 from scaling.train import sharding
 from scaling.train.model import IGNORE_INDEX, build_model
-from scaling.train.schedule import lr_at
 
 
 class EncoderDecoderModule(L.LightningModule):
@@ -44,8 +43,7 @@ class EncoderDecoderModule(L.LightningModule):
         # a step at the demo's 25K-500K parameters, against 507-1692 us for foreach and
         # 724-1153 us for torch's CPU default (tensor by tensor), a large share of a small step.
         opt = torch.optim.AdamW(groups, lr=plan.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_at(s, 1.0, plan.steps, plan.warmup_steps, cfg.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: plan.lr_factor(s))   # cosine or wsd
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_fit_start(self):

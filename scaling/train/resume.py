@@ -18,9 +18,11 @@ from pathlib import Path
 from scaling.base.config import TrainConfig
 from scaling.base.errors import UserError, WriteError
 from scaling.base.rundir import (
-    CKPT_DIR, LAST_CKPT, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, last_checkpoint, read_run_json, stale_temp_files,
+    CKPT_DIR, LAST_CKPT, METRICS, MODEL_JSON, RUN_JSON, TOKENIZER_DIR, WEIGHTS, branch_checkpoint, last_checkpoint,
+    read_run_json, stale_temp_files,
 )
 from scaling.train.callbacks.checkpointing import checkpoint_folder
+from scaling.train.schedule import branch_step
 
 # What a run directory may hold (besides dotfiles and files set aside with ASIDE).
 RUN_FILES = {RUN_JSON, METRICS, CKPT_DIR, "train.log", WEIGHTS, MODEL_JSON, TOKENIZER_DIR}
@@ -72,17 +74,29 @@ class RunDirectory:
         path = last_checkpoint(self.path)
         if path is None:
             return None
-        try:
-            with zipfile.ZipFile(path) as z:
-                bad = z.testzip()
-            why = None if bad is None else f"member {bad} fails its CRC check"
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-            why = f"{type(e).__name__}: {e}"
+        why = _damage(path)
         if why is None:
             return path
         if main:
             self._set_aside(path, f"{path}: checkpoint is corrupt ({why}); training restarts from step 0")
         return None
+
+    def start_checkpoint(self, main: bool = True) -> Path | None:
+        """The checkpoint this start trains on from: the run's own (good_checkpoint), else,
+        for a branch of a wsd trunk, the trunk's at the step where this run's cooldown starts
+        (the trunk's file is only read: its damage is the trunk's to repair)."""
+        own = self.good_checkpoint(main)
+        if own is not None or not self.cfg.branch_from:
+            return own
+        step = branch_step(self.cfg)
+        path = branch_checkpoint(self.cfg.branch_from, step)
+        if not path.exists():
+            raise UserError(f"{path}: no checkpoint of the trunk at step {step}, where this branch's cooldown starts "
+                            f"(the trunk has not reached it, or was not given branch_steps = [{step}])")
+        why = _damage(path)
+        if why is not None:
+            raise UserError(f"{path}: the trunk's checkpoint is corrupt ({why}); rerun the trunk to write it again")
+        return path
 
     def _set_aside(self, path: Path, why: str) -> None:
         """Rename a corrupt file of the run to NAME.corrupt and say so on stderr, with its path."""
@@ -110,3 +124,14 @@ def good_folder(ckpt_dir: Path, main: bool, set_aside) -> Path | None:
         set_aside(ckpt_dir / LAST_CKPT, f"{ckpt_dir / LAST_CKPT}: sharded checkpoint is incomplete; "
                   "training restarts from step 0")
     return path
+
+
+def _damage(path: Path) -> str | None:
+    """Why a checkpoint (a zip archive) is not whole, or None: its directory and every member's
+    CRC are checked."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        return None if bad is None else f"member {bad} fails its CRC check"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"

@@ -81,7 +81,7 @@ class TrainingRun:
             # notebook, tune, the demo): this process supervises `world` workers.
             return distributed.supervise(cfg.to_dict(), plan.world, self.run_dir)
         objective = objective_config(cfg, shards, shards_dir)
-        resume_from = directory.good_checkpoint(proc.is_main)
+        resume_from = directory.start_checkpoint(proc.is_main)   # its own, or its trunk's (a branch)
         self.record = RunRecord.start(cfg, plan, shards_dir, prev, directory.set_aside, proc.is_main)
         try:
             self._train(plan, shards_dir, objective, resume_from, tasks)

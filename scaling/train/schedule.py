@@ -3,8 +3,12 @@ optimizer steps its token budget buys, the batch split over processes, the learn
 its schedule, the validation steps. Torch-free: `sweep plan` and `tune` plan runs without
 loading torch, and the trainer follows the same plan.
 
-The schedule ends at the run's own budget (warmup, then cosine to min_lr_ratio of the peak at
-the last step), as Chinchilla requires of every point of a scaling law.
+The schedule ends at the run's own budget, as Chinchilla requires of every point of a scaling
+law: warmup, then either cosine to min_lr_ratio of the peak at the last step, or WSD (warmup,
+stable at the peak, then a cooldown over the last cooldown_frac of the steps to min_lr_ratio of
+the peak; Hägele et al. 2024). A WSD run's lr before its cooldown does not depend on its length,
+so one long run (a trunk) holds every shorter run's state at its cooldown's start: a branch
+starts there and cools down (scaling/sweep/branches.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaling.base.config import TrainConfig, parse_count
+from scaling.base.errors import UserError
 from scaling.base.shapes import ModelConfig, model_config, run_lengths
 
 
@@ -38,12 +43,41 @@ def lr_capped(n_params_nonembed: int) -> bool:
     return _lr_uncapped(n_params_nonembed) >= LR_CAP
 
 
-def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine from peak down to min_ratio * peak at step == total."""
+def lr_at(step: int, peak: float, total: int, warmup: int, min_ratio: float, schedule: str = "cosine",
+          cooldown: int = 0, shape: str = "1-sqrt") -> float:
+    """Linear warmup, then either cosine from peak down to min_ratio * peak at step == total,
+    or (wsd) the peak until the last `cooldown` steps and a cooldown of `shape` from the peak
+    down to min_ratio * peak at step == total. The cooldown's first step still trains at the
+    peak: a branch's first step takes the lr its trunk's checkpoint holds."""
     if step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "wsd":
+        progress = min(1.0, max(0.0, (step - (total - cooldown)) / max(1, cooldown)))
+        fall = math.sqrt(progress) if shape == "1-sqrt" else progress
+        return peak * (min_ratio + (1 - min_ratio) * (1 - fall))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def cooldown_steps(cfg: TrainConfig, steps: int) -> int:
+    """A wsd run's cooldown steps (0 under cosine): cooldown_frac of its steps, at least 1."""
+    return max(1, round(cfg.cooldown_frac * steps)) if cfg.schedule == "wsd" else 0
+
+
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    return cfg.warmup_steps or max(1, round(cfg.warmup_frac * steps))
+
+
+def run_steps(cfg: TrainConfig) -> int:
+    """The optimizer steps a config's token budget buys (whole batches)."""
+    budget = parse_count(cfg.tokens, "token budget")
+    return cfg.whole_batches(budget, "token budget") // cfg.tokens_per_step
+
+
+def branch_step(cfg: TrainConfig) -> int:
+    """The step a wsd run's cooldown starts at: where a branch of this length leaves its trunk."""
+    steps = run_steps(cfg)
+    return steps - cooldown_steps(cfg, steps)
 
 
 def val_schedule(total_steps: int, points: int) -> list[int]:
@@ -72,6 +106,15 @@ class RunPlan:
     micro_batch: int     # sequences per process per forward/backward
     accum: int           # micro-batches per process per step (gradient accumulation)
     tokens_budget: int
+    schedule: str = "cosine"
+    cooldown_steps: int = 0      # wsd: the last steps, from the peak down to min_lr_ratio x peak
+    cooldown_shape: str = "1-sqrt"
+    min_lr_ratio: float = 0.1
+
+    def lr_factor(self, step: int) -> float:
+        """The lr at `step` as a share of the peak (the optimizer's LambdaLR)."""
+        return lr_at(step, 1.0, self.steps, self.warmup_steps, self.min_lr_ratio, self.schedule,
+                     self.cooldown_steps, self.cooldown_shape)
 
 
 def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
@@ -82,11 +125,16 @@ def make_plan(cfg: TrainConfig, vocab_size: int) -> RunPlan:
     micro = cfg.micro_batch or share
     tokens_per_step = cfg.tokens_per_step
     budget = parse_count(cfg.tokens, "token budget")
-    steps = cfg.whole_batches(budget, "token budget") // tokens_per_step
+    steps = run_steps(cfg)
     lr = cfg.lr if cfg.lr is not None else lr_rule(model.n_params(embeddings=False))
+    warmup, cooldown = warmup_steps(cfg, steps), cooldown_steps(cfg, steps)
+    if cooldown and warmup > steps - cooldown:
+        raise UserError(f"warmup_steps: {warmup} warmup steps run into the cooldown, which starts at step "
+                        f"{steps - cooldown} of {steps}")
     return RunPlan(
         model=model, steps=steps, tokens_per_step=tokens_per_step,
-        warmup_steps=max(1, round(cfg.warmup_frac * steps)), lr=lr,
+        warmup_steps=warmup, lr=lr, schedule=cfg.schedule, cooldown_steps=cooldown,
+        cooldown_shape=cfg.cooldown_shape, min_lr_ratio=cfg.min_lr_ratio,
         val_steps=val_schedule(steps, cfg.val_points),
         flops_per_step=float(model.train_flops(enc_len, dec_len)) * cfg.batch_size,
         enc_len=enc_len, dec_len=dec_len, world=world, batch_size=cfg.batch_size, micro_batch=micro,

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from scaling.base.config import TrainConfig
-from scaling.base.rundir import atomic_file, temp_dir_beside, write_checkpoint_info
+from scaling.base.rundir import atomic_file, branch_checkpoint, temp_dir_beside, write_checkpoint_info
 from scaling.train.callbacks import step_ended
 
 
@@ -59,6 +59,10 @@ class Checkpointing(L.Callback):
             return
         step = self._seen = trainer.global_step
         last = step >= self.plan.steps
+        if step in self.cfg.branch_steps:
+            # A wsd trunk's state where a branch's cooldown starts, before any stop or
+            # last.ckpt: a checkpoint past this step implies this one is written.
+            write_checkpoint(trainer, branch_checkpoint(self.ckpt_path.parent.parent, step))
         agreed = not (step % self.cfg.log_every) or last
         due = time.monotonic() - self._t_ckpt > self.cfg.checkpoint_every_s
         stop, save = agree(self, trainer, agreed, due)
@@ -80,16 +84,8 @@ class Checkpointing(L.Callback):
         by every rank at once (save_sharded)."""
         if self.sharded:
             save_sharded(trainer, self.ckpt_path)
-        elif trainer.world_size > 1:
-            # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
-            # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
-            if trainer.global_rank == 0:
-                state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-                with atomic_file(self.ckpt_path) as tmp:
-                    trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
         else:
-            with atomic_file(self.ckpt_path) as tmp:
-                trainer.save_checkpoint(tmp, weights_only=False)
+            write_checkpoint(trainer, self.ckpt_path)
         if trainer.global_rank == 0:
             # After the checkpoint: `status` reads the step it holds without loading torch.
             step = trainer.global_step
@@ -155,6 +151,20 @@ def checkpoint_folder(path: Path) -> Path | None:
         if p.is_dir() and (p / ".metadata").is_file() and (p / "meta.pt").is_file():
             return p
     return None
+
+
+def write_checkpoint(trainer, path: Path) -> None:
+    """The trainer's state into `path`, atomically (a temp file renamed over it)."""
+    if trainer.world_size > 1:
+        # trainer.save_checkpoint has a barrier: from a signal handler under DDP it
+        # deadlocks. Rank 0 writes the state directly (the ranks' states are identical).
+        if trainer.global_rank == 0:
+            state = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            with atomic_file(path) as tmp:
+                trainer.strategy.checkpoint_io.save_checkpoint(state, tmp)
+    else:
+        with atomic_file(path) as tmp:
+            trainer.save_checkpoint(tmp, weights_only=False)
 
 
 def stop_handler(ckpt: Checkpointing, trainer, slurm: bool):
