@@ -169,8 +169,10 @@ def test_config_fields_and_their_limits():
         TrainConfig(strategy="zero")
     with pytest.raises(UserError, match="activation_checkpointing must be true or false"):
         TrainConfig(activation_checkpointing="yes")
-    # How the processes hold the model is not what is trained: a run resumes under another pick.
-    assert TrainConfig(strategy="fsdp", activation_checkpointing=True).identity() == TrainConfig().identity()
+    # How the processes hold the model is not what is trained: a run resumes under DDP or with
+    # recomputation; a sharded run's checkpoint is a folder of shards, so it resumes sharded only.
+    assert TrainConfig(strategy="ddp", activation_checkpointing=True).identity() == TrainConfig().identity()
+    assert TrainConfig(strategy="fsdp").identity() != TrainConfig().identity()
 
 
 def _gpu_sweep(tmp_path, sizes, gpus, extra=""):
