@@ -136,6 +136,10 @@ def test_the_cli_refuses_bad_inputs_in_one_line(tables, tmp_path, capsys):
     sweep(TRUE, 5, data_key="aaaa").write_parquet(same)
     err = _error(["compare", str(same), str(other), "--metric", "loss"], capsys)
     assert "nats" in err and "different data" in err and "bits per byte" in err
+    acc = tmp_path / "acc.parquet"
+    sweep(TRUE, 6).with_columns(**{"task.x.acc": pl.lit(0.5)}).write_parquet(acc)
+    err = _error(["compare", str(acc), str(acc), "--metric", "task.x.acc"], capsys)
+    assert "is an accuracy, not a loss: use --metric task.x.bpb" in err
     assert _error(["compare", str(tables["a"])], capsys).endswith("got 1")
     assert "--plan-compute" in _error(["compare", str(tables["a"]), str(tables["b"]), "--plan-compute", "-3"], capsys)
     assert not (tmp_path / "plots").exists()

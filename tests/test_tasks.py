@@ -226,3 +226,19 @@ def test_scaling_eval_gives_the_last_validation_point_again(sweep_dir, tmp_path,
     results = pl.read_parquet(sweep_dir / "results.parquet")
     assert results["task.echo.bpb"][0] > 0 and results["task.docsum.bpb"][0] == pytest.approx(last["task.docsum.bpb"], rel=1e-6)
     assert main(["eval", str(sweep_dir), "--tasks", "sums"]) == 2 and "neither a built-in task" in _error(capsys)
+
+
+def test_scaling_eval_on_a_sweep_leaves_out_runs_that_kept_no_model(sweep_dir, tmp_path, capsys):
+    import shutil
+
+    for name in ("r1", "r2"):
+        shutil.copytree(sweep_dir / "runs" / "r1", tmp_path / "runs" / name)
+    (tmp_path / "runs" / "r2" / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path), "--eval", "nextsent"]) == 0
+    out = capsys.readouterr()
+    assert "1 completed run(s) kept no model and are not scored: r2" in out.err
+    assert "task.nextsent.acc" in json.loads((tmp_path / "runs" / "r1" / "run.json").read_text())["tasks"]
+    (tmp_path / "runs" / "r1" / "model.safetensors").unlink()
+    assert main(["eval", str(tmp_path), "--eval", "nextsent"]) == 2
+    assert "none of its 2 completed runs kept its model" in _error(capsys)

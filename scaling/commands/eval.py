@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from scaling.base.errors import UserError
-from scaling.base.rundir import RUN_JSON, read_run_json
+from scaling.base.rundir import RUN_JSON, WEIGHTS, read_run_json
 from scaling.data.tasks import checked_eval_list
 from scaling.jobs.ledger import load_ledger
 from scaling.sweep.collect import RESULTS, collect
@@ -29,8 +29,8 @@ def register(sub) -> None:
                     "(docs/tasks.md). The columns task.<name>.bpb, .bpb_clm, .acc, .acc_clm go into each "
                     "run's run.json, and a collected sweep's results.parquet is collected again.")
     p.add_argument("target", type=Path, help="a run directory, or a sweep directory (every completed run)")
-    p.add_argument("--tasks", nargs="+", required=True, metavar="TASK",
-                   help="docsum, nextsent or FILE.jsonl (several, or comma-separated)")
+    p.add_argument("--tasks", "--eval", dest="tasks", nargs="+", required=True, metavar="TASK",
+                   help="docsum, nextsent or FILE.jsonl (several, or comma-separated; --eval as in scaling train)")
     p.add_argument("--data", default=None, help="shard directory the built-in tasks are drawn from (default: the run's)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.set_defaults(func=run)
@@ -48,6 +48,17 @@ def _runs(target: Path) -> list[tuple[str, Path]]:
     done = [(n, d) for n, d in sorted(dirs.items()) if (read_run_json(d) or {}).get("status") == "completed"]
     if not done:
         raise UserError(f"{target}: no completed run to evaluate")
+    # Runs of a sweep that kept no model (keep_weights = false, or its files deleted) are
+    # named and left out; the others are scored. A single run without one is an error.
+    kept = [(n, d) for n, d in done if (Path(d) / WEIGHTS).exists()]
+    if not kept:
+        raise UserError(f"{target}: none of its {len(done)} completed runs kept its model ({WEIGHTS}; "
+                        "keep_weights = false?): nothing to evaluate")
+    if len(kept) < len(done):
+        left = [n for n, d in done if (n, d) not in kept]
+        print(f"note: {len(left)} completed run(s) kept no model and are not scored: {', '.join(left)}",
+              file=sys.stderr)
+    done = kept
     return done
 
 

@@ -40,6 +40,7 @@ from scaling.fit import compute, law
 from scaling.fit.compare_text import format_comparison
 from scaling.fit.result import Fit, FitWarning, fit as fit_runs
 from scaling.fit.table import as_frame, column_mapping
+from scaling.fit.tasklaw import check_loss_column
 
 RESULTS_FILE = "results.parquet"       # what `scaling sweep collect` writes in a sweep directory
 DEFAULT_METRIC = "bpb_clm"
@@ -87,6 +88,7 @@ def resolve_metric(df: pl.DataFrame, metric: str, where: str) -> str:
     the table and the loss columns it has when there is none."""
     for name in (metric, metric.removeprefix("val_"), f"val_{metric}"):
         if name in df.columns:
+            check_loss_column(df, name, where, "--metric")
             return name
     have = [c for c in df.columns if "loss" in c or "bpb" in c]
     raise UserError(f"{where}: no column {metric!r} (--metric); its loss columns are: {', '.join(have) or '(none)'}")

@@ -181,14 +181,7 @@ def _on_target(data, columns, curve_frame, target: str, source: str | None):
         tasks = sorted({c for c in frame.columns if tasklaw.TASK_COLUMN.match(c)})
         raise UserError(f"target {target!r}: no such column in {where}; "
                         + (f"task columns are: {', '.join(tasks)}" if tasks else "it has no task.<name>.* columns"))
-    m = tasklaw.TASK_COLUMN.match(target)
-    if m and m["kind"] not in tasklaw.ACCURACY_OF:
-        loss = {"acc": "bpb", "acc_clm": "bpb_clm"}[m["kind"]]
-        raise UserError(f"target {target!r} is an accuracy, not a loss: fit the task's loss, --target "
-                        f"task.{m['name']}.{loss} (step 2 then fits {target} as a sigmoid of it)")
-    if not frame[target].dtype.is_numeric():
-        raise UserError(f"target {target!r} in {where}: a column of {frame[target].dtype}, not a loss (the target "
-                        "must be a number per run, e.g. a task's task.<name>.bpb)")
+    tasklaw.check_loss_column(frame, target, where, "target")
     cols = column_mapping(columns)
     if "loss" in cols:
         raise UserError(f"target {target!r} and a loss column mapping ({cols['loss']!r}) both name the loss: give one")

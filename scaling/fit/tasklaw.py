@@ -39,6 +39,21 @@ from scaling.fit import law
 # The stable names the runs write (issue 24): loss and accuracy, encoder-decoder and CLM forms.
 TASK_COLUMN = re.compile(r"^task\.(?P<name>.+)\.(?P<kind>bpb|bpb_clm|acc|acc_clm)$")
 ACCURACY_OF = {"bpb": "acc", "bpb_clm": "acc_clm"}
+
+
+def check_loss_column(frame: pl.DataFrame, column: str, where: str, flag: str = "--target") -> None:
+    """A column a law L(N, D) may be fitted to: a number per run that falls with compute. An
+    accuracy rises (step 2 of a task law fits it), and text is no loss: each is a UserError
+    naming the column and, for an accuracy, the task loss to fit instead. The one owner of this
+    rule: `scaling fit --target` and `scaling compare --metric` both ask here."""
+    m = TASK_COLUMN.match(column)
+    if m and m["kind"] not in ACCURACY_OF:
+        loss = {"acc": "bpb", "acc_clm": "bpb_clm"}[m["kind"]]
+        raise UserError(f"{flag} {column!r} is an accuracy, not a loss: use {flag} task.{m['name']}.{loss} "
+                        f"(a task law's step 2 fits {column} as a sigmoid of it: docs/task-laws.md)")
+    if frame[column].dtype != pl.Null and not frame[column].dtype.is_numeric():   # all-null: no value, said later
+        raise UserError(f"{flag} {column!r} in {where}: a column of {frame[column].dtype}, not a loss (it must be "
+                        "a number per run, e.g. a task's task.<name>.bpb)")
 SIGMOID_KEYS = ("a", "L0", "k", "b")
 # Below this Spearman correlation of accuracy with task loss, accuracy falls as the loss falls:
 # the task has left chance somewhere on the ladder. Above it, step 2 would fit noise.
