@@ -1,6 +1,6 @@
 """Sharded runs (strategy = "fsdp": FSDP2 through Lightning's ModelParallelStrategy) on CPU with
-2 gloo processes: the DDP run's losses, data and weights, from a sharded checkpoint resumed after
-a kill -9 onto another number of processes."""
+2 gloo processes: the DDP run's losses, data, weights and task scores, from a sharded checkpoint
+resumed after a kill -9 onto another number of processes."""
 
 from __future__ import annotations
 
@@ -28,8 +28,12 @@ RUN = ["--params", "100K", "--tokens", str(16 * 32 * 30), "--seq-len", "32", "--
 
 
 @pytest.fixture(scope="module")
-def args(shards):
-    return [*RUN, "--corpus", str(shards)]
+def args(shards, tmp_path_factory):
+    """Both runs score a 3-row task at every point: one chunk, so rank 1 has none of its own
+    (a sharded run's ranks must still make as many forward passes, or they wait forever)."""
+    task = tmp_path_factory.mktemp("fsdp_task") / "sky.jsonl"
+    task.write_text(json.dumps({"prompt": "The sky is", "choices": [" green", " blue", " red"], "label": 1}) + "\n")
+    return [*RUN, "--corpus", str(shards), "--eval", str(task)]
 
 
 def _rec(out: Path) -> dict:
@@ -89,6 +93,12 @@ def test_the_sharded_run_trains_the_ddp_run(ddp, fsdp):
     for x, y in zip(la["train_loss"], lb["train_loss"]):
         assert y == pytest.approx(x, rel=1e-4)
     assert b["val"]["mixed"]["loss"] == pytest.approx(a["val"]["mixed"]["loss"], rel=1e-4)
+    # Task scores at every point: step 0 scored by 2 sharded processes, the later ones by 1.
+    va, vb = (pl.read_parquet(d / "metrics.parquet").filter(pl.col("split") == "val").sort("step") for d in (ddp, out))
+    assert va["step"].to_list() == vb["step"].to_list() == [0, 15, 30]
+    for col in ("task.sky.bpb", "task.sky.bpb_clm"):
+        assert vb[col].to_list() == pytest.approx(va[col].to_list(), rel=1e-4) and va[col][0] > 0
+    assert vb["task.sky.acc"].to_list() == va["task.sky.acc"].to_list()
     # One run directory like DDP's (and an empty checkpoints/, which a DDP run that checkpointed has too).
     assert sorted(p.name for p in out.iterdir() if p.name != "checkpoints") == sorted(p.name for p in ddp.iterdir())
 

@@ -159,6 +159,17 @@ def test_ranks_share_the_rows():
         one = row_losses(model, task, form, ids, "cpu", chunk=2)
         two = sum(row_losses(model, task, form, ids, "cpu", chunk=2, rank=r, world=2) for r in (0, 1))
         assert (one > 0).all() and torch.allclose(one, two)
+    # Lockstep (a sharded model): 8 rows in chunks of 3 are 3 chunks, 2 on rank 0 and 1 on rank
+    # 1, which makes a spare pass that counts nothing; the rows' losses are the same.
+    passes = []
+    forward = model.token_losses
+    model.token_losses = lambda *a: passes.append(1) or forward(*a)
+    one = row_losses(model, task, "clm", ids, "cpu", chunk=3)
+    for r in (0, 1):
+        passes.clear()
+        one -= row_losses(model, task, "clm", ids, "cpu", chunk=3, rank=r, world=2, lockstep=True)
+        assert len(passes) == 2
+    assert torch.allclose(one, torch.zeros_like(one))
 
 
 # ----------------------------------------------------------------- a run, collect, scaling eval

@@ -24,6 +24,7 @@ import torch
 
 from scaling.base.shapes import IGNORE_INDEX
 from scaling.data.tasks import CHOICE, EncodedTask
+from scaling.train.rank_chunks import rank_chunks
 
 FORMS = ("denoise", "clm")
 TASK_CHUNK = 64   # rows per forward pass (memory only)
@@ -50,19 +51,22 @@ def _batch(prompts, answers, form: str, pad_id: int, clm_id: int) -> dict[str, n
 
 @torch.no_grad()
 def row_losses(model, task: EncodedTask, form: str, special_ids: dict, device, chunk: int = TASK_CHUNK,
-               rank: int = 0, world: int = 1, forward_context=contextlib.nullcontext) -> torch.Tensor:
-    """(rows,) float64 summed answer loss in nats of each row; rank r scores chunks r, r + W,
-    ... of the rows sorted by length (zeros elsewhere), so a sum over ranks is every row's."""
+               rank: int = 0, world: int = 1, forward_context=contextlib.nullcontext,
+               lockstep: bool = False) -> torch.Tensor:
+    """(rows,) float64 summed answer loss in nats of each row; the rank scores its chunks
+    (rank_chunks.py, `lockstep` for a sharded model) of the rows sorted by length (zeros
+    elsewhere), so a sum over ranks is every row's."""
     out = torch.zeros(task.n_rows, dtype=torch.float64, device=device)
     order = np.argsort([len(p) + len(a) for p, a in zip(task.prompts, task.answers)], kind="stable")
-    for start in range(rank * chunk, task.n_rows, chunk * world):
+    for start, counts in rank_chunks(task.n_rows, chunk, rank, world, lockstep):
         rows = order[start: start + chunk]
         b = _batch([task.prompts[i] for i in rows], [task.answers[i] for i in rows], form,
                    special_ids["pad"], special_ids["clm"])
         b = {k: torch.from_numpy(v).to(device) for k, v in b.items()}
         with forward_context():
             losses = model.token_losses(b["enc"], b["dec"], b["labels"]).double()
-        out[torch.from_numpy(rows).to(device)] = losses.sum(1)
+        if counts:
+            out[torch.from_numpy(rows).to(device)] = losses.sum(1)
     return out
 
 
@@ -86,9 +90,11 @@ def task_columns(task: EncodedTask, losses: dict[str, np.ndarray]) -> dict[str, 
 
 
 def task_scores(model, tasks: list[EncodedTask], special_ids: dict, device, chunk: int = TASK_CHUNK,
-                rank: int = 0, world: int = 1, forward_context=contextlib.nullcontext, reduce=None) -> dict[str, float]:
+                rank: int = 0, world: int = 1, forward_context=contextlib.nullcontext, reduce=None,
+                lockstep: bool = False) -> dict[str, float]:
     """Every task's columns (`task.<name>.bpb`, `.bpb_clm`, and `.acc`, `.acc_clm` for
-    multiple choice). `reduce` sums a tensor over ranks in place (all_reduce) when world > 1."""
+    multiple choice). `reduce` sums a tensor over ranks in place (all_reduce) when world > 1;
+    `lockstep` (a sharded model): every rank makes as many forward passes (rank_chunks.py)."""
     was_training = model.training
     model.eval()
     out = {}
@@ -96,7 +102,7 @@ def task_scores(model, tasks: list[EncodedTask], special_ids: dict, device, chun
         for task in tasks:
             losses = {}
             for form in FORMS:
-                v = row_losses(model, task, form, special_ids, device, chunk, rank, world, forward_context)
+                v = row_losses(model, task, form, special_ids, device, chunk, rank, world, forward_context, lockstep)
                 if reduce is not None and world > 1:
                     reduce(v)
                 losses[form] = v.cpu().numpy()

@@ -17,6 +17,7 @@ from scaling.base.config import TrainConfig
 from scaling.data.objectives import MixedObjective, ObjectiveConfig
 from scaling.data.shards import TokenShards
 from scaling.train.model import IGNORE_INDEX
+from scaling.train.rank_chunks import rank_chunks
 from scaling.train.task_scores import task_scores
 
 VAL_SEED = 1234  # validation examples are the same for every run, whatever its seed
@@ -45,9 +46,10 @@ class Validation:
         # Points before the last (Approach 1's curves) score a fixed quarter of the set, so
         # validation stays a small share of a short run.
         n = cfg.val_examples if step == plan.steps else max(1, cfg.val_examples // 4)
+        lockstep = cfg.strategy == "fsdp"   # every forward of a sharded model gathers from all ranks
         sums = task_sums(model, obj, n, max(plan.micro_batch, VAL_CHUNK), module.device,
                          trainer.global_rank, plan.world, trainer.precision_plugin.forward_context,
-                         lockstep=cfg.strategy == "fsdp")
+                         lockstep=lockstep)
         if plan.world > 1:
             torch.distributed.all_reduce(sums)
         row = {"split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
@@ -56,7 +58,8 @@ class Validation:
             t0 = time.monotonic()
             row.update(task_scores(model, self.tasks, {"pad": self.obj_cfg.pad_id, "clm": self.obj_cfg.clm_id},
                                    module.device, max(plan.micro_batch, VAL_CHUNK), trainer.global_rank, plan.world,
-                                   trainer.precision_plugin.forward_context, torch.distributed.all_reduce))
+                                   trainer.precision_plugin.forward_context, torch.distributed.all_reduce,
+                                   lockstep=lockstep))
             row["task_s"] = time.monotonic() - t0   # the tasks' share of the run (bench/bench_tasks.py)
         if was_training:
             model.train()
@@ -75,22 +78,18 @@ def val_objective(shards_dir, obj_cfg: ObjectiveConfig) -> tuple[MixedObjective,
 def task_sums(model, obj: MixedObjective, n: int, chunk: int, device, rank: int = 0, world: int = 1,
               forward_context=contextlib.nullcontext, lockstep: bool = False) -> torch.Tensor:
     """(2, 4) float64 sums per task (denoise, clm) over validation examples 0..n-1 of this
-    rank: loss, target tokens, and the sum and sum of squares of example means. Rank r scores
-    chunks r, r + W, ...: the sums over ranks are the same whatever the world size. A kept
-    model (scaling.load_run) is scored by this same function. `lockstep` (a sharded model,
-    whose every forward gathers weights from all ranks): every rank makes as many passes,
-    a rank out of chunks scoring chunk 0 again and counting nothing."""
+    rank: loss, target tokens, and the sum and sum of squares of example means. The rank's
+    chunks, and `lockstep` (a sharded model), are rank_chunks.py's: the sums over ranks are
+    the same whatever the world size. A kept model (scaling.load_run) is scored by this same
+    function."""
     sums = torch.zeros(2, 4, dtype=torch.float64, device=device)
-    passes = -(-(-(-n // chunk)) // world)   # ceil(chunks / world)
     for t, task in enumerate(("denoise", "clm")):
-        starts = range(rank * chunk, n, chunk * world)
-        for i in range(passes if lockstep else len(starts)):
-            start = starts[i] if i < len(starts) else 0
+        for start, counts in rank_chunks(n, chunk, rank, world, lockstep):
             b = obj.batch(np.arange(start, min(n, start + chunk)), force=task)
             b = {k: torch.from_numpy(v).to(device) for k, v in b.items()}
             with forward_context():
                 losses = model.token_losses(b["enc"], b["dec"], b["labels"]).double()
-            if i >= len(starts):
+            if not counts:
                 continue
             tok = (b["labels"] != IGNORE_INDEX).sum(1).double()
             per_ex = losses.sum(1) / tok.clamp(min=1)
