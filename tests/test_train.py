@@ -3,6 +3,7 @@ a killed run resumes to the same result, bad inputs fail cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -147,39 +148,101 @@ def test_divergence_is_recorded(tmp_path):
     assert all(torch.isfinite(p).all() for p in run.module.model.parameters()), rec["error"]
 
 
-@pytest.mark.parametrize("log_every", [1, 5])
-def test_a_nan_gradient_never_reaches_the_weights(tmp_path, log_every):
-    """One poisoned step: its update is skipped entirely (no decay, no Adam step), and the run
-    stops as diverged with the weights of the step before. The skip is decided on the device;
-    the host learns of it at the next logging step (log_every 5: step 5), and no update is
-    applied in between."""
+@contextlib.contextmanager
+def poisoned_step(seen: dict, then=None):
+    """Step 4's loss made NaN (its gradient with it); `then(module)` runs in each later step.
+    `seen` gets the weights and AdamW's state as they were before step 4's update."""
     import torch
 
-    from scaling.base.config import TrainConfig
     from scaling.train.module import EncoderDecoderModule
-    from scaling.train.run import TrainingRun
+
+    def local(t):
+        return t.to_local() if hasattr(t, "to_local") else t   # a sharded run's DTensor
 
     real = EncoderDecoderModule.training_step
-    seen = {}
 
     def poisoned(self, batch, batch_idx):
         out = real(self, batch, batch_idx)
         if self.global_step == 3:
-            seen["before"] = [p.detach().clone() for p in self.model.parameters()]
+            seen["weights"] = [local(p).detach().clone() for p in self.model.parameters()]
+            seen["adam"] = adam_state(self.trainer.optimizers[0], local)
             out["loss"] = out["loss"] * float("nan")
+        elif self.global_step > 3 and then is not None:
+            then(self)
         return out
     EncoderDecoderModule.training_step = poisoned
     try:
-        cfg = TrainConfig(params="300K", tokens=20_480, out=str(tmp_path / "nan"), seq_len=32, batch_size=8,
-                          val_points=2, val_examples=16, progress=False, log_every=log_every)
-        run = TrainingRun(cfg)
-        rec = run.fit()
+        yield local
     finally:
         EncoderDecoderModule.training_step = real
+
+
+def adam_state(opt, local) -> list:
+    """AdamW's step, exp_avg and exp_avg_sq of every parameter, copied."""
+    return [local(t).detach().clone() for p in opt.state for t in opt.state[p].values()]
+
+
+def _equal(a: list, b: list) -> bool:
+    import torch
+
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("log_every,strategy", [(1, "ddp"), (5, "ddp"), (5, "fsdp")])
+def test_a_nan_gradient_never_reaches_the_weights(tmp_path, log_every, strategy):
+    """One poisoned step: its update is skipped entirely (no decay, no Adam step: AdamW's step,
+    exp_avg and exp_avg_sq stay as they were), and the run stops as diverged with the weights
+    of the step before. The skip is decided on the device; the host learns of it at the next
+    logging step (log_every 5: step 5), and no update is applied in between. Sharded too (one
+    process: FSDP2's DTensor parameters and optimizer state)."""
+    from scaling.base.config import TrainConfig
+    from scaling.train.run import TrainingRun
+
+    seen = {}
+    with poisoned_step(seen) as local:
+        cfg = TrainConfig(params="300K", tokens=20_480, out=str(tmp_path / "nan"), seq_len=32, batch_size=8,
+                          val_points=2, val_examples=16, progress=False, log_every=log_every, strategy=strategy)
+        run = TrainingRun(cfg)
+        rec = run.fit()
     assert rec["status"] == "diverged" and rec["error"].startswith("gradient became non-finite at step 4"), rec["error"]
     assert rec["tokens_seen"] == (4 if log_every == 1 else 5) * 8 * 32   # stopped at the logging step
-    after = list(run.module.model.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(after, seen["before"]))
+    assert _equal([local(p) for p in run.module.model.parameters()], seen["weights"])
+    assert len(seen["adam"]) == 3 * len(seen["weights"])
+    assert _equal(adam_state(run.trainer.optimizers[0], local), seen["adam"])
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "checkpoint"])
+def test_a_skipped_step_is_not_forgotten_by_a_stop_or_a_checkpoint(tmp_path, stop):
+    """Step 4 is poisoned and the run stops before its next logging step (10): by SIGTERM
+    after step 5, or abruptly in step 5 after a checkpoint at step 4 (which holds step 4's
+    count but step 3's weights). Either way the run ends diverged, also after a rerun that
+    resumes; never "completed" with the skipped steps' data and schedule silently lost."""
+    from scaling.base.config import TrainConfig
+    from scaling.train.run import TrainingRun
+
+    def sigterm(module):
+        if module.global_step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)   # the handler asks to stop at this step's end
+
+    def killed(module):
+        if module.global_step == 4:
+            raise RuntimeError("killed")   # after step 4's checkpoint
+
+    cfg = TrainConfig(params="300K", tokens=12 * 8 * 32, out=str(tmp_path / "r"), seq_len=32, batch_size=8,
+                      val_points=2, val_examples=16, progress=False, log_every=10,
+                      checkpoint_every_s=60.0 if stop == "sigterm" else 1e-6)
+    with poisoned_step({}, sigterm if stop == "sigterm" else killed):
+        if stop == "sigterm":
+            first = TrainingRun(cfg).fit()
+            assert first["status"] == "diverged" and first["tokens_seen"] == 5 * 8 * 32, first
+        else:
+            with pytest.raises(RuntimeError, match="killed"):
+                TrainingRun(cfg).fit()
+            assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "failed"
+    rec = TrainingRun(cfg).fit()   # a plain rerun: resumes a failed run from its checkpoint
+    assert rec["status"] == "diverged", rec
+    assert rec["error"].startswith("gradient became non-finite at step 4"), rec["error"]
+    assert rec["tokens_seen"] == (5 if stop == "sigterm" else 4) * 8 * 32   # nothing trained after the resume
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint(tmp_path):

@@ -26,7 +26,7 @@ class EncoderDecoderModule(L.LightningModule):
         self.model = build_model(plan.model, pad_id=pad_id)   # EncoderDecoder or DecoderOnly (cfg.arch)
         self.loss_fn = self.model.token_losses
         # The first step whose gradient was not finite, -1 while none: on the device, read by
-        # the host at the logging cadence only (bad_grad_step).
+        # the host at the logging cadence and at checkpoints only (bad_grad_step).
         self.first_bad_step: torch.Tensor | None = None
 
     def configure_model(self):
@@ -84,7 +84,8 @@ class EncoderDecoderModule(L.LightningModule):
         self.first_bad_step = skip_updates_once_not_finite(optimizer, norm, self.first_bad_step, self.global_step)
 
     def bad_grad_step(self) -> int | None:
-        """The first step whose gradient was not finite (a host sync: at the logging cadence)."""
+        """The first step whose gradient was not finite (a host sync: at the logging cadence,
+        at a checkpoint, at a start's end)."""
         step = -1 if self.first_bad_step is None else int(self.first_bad_step)
         return step if step >= 0 else None
 

@@ -22,8 +22,8 @@ from scaling.train.validation import Validation
 class RunRecorder(L.Callback):
     """A run's record as it trains: a metrics row every `log_every` steps, validation at the
     plan's log-spaced steps (the final one is the run's score), the data digest, and
-    divergence. Its state (rows, digest, wall time so far, the stream's position) travels in
-    the checkpoint under "scaling".
+    divergence. Its state (rows, digest, wall time so far, the stream's position, divergence)
+    travels in the checkpoint under "scaling".
 
     One piece: the metrics rows, the validation points, divergence and the checkpoint state
     share one list of rows and one clock; the math of each part lives in its own module
@@ -61,6 +61,13 @@ class RunRecorder(L.Callback):
             self.on_start(trainer.global_step)
         if trainer.global_step == 0 and not self.rows:
             self.validate(trainer, module, 0)
+        if self.diverged:   # resumed from a checkpoint saved after a skipped step: train no further
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer, module):
+        # A start stopped (a signal) between a skipped step and the next logging step ends
+        # diverged, not stopped: no update from that step on was applied.
+        self.diverged = self.diverged or bad_gradient(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.data.add(outputs["digest"])
@@ -71,11 +78,7 @@ class RunRecorder(L.Callback):
         self.data.fold(module.device)
         last = step >= self.plan.steps
         if step % self.cfg.log_every == 0 or last or step in self.plan.val_steps:
-            # The module's bad-gradient flag lives on the device: read here, where the loss
-            # sums sync anyway, not every step. Updates since that step were skipped.
-            bad = module.bad_grad_step()
-            if bad is not None and not self.diverged:
-                self.diverged = f"gradient became non-finite at step {bad + 1}; no update from it on was applied"
+            self.diverged = self.diverged or bad_gradient(module)   # where the loss sums sync anyway
             self._log_train(trainer, step)
         if not self.diverged and step in self.plan.val_steps:
             self.validate(trainer, module, step)
@@ -128,6 +131,10 @@ class RunRecorder(L.Callback):
             "rows": self.rows, "step": trainer.global_step, "data_digest": self.digest(),
             "stream": self.stream.state_dict(trainer.global_step),
             "elapsed": self.elapsed_before + time.monotonic() - self._t_start,
+            # A checkpoint saved after a skipped step (before the next logging step noticed)
+            # holds a later step count but the weights and AdamW state of before it: the
+            # verdict travels with it. Only read here, not acted on: under DDP rank 0 saves alone.
+            "diverged": self.diverged or bad_gradient(module),
         }
 
     def on_load_checkpoint(self, trainer, module, checkpoint):
@@ -138,7 +145,16 @@ class RunRecorder(L.Callback):
         self.elapsed_before = state.get("elapsed", 0.0)
         self.data.restore(state.get("data_digest", 0))
         self.stream.load_state_dict(state.get("stream", {"step": step}))
+        self.diverged = state.get("diverged")
         # A checkpoint taken after the last step's validation (a USR2 at the very end): its
         # final score is in the rows; without it the resumed run, which has no step left to
         # validate at, would end "stopped at step N of N" on every rerun.
         self.final_val = next((r for r in self.rows if r["split"] == "val" and r["step"] == self.plan.steps), None)
+
+
+def bad_gradient(module) -> str | None:
+    """Why the run diverged, if a step's gradient was not finite. The module's flag lives on the
+    device: this is a host sync, made only at logging steps, checkpoints and a start's end,
+    never every step. Updates from that step on were skipped."""
+    bad = module.bad_grad_step()
+    return None if bad is None else f"gradient became non-finite at step {bad + 1}; no update from it on was applied"
