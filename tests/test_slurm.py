@@ -30,6 +30,7 @@ import pytest
 
 from scaling.cli import main
 from scaling.base.errors import UserError
+from scaling.base.rundir import checkpoint_info
 from scaling.sweep.launch import launch, wait_for
 from scaling.sweep.spec import load_sweep
 from scaling.sweep.status import sweep_states
@@ -692,7 +693,10 @@ def test_a_run_whose_node_goes_down_mid_job_resumes(cluster, shards, tmp_path, m
     job_id, name, steps, step = run.job_id, run.name, run.steps, run.step
     ckpt = out / "runs" / name / "checkpoints" / "last.ckpt"
 
-    wait_until(lambda: ckpt.exists() and step() >= 50, 180, "a periodic checkpoint mid-run")
+    # The checkpoint's own step (last.json, written after it), not the job's progress report:
+    # the report can be past 50 while the last save is still a few steps before it.
+    wait_until(lambda: ckpt.exists() and (checkpoint_info(ckpt.parent.parent) or {}).get("step", 0) >= 50, 180,
+               "a periodic checkpoint at step 50 or later")
     real = scheduler_id(job_id)
     if not requeue:
         subprocess.run(["scontrol", "update", f"JobId={real}", "Requeue=0"], check=True)
