@@ -186,7 +186,7 @@ def test_preempted_run_resumes_from_its_checkpoint(cluster, shards, tmp_path, mo
     body = """
         [grid]
         sizes = ["100K"]
-        tokens = ["300K"]
+        tokens = ["200K"]
     """
     launch(load_sweep(sweep_file(tmp_path, shards, "twin", body)), "slurm", tmp_path / "twin", progress=False)
     out = tmp_path / "pre"
@@ -303,7 +303,7 @@ def test_scancel_saves_the_run_and_a_relaunch_resumes_with_the_same_digest(clust
     body = """
         [grid]
         sizes = ["100K"]
-        tokens = ["300K"]
+        tokens = ["200K"]
     """
     launch(load_sweep(sweep_file(tmp_path, shards, "twin", body)), "slurm", tmp_path / "twin", progress=False)
     f = sweep_file(tmp_path, shards, "can", body)
@@ -374,35 +374,52 @@ def test_a_job_that_raises_is_reported_failed_with_its_error(cluster, shards, tm
     assert "no GPU is visible" in capsys.readouterr().out
 
 
-def test_a_two_task_ddp_job_is_preempted_requeued_and_resumed(cluster, shards, tmp_path, monkeypatch):
-    """tasks_per_node = 2: srun starts two tasks, Lightning's SLURMEnvironment ranks them (the
-    path a 2-node job takes), and USR2 mid-run checkpoints on rank 0, requeues the job, and the
-    requeued job's two tasks resume at that step with the 1-task run's examples."""
+def job_diagnosis(run: OneRun, job_id: str) -> str:
+    """What a test that timed out on a job prints: the scheduler's view, the job's record, the
+    machine's busiest processes and the tail of the job's log, so a CI failure says why."""
+    sq = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i %T %R %M"], capture_output=True, text=True).stdout.strip()
+    ps = subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    return (f"squeue: {sq or '(gone)'}\nrecord: {run.record()}\nbusiest processes:\n"
+            + "\n".join(ln[:160] for ln in ps.splitlines()[:6]) + f"\nlog tail:\n{job_log(run.out, job_id)[-3000:]}")
+
+
+def test_a_two_task_fsdp_job_is_preempted_requeued_and_resumed(cluster, shards, tmp_path, monkeypatch):
+    """tasks_per_node = 2 with strategy = "fsdp": srun starts two tasks, Lightning's
+    SLURMEnvironment ranks them (the path a 2-node job takes), each holds half of every block
+    (FSDP2), and USR2 mid-run saves the sharded checkpoint, requeues the job, and the requeued
+    job's two tasks resume at that step with the 1-task run's examples. (DDP's two tasks take the
+    same Slurm path; they are compared with one process in test_ddp.py and run as one
+    submitit job in test_sweep_launch.py.)"""
     monkeypatch.setenv("SCALING_JOB_REPORT_S", "1")
     body = """
         [grid]
         sizes = ["100K"]
-        tokens = ["200K"]
+        tokens = ["100K"]
     """
-    out = tmp_path / "ddp"
-    run = launch_one(sweep_file(tmp_path, shards, "ddp", "tasks_per_node = 2\n" + body), out)
+    fsdp = 'strategy = "fsdp"'
+    out = tmp_path / "fsdp"
+    run = launch_one(sweep_file(tmp_path, shards, "fsdp", "tasks_per_node = 2\n" + body, train=fsdp), out)
     job_id, steps = run.job_id, run.steps
 
-    wait_until(lambda: run.step() >= 20, 180, "the 2-task run to train 20 steps")
+    try:
+        wait_until(lambda: run.step() >= 10, 300, "the 2-task run to train 10 steps")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{job_diagnosis(run, job_id)}") from None
     assert sweep_states(out)[0].world == 2
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=300)
-    assert st.state == "completed", (st.state, st.error, job_log(out, job_id)[-3000:])
+    assert st.state == "completed", (st.state, st.error, job_diagnosis(run, job_id))
     rec = run.record()
     assert rec["checkpointed"] == 1 and rec["requeues"] == 1 and rec["starts"] == 2, rec
     k = rec["checkpoint_steps"][0]
-    assert 20 <= k < steps and rec["start_step"] == k, rec
+    assert 10 <= k < steps and rec["start_step"] == k, rec
     assert st.record["world_size"] == 2 and st.record["restarts"] == 1 and st.record["slurm_job_id"]
+    assert st.record["config"]["strategy"] == "fsdp"
 
     # The twin: one task, same config, uninterrupted (submitted after, so it cannot take the
     # CPUs the 2-task job needs first).
     twin = tmp_path / "one"
-    launch(load_sweep(sweep_file(tmp_path, shards, "one", body)), "slurm", twin, progress=False)
+    launch(load_sweep(sweep_file(tmp_path, shards, "one", body, train=fsdp)), "slurm", twin, progress=False)
     (tw,) = wait_for(twin, progress=False, poll_s=1, timeout_s=240)
     assert tw.state == "completed" and tw.record["world_size"] == 1
     assert st.record["tokens_seen"] == tw.record["tokens_seen"] == steps * 256
@@ -420,7 +437,7 @@ def test_the_sbatch_script_of_a_multi_node_ddp_sweep(tmp_path, shards):
     f = sweep_file(tmp_path, shards, "big", "gpus_per_node = 8\nnodes = 2\n" + """
         [grid]
         sizes = ["100K"]
-        tokens = ["300K"]
+        tokens = ["200K"]
     """)
     f.write_text(f.read_text().replace("batch_size = 8", "batch_size = 64"))
     sweep = load_sweep(f)
@@ -436,7 +453,7 @@ def test_the_sbatch_script_of_a_multi_node_ddp_sweep(tmp_path, shards):
     bad = sweep_file(tmp_path, shards, "bad", "gpus_per_node = 8\nnodes = 2\n" + """
         [grid]
         sizes = ["100K"]
-        tokens = ["300K"]
+        tokens = ["200K"]
     """)
     bad.write_text(bad.read_text().replace("batch_size = 8", "batch_size = 24"))
     with pytest.raises(UserError, match="batch_size \\(24\\) must be a multiple of the world size"):
@@ -602,7 +619,7 @@ def test_tune_trials_whose_jobs_die_are_marked_failed(cluster, shards, tmp_path,
         max_num_timeout = 0
         [grid]
         sizes = ["100K"]
-        tokens = ["300K"]
+        tokens = ["200K"]
     """)
     out = tmp_path / "die"
     assert main(["tune", "--sweep", str(f), "--trials", "2", "--pruner", "none", "--out", str(out)]) == 0
@@ -686,7 +703,7 @@ def test_a_run_whose_node_goes_down_mid_job_resumes(cluster, shards, tmp_path, m
     f = sweep_file(tmp_path, shards, "lost", """
         [grid]
         sizes = ["100K"]
-        tokens = ["1M"]
+        tokens = ["400K"]
     """, train="checkpoint_every_s = 1")
     out = tmp_path / "lost"
     run = launch_one(f, out)
