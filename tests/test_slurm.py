@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -398,13 +399,28 @@ def test_a_two_task_fsdp_job_is_preempted_requeued_and_resumed(cluster, shards, 
     """
     fsdp = 'strategy = "fsdp"'
     out = tmp_path / "fsdp"
-    run = launch_one(sweep_file(tmp_path, shards, "fsdp", "tasks_per_node = 2\n" + body, train=fsdp), out)
-    job_id, steps = run.job_id, run.steps
+    # A MASTER_PORT left in the submitting environment by an earlier DDP run, on a port now in
+    # use: sbatch passes it to the job, whose tasks must not rendezvous on it (CI once failed so).
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setenv("MASTER_PORT", str(taken.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with taken:
+        run = launch_one(sweep_file(tmp_path, shards, "fsdp", "tasks_per_node = 2\n" + body, train=fsdp), out)
+        job_id, steps = run.job_id, run.steps
 
-    try:
-        wait_until(lambda: run.step() >= 10, 300, "the 2-task run to train 10 steps")
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{job_diagnosis(run, job_id)}") from None
+        def trained_10() -> bool:
+            if run.step() >= 10:
+                return True
+            if sweep_states(out)[0].state not in ("pending", "running"):
+                raise AssertionError(f"the 2-task job ended before 10 steps\n{job_diagnosis(run, job_id)}")
+            return False
+
+        try:
+            wait_until(trained_10, 300, "the 2-task run to train 10 steps")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{job_diagnosis(run, job_id)}") from None
     assert sweep_states(out)[0].world == 2
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     (st,) = wait_for(out, progress=False, poll_s=1, timeout_s=300)
@@ -449,6 +465,10 @@ def test_the_sbatch_script_of_a_multi_node_ddp_sweep(tmp_path, shards):
     assert "#SBATCH --nodes=2" in lines and "#SBATCH --ntasks-per-node=8" in lines, script
     assert "#SBATCH --gpus-per-node=8" in lines and "#SBATCH --signal=USR2@90" in lines
     assert any(ln.startswith("srun ") for ln in lines)
+    # the submitting shell's rendezvous (sbatch exports it) is dropped before srun
+    srun = next(i for i, ln in enumerate(lines) if ln.startswith("srun "))
+    assert lines.index("unset MASTER_ADDR MASTER_PORT") < srun
+    assert "--kill-on-bad-exit=1" in lines[srun].split()   # a rank that fails ends the job
     # A batch that 16 processes cannot share evenly is refused before anything is submitted.
     bad = sweep_file(tmp_path, shards, "bad", "gpus_per_node = 8\nnodes = 2\n" + """
         [grid]

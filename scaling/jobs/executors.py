@@ -179,7 +179,16 @@ def slurm_parameters(settings, job_name: str, hold: bool = False) -> dict:
         slurm_array_parallelism=res.parallelism or 256,
         slurm_signal_delay_s=sl.signal_delay_s,
         # The cluster may not bind CPUs: cap torch's threads at what the job was given.
-        slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_WAIT_POLICY=PASSIVE", *sl.setup],
+        # sbatch hands the job the submitting shell's environment: a MASTER_PORT left there by a
+        # DDP run in that shell or notebook would give every multi-task job on a node one stale
+        # rendezvous port (EADDRINUSE once anything holds it). Lightning's SLURMEnvironment
+        # derives address and port from the job itself; a site's own `setup` lines still win.
+        slurm_setup=["export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_WAIT_POLICY=PASSIVE",
+                     "unset MASTER_ADDR MASTER_PORT", *sl.setup],
+        # One task that exits with an error (a rank that could not rendezvous, an exception)
+        # ends the job: srun would otherwise leave its peers waiting on a collective or the
+        # rendezvous (30 minutes by default) while the job holds its nodes.
+        slurm_srun_args=["--kill-on-bad-exit=1"],
     )
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
