@@ -9,8 +9,10 @@ law each arm's points fit; asserts nothing.
 Both arms are the same sweep file but for `[sweep] branches`, launched on local processes two
 at a time with one thread each (as the demo's runs), then collected and fitted (approach 3,
 N = non-embedding parameters). A branch is the from-scratch run of its length to float tolerance
-(tests/test_wsd.py), so both arms should give one law; what differs is what it cost. The
-figures are in docs/sweeps.md ("Branching sweeps").
+(tests/test_wsd.py) when both warm up alike; here the from-scratch arm is the sweep a user
+would write without branches (each run warms up over its own `warmup_frac`), so the two arms'
+points differ by the warmup and the laws by what that moves. The figures are in
+docs/benchmarks.md ("Branching sweeps: compute per law").
 """
 
 from __future__ import annotations
@@ -130,7 +132,9 @@ def main(argv=None) -> int:
         d = b["loss"][run] - s["loss"][run]
         diffs.append(abs(d))
         print(f"{run:16s} {b['loss'][run]:9.4f} {s['loss'][run]:9.4f} {d:+8.4f}")
-    print(f"largest |diff|: {max(diffs):.2e} nats")
+    print(f"largest |diff|: {max(diffs):.2e} nats (the branched sweep warms every run of a size up over its shortest "
+          "run's warmup, the from-scratch runs over their own warmup_frac: the shortest run of each size is the same run "
+          "in both arms, the others differ by their warmup alone)")
     print(f"\n{'law':10s} " + " ".join(f"{k:>8s}" for k in ("E", "A", "alpha", "B", "beta", "a")) +
           f"   at {s['C_10x']:.3g} FLOPs (10x the largest point): N_opt, loss")
     for a in arms:

@@ -21,6 +21,8 @@ BENCHES = [
     ("sweeps (plan, launch, status, collect)", ["bench_sweep.py"]),
     ("tuning: trials per hour, with and without pruning", ["bench_tune.py"]),
     ("downstream tasks: their share of a demo run's wall time", ["bench_tasks.py"]),
+    ("WSD against cosine at equal tokens", ["bench_wsd.py"]),
+    ("compute per law: a branched WSD sweep against the same points from scratch", ["bench_branches.py"]),
 ]
 
 
