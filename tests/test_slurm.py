@@ -414,7 +414,7 @@ def test_a_two_task_fsdp_job_is_preempted_requeued_and_resumed(cluster, shards, 
             if run.step() >= 10:
                 return True
             if sweep_states(out)[0].state not in ("pending", "running"):
-                raise AssertionError(f"the 2-task job ended before 10 steps\n{job_diagnosis(run, job_id)}")
+                pytest.fail(f"the 2-task job ended before 10 steps\n{job_diagnosis(run, job_id)}")
             return False
 
         try:
