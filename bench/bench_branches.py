@@ -18,6 +18,7 @@ docs/benchmarks.md ("Branching sweeps: compute per law").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -111,16 +112,23 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     args.data = os.path.abspath(args.data)
+    n_sizes, n_d = len(args.sizes.split(",")), len(args.tokens_per_param.split(","))
+    if n_sizes < 3 or n_sizes * n_d < 8:
+        # approach 3's own minimum, checked before anything trains rather than after
+        raise SystemExit(f"--sizes / --tokens-per-param: {n_sizes} size(s) x {n_d} D give {n_sizes * n_d} points; "
+                         "the law needs at least 3 sizes and 8 points")
     if not (Path(args.data) / "meta.json").exists():
         print(f"preparing {args.data} (the embedded corpus as bytes) ...", flush=True)
         subprocess.run([sys.executable, "-m", "scaling.cli", "prepare", "--corpus", "default", "--tokenizer", "bytes",
                         "--out", args.data], check=True)
-    ctx = tempfile.TemporaryDirectory(prefix="bench-branches-") if args.out is None else None
-    work = Path(ctx.name if ctx else args.out)
-    work.mkdir(parents=True, exist_ok=True)
     print(f"{platform.node()}: {os.cpu_count()} cores; sizes {args.sizes}, tokens/param {args.tokens_per_param}, "
           f"{args.cooldown_frac:.0%} cooldown", flush=True)
-    arms = [arm("branched", True, args, work), arm("scratch", False, args, work)]
+    # Both sweeps in --out, or in a temporary folder removed however the arms end.
+    keep = contextlib.nullcontext(args.out) if args.out else tempfile.TemporaryDirectory(prefix="bench-branches-")
+    with keep as folder:
+        work = Path(folder)
+        work.mkdir(parents=True, exist_ok=True)
+        arms = [arm("branched", True, args, work), arm("scratch", False, args, work)]
     b, s = arms
     print(f"\n{'arm':10s} {'runs':>4s} {'trunks':>6s} {'FLOPs trained':>14s} {'wall':>7s}")
     for a in arms:
@@ -140,12 +148,11 @@ def main(argv=None) -> int:
     for a in arms:
         p, o = a["law"], a["opt_10x"]
         print(f"{a['arm']:10s} " + " ".join(f"{p.get(k, float('nan')):8.4g}" for k in ("E", "A", "alpha", "B", "beta", "a"))
-              + f"   {o['N']:.3g}, {o['loss']:.4f} [{o['loss_lower']:.4f}, {o['loss_upper']:.4f}]")
+              + f"   {o['N']:.3g}, {o['loss']:.4f} " + (f"[{o['loss_lower']:.4f}, {o['loss_upper']:.4f}]"
+                                                     if o["loss_lower"] is not None else "(no bootstrap interval)"))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": platform.node(), "cores": os.cpu_count(), "args": vars(args),
                                                "arms": arms}, indent=1))
-    if ctx:
-        ctx.cleanup()
     return 0
 
 
