@@ -142,6 +142,75 @@ def test_checkpointed_count_bounds_torch_on_cpu(measured):
     assert counted < 0.6 * activation_bytes(cfg, B, te, td, mixed=False)
 
 
+@pytest.fixture(scope="module")
+def measured_decoder():
+    """What autograd saves for one micro-batch of a 3-layer decoder-only model on CPU, fed the
+    objective's lengths (a 54-token prefix, 64 decoder tokens: 117 in a row), nothing padded:
+    the causal path a GPU takes too, but for the mask, which it builds and the CPU skips."""
+    import torch
+
+    from scaling.train.model import DecoderOnly
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_enc_layers=0, n_dec_layers=3, max_len=128,
+                      arch="decoder")
+    model = DecoderOnly(cfg)
+    B, te, td = 4, 54, 64
+    enc, dec, lab = (torch.randint(1, 512, (B, t)) for t in (te, td, td))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model)
+    out = {}
+    for mixed in (False, True):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+                model.token_losses(enc, dec, lab).sum()
+        out[mixed] = sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
+    return cfg, (B, te, td), out
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_the_decoder_only_count_matches_torch_on_cpu(measured_decoder, mixed):
+    """A decoder-only model is counted as what it runs: encoder layers over prefix and decoder
+    tokens in a row, the head over the decoder's places; not as an encoder-decoder's halves."""
+    from scaling.base import memory as mem
+
+    cfg, (B, te, td), out = measured_decoder
+    layer, outer, _, _ = mem._decoder_only_bytes(cfg, te, td, mixed)
+    counted = B * (cfg.n_dec_layers * layer + outer - mem.mask_bytes(te, td))   # the CPU builds no mask
+    assert counted == pytest.approx(out[mixed], rel=0.03)
+    # Counted as an encoder-decoder's decoder layers (cross-attention over the prefix, self-
+    # attention over the decoder's tokens alone), as the plan did before, it falls short.
+    _, dec_layer = mem._layer_bytes(cfg, te, td, mixed)
+    enc_side, dec_side, _ = mem._outer_bytes(cfg, te, td, mixed)
+    assert B * (cfg.n_dec_layers * dec_layer + enc_side + dec_side) < 0.85 * out[mixed]
+    # The mask: T x T booleans a sequence on a GPU, none for a whole-window CLM run ([CLM] alone).
+    assert mem.mask_bytes(te, td) == 117 * 117 and mem.mask_bytes(1, td) == 0
+    assert (activation_bytes(cfg, B, te, td, mixed) - activation_bytes(cfg, B, te, td, mixed, checkpointing=True)
+            > 0.3 * activation_bytes(cfg, B, te, td, mixed))
+
+
+def test_a_decoder_sweep_is_planned_at_its_own_lengths(tmp_path):
+    """`sweep plan` places a decoder-only run by the tokens it reads in a row: on the mixed
+    objective, prefix and target (a smaller micro-batch than the encoder-decoder's of the same
+    size); on causal LM alone, one window (as a GPT: twice the micro-batch of the mix)."""
+    def micro(arch, clm):
+        f = tmp_path / f"{arch}-{clm}.toml"
+        f.write_text(f"""[sweep]\nname = "{arch}"\nkind = "grid"\nvocab_size = 32768\n
+[grid]\nsizes = ["1B"]\ntokens = ["20B"]\n
+[train]\narch = "{arch}"\nclm_ratio = {clm}\nseq_len = 2048\nbatch_size = 64\n
+[executor]\ngpus_per_node = 8\ngpu_mem_gb = 80\n""")
+        cfg = load_sweep(f).runs[0].config
+        return cfg.micro_batch or cfg.batch_size // 8   # 0: the whole share of the batch
+
+    assert (micro("encdec", 0.2), micro("decoder", 0.2), micro("decoder", 1.0)) == (8, 4, 8)
+
+
 def test_choice_ddp_then_fsdp_then_none():
     m = ModelConfig.from_params("1B", vocab_size=32768, max_len=1024)
     fit = choose(m, 8, 870, 1024, 80, world=8, micro_batch=8)

@@ -29,6 +29,13 @@ keys and values over the ENCODER tokens, projected from the encoder's output (ca
 per layer: autocast caches casts of weights only). Checked against torch on CPU: the bytes of
 the distinct storages autograd saves for one micro-batch of a small model, in fp32 and under
 bf16 autocast, with and without checkpointing (tests/test_memory.py).
+
+A decoder-only model (arch "decoder", "prefix-lm"; scaling/train/model.py, DecoderOnly) reads
+the encoder's input and the decoder's one after the other: each of its layers is an encoder
+layer over those enc + dec - 1 tokens, and only the dec places that predict a label are
+gathered for the final norm and the LM head (the gather saves the last layer's output whole).
+Where the prefix is more than one token it attends under an explicit (B, 1, T, T) boolean mask
+on a GPU, one tensor every layer's attention saves.
 """
 
 from __future__ import annotations
@@ -134,6 +141,26 @@ def _outer_bytes(m: ModelConfig, enc: int, dec: int, mixed: bool) -> tuple[float
     return enc_side, dec_side, transient
 
 
+def _decoder_only_bytes(m: ModelConfig, enc: int, dec: int, mixed: bool) -> tuple[float, float, float, float]:
+    """A decoder-only model's (one layer, saved outside the layers, the loss's transient
+    peak, backward's working set) per sequence: its layers are encoder layers over T = enc +
+    dec - 1 tokens (`_layer_bytes`); outside them, the mask (`mask_bytes`), over the dec
+    places gathered for the head the decoder side of `_outer_bytes`, and the last layer's fp32
+    output over all T tokens, which the gather of those places saves whole."""
+    T = enc + dec - 1
+    layer, _ = _layer_bytes(m, T, dec, mixed)
+    _, dec_side, transient = _outer_bytes(m, T, dec, mixed)
+    work = T * m.d_model * (4 + 2 * 4 * (2 if mixed else 4))
+    return layer, mask_bytes(enc, dec) + 4 * T * m.d_model + dec_side, transient, work
+
+
+def mask_bytes(enc: int, dec: int) -> int:
+    """A decoder-only model's attention mask per sequence on a GPU: T x T booleans, built
+    wherever its prefix is more than one token (model.py, `decoder_mask`)."""
+    T = enc + dec - 1
+    return T * T if enc > 1 else 0
+
+
 def activation_bytes(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: int, mixed: bool,
                      checkpointing: bool = False) -> float:
     """Peak bytes of activations for one micro-batch (per GPU: every strategy here splits the
@@ -144,6 +171,14 @@ def activation_bytes(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: in
     block keeps only its input (the fp32 residual stream); the peak is either that start of
     backward or the recomputation of one block (its activations and backward's working set)
     once the decoder's outer tensors are freed, whichever is larger."""
+    if m.decoder_only:
+        layer, outer, loss, work = _decoder_only_bytes(m, enc_len, dec_len, mixed)
+        if checkpointing:
+            inputs = 4 * m.d_model * m.n_dec_layers * (enc_len + dec_len - 1)
+            per_seq = inputs + max(outer + loss, layer + work)
+        else:
+            per_seq = m.n_dec_layers * layer + outer + max(loss, work)
+        return micro_batch * per_seq
     enc_layer, dec_layer = _layer_bytes(m, enc_len, dec_len, mixed)
     enc_side, dec_side, loss = _outer_bytes(m, enc_len, dec_len, mixed)
     # Backward's own working set beside what is saved: the gradient flowing down the residual
@@ -163,7 +198,8 @@ def activation_bytes(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: in
 def memory(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: int, *, precision: str = "bf16-mixed",
            strategy: str = "ddp", world: int = 1, checkpointing: bool = False) -> Memory:
     """Bytes per GPU of training `m` at `micro_batch` sequences per forward (enc_len and dec_len
-    tokens each) under `strategy` over `world` processes. precision: "bf16-mixed" or "32"."""
+    tokens each: the encoder's input and the decoder's, read one after the other by a decoder-only
+    model) under `strategy` over `world` processes. precision: "bf16-mixed" or "32"."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     mixed = precision == "bf16-mixed"

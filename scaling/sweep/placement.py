@@ -20,7 +20,7 @@ from pathlib import Path
 from scaling.base.config import format_count
 from scaling.base.errors import UserError
 from scaling.base.memory import GB, HEADROOM, MIN_GPU_GB, RESERVED_GB, Choice, choose, memory, usable_bytes
-from scaling.base.shapes import objective_lengths
+from scaling.base.shapes import run_lengths
 
 DEFAULT_GPU_GB = 80.0   # an H100 (SXM or PCIe, 80 GB): the GPU the lab's figures are for
 
@@ -48,7 +48,7 @@ def place(path: Path, r, res, model) -> tuple[object, Placement | None]:
     cfg = r.config
     world = cfg.devices * cfg.num_nodes
     share = cfg.batch_size // world
-    enc, dec = objective_lengths(cfg.seq_len, cfg.noise_density)
+    enc, dec = run_lengths(cfg.seq_len, cfg.noise_density, cfg.arch, cfg.clm_ratio)   # a decoder-only arch reads both
     precision = "32" if cfg.precision == "32" else "bf16-mixed"   # auto: bf16-mixed on a GPU
     gpu_gb = res.gpu_mem_gb or DEFAULT_GPU_GB
     if gpu_gb <= MIN_GPU_GB:

@@ -442,7 +442,7 @@ def _placed(path: Path, r: RunSpec, resources: Resources, vocab: int | None) -> 
     """The run with the strategy and micro-batch that fit its GPUs (placement.py), or refused."""
     cfg = r.config
     run, where = place(path, r, r.resources or resources, _model(cfg.params, cfg.tied_embeddings, cfg.seq_len,
-                                                                  cfg.data, vocab))
+                                                                  cfg.data, vocab, cfg.arch))
     return replace(run, placement=where)
 
 
