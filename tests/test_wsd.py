@@ -195,6 +195,22 @@ def test_sweep_plan_prints_the_branched_compute_against_from_scratch(shards, tmp
     out = capsys.readouterr().out
     assert f"{c.saved:.0%} less" in out and "21% less" in out
     assert "cooldown from N300K-D102K @ step 50" in out and "trunk: every step" in out
+    # Its time estimate counts what is trained: at 100 MFLOP/s and no start-up, 550 steps
+    # of each size, not 700.
+    slow = f.read_text().replace("time_min = 10", "time_min = 10\nachieved_flops = 1e8\noverhead_s = 0")
+    f.write_text(slow)
+    assert main(["sweep", "plan", str(f)]) == 0
+    branched_s = _job_seconds(capsys.readouterr().out)
+    f.write_text(slow.replace("branches = true", "branches = false"))
+    assert main(["sweep", "plan", str(f)]) == 0
+    assert branched_s / _job_seconds(capsys.readouterr().out) == pytest.approx(550 / 700, rel=0.01)
+
+
+def _job_seconds(plan: str) -> int:
+    import re
+
+    h, m = re.search(r"(\d+)h(\d+)m of job time", plan).groups()
+    return 3600 * int(h) + 60 * int(m)
 
 
 @pytest.mark.parametrize("values,needle", [

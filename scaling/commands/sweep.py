@@ -82,6 +82,7 @@ def _hms(seconds: float) -> str:
 
 
 def plan_table(sweep, executor: str | None = None) -> str:
+    from scaling.sweep.branches import trained_share
     from scaling.sweep.spec import format_budget
     from scaling.sweep.task_cost import task_flops
 
@@ -95,7 +96,8 @@ def plan_table(sweep, executor: str | None = None) -> str:
     total_s = total_c = longest = 0.0
     for r in sweep.runs:
         own = sweep.resources_of(r)   # keys by size give runs resources of their own
-        t = own.run_seconds(r.tokens, r.flops + task_flops(r.config, r.flops / r.tokens))   # + its tasks' scoring
+        share = trained_share(r)      # a branch trains only its cooldown
+        t = own.run_seconds(r.tokens * share, r.flops * share + task_flops(r.config, r.flops / r.tokens))   # + its tasks' scoring
         total_s += t
         longest = max(longest, t)
         total_c += r.flops

@@ -73,18 +73,18 @@ class BranchedCompute:
         return 1 - self.branched / self.scratch if self.scratch else 0.0
 
 
+def trained_share(r) -> float:
+    """The share of its steps a run trains itself: a branch only its cooldown (from its branch
+    step on), any other run all of them."""
+    if not getattr(r, "trunk", None):
+        return 1.0
+    steps = run_steps(r.config)
+    return (steps - r.branch_step) / steps
+
+
 def branched_compute(runs: list) -> BranchedCompute:
-    """A trunk trains all its steps, a branch only its cooldown (from its branch step on);
-    from scratch every run trains all of its own."""
-    branched = scratch = 0.0
-    trunks = branches = 0
-    for r in runs:
-        scratch += r.flops
-        if getattr(r, "trunk", None):
-            steps = run_steps(r.config)
-            branched += r.flops * (steps - r.branch_step) / steps
-            branches += 1
-        else:
-            branched += r.flops
-            trunks += 1
-    return BranchedCompute(branched, scratch, trunks, branches)
+    """A trunk trains all its steps, a branch only its cooldown; from scratch every run trains
+    all of its own."""
+    branched = sum(r.flops * trained_share(r) for r in runs)
+    branches = sum(1 for r in runs if getattr(r, "trunk", None))
+    return BranchedCompute(branched, sum(r.flops for r in runs), len(runs) - branches, branches)
