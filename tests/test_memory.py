@@ -144,53 +144,60 @@ def test_checkpointed_count_bounds_torch_on_cpu(measured):
 
 @pytest.fixture(scope="module")
 def measured_decoder():
-    """What autograd saves for one micro-batch of a 3-layer decoder-only model on CPU, fed the
-    objective's lengths (a 54-token prefix, 64 decoder tokens: 117 in a row), nothing padded:
-    the causal path a GPU takes too, but for the mask, which it builds and the CPU skips."""
+    """What autograd saves for one micro-batch of a 3-layer decoder-only model on CPU, causal
+    ("decoder") and with a bidirectional prefix ("prefix-lm"), fed a 49-token prefix and 64
+    decoder tokens, nothing padded: 112 in a row, a multiple of 16, so that the prefix LM's
+    mask is the size a GPU pads it to. The causal model on a CPU builds no mask (a GPU does)."""
     import torch
 
     from scaling.train.model import DecoderOnly
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_enc_layers=0, n_dec_layers=3, max_len=128,
-                      arch="decoder")
-    model = DecoderOnly(cfg)
-    B, te, td = 4, 54, 64
-    enc, dec, lab = (torch.randint(1, 512, (B, t)) for t in (te, td, td))
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model)
+    B, te, td = 4, 49, 64
     out = {}
-    for mixed in (False, True):
-        seen = {}
+    for arch in ("decoder", "prefix-lm"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_enc_layers=0, n_dec_layers=3, max_len=128,
+                          arch=arch)
+        model = DecoderOnly(cfg)
+        enc, dec, lab = (torch.randint(1, 512, (B, t)) for t in (te, td, td))
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model)
+        for mixed in (False, True):
+            seen = {}
 
-        def pack(t):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
+            def pack(t):
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                return t
 
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
-                model.token_losses(enc, dec, lab).sum()
-        out[mixed] = sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
-    return cfg, (B, te, td), out
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+                    model.token_losses(enc, dec, lab).sum()
+            out[arch, mixed] = cfg, sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
+    return (B, te, td), out
 
 
+@pytest.mark.parametrize("arch", ["decoder", "prefix-lm"])
 @pytest.mark.parametrize("mixed", [False, True])
-def test_the_decoder_only_count_matches_torch_on_cpu(measured_decoder, mixed):
+def test_the_decoder_only_count_matches_torch_on_cpu(measured_decoder, arch, mixed):
     """A decoder-only model is counted as what it runs: encoder layers over prefix and decoder
-    tokens in a row, the head over the decoder's places; not as an encoder-decoder's halves."""
+    tokens in a row with their mask's copy, the head over the decoder's places; not as an
+    encoder-decoder's halves."""
     from scaling.base import memory as mem
 
-    cfg, (B, te, td), out = measured_decoder
+    (B, te, td), out = measured_decoder
+    cfg, saved = out[arch, mixed]
     layer, outer, _, _ = mem._decoder_only_bytes(cfg, te, td, mixed)
-    counted = B * (cfg.n_dec_layers * layer + outer - mem.mask_bytes(te, td))   # the CPU builds no mask
-    assert counted == pytest.approx(out[mixed], rel=0.03)
+    cpu_mask = 0 if arch == "decoder" else mem.mask_bytes(te, td, mixed)
+    counted = B * (cfg.n_dec_layers * (layer - mem.mask_bytes(te, td, mixed) + cpu_mask) + outer)
+    assert counted == pytest.approx(saved, rel=0.03)
     # Counted as an encoder-decoder's decoder layers (cross-attention over the prefix, self-
     # attention over the decoder's tokens alone), as the plan did before, it falls short.
     _, dec_layer = mem._layer_bytes(cfg, te, td, mixed)
     enc_side, dec_side, _ = mem._outer_bytes(cfg, te, td, mixed)
-    assert B * (cfg.n_dec_layers * dec_layer + enc_side + dec_side) < 0.85 * out[mixed]
-    # The mask: T x T booleans a sequence on a GPU, none for a whole-window CLM run ([CLM] alone).
-    assert mem.mask_bytes(te, td) == 117 * 117 and mem.mask_bytes(1, td) == 0
+    assert B * (cfg.n_dec_layers * dec_layer + enc_side + dec_side) < 0.85 * saved
+    # The mask's copy: T x T in the query's dtype, rows padded to 16; none for [CLM] alone.
+    assert mem.mask_bytes(te, td, mixed) == 112 * 112 * (2 if mixed else 4) and mem.mask_bytes(1, td, mixed) == 0
+    assert mem.mask_bytes(54, 64, mixed) == 117 * 128 * (2 if mixed else 4)
     assert (activation_bytes(cfg, B, te, td, mixed) - activation_bytes(cfg, B, te, td, mixed, checkpointing=True)
             > 0.3 * activation_bytes(cfg, B, te, td, mixed))
 

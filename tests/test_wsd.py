@@ -19,7 +19,7 @@ from scaling.base.errors import UserError
 from scaling.cli import main
 from scaling.sweep.branches import branched_compute
 from scaling.sweep.launch import launch
-from scaling.sweep.spec import load_sweep
+from scaling.sweep.spec import format_budget, load_sweep
 from scaling.train.schedule import lr_at, make_plan
 
 # One size, two budgets of 50 and 100 steps of 8 x 32 tokens: the 100-step run is the trunk, the
@@ -195,6 +195,7 @@ def test_sweep_plan_prints_the_branched_compute_against_from_scratch(shards, tmp
     out = capsys.readouterr().out
     assert f"{c.saved:.0%} less" in out and "21% less" in out
     assert "cooldown from N300K-D102K @ step 50" in out and "trunk: every step" in out
+    assert f"{format_budget(c.branched)} FLOPs to train" in out
     # Its time estimate counts what is trained: at 100 MFLOP/s and no start-up, 550 steps
     # of each size, not 700.
     slow = f.read_text().replace("time_min = 10", "time_min = 10\nachieved_flops = 1e8\noverhead_s = 0")
@@ -206,11 +207,15 @@ def test_sweep_plan_prints_the_branched_compute_against_from_scratch(shards, tmp
     assert branched_s / _job_seconds(capsys.readouterr().out) == pytest.approx(550 / 700, rel=0.01)
 
 
-def _job_seconds(plan: str) -> int:
+def _job_seconds(plan: str) -> float:
+    """The plan's job time, as `_hms` prints it: 4m05s, 1h40m or 2.5d."""
     import re
 
-    h, m = re.search(r"(\d+)h(\d+)m of job time", plan).groups()
-    return 3600 * int(h) + 60 * int(m)
+    t = re.search(r"(\S+) of job time", plan).group(1)
+    if t.endswith("d"):
+        return float(t[:-1]) * 86400
+    big, small = map(int, re.fullmatch(r"(\d+)[hm](\d+)[ms]", t).groups())
+    return big * (3600 if "h" in t else 60) + small * (60 if "h" in t else 1)
 
 
 @pytest.mark.parametrize("values,needle", [

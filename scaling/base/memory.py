@@ -35,7 +35,8 @@ the encoder's input and the decoder's one after the other: each of its layers is
 layer over those enc + dec - 1 tokens, and only the dec places that predict a label are
 gathered for the final norm and the LM head (the gather saves the last layer's output whole).
 Where the prefix is more than one token it attends under an explicit (B, 1, T, T) boolean mask
-on a GPU, one tensor every layer's attention saves.
+on a GPU, which SDPA turns into an additive mask in the query's dtype at every layer (its last
+dimension padded to a multiple of 16 for the memory-efficient kernel): a copy each layer saves.
 """
 
 from __future__ import annotations
@@ -144,21 +145,23 @@ def _outer_bytes(m: ModelConfig, enc: int, dec: int, mixed: bool) -> tuple[float
 def _decoder_only_bytes(m: ModelConfig, enc: int, dec: int, mixed: bool) -> tuple[float, float, float, float]:
     """A decoder-only model's (one layer, saved outside the layers, the loss's transient
     peak, backward's working set) per sequence: its layers are encoder layers over T = enc +
-    dec - 1 tokens (`_layer_bytes`); outside them, the mask (`mask_bytes`), over the dec
-    places gathered for the head the decoder side of `_outer_bytes`, and the last layer's fp32
-    output over all T tokens, which the gather of those places saves whole."""
+    dec - 1 tokens (`_layer_bytes`) with their attention mask's copy (`mask_bytes`); outside
+    them, over the dec places gathered for the head, the decoder side of `_outer_bytes`, and
+    the last layer's fp32 output over all T tokens, which the gather of those places saves whole."""
     T = enc + dec - 1
     layer, _ = _layer_bytes(m, T, dec, mixed)
     _, dec_side, transient = _outer_bytes(m, T, dec, mixed)
     work = T * m.d_model * (4 + 2 * 4 * (2 if mixed else 4))
-    return layer, mask_bytes(enc, dec) + 4 * T * m.d_model + dec_side, transient, work
+    return layer + mask_bytes(enc, dec, mixed), 4 * T * m.d_model + dec_side, transient, work
 
 
-def mask_bytes(enc: int, dec: int) -> int:
-    """A decoder-only model's attention mask per sequence on a GPU: T x T booleans, built
-    wherever its prefix is more than one token (model.py, `decoder_mask`)."""
+def mask_bytes(enc: int, dec: int, mixed: bool) -> int:
+    """Per sequence and layer, the attention mask a decoder-only layer saves on a GPU, where
+    its prefix is more than one token (model.py, `decoder_mask`; none for [CLM] alone): SDPA's
+    additive copy of the T x T booleans in the query's dtype (bf16 under autocast), each row
+    padded to a multiple of 16."""
     T = enc + dec - 1
-    return T * T if enc > 1 else 0
+    return T * (-(-T // 16) * 16) * (2 if mixed else 4) if enc > 1 else 0
 
 
 def activation_bytes(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: int, mixed: bool,
@@ -174,7 +177,9 @@ def activation_bytes(m: ModelConfig, micro_batch: int, enc_len: int, dec_len: in
     if m.decoder_only:
         layer, outer, loss, work = _decoder_only_bytes(m, enc_len, dec_len, mixed)
         if checkpointing:
-            inputs = 4 * m.d_model * m.n_dec_layers * (enc_len + dec_len - 1)
+            # Every block's input: its residual stream and the boolean mask, one tensor for all.
+            T = enc_len + dec_len - 1
+            inputs = 4 * m.d_model * m.n_dec_layers * T + (T * T if enc_len > 1 else 0)
             per_seq = inputs + max(outer + loss, layer + work)
         else:
             per_seq = m.n_dec_layers * layer + outer + max(loss, work)

@@ -100,7 +100,7 @@ def plan_table(sweep, executor: str | None = None) -> str:
         t = own.run_seconds(r.tokens * share, r.flops * share + task_flops(r.config, r.flops / r.tokens))   # + its tasks' scoring
         total_s += t
         longest = max(longest, t)
-        total_c += r.flops
+        total_c += r.flops * share
         rows.append((r.name, format_count(r.n_params), format_count(r.n_params_nonembed), format_count(r.tokens),
                      format_budget(r.flops), f"{r.tokens_per_param:.1f}", str(r.config.batch_size),
                      str(own.world), f"{r.tokens // r.config.tokens_per_step:,}",
@@ -113,7 +113,8 @@ def plan_table(sweep, executor: str | None = None) -> str:
     source = "set in [executor] achieved_flops" if res.achieved_flops else "assumed; set [executor] achieved_flops"
     cap = f", at most {res.max_tokens_per_s:.3g} tokens/s" if res.max_tokens_per_s else ""
     lines.append(
-        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs in all; at {fps:.3g} FLOP/s per job"
+        f"{len(sweep.runs)} runs, {format_budget(total_c)} FLOPs {'to train' if sweep.branches else 'in all'}; "
+        f"at {fps:.3g} FLOP/s per job"
         f"{f' of {res.world} processes' if res.world > 1 else ''} ({source}{cap}) "
         f"+ {res.overhead_s:.0f}s start-up each: {_hms(total_s)} of job time, about {_hms(max(longest, total_s / conc))} "
         f"wall with {conc} at a time ({kind})")
