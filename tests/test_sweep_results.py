@@ -75,3 +75,33 @@ def test_the_data_key_names_what_decides_the_tokens_not_the_path(tmp_path):
     assert keys["a"] == keys["copy"] == ("hf-json", "ab" * 32, keys["a"][2])
     assert len({keys[n][2] for n in ("a", "other-tok", "other-corpus")}) == 3
     assert data_identity(str(tmp_path / "absent")) == (None, None, None)
+
+
+def test_runs_past_their_training_split_are_said_and_counted(tmp_path, shards, capsys):
+    """A run whose D exceeds its data's training split (104,205 tokens here) repeats it: plan and
+    launch say so before training, collect counts its distinct tokens, and the fit's table has
+    them (its repeated-data law reads unique_tokens below tokens)."""
+    from scaling.fit.table import load_runs
+
+    f = write_sweep_file(tmp_path / "rep.toml", shards, name="rep", kind="grid", train=QUICK_VAL,
+                         body='[grid]\nsizes = ["100K"]\ntokens = ["25.6K", "128K"]\n')
+    assert main(["sweep", "plan", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "data: 1 of 2 runs see their data more than once (up to 1.2 passes" in err and "104K tokens" in err
+    out = tmp_path / "rep"
+    assert main(["sweep", "launch", str(f), "--executor", "debug", "--out", str(out)]) == 0
+    assert "see their data more than once" in capsys.readouterr().err
+    assert main(["sweep", "collect", str(out)]) == 0
+    res = pl.read_parquet(out / "results.parquet").sort("tokens")
+    assert res["tokens"].to_list() == [25600, 128000]
+    assert res["unique_tokens"].to_list() == [25600, 104192]   # whole windows of 32 of the split
+    table = load_runs(out / "results.parquet")
+    assert int((table.col("unique_tokens") < table.col("tokens")).sum()) == 1
+    # Collected away from its data, a run's unique_tokens is unknown: taken as its tokens, and
+    # said; where no run's is known, the column is left out of the fit.
+    some = res.with_columns(pl.when(pl.col("tokens") < 30000).then(None).otherwise(pl.col("unique_tokens"))
+                            .alias("unique_tokens"))
+    t = load_runs(some)
+    assert t.col("unique_tokens").tolist() == [25600, 104192]
+    assert any("unique_tokens unknown for 1 run(s)" in w for w in t.warnings)
+    assert not load_runs(res.with_columns(pl.lit(None, pl.Int64).alias("unique_tokens"))).has("unique_tokens")

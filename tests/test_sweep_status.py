@@ -76,7 +76,7 @@ def test_collect_lists_incomplete_runs_without_their_losses(sweep_dir, capsys):
     out = capsys.readouterr().out
     assert "not in the fits" in out and "C1e12-N400K (failed)" in out
     res = pl.read_parquet(sweep_dir / "results.parquet")
-    assert res.columns[:16] == ["run", "params", "params_nonembed", "tokens", "flops", "budget", "loss",
+    assert res.columns[:17] == ["run", "params", "params_nonembed", "tokens", "unique_tokens", "flops", "budget", "loss",
                                 "loss_denoise", "loss_clm", "loss_se", "bpb", "bpb_denoise", "bpb_clm", "status",
                                 "wall_time_s", "device"]
     assert res.height == 5

@@ -232,13 +232,15 @@ def run_plan(args) -> int:
 
 
 def run_launch(args) -> int:
+    from scaling.sweep.advice import repeat_warning
     from scaling.sweep.launch import LaunchInterrupted, launch
     from scaling.sweep.spec import load_sweep
     from scaling.sweep.status import summary, sweep_states
 
     sweep = load_sweep(args.file)
-    for w in sweep.warnings:   # a path read from the current directory, not the file's folder
-        print(f"warning: {w}", file=sys.stderr)
+    for w in [*sweep.warnings, repeat_warning(sweep)]:   # paths read as before; data seen more than once
+        if w:
+            print(f"warning: {w}", file=sys.stderr)
     try:
         res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
                      retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty(), runs=args.runs)

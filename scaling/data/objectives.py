@@ -128,6 +128,13 @@ class ObjectiveConfig:
                            self.clm_ratio)
 
 
+def unique_tokens(tokens: int, split_tokens: int, seq_len: int) -> int:
+    """The distinct source tokens a run of `tokens` sees of a split of `split_tokens`: its
+    examples are whole windows of seq_len, and every epoch visits each of the split's windows
+    once (`MixedObjective.window_starts`), so a run repeats data only past the first epoch."""
+    return min(int(tokens), (int(split_tokens) // seq_len) * seq_len)
+
+
 class MixedObjective:
     """Builds batches of the mixed objective from a token stream and its document starts.
 

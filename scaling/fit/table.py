@@ -256,6 +256,21 @@ def _canonical(raw: pl.DataFrame, columns: dict, mapping: dict, path: str, from_
     return df
 
 
+def _known_unique(df: pl.DataFrame, warnings: list) -> pl.DataFrame:
+    """unique_tokens where some runs lack it (a sweep collected away from its data): none
+    known, the column goes; some, the others are taken as repeating nothing, and said."""
+    u = pl.col("unique_tokens")
+    missing = int(df.select((u.is_null() | u.cast(pl.Float64).is_nan()).sum()).item())
+    if not missing:
+        return df
+    if missing == df.height:
+        return df.drop("unique_tokens")
+    warnings.append(f"unique_tokens unknown for {missing} run(s) (their data was not there to count): taken as "
+                    "their tokens, no data repeated")
+    return df.with_columns(pl.when(u.is_null() | u.cast(pl.Float64).is_nan()).then(pl.col("tokens"))
+                           .otherwise(u).alias("unique_tokens"))
+
+
 def load_runs(data, columns: Mapping[str, str] | str | None = None, *, drop_top_loss: int = 0,
               invalid: str = "drop") -> RunTable:
     """Load and clean a table of runs: `data` is a path (.csv, .parquet) or a DataFrame (see
@@ -286,6 +301,8 @@ def load_runs(data, columns: Mapping[str, str] | str | None = None, *, drop_top_
     if "tokens" not in df.columns:
         df = df.with_columns((pl.col("flops") / (6.0 * pl.col("params"))).alias("tokens"))
         numeric.append("tokens")
+    if "unique_tokens" in df.columns:
+        df = _known_unique(df, warnings)
     if "loss_se" in df.columns:   # a run without its validation noise adds none to the bootstrap
         df = df.with_columns(pl.col("loss_se").fill_null(0.0).fill_nan(0.0).clip(lower_bound=0.0))
     good = pl.lit(True)

@@ -5,11 +5,15 @@
   mostly in a table they share; the lines name the sizes.
 - The lr rule's cap (scaling/train/schedule.py, `lr_capped`): below it every size trains at
   the same peak lr, so the rule no longer follows N; the line counts the runs there.
+- Runs that see their data more than once (D past the training split's tokens): the line
+  counts them and their passes; `launch` says it too, and `collect` writes unique_tokens.
 """
 
 from __future__ import annotations
 
 from scaling.base.config import format_count
+from scaling.data.objectives import unique_tokens
+from scaling.sweep.collect import train_tokens
 from scaling.sweep.spec import Sweep
 from scaling.train.schedule import LR_CAP, lr_capped
 
@@ -49,4 +53,22 @@ def lr_cap_warning(sweep: Sweep) -> str | None:
 def plan_warnings(sweep: Sweep) -> list[str]:
     """Every warning of `sweep plan`, one line each: the file's paths read as before the
     file-relative rule (spec.file_path), then the sweep's models."""
-    return list(sweep.warnings) + [w for w in (embedding_warning(sweep), lr_cap_warning(sweep)) if w]
+    return list(sweep.warnings) + [w for w in (embedding_warning(sweep), lr_cap_warning(sweep), repeat_warning(sweep))
+                                   if w]
+
+
+def repeat_warning(sweep: Sweep) -> str | None:
+    """The runs whose tokens exceed their data's training split (where the data is here): they
+    repeat it, and a law fitted as if every token were new reads the repeats as fresh data."""
+    over = []
+    for r in sweep.runs:
+        split = train_tokens(r.config.data)
+        if split is not None and unique_tokens(r.tokens, split, r.config.seq_len) < r.tokens:
+            over.append((r.tokens / unique_tokens(r.tokens, split, r.config.seq_len), r.name, split))
+    if not over:
+        return None
+    passes, worst, split = max(over)
+    return (f"data: {len(over)} of {len(sweep.runs)} runs see their data more than once (up to {passes:.1f} passes, "
+            f"{worst}, over a training split of {format_count(split)} tokens): `sweep collect` writes each run's "
+            f"unique_tokens and `scaling fit` then fits the repeated-data law (docs/fitting.md); for a law of fresh "
+            f"data, prepare a larger corpus or take smaller budgets")

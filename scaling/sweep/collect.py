@@ -2,7 +2,8 @@
 
 - results.parquet: one row per run, completed or not (the `status` column says which; losses
   are null unless completed, so an unfinished run is listed but never mixed into a fit), with
-  the vocabulary and window its FLOPs were counted by (the fit counts any N the same way).
+  the vocabulary and window its FLOPs were counted by (the fit counts any N the same way) and
+  the distinct tokens it saw (`unique_tokens`: below `tokens` where it repeated its data).
   Every option that can differ between runs or sweeps is a column too (the objective mix,
   lr and its schedule, batch, optimizer, seed, the sweep's name, the tokenizer and a key of
   the data), so the tables of several sweeps stack (`pl.concat(how="diagonal")`) and group
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from scaling.base.errors import UserError
 from scaling.base.rundir import METRICS, TASK_PREFIX, RunStatus, write_parquet_atomic
+from scaling.data.objectives import unique_tokens
 from scaling.sweep.status import RunState, sweep_states
 
 RESULTS = "results.parquet"
@@ -36,6 +38,9 @@ def _schema():
 
     return {
         "run": pl.Utf8, "params": pl.Int64, "params_nonembed": pl.Int64, "tokens": pl.Int64,
+        # The distinct tokens of those (below tokens where a run repeated its data): what the
+        # fit's repeated-data law reads. Null where the run's data is not here to count.
+        "unique_tokens": pl.Int64,
         "flops": pl.Float64, "budget": pl.Float64,
         "loss": pl.Float64, "loss_denoise": pl.Float64, "loss_clm": pl.Float64, "loss_se": pl.Float64,
         "bpb": pl.Float64, "bpb_denoise": pl.Float64, "bpb_clm": pl.Float64,
@@ -79,6 +84,19 @@ def data_identity(shards_dir: str | None) -> tuple[str | None, str | None, str |
     return (str(tok) if tok is not None else None), (str(tok_sha) if tok_sha else None), key
 
 
+@lru_cache(maxsize=256)
+def train_tokens(shards_dir: str | None) -> int | None:
+    """Tokens in the training split of a shard directory, from its meta.json; None where the
+    directory is not here (a cluster's data planned or collected on a laptop) or not named
+    (the embedded corpus, not built for this)."""
+    if shards_dir in (None, "", "default"):
+        return None
+    try:
+        return int(json.loads((Path(shards_dir) / "meta.json").read_text())["splits"]["train"]["n_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _row(s: RunState) -> dict:
     rec = s.record or {}
     e = s.entry
@@ -95,11 +113,15 @@ def _row(s: RunState) -> dict:
     flops = rec.get("flops")
     if flops is None and tokens is not None and e is not None:
         flops = tokens * e.flops_per_token
+    data = rec.get("data") or cfg.get("data")
+    split = train_tokens(str(data)) if data else None
     return {
         "run": s.name,
         "params": rec.get("n_params", e.n_params if e else None),
         "params_nonembed": rec.get("n_params_nonembed", e.n_params_nonembed if e else None),
         "tokens": tokens,
+        "unique_tokens": (unique_tokens(tokens, split, cfg["seq_len"])
+                          if None not in (tokens, split, cfg.get("seq_len")) else None),
         "flops": float(flops) if flops is not None else None,
         "budget": float(budget) if budget is not None else None,
         "loss": v("mixed", "loss"), "loss_denoise": v("denoise", "loss"), "loss_clm": v("clm", "loss"),
