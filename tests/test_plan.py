@@ -159,3 +159,11 @@ def test_cli_plan_reads_a_small_nonembed_fit_without_false_notes(tmp_path, capsy
     a100 = next(line for line in text.splitlines() if line.strip().startswith("A100") and "reported" not in line)
     hours = float(a100.split()[1].replace(",", ""))
     assert hours == pytest.approx(1e15 / (312e12 * 0.4) / 3600, rel=0.01)
+
+
+def test_a_small_tokens_per_param_is_not_printed_as_zero():
+    """A law far from its runs can put the optimum below one token a parameter (a newcomer's
+    sweep gave 0.026 [0.0, 112814300.5]): three significant figures below 10."""
+    from scaling.plan.text import ratio
+
+    assert [ratio(v) for v in (0.0258, 3.0, 7.25, 21.44, 112814300.5)] == ["0.0258", "3", "7.25", "21.4", "112814300.5"]

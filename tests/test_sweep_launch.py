@@ -102,6 +102,12 @@ def test_changed_sweep_file_does_not_reuse_a_run_directory(tmp_path, shards, cap
     assert main(["sweep", "launch", str(changed), "--executor", "debug", "--out", str(out), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "different config" in err and "batch_size" in err
+    # A mistyped data path is not a new experiment: the error names the path, not the run.
+    typo = tmp_path / "typo.toml"
+    typo.write_text(f.read_text().replace(f'data = "{shards}"', f'data = "{shards}-typo"'))
+    assert main(["sweep", "launch", str(typo), "--executor", "debug", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"train.data = '{shards}-typo': no such file or directory" in err and "different config" not in err
 
 
 def test_stated_vocabulary_must_match_the_data(tmp_path, shards, capsys):

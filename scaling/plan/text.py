@@ -22,6 +22,12 @@ def amount(v: float) -> str:
     return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.1e}"
 
 
+def ratio(v: float) -> str:
+    """Tokens per parameter: one decimal from 10 up, three significant figures below (a law far
+    from its data can put the optimum at 0.026 tokens a parameter, which .1f prints as 0.0)."""
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
 def _ci(lo_hi, fmt) -> str:
     if not lo_hi or lo_hi[0] is None:
         return ""
@@ -40,7 +46,7 @@ def format_plan(r: dict, assume) -> str:
     f4 = lambda v: f"{v:.4f}"  # noqa: E731
     if "plan" in r:
         p = r["plan"]
-        out += [f"plan: N {_n(p['params'])}, D {_n(p['tokens'])} ({p['tokens_per_param']:.1f} tokens/param)"]
+        out += [f"plan: N {_n(p['params'])}, D {_n(p['tokens'])} ({ratio(p['tokens_per_param'])} tokens/param)"]
         if "shape" in p:
             target = p.get("params_target")
             note = (f" (the size rule's shape for {_n(target)}: loss and compute are both for it)"
@@ -57,7 +63,7 @@ def format_plan(r: dict, assume) -> str:
     out += [f"compute-optimal at {r['compute']:.4g} FLOPs{' (95% interval)' if o.get('params_ci') else ''}:",
             f"  N {_n(o['params'])}{_ci(o.get('params_ci'), _n)}",
             f"  D {_n(o['tokens'])}{_ci(o.get('tokens_ci'), _n)}",
-            f"  tokens/param {o['tokens_per_param']:.1f}{_ci(o.get('tokens_per_param_ci'), lambda v: f'{v:.1f}')}",
+            f"  tokens/param {ratio(o['tokens_per_param'])}{_ci(o.get('tokens_per_param_ci'), ratio)}",
             f"  loss {o['loss']:.4f}{_ci(o.get('loss_ci'), f4)}"]
     if "plan" in r:
         p = r["plan"]

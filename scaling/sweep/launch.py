@@ -100,6 +100,10 @@ def _merge(ledger: Ledger, sweep: Sweep) -> None:
         if old is not None and _identity(old) != r.config.identity():
             if rec is not None or (entry and entry.jobs):
                 changed = sorted(k for k, v in r.config.identity().items() if _identity(old).get(k) != v)
+                data = r.config.data
+                if "data" in changed and data not in (None, "", "default") and not Path(data).exists():
+                    # A mistyped path, not a new experiment: say that, not "remove the run".
+                    raise UserError(f"{sweep.path}: train.data = {data!r}: no such file or directory")
                 raise UserError(
                     f"{ledger.run_dir(r.name)}: holds run {r.name} with a different config than {sweep.path} "
                     f"asks for now (changed: {', '.join(changed)}); launch to a new --out, or remove that run directory")
