@@ -97,6 +97,9 @@ def test_changed_sweep_file_does_not_reuse_a_run_directory(tmp_path, shards, cap
     """)
     out = tmp_path / "out"
     assert main(["sweep", "launch", str(f), "--executor", "debug", "--out", str(out)]) == 0
+    # Not on a terminal (a log, a notebook): a line as the launch starts and as each run ends.
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("1 run(s) to train") and " completed, loss " in err[1] and err[1].endswith("(1/1)")
     changed = tmp_path / "changed.toml"
     changed.write_text(f.read_text().replace("batch_size = 8", "batch_size = 4"))
     assert main(["sweep", "launch", str(changed), "--executor", "debug", "--out", str(out), "--dry-run"]) == 2

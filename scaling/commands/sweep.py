@@ -243,7 +243,8 @@ def run_launch(args) -> int:
             print(f"warning: {w}", file=sys.stderr)
     try:
         res = launch(sweep, executor=args.executor, out=args.out, dry_run=args.dry_run,
-                     retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty(), runs=args.runs)
+                     retry_failed=args.retry_failed, wait=args.wait, progress=sys.stderr.isatty(), runs=args.runs,
+                     lines=not sys.stderr.isatty())
     except LaunchInterrupted as e:   # Ctrl-C or SIGTERM: one line, the runs checkpointed
         again = f"scaling sweep launch {args.file}" + (f" --out {args.out}" if args.out else "")
         print(f"{e.line()}: {again}", file=sys.stderr)

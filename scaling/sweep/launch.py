@@ -152,7 +152,9 @@ def chosen(sweep: Sweep, patterns: str | None) -> set[str]:
 
 def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, dry_run: bool = False,
            retry_failed: bool = False, wait: bool = False, progress: bool = True, poll_s: float = 2.0,
-           runs: str | None = None) -> LaunchResult:
+           runs: str | None = None, lines: bool = False) -> LaunchResult:
+    """Launch the sweep's runs that are not done. progress: a progress bar (a terminal);
+    lines: instead, a line as each local run ends (a log file, a notebook, CI)."""
     kind = check_executor(executor or sweep.resources.default)
     dir = Path(out) if out is not None else sweep.out
     if dir.exists() and not dir.is_dir():
@@ -193,7 +195,7 @@ def launch(sweep: Sweep, executor: str | None = None, out: Path | None = None, d
             wait_for(dir, names, progress, poll_s)
         return result
     ledger.save()
-    _foreground(sweep, sub, todo, progress, poll_s)
+    _foreground(sweep, sub, todo, progress, poll_s, lines)
     return result
 
 
@@ -337,14 +339,28 @@ class _Submission:
         return job
 
 
-def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: bool, poll_s: float) -> None:
+def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: bool, poll_s: float,
+                lines: bool = False) -> None:
     """Local and debug run in the foreground, `parallelism` at a time (the local executor
     itself would start every job at once); debug ones in-process, one by one. Ctrl-C or
     SIGTERM stops the runs started (each checkpointed at a step boundary) and raises
     LaunchInterrupted; nothing more is started."""
     kind, result = sub.kind, sub.result
     n = 1 if kind == "debug" else sweep.resources.concurrent()
-    bar = _bar(len(todo), progress, f"{sweep.name} ({kind}, {n} at a time)")
+    desc = f"{sweep.name} ({kind}, {n} at a time)"
+    bar = _bar(len(todo), progress, desc)
+    ended = 0
+    if lines:
+        print(f"{desc}: {len(todo)} run(s) to train", file=sys.stderr, flush=True)
+
+    def tick(r: RunSpec) -> None:
+        nonlocal ended
+        ended += 1
+        bar.update(1)
+        if lines:
+            print(f"{desc}: {r.name} {_ended_as(sub.ledger, r, result)} ({ended}/{len(todo)})",
+                  file=sys.stderr, flush=True)
+
     running: list[tuple[RunSpec, object]] = []
     queue = list(todo)
     try:
@@ -356,13 +372,13 @@ def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: b
                 if not running and queue:   # branches whose trunk ended without their checkpoint
                     for r in queue:
                         result.errors[r.name] = _blocked(sub.ledger, r)
-                        bar.update(1)
+                        tick(r)
                     queue = []
                     continue
                 if kind == "debug":
                     r, job = running.pop(0)
                     _finish(r, job, result)
-                    bar.update(1)
+                    tick(r)
                     if _stopped_early(sub, r):   # the run took Ctrl-C itself (in-process)
                         raise LaunchInterrupted(signal.SIGINT, [r.name], [q.name for q in queue], [])
                     continue
@@ -371,7 +387,7 @@ def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: b
                     if job.done():
                         running.remove((r, job))
                         _finish(r, job, result)
-                        bar.update(1)
+                        tick(r)
     except (KeyboardInterrupt, _Stop) as e:
         bar.close()
         signum = signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM
@@ -379,6 +395,18 @@ def _foreground(sweep: Sweep, sub: _Submission, todo: list[RunSpec], progress: b
         raise LaunchInterrupted(signum, stopped, [q.name for q in queue], killed) from None
     finally:
         bar.close()
+
+
+def _ended_as(ledger: Ledger, r: RunSpec, result: LaunchResult) -> str:
+    """How a run's job ended, in a word or a line: its record's status and final loss, or its error."""
+    err = result.errors.get(r.name)
+    if err:
+        return err if err.startswith("not started") else f"failed: {err}"
+    rec = None
+    with contextlib.suppress(UserError):
+        rec = read_run_json(ledger.run_dir(r.name))
+    loss = (((rec or {}).get("val") or {}).get("mixed") or {}).get("loss")
+    return f"{(rec or {}).get('status', 'ended')}" + (f", loss {loss:.4f}" if loss is not None else "")
 
 
 def _next_ready(ledger: Ledger, queue: list[RunSpec]) -> RunSpec | None:
