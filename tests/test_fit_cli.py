@@ -144,6 +144,9 @@ def test_cli_fit_json_out_plots_and_holdout(tmp_path, capsys):
     rc = main(["fit", str(p), "--bootstrap", "20", "--approach", "3"])
     text = capsys.readouterr().out
     assert rc == 0 and "Approach 3" in text and "alpha" in text
+    # The sweep directory itself is its results.parquet.
+    assert main(["fit", str(tmp_path), "--bootstrap", "20", "--approach", "3"]) == 0
+    assert capsys.readouterr().out == text
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
@@ -153,6 +156,11 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "bad.csv")]) == 2
     assert "missing column" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "bad.csv"), "--approach", "4"]) == 2
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path)]) == 2   # a folder that is no sweep: what to do, in one line
+    err = capsys.readouterr().err
+    assert f"a folder without results.parquet" in err and f"scaling sweep collect {tmp_path}" in err
+    assert err.count("\n") == 1
 
 
 def test_cli_on_chinchilla_points(capsys):

@@ -23,8 +23,8 @@ def register(subparsers) -> None:
         "fit", help="fit Chinchilla's three approaches to a results table",
         description="Fit Chinchilla's Approaches 1-3 to a table of runs (results.parquet from "
                     "`scaling sweep collect`, or any CSV/parquet), with bootstrap intervals.")
-    p.add_argument("results", help="results.parquet or any .csv/.parquet with params, tokens, loss columns, or a "
-                                   "folder of OLMo ladder runs (SIZE-MxC.csv)")
+    p.add_argument("results", help="results.parquet or any .csv/.parquet with params, tokens, loss columns, a "
+                                   "sweep directory (its results.parquet), or a folder of OLMo ladder runs (SIZE-MxC.csv)")
     p.add_argument("--approach", default="auto",
                    help="comma list of 1,2,3 (default: every approach the data allow; naming one makes "
                         "its refusal an error)")

@@ -107,7 +107,10 @@ def fit(data, columns=None, *, curves=None, drop_top_loss: int = 0, invalid: str
 def _read_source(data, curves, want_curves: bool):
     """(runs, curves frame or None, source name or None) of what `scaling.fit` is given: a
     folder of OLMo ladder runs is read as both (scaling/fit/olmo.py); a results file brings
-    curves.parquet beside it, when `curves` is None and `want_curves`."""
+    curves.parquet beside it, when `curves` is None and `want_curves`. A sweep directory is its
+    collected table, results.parquet."""
+    if isinstance(data, (str, Path)) and (Path(data) / "results.parquet").is_file():
+        data = Path(data) / "results.parquet"
     if isinstance(data, (str, Path)) and olmo.is_ladder(data):
         source = str(data)
         data, ladder_curves = olmo.read_ladder(data)

@@ -148,6 +148,9 @@ def read_any(path: str | Path) -> pl.DataFrame:
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{p}: a folder without results.parquet (or OLMo ladder runs); for a sweep, run "
+                        f"`scaling sweep collect {p}` first, or give a .parquet or .csv table")
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
