@@ -95,7 +95,11 @@ def test_fit_names_the_edge_budgets_and_which_way(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "budget 1e12: lowest loss at the smallest size" in out and "move the sizes down" in out
     assert "budget 1.6e13: lowest loss at the largest size" in out and "move the sizes up ~4.3x: add N=353K, 728K" in out
-    assert "budget 4e12" not in out.split("Budgets whose lowest loss")[1]
+    assert "budget 4e12" not in out.split("Budgets whose lowest loss")[1] and "N below is column" not in out
+    # Fitted in non-embedding N, the sizes to add are in that N: the line says it is not a sweep
+    # file's, whose sizes extend writes.
+    assert main(["fit", str(results), "--bootstrap", "0", "--no-holdout", "--columns", "params=params_nonembed"]) == 0
+    assert "in a sweep file's total N; N below is column 'params_nonembed'" in capsys.readouterr().out
 
 
 def test_extend_writes_new_runs_only_and_recentres(tmp_path, capsys):

@@ -109,11 +109,14 @@ def edges_of_table(table) -> list[Edge]:
                       table.df["run"].to_list() if table.has("run") else None)
 
 
-def edge_lines(edges: list[dict]) -> list[str]:
-    """What `scaling fit` prints about edge budgets (records' dicts, as in fit.json)."""
+def edge_lines(edges: list[dict], params_column: str = "params") -> list[str]:
+    """What `scaling fit` prints about edge budgets (records' dicts, as in fit.json). N is the
+    fit's, from `params_column`: where that is not a sweep file's total N, the line says so."""
     if not edges:
         return []
+    which = "" if params_column == "params" else (
+        f" in a sweep file's total N; N below is column {params_column!r}")
     out = ["", f"Budgets whose lowest loss is at an edge of their sizes ({len(edges)}): the optimum lies "
-               "beyond the sizes tried (`scaling sweep extend` writes the runs to add):"]
+               f"beyond the sizes tried (`scaling sweep extend` writes the runs to add{which}):"]
     return out + [f"  {Edge.from_dict(e).line()}" for e in edges]
 

@@ -161,7 +161,7 @@ def format_fit(fit: dict) -> str:
     if fit.get("approach3"):
         out += _approach3_lines(fit["approach3"], fit, boot)
     out += _allocation_lines(fit)
-    out += edge_lines(fit.get("edges") or [])
+    out += edge_lines(fit.get("edges") or [], fit.get("params_column") or "params")
     if fit.get("holdout"):
         out += _holdout_top_lines(fit["holdout"])
     if fit.get("holdout_budget"):
