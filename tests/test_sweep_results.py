@@ -105,3 +105,28 @@ def test_runs_past_their_training_split_are_said_and_counted(tmp_path, shards, c
     assert t.col("unique_tokens").tolist() == [25600, 104192]
     assert any("unique_tokens unknown for 1 run(s)" in w for w in t.warnings)
     assert not load_runs(res.with_columns(pl.lit(None, pl.Int64).alias("unique_tokens"))).has("unique_tokens")
+
+
+def test_a_validation_split_smaller_than_its_examples_is_said_and_counted(tmp_path, shards, capsys):
+    """The tiny shards' validation split holds 252 windows of 32 tokens: 512 examples score
+    windows twice, plan says so, and the score's standard error counts the distinct windows."""
+    import math
+
+    import torch
+
+    from scaling.train.validation import val_scores
+
+    f = write_sweep_file(tmp_path / "val.toml", shards, name="val", kind="grid", train="val_examples = 512\n",
+                         body='[grid]\nsizes = ["100K"]\ntokens = ["25.6K"]\n')
+    assert main(["sweep", "plan", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "validation split holds 252 windows" in err and "fewer than val_examples = 512" in err
+    f.write_text(f.read_text().replace("val_examples = 512", "val_examples = 200"))
+    assert main(["sweep", "plan", str(f)]) == 0
+    assert "validation split" not in capsys.readouterr().err
+    # Sums of 512 examples, each task's example means 1 and 3 alternately (sd 1).
+    sums = torch.tensor([[512.0 * 2, 512.0, 512.0 * 2, 256.0 * 10]] * 2, dtype=torch.float64)
+    free, repeated = val_scores(sums, 512, 0.2, 1.0), val_scores(sums, 512, 0.2, 1.0, windows=252)
+    assert free["val_loss"] == repeated["val_loss"]
+    assert repeated["val_se"] / free["val_se"] == pytest.approx(math.sqrt(511 / 251))
+    assert val_scores(sums, 512, 0.2, 1.0, windows=1000)["val_se"] == free["val_se"]

@@ -7,13 +7,14 @@
   the same peak lr, so the rule no longer follows N; the line counts the runs there.
 - Runs that see their data more than once (D past the training split's tokens): the line
   counts them and their passes; `launch` says it too, and `collect` writes unique_tokens.
+- A validation split of fewer windows than `val_examples`: the scores repeat windows.
 """
 
 from __future__ import annotations
 
 from scaling.base.config import format_count
 from scaling.data.objectives import unique_tokens
-from scaling.sweep.collect import train_tokens
+from scaling.sweep.collect import split_tokens
 from scaling.sweep.spec import Sweep
 from scaling.train.schedule import LR_CAP, lr_capped
 
@@ -53,8 +54,24 @@ def lr_cap_warning(sweep: Sweep) -> str | None:
 def plan_warnings(sweep: Sweep) -> list[str]:
     """Every warning of `sweep plan`, one line each: the file's paths read as before the
     file-relative rule (spec.file_path), then the sweep's models."""
-    return list(sweep.warnings) + [w for w in (embedding_warning(sweep), lr_cap_warning(sweep), repeat_warning(sweep))
-                                   if w]
+    return list(sweep.warnings) + [w for w in (embedding_warning(sweep), lr_cap_warning(sweep), repeat_warning(sweep),
+                                               val_warning(sweep)) if w]
+
+
+def val_warning(sweep: Sweep) -> str | None:
+    """Where the validation split has fewer windows than a run scores: examples past them score
+    the same windows again (with other noise), so the score is less sure than its count says."""
+    short = {}
+    for r in sweep.runs:
+        val = split_tokens(r.config.data, "val")
+        if val is not None and val // r.config.seq_len < r.config.val_examples:
+            short[r.config.data] = (val // r.config.seq_len, r.config.val_examples, val)
+    if not short:
+        return None
+    data, (windows, asked, tokens) = next(iter(short.items()))
+    return (f"validation: {data}'s validation split holds {windows} windows of the runs' seq_len "
+            f"({format_count(tokens)} tokens), fewer than val_examples = {asked}: examples past them score the same "
+            f"windows again, and loss_se counts {windows}; for a surer score, prepare with a larger --val-fraction")
 
 
 def repeat_warning(sweep: Sweep) -> str | None:
@@ -62,7 +79,7 @@ def repeat_warning(sweep: Sweep) -> str | None:
     repeat it, and a law fitted as if every token were new reads the repeats as fresh data."""
     over = []
     for r in sweep.runs:
-        split = train_tokens(r.config.data)
+        split = split_tokens(r.config.data)
         if split is not None and unique_tokens(r.tokens, split, r.config.seq_len) < r.tokens:
             over.append((r.tokens / unique_tokens(r.tokens, split, r.config.seq_len), r.name, split))
     if not over:

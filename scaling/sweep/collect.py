@@ -85,14 +85,14 @@ def data_identity(shards_dir: str | None) -> tuple[str | None, str | None, str |
 
 
 @lru_cache(maxsize=256)
-def train_tokens(shards_dir: str | None) -> int | None:
-    """Tokens in the training split of a shard directory, from its meta.json; None where the
-    directory is not here (a cluster's data planned or collected on a laptop) or not named
-    (the embedded corpus, not built for this)."""
+def split_tokens(shards_dir: str | None, split: str = "train") -> int | None:
+    """Tokens in a split of a shard directory, from its meta.json; None where the directory is
+    not here (a cluster's data planned or collected on a laptop) or not named (the embedded
+    corpus, not built for this)."""
     if shards_dir in (None, "", "default"):
         return None
     try:
-        return int(json.loads((Path(shards_dir) / "meta.json").read_text())["splits"]["train"]["n_tokens"])
+        return int(json.loads((Path(shards_dir) / "meta.json").read_text())["splits"][split]["n_tokens"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -114,7 +114,7 @@ def _row(s: RunState) -> dict:
     if flops is None and tokens is not None and e is not None:
         flops = tokens * e.flops_per_token
     data = rec.get("data") or cfg.get("data")
-    split = train_tokens(str(data)) if data else None
+    split = split_tokens(str(data)) if data else None
     return {
         "run": s.name,
         "params": rec.get("n_params", e.n_params if e else None),

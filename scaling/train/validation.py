@@ -53,7 +53,7 @@ class Validation:
         if plan.world > 1:
             torch.distributed.all_reduce(sums)
         row = {"split": "val", "step": step, "tokens": step * plan.tokens_per_step, "flops": step * plan.flops_per_step,
-               **val_scores(sums, n, cfg.clm_ratio, bytes_per_token)}
+               **val_scores(sums, n, cfg.clm_ratio, bytes_per_token, obj.n_windows)}
         if self.tasks:
             t0 = time.monotonic()
             row.update(task_scores(model, self.tasks, {"pad": self.obj_cfg.pad_id, "clm": self.obj_cfg.clm_id},
@@ -97,12 +97,17 @@ def task_sums(model, obj: MixedObjective, n: int, chunk: int, device, rank: int 
     return sums
 
 
-def val_scores(sums: torch.Tensor, n: int, clm_ratio: float, bytes_per_token: float) -> dict:
-    """The validation columns of a metrics row from task_sums (reduced over ranks)."""
+def val_scores(sums: torch.Tensor, n: int, clm_ratio: float, bytes_per_token: float,
+               windows: int | None = None) -> dict:
+    """The validation columns of a metrics row from task_sums (reduced over ranks). `windows`:
+    the validation split's distinct windows, where fewer than n (examples past them score the
+    same windows again)."""
     s = sums.tolist()
     out = {task: (s[t][0] / max(s[t][1], 1), s[t][1] / n) for t, task in enumerate(("denoise", "clm"))}
-    # Standard error of the mean example loss: the noise of this score.
-    se = {task: math.sqrt(max(s[t][3] / n - (s[t][2] / n) ** 2, 0.0) / max(n - 1, 1))
+    # Standard error of the mean example loss: the noise of this score. Examples that score a
+    # window again are not new evidence about the split, so the error counts distinct windows.
+    m = min(n, windows) if windows else n
+    se = {task: math.sqrt(max(s[t][3] / n - (s[t][2] / n) ** 2, 0.0) / max(m - 1, 1))
           for t, task in enumerate(("denoise", "clm"))}
     # The mixed loss is what training minimises: the token-weighted mixture.
     r = clm_ratio

@@ -75,7 +75,7 @@ class KeptModel:
         n = examples or (cfg.val_examples if cfg else 512)
         obj, bytes_per_token = val_objective(data, self.objective)
         sums = task_sums(self.model, obj, n, VAL_CHUNK, self.device)
-        return val_scores(sums, n, self.objective.clm_ratio, bytes_per_token)
+        return val_scores(sums, n, self.objective.clm_ratio, bytes_per_token, obj.n_windows)
 
 
 def _why_no_weights(run_dir: Path) -> str:
