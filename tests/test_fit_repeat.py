@@ -111,3 +111,34 @@ def test_fit_text_names_the_runs_of_each_stage(capsys):
     out = capsys.readouterr().out
     assert "stage 1, the base law above: 12 runs (unpenalised: of 29 single-epoch runs, 17 are larger" in out
     assert "2b855b55b" in out and "stage 2, R* with the base law held: all 182 runs" in out
+
+
+def test_a_few_passes_over_the_data_fit_the_plain_law_and_say_so():
+    """A sweep whose largest runs pass over their data 1.7 times (a small corpus): below 4 passes
+    repeated tokens are worth nearly fresh ones, R* cannot be measured, and the staged fit
+    would set aside the runs with excess parameters; the plain law is fitted on every run, the
+    same as without the column, and the fit names the repeats."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in (1e18, 4e18, 1.6e19):
+        for k in np.linspace(-1, 1, 7):
+            n = 0.1 * math.sqrt(c / 6) * 4.0 ** k
+            d = c / (6 * n)
+            rows.append((n, d))
+    n, d = (np.array(x) for x in zip(*rows))
+    u = np.minimum(d, d.max() / 1.8)   # the largest runs repeat a small corpus, up to 1.8 passes
+    from scaling.fit.law import predict_loss
+
+    loss = predict_loss(C4, n, d) * np.exp(0.002 * rng.standard_normal(n.size))
+    df = pl.DataFrame({"params": n, "tokens": d, "unique_tokens": u, "loss": loss})
+    assert 1 < (d / u).max() < 2 and (d > u).sum() >= 2
+    opts = FitOptions(approaches=(3,), n_boot=0, holdout_budget=False, progress=False)
+    with_u = fit_all(load_runs(df), opts=opts)["approach3"]
+    plain = fit_all(load_runs(df.drop("unique_tokens")), opts=opts)["approach3"]
+    assert with_u.get("data_constrained") is None and with_u["n_points"] == plain["n_points"] == len(n)
+    assert {k: with_u[k] for k in ("E", "alpha", "beta", "a")} == {k: plain[k] for k in ("E", "alpha", "beta", "a")}
+    assert any(f"{(d > u).sum()} run(s) repeat their data, at most 1.8 passes" in w for w in with_u["warnings"])
+    # Past 4 passes the repeated-data law is fitted.
+    past = fit_all(load_runs(df.with_columns(pl.col("unique_tokens").clip(upper_bound=d.max() / 5))),
+                   opts=opts)["approach3"]
+    assert past["data_constrained"] is not None

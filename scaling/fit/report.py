@@ -278,7 +278,7 @@ _A3_KEYS = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "tokens_per_param")
 @dataclass
 class _Runs3:
     """The runs approach 3 is fitted on: their arrays, the FLOP count of the derived quantities,
-    whether some runs repeat their data (`staged`: unique_tokens below tokens) and whether
+    whether some runs repeat their data enough to model (`staged`: past MATERIAL_PASSES) and whether
     --fix holds every parameter of the base law (`held`)."""
 
     n: np.ndarray
@@ -464,10 +464,17 @@ def approach3_draws(n_runs: int, opts: FitOptions) -> np.ndarray:
     return law.draw_weights(n_runs, opts.n_boot, _approach_rng(opts.seed, 3))
 
 
+# Repeated data the law models (a run past this many passes over its unique tokens). Muennighoff
+# et al. (2023) find up to about 4 epochs of repeated tokens worth nearly as much as fresh ones:
+# below that R*_D cannot be measured, and the staged fit's stage 1 would set aside half an
+# IsoFLOP sweep's runs (those with parameters in excess) for nothing.
+MATERIAL_PASSES = 4.0
+
+
 def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     """Approach 3: the law L(N, D) fitted to every run, its derived allocation, and bootstrap
-    intervals. On repeated data (a unique_tokens column below tokens) the data-constrained law
-    of Muennighoff et al., in stages: the base law first (`_base_law`), then R*_D and R*_N with
+    intervals. On repeated data (a unique_tokens column, some run past MATERIAL_PASSES over
+    it) the data-constrained law of Muennighoff et al., in stages: the base law first (`_base_law`), then R*_D and R*_N with
     it held (`_repeat_record`)."""
     why = check_law_data(table)
     if why:
@@ -475,10 +482,17 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     n, d, loss, c = (table.col(k) for k in ("params", "tokens", "loss", "flops"))
     count, count_rec, count_warnings = flop_count(table, opts.flops)
     u = table.col("unique_tokens") if table.has("unique_tokens") else None
+    passes = d / u if u is not None else np.ones(len(d))
     runs = _Runs3(n, d, loss, u, count.power_over(float(n.min()), float(n.max())),
-                  staged=u is not None and bool(np.any(d > u * (1 + 1e-9))),
+                  staged=bool(np.any(passes > MATERIAL_PASSES * (1 + 1e-9))),
                   held=all(k in opts.fixed for k in law.PARAMS), count=count)
     warnings: list[str] = [f"approach 3: {w}" for w in count_warnings]
+    repeats = int(np.sum(passes > 1 + 1e-9))
+    if repeats and not runs.staged:
+        warnings.append(f"approach 3: {repeats} run(s) repeat their data, at most {passes.max():.2g} passes over it: "
+                        f"up to {MATERIAL_PASSES:g}, repeated tokens are worth nearly fresh ones (Muennighoff et al. "
+                        f"2023), so the plain law is fitted, repeats counted as tokens; the repeated-data law needs "
+                        f"runs past {MATERIAL_PASSES:g} passes")
     s1 = _base_law(runs, opts, warnings)
     fit, nb, db = s1.fit, n[s1.base], d[s1.base]
     warnings += list(fit.warnings)

@@ -87,5 +87,5 @@ def repeat_warning(sweep: Sweep) -> str | None:
     passes, worst, split = max(over)
     return (f"data: {len(over)} of {len(sweep.runs)} runs see their data more than once (up to {passes:.1f} passes, "
             f"{worst}, over a training split of {format_count(split)} tokens): `sweep collect` writes each run's "
-            f"unique_tokens and `scaling fit` then fits the repeated-data law (docs/fitting.md); for a law of fresh "
+            f"unique_tokens, and `scaling fit` models repeats past 4 passes (docs/fitting.md); for a law of fresh "
             f"data, prepare a larger corpus or take smaller budgets")
