@@ -484,7 +484,7 @@ def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     u = table.col("unique_tokens") if table.has("unique_tokens") else None
     passes = d / u if u is not None else np.ones(len(d))
     runs = _Runs3(n, d, loss, u, count.power_over(float(n.min()), float(n.max())),
-                  staged=bool(np.any(passes > MATERIAL_PASSES * (1 + 1e-9))),
+                  staged=_material_repeats(table),
                   held=all(k in opts.fixed for k in law.PARAMS), count=count)
     warnings: list[str] = [f"approach 3: {w}" for w in count_warnings]
     repeats = int(np.sum(passes > 1 + 1e-9))
@@ -559,6 +559,12 @@ def holdout(table: RunTable, k: int, opts: FitOptions) -> dict:
 REGIME_GAP = 0.10
 
 
+def _material_repeats(table: RunTable) -> bool:
+    """Whether approach 3 models this table's repeated data (some run past MATERIAL_PASSES)."""
+    return table.has("unique_tokens") and bool(np.any(
+        table.col("tokens") > table.col("unique_tokens") * MATERIAL_PASSES * (1 + 1e-9)))
+
+
 def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
     """Leave the largest budget out: fit Approaches 3 and 2 on the smaller budgets and predict
     the held-out runs' losses (and Approach 2's N_opt there). None when fewer than 3 budgets."""
@@ -573,7 +579,9 @@ def holdout_budget(table: RunTable, opts: FitOptions) -> dict | None:
     train_c = float(c[keep].max())
     out: dict = {"budget": float(values[top]), "n_runs": test.height, "n_train": train.df.height,
                  "train_max_flops": train_c, "extrapolation": float(values[top] / values[labels[keep]].max()),
-                 "warnings": []}
+                 "warnings": [] if not _material_repeats(table) else [
+                     "held-out check: the plain law refitted, while approach 3 models the runs' repeated data "
+                     f"(past {MATERIAL_PASSES:g} passes): the check is of the plain law"]}
     fit = None
     if 3 in opts.approaches:
         why = check_law_data(train)
