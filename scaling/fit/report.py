@@ -474,8 +474,8 @@ MATERIAL_PASSES = 4.0
 def approach3(table: RunTable, opts: FitOptions, rng, bar) -> dict:
     """Approach 3: the law L(N, D) fitted to every run, its derived allocation, and bootstrap
     intervals. On repeated data (a unique_tokens column, some run past MATERIAL_PASSES over
-    it) the data-constrained law of Muennighoff et al., in stages: the base law first (`_base_law`), then R*_D and R*_N with
-    it held (`_repeat_record`)."""
+    it) the data-constrained law of Muennighoff et al., in stages: the base law first
+    (`_base_law`), then R*_D and R*_N with it held (`_repeat_record`)."""
     why = check_law_data(table)
     if why:
         raise _Skip(why)

@@ -84,11 +84,11 @@ def data_identity(shards_dir: str | None) -> tuple[str | None, str | None, str |
     return (str(tok) if tok is not None else None), (str(tok_sha) if tok_sha else None), key
 
 
-@lru_cache(maxsize=256)
 def split_tokens(shards_dir: str | None, split: str = "train") -> int | None:
     """Tokens in a split of a shard directory, from its meta.json; None where the directory is
     not here (a cluster's data planned or collected on a laptop) or not named (the embedded
-    corpus, not built for this)."""
+    corpus, not built for this). Read each time, not cached: a notebook may prepare the data
+    between two plans."""
     if shards_dir in (None, "", "default"):
         return None
     try:
