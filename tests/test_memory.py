@@ -49,6 +49,27 @@ def test_activations_by_hand():
     assert activation_bytes(SMALL, 2, 6, 8, mixed=False, checkpointing=True) == 2 * (896 + 16_384)
 
 
+def _saved_bytes(model, batch, mixed: bool) -> int:
+    """Bytes of the distinct storages autograd saves for one forward of `batch` (enc, dec,
+    labels), parameters apart and, under bf16 autocast, less its copies of the matmul weights
+    (which the memory model counts as working copies)."""
+    import torch
+
+    cfg = model.cfg
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model) if mixed else 0
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+            model.token_losses(*batch).sum()
+    return sum(v for k, v in seen.items() if k not in params) - casts
+
+
 @pytest.fixture(scope="module")
 def measured():
     """What torch holds for one micro-batch of a 3+2-layer model on CPU: the distinct storages
@@ -66,7 +87,6 @@ def measured():
     model = EncoderDecoder(cfg)
     B, te, td = 4, 54, 64
     enc, dec, lab = (torch.randint(1, 512, (B, t)) for t in (te, td, td))
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     # autocast's bf16 copies of the matmul weights: what the memory model counts as working copies
     casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model)
 
@@ -93,17 +113,7 @@ def measured():
 
     out = {}
     for mixed in (False, True):
-        seen = {}
-
-        def pack(t):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
-                model.token_losses(enc, dec, lab).sum()
-        saved = sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
-        out[mixed] = saved, peak(mixed) - (casts if mixed else 0)
+        out[mixed] = _saved_bytes(model, (enc, dec, lab), mixed), peak(mixed) - (casts if mixed else 0)
     # The training state after one AdamW step: parameters, their gradients, the two moments.
     opt = torch.optim.AdamW(model.parameters())
     opt.step()
@@ -159,20 +169,9 @@ def measured_decoder():
         cfg = ModelConfig(vocab_size=512, d_model=64, n_heads=4, n_enc_layers=0, n_dec_layers=3, max_len=128,
                           arch=arch)
         model = DecoderOnly(cfg)
-        enc, dec, lab = (torch.randint(1, 512, (B, t)) for t in (te, td, td))
-        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        casts = 2 * (cfg.n_params(embeddings=False) + cfg.vocab_size * cfg.d_model)
+        batch = tuple(torch.randint(1, 512, (B, t)) for t in (te, td, td))
         for mixed in (False, True):
-            seen = {}
-
-            def pack(t):
-                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
-                    model.token_losses(enc, dec, lab).sum()
-            out[arch, mixed] = cfg, sum(v for k, v in seen.items() if k not in params) - (casts if mixed else 0)
+            out[arch, mixed] = cfg, _saved_bytes(model, batch, mixed)
     return (B, te, td), out
 
 
