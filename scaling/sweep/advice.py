@@ -58,12 +58,18 @@ def plan_warnings(sweep: Sweep) -> list[str]:
                                                val_warning(sweep)) if w]
 
 
+def _splits(sweep: Sweep, split: str) -> dict:
+    """Tokens of `split` in each data directory the sweep's runs name (one read each)."""
+    return {d: split_tokens(d, split) for d in {r.config.data for r in sweep.runs}}
+
+
 def val_warning(sweep: Sweep) -> str | None:
     """Where the validation split has fewer windows than a run scores: examples past them score
     the same windows again (with other noise), so the score is less sure than its count says."""
     short = {}
+    vals = _splits(sweep, "val")
     for r in sweep.runs:
-        val = split_tokens(r.config.data, "val")
+        val = vals[r.config.data]
         if val is not None and val // r.config.seq_len < r.config.val_examples:
             short[r.config.data] = (val // r.config.seq_len, r.config.val_examples, val)
     if not short:
@@ -78,10 +84,12 @@ def repeat_warning(sweep: Sweep) -> str | None:
     """The runs whose tokens exceed their data's training split (where the data is here): they
     repeat it, and a law fitted as if every token were new reads the repeats as fresh data."""
     over = []
+    splits = _splits(sweep, "train")
     for r in sweep.runs:
-        split = split_tokens(r.config.data)
-        if split is not None and unique_tokens(r.tokens, split, r.config.seq_len) < r.tokens:
-            over.append((r.tokens / unique_tokens(r.tokens, split, r.config.seq_len), r.name, split))
+        split = splits[r.config.data]
+        seen = unique_tokens(r.tokens, split, r.config.seq_len) if split is not None else r.tokens
+        if seen < r.tokens:
+            over.append((r.tokens / seen, r.name, split))
     if not over:
         return None
     passes, worst, split = max(over)
